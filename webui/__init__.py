@@ -1,0 +1,102 @@
+"""The web layer: operator console blueprints, templates and static assets."""
+
+from __future__ import annotations
+
+from flask import Flask, g, render_template, request, session
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from meterhub.db import use_group
+from meterhub.extensions import db, login_manager
+from meterhub.tenants.models import Operator
+from meterhub.tenants.permissions import ROLE_LABELS
+from meterhub.tenants.scoping import has_permission, visible_properties
+
+
+def _load_operator(user_id: str) -> Operator | None:
+    try:
+        group_id, operator_id = (int(part) for part in user_id.split(":"))
+    except ValueError:
+        return None
+    use_group(group_id)
+    operator = db.session.get(Operator, operator_id)
+    return operator if operator is not None and operator.active else None
+
+
+def menu_items(operator: Operator) -> list:
+    """Menu entries contributed by plugins for this operator (each: label, url, permission)."""
+    from meterhub.plugins import get_plugin_manager
+
+    items = []
+    for batch in get_plugin_manager().hook.menu_items(operator=operator):
+        for item in batch or []:
+            if not item.get("permission") or has_permission(operator, item["permission"]):
+                items.append(item)
+    return items
+
+
+def register_web(app: Flask) -> None:
+    """Blueprints, the user loader, error pages and template helpers."""
+    from . import admin, audit, auth, console
+
+    login_manager.user_loader(_load_operator)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+
+    for blueprint in (auth.bp, console.bp, admin.bp, audit.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _reset_group() -> None:
+        use_group(None)
+
+    @app.context_processor
+    def _helpers() -> dict:
+        def can(permission: str) -> bool:
+            return current_user.is_authenticated and has_permission(current_user, permission)
+
+        def properties() -> list:
+            if "visible_properties" not in g:
+                g.visible_properties = visible_properties() if current_user.is_authenticated else []
+            return g.visible_properties
+
+        def nav_menu() -> list:
+            if not current_user.is_authenticated:
+                return []
+            if "nav_menu" not in g:
+                g.nav_menu = menu_items(current_user)
+            return g.nav_menu
+
+        return {
+            "get_locale": get_locale,
+            "can": can,
+            "nav_menu": nav_menu,
+            "nav_properties": properties,
+            "current_property_id": session.get("property_id"),
+            "role_label": lambda role: ROLE_LABELS.get(role, role),
+        }
+
+    @app.errorhandler(404)
+    def _not_found(_err):  # noqa: ANN001, ANN202
+        return render_template("errors/error.html", code=404, message=_("Not found.")), 404
+
+    @app.errorhandler(CSRFError)
+    def _csrf(err):  # noqa: ANN001, ANN202
+        return render_template(
+            "errors/error.html", code=400, message=_("The form expired or was not sent from this site. Reload the page and try again.")
+        ), 400
+
+    @app.errorhandler(403)
+    def _forbidden(_err):  # noqa: ANN001, ANN202
+        return render_template("errors/error.html", code=403, message=_("You do not have permission for this action.")), 403
+
+    @app.after_request
+    def _headers(response):  # noqa: ANN001, ANN202
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.path.startswith("/static/") is False:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

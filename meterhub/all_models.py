@@ -1,0 +1,5 @@
+"""Imports every core model so the metadata is complete (migrations, tests)."""
+
+from .devices.models import Device, Gateway, Meter  # noqa: F401
+from .tenants.audit import AuditEntry  # noqa: F401
+from .tenants.models import Building, Floor, Group, Operator, OperatorProperty, Property, Room  # noqa: F401

@@ -1,0 +1,62 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import config as config_module
+from .extensions import babel, csrf, db, login_manager
+
+log = logging.getLogger(__name__)
+
+
+def _secret_key(app: Flask) -> str:
+    """A stable secret key kept in the instance folder (created on first start)."""
+    path = Path(app.instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config layers, extensions, plugins, blueprints."""
+    app = Flask(
+        "meterhub",
+        instance_path=os.environ.get("METERHUB_INSTANCE_PATH") or str(Path.cwd() / "instance"),
+        instance_relative_config=True,
+        template_folder=str(Path(__file__).resolve().parent.parent / "webui" / "templates"),
+        static_folder=str(Path(__file__).resolve().parent.parent / "webui" / "static"),
+    )
+    app.config.from_mapping(config_module.DEFAULTS)
+    if test_config is None:
+        app.config.from_pyfile("meterhub.cfg", silent=True)
+        app.config.from_prefixed_env("METERHUB")
+    else:
+        app.config.from_mapping(test_config)
+    config_module.finish(app.config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(app)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    from webui import i18n
+
+    babel.init_app(app, locale_selector=i18n.select_locale, timezone_selector=i18n.select_timezone)
+
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(Path(__file__).parent / "migrations"))
+
+    from webui import register_web
+
+    register_web(app)
+    return app

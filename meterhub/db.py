@@ -1,0 +1,87 @@
+"""Tenant context for the database: the group is set per transaction with ``SET LOCAL``.
+
+Row-level security policies compare each row's ``group_id`` with the transaction setting
+``meterhub.group_id``. The web app connects as a role that owns nothing and cannot bypass RLS, so a
+missing or wrong group yields no rows even if an application filter is forgotten.
+Trusted background processes (collector, billing jobs, CLI) use :func:`service_session`, bound to the
+service role (BYPASSRLS), and must scope their own statements.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import current_app
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .extensions import db
+
+GROUP_SETTING = "meterhub.group_id"
+_current_group: contextvars.ContextVar[int | None] = contextvars.ContextVar("group_id", default=None)
+
+
+def current_group_id() -> int | None:
+    """The group the current request or job acts for, if any."""
+    return _current_group.get()
+
+
+def _apply(session: Session, group_id: int | None) -> None:
+    session.execute(
+        text("SELECT set_config(:name, :value, true)"),
+        {"name": GROUP_SETTING, "value": "" if group_id is None else str(group_id)},
+    )
+
+
+def use_group(group_id: int | None, session: Session | None = None) -> None:
+    """Act for ``group_id`` from now on: applied to the open transaction and every later one."""
+    _current_group.set(group_id)
+    session = session or db.session()
+    if session.in_transaction():
+        _apply(session, group_id)
+
+
+@event.listens_for(Session, "after_begin")
+def _set_group_on_begin(session: Session, transaction, connection) -> None:  # noqa: ANN001
+    if session.info.get("service"):
+        return
+    connection.execute(
+        text("SELECT set_config(:name, :value, true)"),
+        {"name": GROUP_SETTING, "value": "" if _current_group.get() is None else str(_current_group.get())},
+    )
+
+
+_service_engines: dict[str, Engine] = {}
+
+
+def service_engine(url: str | None = None) -> Engine:
+    """The engine of the service role (one per URL, created lazily)."""
+    url = url or current_app.config["SERVICE_DATABASE_URL"]
+    if url not in _service_engines:
+        _service_engines[url] = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return _service_engines[url]
+
+
+@contextmanager
+def service_session(url: str | None = None) -> Iterator[Session]:
+    """A session of the service role; commits on success, rolls back on error."""
+    factory = sessionmaker(bind=service_engine(url), info={"service": True}, expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_service_engines() -> None:
+    """Close pooled service connections (tests dropping databases call this)."""
+    for engine in _service_engines.values():
+        engine.dispose()
+    _service_engines.clear()

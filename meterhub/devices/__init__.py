@@ -1,0 +1,1 @@
+"""Gateways, devices and meters: what the platform reads and commands."""

@@ -1,0 +1,30 @@
+"""The Redis connection and rq queues of the app (one client per app, created lazily)."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from rq import Queue
+
+QUEUES = ("commands", "default", "reports")
+
+
+def get_redis(app: Flask | None = None) -> redis.Redis:
+    """The app's Redis client."""
+    app = app or current_app
+    client = app.extensions.get("meterhub_redis")
+    if client is None:
+        client = redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=5, health_check_interval=30)
+        app.extensions["meterhub_redis"] = client
+    return client
+
+
+def redis_key(*parts: object, app: Flask | None = None) -> str:
+    """A Redis key inside the app's namespace."""
+    app = app or current_app
+    return ":".join([app.config["REDIS_NAMESPACE"], *map(str, parts)])
+
+
+def get_queue(name: str = "default", app: Flask | None = None) -> Queue:
+    """An rq queue on the app's Redis (named inside the app's namespace)."""
+    return Queue(redis_key("q", name, app=app), connection=get_redis(app))

