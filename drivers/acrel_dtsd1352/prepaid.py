@@ -1,0 +1,112 @@
+"""Acrel meter-side prepaid: commands and simulated behaviour, shared with the ADF300 driver.
+
+Relay forced control (0x0057/0x0058, FC16, HIGH): cut off = [1, 1], restore = [1, 0] (test vectors);
+keep-power = forced close [1, 0] and back to automatic = [0, 0] (both INFERRED).
+Top-up (INFERRED): one FC16 write of purchase count (0x004E) + amount (0x004F–50); the meter accepts
+it only when the count is the next one. The real meter may need proprietary FC 0x20 — verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from meterhub.driver import RegisterSpec, encode_value
+from meterhub.driver.base import spec_index
+from meterhub.protocols.errors import ModbusExceptionReply
+from meterhub.simulator.model import ElectricChannel
+
+CUT_OFF = [1, 1]
+RESTORE = [1, 0]
+AUTOMATIC = [0, 0]
+STATE_KEYS = ("relay_forced_enable", "relay_forced_trip", "load_control_state")
+
+
+def relay_values(raw: Mapping[str, Decimal]) -> dict[str, bool]:
+    """relay_closed / keep_power from the forced-control registers and the load-control state."""
+    forced = int(raw.get("relay_forced_enable", 0)) == 1
+    trip = int(raw.get("relay_forced_trip", 0)) == 1
+    tripped_by_meter = int(raw.get("load_control_state", 0)) >> 8 != 0
+    closed = (not trip) if forced else not tripped_by_meter
+    return {"relay_closed": closed, "keep_power": forced and not trip}
+
+
+async def switch(transport: Any, unit: int, closed: bool, restore_mode: str = "forced") -> None:
+    values = CUT_OFF if not closed else (RESTORE if restore_mode == "forced" else AUTOMATIC)
+    await transport.write_registers(unit, 0x0057, values)
+
+
+async def keep_power(transport: Any, unit: int, on: bool) -> None:
+    await transport.write_registers(unit, 0x0057, RESTORE if on else AUTOMATIC)
+
+
+async def write_topup(transport: Any, unit: int, specs: Sequence[RegisterSpec], amount: Decimal,
+                      purchase_count: int) -> None:
+    idx = spec_index(specs)
+    if amount <= 0:
+        raise ValueError(f"top-up amount must be positive, got {amount}")
+    words = encode_value(idx["purchase_count"], purchase_count) + encode_value(idx["remaining_money"], amount)
+    await transport.write_registers(unit, 0x004E, words)
+
+
+async def set_thresholds(transport: Any, unit: int, specs: Sequence[RegisterSpec], alarm1: Decimal,
+                         alarm2: Decimal, overdraft: Decimal) -> None:
+    idx = spec_index(specs)
+    words = (encode_value(idx["alarm1"], alarm1) + encode_value(idx["alarm2"], alarm2)
+             + encode_value(idx["overdraft"], overdraft))
+    await transport.write_registers(unit, 0x0046, words)
+
+
+async def set_prices(transport: Any, unit: int, specs: Sequence[RegisterSpec], prices: Sequence[Decimal]) -> None:
+    if len(prices) != 4:
+        raise ValueError("four prices are needed: sharp, peak, flat, valley")
+    idx = spec_index(specs)
+    words: list[int] = []
+    for name, price in zip(("sharp", "peak", "flat", "valley"), prices):
+        words += encode_value(idx[f"price_{name}"], Decimal(price).quantize(Decimal("0.01")))
+    await transport.write_registers(unit, 0x0059, words)
+
+
+async def set_overload_limit(transport: Any, unit: int, specs: Sequence[RegisterSpec], limit_kw: Decimal) -> None:
+    await transport.write_registers(unit, 0x0061, encode_value(spec_index(specs)["pmax"], limit_kw))
+
+
+# --- simulator side --------------------------------------------------------------------------------
+def sim_values(ch: ElectricChannel) -> dict[str, Decimal | int]:
+    """Register values of the prepaid rows for a simulated channel."""
+    forced = ch.forced is not None
+    return {
+        "alarm1": ch.alarm1, "alarm2": ch.alarm2, "overdraft": ch.overdraft,
+        "purchase_count": ch.purchase_count, "remaining_money": max(ch.money(), Decimal(0)),
+        "load_control_state": 0 if ch.forced is not None or ch.relay_closed else 0x0100,
+        "relay_forced_enable": int(forced), "relay_forced_trip": int(forced and not ch.forced),
+        "price_sharp": ch.prices[0], "price_peak": ch.prices[1], "price_flat": ch.prices[2],
+        "price_valley": ch.prices[3], "pmax": ch.pmax_kw, "config_word": 1,
+    }
+
+
+def sim_write(ch: ElectricChannel, values: dict[str, Decimal]) -> None:
+    """Apply an FC16 write to the simulated prepaid rows (raises exception 03 on a bad top-up)."""
+    if "relay_forced_enable" in values or "relay_forced_trip" in values:
+        if set(values) != {"relay_forced_enable", "relay_forced_trip"}:
+            raise ModbusExceptionReply(3)  # the two registers are written together
+        enable, trip = int(values["relay_forced_enable"]), int(values["relay_forced_trip"])
+        if enable not in (0, 1) or trip not in (0, 1):
+            raise ModbusExceptionReply(3)
+        ch.forced = None if not enable else not trip
+        return
+    if "remaining_money" in values:
+        if "purchase_count" not in values or not ch.topup(values["remaining_money"], int(values["purchase_count"])):
+            raise ModbusExceptionReply(3)
+        return
+    for key in ("alarm1", "alarm2", "overdraft"):
+        if key in values:
+            setattr(ch, key, values[key])
+    for i, name in enumerate(("sharp", "peak", "flat", "valley")):
+        if f"price_{name}" in values:
+            ch.prices[i] = values[f"price_{name}"]
+    if "pmax" in values:
+        ch.pmax_kw = values["pmax"]
+    if "purchase_count" in values and "remaining_money" not in values:
+        raise ModbusExceptionReply(3)
