@@ -144,6 +144,10 @@ class Driver:
         """Every register map this driver may use, by variant name (for docs and tests)."""
         return {"default": self.registers}
 
+    def examples(self) -> list[dict[str, Any]]:
+        """Example devices (address, framing, config) for docs, tests and the simulated fleet."""
+        return list(self.manifest.get("examples", [{"address": 1, "framing": "rtu", "config": {}}]))
+
     def supports(self, command: str, config: Mapping[str, Any]) -> bool:
         return COMMANDS.get(command) in self.capabilities_for(config)
 

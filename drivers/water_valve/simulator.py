@@ -1,0 +1,83 @@
+"""Simulated valve water meter speaking CJ/T 188 or the configured Modbus map."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from drivers.water_valve.registers import modbus_map
+from meterhub.protocols import cjt188
+from meterhub.protocols.errors import ModbusExceptionReply
+from meterhub.simulator.device import RegisterSimDevice
+from meterhub.simulator.model import SimClock, WaterChannel
+
+
+class WaterMeterSim(RegisterSimDevice):
+    """Volume grows while the valve is open; closing the valve stops flow."""
+
+    def __init__(self, address: Any, config: Mapping[str, Any], clock: SimClock | None = None, seed: int = 1,
+                 base_m3h: float = 0.5, **_: Any) -> None:
+        self.config = dict(config)
+        self.protocol = config.get("protocol", "cjt188")
+        specs = modbus_map(config) if self.protocol == "modbus" else ()
+        addr = int(address) if self.protocol == "modbus" else str(address)
+        super().__init__(addr, specs, clock, address_space=[(0, 0x0040)])
+        self.channel = WaterChannel(random.Random(seed), base_m3h=base_m3h)
+        self.serial = str(address)
+
+    @property
+    def unit_ids(self) -> tuple[Any, ...]:
+        if self.protocol == "cjt188":
+            return (str(self.address).lstrip("0") or "0",)
+        return (self.address,)
+
+    def current_values(self, unit: int) -> dict[str, Decimal | int]:
+        self.channel.advance(self.clock.now())
+        valve = self.config["valve_open_value"] if self.channel.valve_open else self.config["valve_close_value"]
+        return {"flow_total": self.channel.volume_m3, "flow_rate": Decimal(repr(round(self.channel.flow_m3h, 4))),
+                "valve": valve}
+
+    def apply_write(self, unit: int, values: dict[str, Decimal]) -> None:
+        if set(values) != {"valve"}:
+            raise ModbusExceptionReply(2)
+        value = int(values["valve"])
+        if value not in (self.config["valve_open_value"], self.config["valve_close_value"]):
+            raise ModbusExceptionReply(3)
+        self.set_valve(value == self.config["valve_open_value"])
+
+    def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
+        if self.config.get("valve_kind") != "coil" or address != self.config["valve_address"] or count != 1:
+            raise ModbusExceptionReply(2)
+        return [self.channel.valve_open]
+
+    def write_coil(self, unit: int, address: int, on: bool) -> None:
+        if self.config.get("valve_kind") != "coil" or address != self.config["valve_address"]:
+            raise ModbusExceptionReply(2)
+        self.set_valve(on)
+
+    def set_valve(self, open_valve: bool) -> None:
+        self.channel.advance(self.clock.now())
+        self.channel.valve_open = open_valve
+
+    def status(self) -> int:
+        return cjt188.ST_VALVE_OPEN if self.channel.valve_open else cjt188.ST_VALVE_CLOSED
+
+    def handle_cjt188(self, frame: cjt188.Cjt188Frame) -> cjt188.Cjt188Frame | None:
+        if frame.meter_type not in (self.config["meter_type"], cjt188.WILDCARD_TYPE):
+            return None
+        reply_type = self.config["meter_type"]
+        if frame.control == cjt188.READ_DATA and frame.di == cjt188.DI_METER_DATA:
+            self.channel.advance(self.clock.now())
+            payload = cjt188.meter_data_payload(self.channel.volume_m3, self.channel.settlement_m3,
+                                                self.clock.now(), self.status())
+            return cjt188.Cjt188Frame(reply_type, self.serial, 0x81, frame.di, frame.ser, payload)
+        if frame.control == cjt188.WRITE_DATA and frame.di == cjt188.DI_VALVE and len(frame.data) == 1:
+            if frame.data[0] in (cjt188.VALVE_OPEN, cjt188.VALVE_CLOSE):
+                self.set_valve(frame.data[0] == cjt188.VALVE_OPEN)
+                return cjt188.Cjt188Frame(reply_type, self.serial, 0x84, frame.di, frame.ser,
+                                          bytes([self.status(), 0]))
+        return cjt188.Cjt188Frame(reply_type, self.serial, frame.control | 0xC0, None, 0, b"\x01")
+
+
