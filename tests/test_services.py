@@ -292,6 +292,15 @@ def test_embedded_postgres_already_running_is_reused_not_stopped(tmp_path):
     assert _gone(first.pid)
 
 
+@pytest.mark.embedded
+def test_embedded_postgres_refuses_a_cluster_of_another_major_version(tmp_path):
+    data = tmp_path / "i" / "postgres" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("17\n")
+    with pytest.raises(ServiceError, match=r"PostgreSQL 17 but the embedded server is 18.*METERHUB_DATABASE_URL"):
+        resolve_postgres(None, tmp_path / "i", allow_local=False, port=0)
+
+
 # --- embedded Redis and MQTT -----------------------------------------------------------------------------
 
 
@@ -359,8 +368,10 @@ def test_embedded_mqtt_qos1_round_trip_with_paho_v2(tmp_path):
 _CHILD = """
 import sys, time
 from pathlib import Path
-from meterhub.services import resolve_mqtt, resolve_postgres, resolve_redis
+from meterhub.services import install_signal_handlers, resolve_mqtt, resolve_postgres, resolve_redis
 inst = Path(sys.argv[1])
+if sys.argv[2] == "explicit":
+    install_signal_handlers()
 svcs = [f(None, inst, allow_local=False, port=0) for f in (resolve_postgres, resolve_redis, resolve_mqtt)]
 print(" ".join(str(s.pid) for s in svcs), flush=True)
 time.sleep(60)
@@ -368,15 +379,21 @@ time.sleep(60)
 
 
 @pytest.mark.embedded
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_servers_do_not_outlive_their_parent(sig, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "i")], stdout=subprocess.PIPE,
-                            text=True, cwd=Path(__file__).resolve().parents[1])
+@pytest.mark.parametrize(
+    ("sig", "handlers", "status"),
+    [(signal.SIGTERM, "default", 143), (signal.SIGKILL, "default", -9), (signal.SIGTERM, "explicit", 143),
+     (signal.SIGINT, "explicit", -2)],  # KeyboardInterrupt: Python exits by SIGINT
+    ids=["SIGTERM", "SIGKILL", "SIGTERM-handlers", "SIGINT-handlers"],
+)
+def test_servers_do_not_outlive_their_parent(sig, handlers, status, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "i"), handlers], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).resolve().parents[1])
+    pids: list[int] = []
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3 and not any(_gone(p) for p in pids)
         proc.send_signal(sig)
-        assert proc.wait(30) == (128 + sig if sig == signal.SIGTERM else -sig)
+        assert proc.wait(30) == status
         assert _wait_gone(pids) == []
         assert _wait_gone(_procs_in((tmp_path / "i" / "postgres" / "data").resolve())) == []
     finally:
@@ -384,3 +401,6 @@ def test_servers_do_not_outlive_their_parent(sig, tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+        for pid in pids:  # on failure, do not leave the servers behind
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -28,6 +28,7 @@ class Service:
     data_dir: Path | None = None
     _stopper: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _owner_pid: int = field(default_factory=os.getpid, repr=False, compare=False)
 
     @property
     def owned(self) -> bool:
@@ -35,6 +36,8 @@ class Service:
         return self._stopper is not None
 
     def stop(self) -> None:
+        if os.getpid() != self._owner_pid:  # a forked child never stops its parent's servers
+            return
         with self._lock:
             stopper, self._stopper = self._stopper, None
         if stopper is None:
@@ -48,7 +51,6 @@ class Service:
 _started: list[Service] = []
 _registry_lock = threading.Lock()
 _atexit_done = False
-_owner_pid = os.getpid()
 
 
 def _register(service: Service) -> None:
@@ -70,13 +72,13 @@ def stop_all() -> None:
     """Stop every embedded server started by this process, newest first. Safe to call repeatedly.
 
     A forked child (e.g. a worker) inherits the list but never stops its parent's servers."""
-    if os.getpid() != _owner_pid:
-        return
+    me = os.getpid()
     while True:
         with _registry_lock:
-            if not _started:
+            mine = [s for s in _started if s._owner_pid == me]
+            if not mine:
                 return
-            service = _started[-1]
+            service = mine[-1]
         try:
             service.stop()
         except Exception:  # keep stopping the others

