@@ -1,0 +1,1 @@
+"""Time series: readings storage, batched COPY ingest, usage rollups, one query API, device health."""

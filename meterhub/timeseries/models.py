@@ -1,0 +1,136 @@
+"""Time-series tables: raw readings, latest values per meter, usage rollups, health events, MQTT sequences."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, Numeric, SmallInteger, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..models import TenantMixin
+
+ENERGY = Numeric(18, 4)
+WATER = Numeric(16, 4)
+MONEY = Numeric(14, 3)
+
+
+class _Quantities:
+    """The standard quantity columns (see :mod:`meterhub.timeseries.columns`)."""
+
+    energy_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_sharp_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_peak_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_flat_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_valley_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_export_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    water_m3: Mapped[Decimal | None] = mapped_column(WATER)
+    remaining_money: Mapped[Decimal | None] = mapped_column(MONEY)
+    purchase_count: Mapped[int | None] = mapped_column(Integer)
+    power_kw: Mapped[float | None] = mapped_column(Float)
+    voltage_a_v: Mapped[float | None] = mapped_column(Float)
+    voltage_b_v: Mapped[float | None] = mapped_column(Float)
+    voltage_c_v: Mapped[float | None] = mapped_column(Float)
+    current_a_a: Mapped[float | None] = mapped_column(Float)
+    current_b_a: Mapped[float | None] = mapped_column(Float)
+    current_c_a: Mapped[float | None] = mapped_column(Float)
+    power_factor: Mapped[float | None] = mapped_column(Float)
+    frequency_hz: Mapped[float | None] = mapped_column(Float)
+    relay_closed: Mapped[bool | None] = mapped_column(Boolean)
+    valve_open: Mapped[bool | None] = mapped_column(Boolean)
+    extra: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class Reading(_Quantities, db.Model):
+    """One channel's values at one time (a fact: append-only; a re-sent reading is ignored)."""
+
+    __tablename__ = "readings"
+    __table_args__ = (Index("ix_readings_received_at", "received_at", postgresql_using="brin"),)
+    # No index on group_id here: readings are always looked up by meter, and every index slows COPY.
+    group_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False
+    )
+    meter_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True
+    )
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    quality: Mapped[int] = mapped_column(SmallInteger, nullable=False, default=0)
+    source: Mapped[str] = mapped_column(String(8), nullable=False, default="poll")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class MeterLatest(_Quantities, TenantMixin, db.Model):
+    """The newest known value of every quantity of a meter (merged over readings), for room monitors."""
+
+    __tablename__ = "meter_latest"
+    meter_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True
+    )
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    good_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    quality: Mapped[int] = mapped_column(SmallInteger, nullable=False, default=0)
+
+
+class _Usage(TenantMixin):
+    """Usage of one meter in one bucket: deltas of cumulative counters (never negative)."""
+
+    meter_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    energy_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_sharp_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_peak_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_flat_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_valley_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    energy_export_kwh: Mapped[Decimal | None] = mapped_column(ENERGY)
+    water_m3: Mapped[Decimal | None] = mapped_column(WATER)
+    readings: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    resets: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class UsageHourly(_Usage, db.Model):
+    __tablename__ = "usage_hourly"
+
+
+class UsageDaily(_Usage, db.Model):
+    __tablename__ = "usage_daily"
+
+
+class UsageMonthly(_Usage, db.Model):
+    __tablename__ = "usage_monthly"
+
+
+class HealthEvent(TenantMixin, db.Model):
+    """A health transition (offline / online) of a meter, device or gateway; alarms hook in here."""
+
+    __tablename__ = "health_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    object_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    object_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event: Mapped[str] = mapped_column(String(16), nullable=False)
+    detail: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
+
+
+class MqttSequence(TenantMixin, db.Model):
+    """A (gateway, sequence) already stored: MQTT redeliveries are recognised and not stored twice."""
+
+    __tablename__ = "mqtt_sequences"
+    gateway_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    )
+
+
+class TimeseriesState(db.Model):
+    """Job watermarks (no tenant data): e.g. when rollups last ran."""
+
+    __tablename__ = "timeseries_state"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
