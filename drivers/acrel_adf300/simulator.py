@@ -29,6 +29,8 @@ class Adf300Sim(RegisterSimDevice):
                             phases=self.step, prepaid=True)
             for _ in range(self.circuits // self.step)
         ]
+        for ch in self.channels:
+            ch.advance(self.clock.now())
         self.serial = f"{3000000000 + address * 104729 + seed:012d}"
 
     @property

@@ -56,6 +56,7 @@ class AcrelMeterSim(RegisterSimDevice):
         self.channel = ElectricChannel(random.Random(seed), base_kw=base_kw, phases=self.phases,
                                        prepaid=self.variant != "dtsd1352")
         self.serial = f"{2300000000 + address * 7919 + seed:012d}"
+        self.channel.advance(self.clock.now())
 
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
         self.channel.advance(self.clock.now())

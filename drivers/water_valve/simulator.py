@@ -26,6 +26,7 @@ class WaterMeterSim(RegisterSimDevice):
         super().__init__(addr, specs, clock, address_space=[(0, 0x0040)])
         self.channel = WaterChannel(random.Random(seed), base_m3h=base_m3h)
         self.serial = str(address)
+        self.channel.advance(self.clock.now())
 
     @property
     def unit_ids(self) -> tuple[Any, ...]:
