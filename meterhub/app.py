@@ -26,6 +26,18 @@ def _secret_key(app: Flask) -> str:
     return path.read_text().strip()
 
 
+def _register_plugins(app: Flask) -> None:
+    """Fail fast on broken plugins or clashing drivers; attach plugin blueprints."""
+    from .plugins import driver_registry, get_plugin_manager
+
+    pm = get_plugin_manager()
+    driver_registry(pm)
+    for blueprints in pm.hook.register_blueprints():
+        for blueprint in blueprints or []:
+            app.register_blueprint(blueprint)
+    pm.hook.startup(app=app)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: config layers, extensions, plugins, blueprints."""
     app = Flask(
@@ -59,4 +71,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webui import register_web
 
     register_web(app)
+    _register_plugins(app)
+
+    from .cli import register_commands
+
+    register_commands(app)
     return app

@@ -18,7 +18,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@main.command("create-group")
+@click.command("create-group")
 @click.option("--name", required=True, help="Display name, e.g. 'Sunrise Property Group'.")
 @click.option("--code", required=True, help="Short unique code: letters, digits, _ . -")
 @click.option("--timezone", default="Asia/Shanghai", show_default=True)
@@ -40,7 +40,7 @@ def create_group_command(name: str, code: str, timezone: str) -> None:
     click.echo(f"group {code} created with id {group_id}")
 
 
-@main.command("create-operator")
+@click.command("create-operator")
 @click.option("--group", "group_code", required=True, help="Group code.")
 @click.option("--username", required=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
@@ -79,7 +79,7 @@ def create_operator_command(group_code: str, username: str, password: str, role:
     click.echo(f"operator {username} created")
 
 
-@main.command("audit-verify")
+@click.command("audit-verify")
 @click.option("--group", "group_code", default=None, help="Group code (default: every group).")
 @with_appcontext
 def audit_verify_command(group_code: str | None) -> None:
@@ -106,7 +106,7 @@ def audit_verify_command(group_code: str | None) -> None:
         sys.exit(1)
 
 
-@main.command("worker")
+@click.command("worker")
 @click.option("--queue", "queues", multiple=True, default=("commands", "default", "reports"), show_default=True)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @with_appcontext
@@ -120,23 +120,13 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
     worker.work(burst=burst, with_scheduler=True)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live next to the code they drive."""
+def register_commands(app) -> None:  # noqa: ANN001
+    """Attach every command to ``app.cli`` (the ``meterhub`` group finds them there)."""
     from .demo import demo_command, seed_demo_command
-    from .devices.cli import plugins_command, simulate_command
+    from .scheduler import scheduler_command
 
-    main.add_command(plugins_command, "plugins")
-    main.add_command(simulate_command, "simulate")
-    main.add_command(demo_command, "run")
-    main.add_command(demo_command, "demo")
-    main.add_command(seed_demo_command, "seed-demo")
-
-
-try:
-    _register_optional_commands()
-except ImportError as err:  # pragma: no cover - only while a part is being built
-    logging.getLogger(__name__).debug("optional commands unavailable: %s", err)
-
-
-def current_config() -> dict:
-    return dict(current_app.config)
+    for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
+                    seed_demo_command, scheduler_command):
+        app.cli.add_command(command)
+    app.cli.add_command(demo_command, "run")
+    app.cli.add_command(demo_command, "demo")

@@ -113,6 +113,13 @@ class Tenant:
             self.group_id, self.property_id, self.property2_id = group.id, prop.id, prop2.id
             self.building_id, self.floor_id, self.room_id, self.room2_id = building.id, floor.id, room.id, room2.id
             self.code = group.code
+            from meterhub.devices.onboarding import DeviceSpec, create_gateway, onboard_device
+
+            gateway = create_gateway(s, prop, f"GW {self.marker}", "127.0.0.1", 1502, "modbus-rtu-over-tcp")
+            device = onboard_device(s, gateway, DeviceSpec("acrel_dtsd1352", 1, self.marker.replace("-", "")[:20],
+                                                           {}, [room.id]), verify=False)
+            gateway2 = create_gateway(s, prop2, f"GW2 {self.marker}", "127.0.0.1", 1503, "modbus-rtu-over-tcp")
+            self.gateway_id, self.device_id, self.gateway2_id = gateway.id, device.id, gateway2.id
 
     def operator(self, role: str, properties: tuple[str, ...] = ("P1",), all_properties: bool = False):
         """Create an operator; returns (username, password, operator id)."""

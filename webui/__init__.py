@@ -39,13 +39,13 @@ def menu_items(operator: Operator) -> list:
 
 def register_web(app: Flask) -> None:
     """Blueprints, the user loader, error pages and template helpers."""
-    from . import admin, audit, auth, console
+    from . import admin, audit, auth, console, devices
 
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
 
-    for blueprint in (auth.bp, console.bp, admin.bp, audit.bp):
+    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -1,0 +1,39 @@
+# meterhub: `make run` starts everything on embedded defaults; `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench install lint translations clean-instance
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[embedded,test]'
+	$(VENV)/bin/pybabel compile -d webui/translations --statistics 2>/dev/null || true
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/meterhub run
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+translations: $(STAMP)
+	$(VENV)/bin/pybabel extract -F webui/babel.cfg -k _l -o webui/translations/messages.pot .
+	$(VENV)/bin/pybabel update -i webui/translations/messages.pot -d webui/translations --no-fuzzy-matching
+	$(VENV)/bin/pybabel compile -d webui/translations
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check meterhub drivers webui tests
+
+clean-instance:
+	rm -rf instance

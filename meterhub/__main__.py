@@ -1,0 +1,3 @@
+from meterhub.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""``meterhub run``: the whole platform in one process tree on embedded defaults, with a simulated fleet.
+
+Resolves PostgreSQL, Redis and MQTT (configured URLs, else real embedded servers with data under
+``instance/``), applies migrations, seeds the demo group, starts the simulators, rq worker, scheduler and
+collectors as child processes, serves the console, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+
+from . import services
+
+log = logging.getLogger(__name__)
+FLEET_PORT = int(os.environ.get("METERHUB_DEMO_FLEET_PORT", "15020"))
+
+
+def _resolve_services(instance: Path) -> dict[str, str]:
+    """Configured URLs win; otherwise embedded servers (data kept under ``instance/``)."""
+    pg = services.resolve_postgres(os.environ.get("METERHUB_DATABASE_URL"), instance, allow_local=False)
+    redis = services.resolve_redis(os.environ.get("METERHUB_REDIS_URL"), instance, allow_local=False)
+    mqtt = services.resolve_mqtt(os.environ.get("METERHUB_MQTT_URL"), instance, allow_local=False)
+    db_url = pg.url
+    if pg.source != "configured":
+        db_url = make_url(pg.url).set(database="meterhub").render_as_string(hide_password=False)
+    for svc in (pg, redis, mqtt):
+        log.info("%s: %s (%s)", svc.name, svc.url, svc.source)
+    return {"METERHUB_DATABASE_URL": db_url, "METERHUB_REDIS_URL": redis.url, "METERHUB_MQTT_URL": mqtt.url}
+
+
+class Children:
+    """Child processes that live and die with the parent."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "meterhub", *args], env=os.environ.copy(),
+                                start_new_session=True)
+        self.procs.append((name, proc))
+        log.info("started %s (pid %d)", name, proc.pid)
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise click.ClickException(f"{name} exited with code {proc.returncode}; see the log above.")
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                log.warning("%s did not stop in time; killed", name)
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise click.ClickException(f"the simulated fleet did not start (no {path}).")
+        time.sleep(0.2)
+
+
+def _optional_commands() -> list[tuple[str, list[str]]]:
+    """Background services whose commands are installed (collector, MQTT ingest)."""
+    from .app import create_app
+
+    names = set(create_app().cli.list_commands(click.Context(click.Group())))
+    wanted = [("collector", ["collector"]), ("mqtt-ingest", ["mqtt-ingest"])]
+    return [(name, args) for name, args in wanted if name in names]
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-fleet", is_flag=True, help="Do not start the simulated devices.")
+def demo_command(host: str, port: int, no_fleet: bool) -> None:
+    """Start the whole platform with simulated devices (Ctrl-C stops everything)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    instance = Path(os.environ.get("METERHUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+    os.environ["METERHUB_INSTANCE_PATH"] = str(instance)
+    children = Children()
+    try:
+        os.environ.update(_resolve_services(instance))
+        from flask_migrate import upgrade
+
+        from .app import create_app
+
+        app = create_app()
+        with app.app_context():
+            upgrade(directory=str(Path(__file__).parent / "migrations"))
+        fleet_file = instance / "demo-fleet.json"
+        if not no_fleet:
+            fleet_file.unlink(missing_ok=True)
+            sim = children.start("simulators", "simulate", "--gateways", "3", "--devices", "4",
+                                 "--driver", "acrel_adf300,acrel_dtsd1352,water_valve",
+                                 "--base-port", str(FLEET_PORT), "--onboarding-file", str(fleet_file))
+            _wait_for_file(fleet_file, sim)
+        with app.app_context():
+            _seed(app, None if no_fleet else fleet_file)
+        children.start("worker", "worker")
+        children.start("scheduler", "scheduler")
+        for name, args in _optional_commands():
+            children.start(name, *args)
+        _banner(host, port)
+        from waitress import serve
+
+        serve(app, host=host, port=port, threads=8, _quiet=True)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        children.stop()
+        services.stop_all()
+
+
+def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
+    from .db import service_session
+    from .demo_seed import load_fleet, onboard_fleet, seed_tenancy
+
+    with service_session() as session:
+        group = seed_tenancy(session)
+        if fleet_file is not None:
+            created = onboard_fleet(session, group, load_fleet(fleet_file))
+            log.info("demo fleet: %d devices onboarded (each read before saving)", created)
+
+
+def _banner(host: str, port: int) -> None:
+    from .demo_seed import DEMO_OPERATORS
+
+    lines = [f"meterhub is running: http://{host}:{port}/", "demo logins (username / password, role):"]
+    lines += [f"  {u:<12} {p:<18} {r}" for u, p, r, _ in DEMO_OPERATORS]
+    lines.append("Ctrl-C stops everything.")
+    click.echo("\n".join(lines), err=False)
+
+
+@click.command("seed-demo")
+@click.option("--fleet-file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Onboard the devices listed by `meterhub simulate --onboarding-file`.")
+def seed_demo_command(fleet_file: Path | None) -> None:
+    """Create the demo group (idempotent) and optionally onboard a simulated fleet."""
+    from flask import current_app
+
+    from flask.cli import ScriptInfo
+
+    app = click.get_current_context().ensure_object(ScriptInfo).load_app()
+    with app.app_context():
+        _seed(current_app, fleet_file)
+    click.echo("demo group ready")

@@ -1,0 +1,35 @@
+"""Printable QR labels for devices and rooms (SVG via segno)."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from .models import Device
+
+
+def device_payload(device: Device) -> str:
+    """The label payload of a device: our key=value format, parsed back by every driver."""
+    return f"SN={device.serial};MODEL={device.driver_key};ADDR={device.address}"
+
+
+def room_token(secret_key: str, group_id: int, room_id: int) -> str:
+    """A signed, unguessable token naming a room (for its pay-page QR label)."""
+    return URLSafeSerializer(secret_key, salt="room-label").dumps([group_id, room_id])
+
+
+def parse_room_token(secret_key: str, token: str) -> tuple[int, int] | None:
+    try:
+        group_id, room_id = URLSafeSerializer(secret_key, salt="room-label").loads(token)
+    except (BadSignature, ValueError, TypeError):
+        return None
+    return int(group_id), int(room_id)
+
+
+def qr_svg(payload: str, scale: int = 4) -> str:
+    """An SVG QR code of ``payload`` with error correction M."""
+    buffer = io.BytesIO()
+    segno.make(payload, error="m").save(buffer, kind="svg", scale=scale, border=2, xmldecl=False)
+    return buffer.getvalue().decode()

@@ -1,0 +1,200 @@
+"""Onboarding: gateways and devices enter the platform only after the device has answered.
+
+Every path (QR in the console, Excel import, the demo fleet file) calls :func:`onboard_device`, which
+validates the driver and its config, checks the address and serial, **reads the device before saving**
+and creates the Device with one Meter per channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import ValidationError
+from ..plugins import driver_registry
+from ..protocols.errors import DeviceError
+from ..tenants.models import Property, Room
+from .models import FRAMINGS, Device, Gateway, Meter
+
+#: Gateway framing -> transport framing of ``meterhub.transports.open_transport``.
+TRANSPORT_FRAMING = {"modbus-tcp": "tcp", "modbus-rtu-over-tcp": "rtu", "cjt188-over-tcp": "cjt188"}
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253})$")
+PROBE_TIMEOUT_S = 3.0
+
+
+def _driver(driver_key: str) -> Any:
+    drivers = driver_registry()
+    if driver_key not in drivers:
+        raise ValidationError(
+            f"Unknown driver '{driver_key}'. Installed drivers: {', '.join(sorted(drivers))}.",
+            {"driver_key": "unknown"},
+        )
+    return drivers[driver_key]
+
+
+def validate_host(host: str) -> str:
+    host = (host or "").strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        if HOST_RE.match(host):
+            return host
+    raise ValidationError(f"Gateway host '{host}' is not an IP address or host name.", {"host": "invalid"})
+
+
+def create_gateway(session: Session, prop: Property, name: str, host: str, port: int | str,
+                   framing: str, bus: Mapping[str, Any] | None = None, mqtt_client_id: str | None = None) -> Gateway:
+    """Validate and add a gateway (a bus) to a property."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("Gateway name is required.", {"name": "required"})
+    if framing not in FRAMINGS:
+        raise ValidationError(f"Framing '{framing}' is unknown; use one of {', '.join(FRAMINGS)}.",
+                              {"framing": "unknown"})
+    try:
+        port = int(port)
+    except (TypeError, ValueError) as err:
+        raise ValidationError(f"Port '{port}' is not a number.", {"port": "not a number"}) from err
+    if framing != "mqtt":
+        host = validate_host(host)
+        if not 1 <= port <= 65535:
+            raise ValidationError(f"Port {port} is out of range 1–65535.", {"port": "range"})
+    elif not (mqtt_client_id or "").strip():
+        raise ValidationError("An MQTT gateway needs its client id.", {"mqtt_client_id": "required"})
+    if session.execute(select(Gateway.id).where(Gateway.group_id == prop.group_id, Gateway.name == name)).first():
+        raise ValidationError(f"A gateway named '{name}' exists already.", {"name": "taken"})
+    gateway = Gateway(group_id=prop.group_id, property_id=prop.id, name=name, host=host or "", port=port,
+                      framing=framing, bus=dict(bus or {}), mqtt_client_id=(mqtt_client_id or None))
+    session.add(gateway)
+    session.flush()
+    return gateway
+
+
+def normalise_address(driver: Any, framing: str, address: Any) -> str:
+    """The bus address as stored: a Modbus slave id 1–247, or a 14-digit CJ/T 188 address."""
+    text = str(address if address is not None else "").strip()
+    if framing == "cjt188-over-tcp":
+        if not re.fullmatch(r"\d{1,14}", text):
+            raise ValidationError(f"CJ/T 188 address '{text}' must be up to 14 digits.", {"address": "invalid"})
+        return text.zfill(14)
+    try:
+        driver.check_address(text)
+    except DeviceError as err:
+        raise ValidationError(str(err), {"address": "invalid"}) from err
+    return str(int(text))
+
+
+async def _probe(gateway: Gateway, driver: Any, address: str, config: dict[str, Any]) -> str:
+    from ..driver import DeviceRef
+    from ..transports import open_transport
+
+    ref = DeviceRef(address=address, config=config)
+    bus_settings = {k: v for k, v in (gateway.bus or {}).items() if k in ("timeout",)}
+    async with open_transport(gateway.host, gateway.port, TRANSPORT_FRAMING[gateway.framing], **bus_settings) as bus:
+        return await asyncio.wait_for(driver.read_identity(bus, ref), PROBE_TIMEOUT_S)
+
+
+def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[str, Any]) -> str:
+    """Read the device's serial through its gateway; raise ValidationError saying why it failed."""
+    if gateway.framing not in TRANSPORT_FRAMING:
+        raise ValidationError(f"Gateway {gateway.name} is a push gateway; its devices cannot be read on demand.",
+                              {"gateway_id": "push"})
+    driver = _driver(driver_key)
+    try:
+        return asyncio.run(_probe(gateway, driver, address, config))
+    except (DeviceError, OSError, asyncio.TimeoutError) as err:
+        raise ValidationError(
+            f"The device at address {address} on gateway {gateway.name} ({gateway.host}:{gateway.port}) did not "
+            f"answer: {err or type(err).__name__}. Check the wiring, the address and the gateway, then try again.",
+            {"address": "no answer"},
+        ) from err
+
+
+@dataclass
+class DeviceSpec:
+    """What onboarding needs to know about one device."""
+
+    driver_key: str
+    address: Any
+    serial: str
+    config: dict[str, Any]
+    room_ids: Sequence[int | None] = ()  # per channel; missing channels have no room yet
+    name: str = ""
+
+
+def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, verify: bool = True) -> Device:
+    """Validate, read the device (unless ``verify`` is off), then create it with its meters."""
+    driver = _driver(spec.driver_key)
+    try:
+        config = driver.validate_config(spec.config)
+    except jsonschema.ValidationError as err:
+        raise ValidationError(f"Device config is invalid for driver {driver.key}: {err.message}",
+                              {"config": err.message}) from err
+    serial = (spec.serial or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", serial):
+        raise ValidationError(f"Serial '{serial}' must be 1–64 letters, digits, '-' or '_'.", {"serial": "invalid"})
+    address = normalise_address(driver, gateway.framing, spec.address)
+    if session.execute(select(Device.id).where(Device.group_id == gateway.group_id,
+                                               Device.driver_key == driver.key, Device.serial == serial)).first():
+        raise ValidationError(f"A {driver.model} with serial {serial} is onboarded already.", {"serial": "taken"})
+    if session.execute(select(Device.id).where(Device.gateway_id == gateway.id, Device.address == address)).first():
+        raise ValidationError(f"Address {address} on gateway {gateway.name} is used by another device.",
+                              {"address": "taken"})
+    channels = driver.channels(config)
+    room_ids = list(spec.room_ids)[:channels]
+    if room_ids:
+        wanted = {r for r in room_ids if r is not None}
+        found = set(session.execute(select(Room.id).where(Room.id.in_(wanted or {-1}),
+                                                          Room.property_id == gateway.property_id)).scalars())
+        if wanted - found:
+            raise ValidationError("A room in the mapping is not in this gateway's property.", {"room_ids": "unknown"})
+    if verify:
+        answered = probe_device(gateway, driver.key, address, config)
+        if answered.strip().upper() != serial.upper():
+            raise ValidationError(
+                f"The device at address {address} answers with serial {answered}, but {serial} was given. "
+                "Scan the label of the device at this address, or fix the address.", {"serial": "mismatch"})
+    device = Device(group_id=gateway.group_id, property_id=gateway.property_id, gateway_id=gateway.id,
+                    driver_key=driver.key, address=address, serial=serial, config=config,
+                    status="online" if verify else "unknown")
+    session.add(device)
+    session.flush()
+    utility = driver.manifest.get("utility", "water" if "valve" in driver.capabilities else "electricity")
+    for channel in range(1, channels + 1):
+        room_id = room_ids[channel - 1] if channel <= len(room_ids) else None
+        session.add(Meter(group_id=gateway.group_id, property_id=gateway.property_id, device_id=device.id,
+                          room_id=room_id, channel=channel, utility=utility,
+                          name=spec.name or f"{driver.model} {serial}" + (f" #{channel}" if channels > 1 else "")))
+    session.flush()
+    return device
+
+
+def decode_qr_image(data: bytes) -> str:
+    """The text of the first QR code in a photo; ValidationError when there is none or it is not an image."""
+    import io
+
+    import zxingcpp
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > 15 * 1024 * 1024:
+        raise ValidationError("The photo is larger than 15 MB; take a smaller one.", {"photo": "too large"})
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValidationError("The upload is not a readable image (JPEG or PNG).", {"photo": "not an image"}) from err
+    results = zxingcpp.read_barcodes(image.convert("RGB"))
+    for result in results:
+        if result.text:
+            return result.text
+    raise ValidationError("No QR code found in the photo; hold the camera closer and keep the label flat.",
+                          {"photo": "no code"})

@@ -1,0 +1,180 @@
+"""Console pages for gateways, devices, onboarding (QR, Excel) and labels."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy import select
+
+from meterhub.devices import excel, labels
+from meterhub.devices.models import FRAMINGS, Device, Gateway, Meter
+from meterhub.devices.onboarding import DeviceSpec, create_gateway, decode_qr_image, onboard_device
+from meterhub.errors import ValidationError
+from meterhub.extensions import db
+from meterhub.plugins import driver_registry
+from meterhub.protocols.errors import QRCodeError
+from meterhub.tenants.models import Building, Floor, Property, Room
+from meterhub.tenants.scoping import get_or_404, property_ids, restrict, visible_properties
+
+from .util import permission_required, record
+
+bp = Blueprint("devices", __name__)
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@bp.route("/gateways", methods=["GET", "POST"])
+@permission_required("device.view")
+def gateways():
+    if request.method == "POST":
+        return _create_gateway()
+    rows = db.session.execute(restrict(select(Gateway).order_by(Gateway.name), Gateway)).scalars().all()
+    return render_template("devices/gateways.html", gateways=rows, framings=FRAMINGS, properties=visible_properties())
+
+
+@permission_required("device.manage")
+def _create_gateway():
+    form = request.form
+    prop = get_or_404(Property, int(form.get("property_id") or 0), "device.manage")
+    bus = {"baud": int(form.get("baud") or 9600), "parity": form.get("parity") or "N"}
+    try:
+        gateway = create_gateway(db.session, prop, form.get("name", ""), form.get("host", ""), form.get("port") or 502,
+                                 form.get("framing", ""), bus, form.get("mqtt_client_id"))
+    except ValidationError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("devices.gateways"))
+    record("gateway.create", gateway, {"name": gateway.name, "host": gateway.host, "port": gateway.port})
+    db.session.commit()
+    flash(_("Gateway created."), "ok")
+    return redirect(url_for("devices.gateway_detail", gateway_id=gateway.id))
+
+
+@bp.route("/gateways/<int:gateway_id>")
+@permission_required("device.view")
+def gateway_detail(gateway_id: int):
+    gateway = get_or_404(Gateway, gateway_id, "device.view")
+    return render_template("devices/gateway.html", gateway=gateway)
+
+
+@bp.route("/devices/<int:device_id>")
+@permission_required("device.view")
+def device_detail(device_id: int):
+    device = get_or_404(Device, device_id, "device.view")
+    driver = driver_registry().get(device.driver_key)
+    config = driver.mask_config(device.config) if driver else {}
+    meters = db.session.execute(select(Meter).where(Meter.device_id == device.id).order_by(Meter.channel)).scalars().all()
+    return render_template("devices/device.html", device=device, driver=driver, config=config, meters=meters)
+
+
+def _rooms_for(prop_id: int) -> list[Room]:
+    return list(db.session.execute(
+        select(Room).join(Floor).join(Building).where(Room.property_id == prop_id)
+        .order_by(Building.name, Floor.level, Room.number)).scalars())
+
+
+@bp.route("/onboard", methods=["GET", "POST"])
+@permission_required("device.manage")
+def onboard():
+    drivers = driver_registry()
+    gateways_ = db.session.execute(restrict(select(Gateway).where(Gateway.framing != "mqtt").order_by(Gateway.name),
+                                            Gateway)).scalars().all()
+    form = request.form
+    context = {"drivers": drivers, "gateways": gateways_, "form": form, "rooms": []}
+    if request.method == "GET":
+        return render_template("devices/onboard.html", **context)
+    gateway = get_or_404(Gateway, int(form.get("gateway_id") or 0), "device.manage")
+    context["rooms"] = _rooms_for(gateway.property_id)
+    driver = drivers.get(form.get("driver_key", ""))
+    try:
+        if driver is None:
+            raise ValidationError(_("Choose the device's driver."))
+        payload = form.get("qr_payload", "").strip()
+        photo = request.files.get("photo")
+        if photo and photo.filename:
+            payload = decode_qr_image(photo.read())
+        if not payload:
+            raise ValidationError(_("Scan the QR code, upload a photo of it, or type its text."))
+        info = driver.parse_qr(payload)
+        address = form.get("address", "").strip() or info.address
+        if not address:
+            raise ValidationError(_("The QR code has no bus address; type the address set on the device."))
+        room_ids = [int(v) if v.isdigit() else None for v in form.getlist("room_ids")]
+        device = onboard_device(db.session, gateway, DeviceSpec(driver.key, address, info.serial, {}, room_ids),
+                                verify=True)
+    except (ValidationError, QRCodeError) as err:
+        db.session.rollback()
+        return render_template("devices/onboard.html", error=str(err), **context), 422
+    record("device.onboard", device, {"serial": device.serial, "driver": device.driver_key,
+                                      "gateway": gateway.name, "address": device.address})
+    db.session.commit()
+    flash(_("Device %(serial)s onboarded: it answered at address %(address)s.", serial=device.serial,
+            address=device.address), "ok")
+    return redirect(url_for("devices.device_detail", device_id=device.id))
+
+
+@bp.route("/devices/import", methods=["GET", "POST"])
+@permission_required("device.manage")
+def import_devices():
+    report = None
+    if request.method == "POST":
+        upload = request.files.get("file")
+        if not upload or not upload.filename:
+            flash(_("Choose an xlsx file."), "error")
+            return redirect(url_for("devices.import_devices"))
+        report = excel.import_workbook(db.session, current_user.group_id, upload.read(),
+                                       verify=request.form.get("verify") == "1",
+                                       allowed_property_ids=property_ids(current_user))
+        if report.ok:
+            record("device.import", None, {"gateways": report.gateways, "devices": report.devices})
+            db.session.commit()
+            flash(_("Imported %(g)d gateways and %(d)d devices.", g=report.gateways, d=report.devices), "ok")
+            return redirect(url_for("devices.gateways"))
+        db.session.rollback()
+    return render_template("devices/import.html", report=report), (422 if report else 200)
+
+
+@bp.route("/devices/template.xlsx")
+@permission_required("device.manage")
+def import_template():
+    return Response(excel.template(), mimetype=XLSX,
+                    headers={"Content-Disposition": "attachment; filename=meterhub-devices-template.xlsx"})
+
+
+@bp.route("/devices/export.xlsx")
+@permission_required("device.view")
+def export_devices():
+    data = excel.export_workbook(db.session, current_user.group_id, property_ids(current_user))
+    return Response(data, mimetype=XLSX, headers={"Content-Disposition": "attachment; filename=meterhub-devices.xlsx"})
+
+
+@bp.route("/labels/devices/<int:device_id>.svg")
+@permission_required("device.view")
+def device_label(device_id: int):
+    device = get_or_404(Device, device_id, "device.view")
+    return Response(labels.qr_svg(labels.device_payload(device)), mimetype="image/svg+xml")
+
+
+@bp.route("/labels/buildings/<int:building_id>")
+@permission_required("property.view")
+def room_labels(building_id: int):
+    building = get_or_404(Building, building_id, "property.view")
+    rooms = db.session.execute(select(Room).join(Floor).where(Room.building_id == building.id)
+                               .order_by(Floor.level, Room.number)).scalars().all()
+    secret = current_app.config["SECRET_KEY"]
+    items = [(room, Markup(labels.qr_svg(url_for("devices.room_link", token=labels.room_token(
+        secret, room.group_id, room.id), _external=True), scale=3))) for room in rooms]
+    return render_template("devices/room_labels.html", building=building, items=items)
+
+
+@bp.route("/r/<token>")
+def room_link(token: str):
+    """Target of a room's QR label: the room's pay page (portal), or its console page for staff."""
+    target = labels.parse_room_token(current_app.config["SECRET_KEY"], token)
+    if target is None:
+        abort(404)
+    endpoint = current_app.view_functions.get("portal.room_pay")
+    if endpoint is not None:
+        return redirect(url_for("portal.room_pay", token=token))
+    return redirect(url_for("console.room_detail", room_id=target[1]))
