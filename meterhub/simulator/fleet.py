@@ -1,0 +1,109 @@
+"""A simulated fleet: N gateways (one bus each) with M devices each, plus its onboarding file.
+
+    fleet = Fleet(registry, gateways=2, devices=3, drivers=["acrel_dtsd1352"], base_port=15020)
+    await fleet.start(); fleet.onboarding() -> dict; await fleet.stop()
+
+Onboarding file (JSON, ``format: meterhub-onboarding/1``; the .xlsx variant has sheets ``gateways`` and
+``devices`` with the same columns, ``bus``/``config`` flattened as JSON text)::
+
+    {"format": "meterhub-onboarding/1",
+     "gateways": [{"name": "sim-gw-1", "host": "127.0.0.1", "port": 15020, "framing": "rtu" | "tcp" | "cjt188",
+                   "bus": {"baud": 9600, "parity": "N", "stop_bits": 1, "line_timing": false}}],
+     "devices":  [{"gateway": "sim-gw-1", "driver": "acrel_dtsd1352", "address": 1 | "12345678",
+                   "serial": "002300007920", "channels": 1, "config": {...}}]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from meterhub.simulator.model import SimClock
+from meterhub.simulator.server import Faults, LineTiming, SimServer
+
+FORMAT = "meterhub-onboarding/1"
+MAX_PORT = 32767
+
+
+class Fleet:
+    """Simulated gateways on consecutive ports from ``base_port`` (0 = any free ports)."""
+
+    def __init__(self, registry: dict[str, Any], gateways: int = 1, devices: int = 1,
+                 drivers: list[str] | None = None, base_port: int = 0, host: str = "127.0.0.1",
+                 line_timing: bool = False, acceleration: float = 1.0, seed: int = 1,
+                 faults: Faults | None = None) -> None:
+        keys = drivers or sorted(registry)
+        unknown = [k for k in keys if k not in registry]
+        if unknown:
+            raise ValueError(f"unknown driver(s) {', '.join(unknown)}; known: {', '.join(sorted(registry))}")
+        if base_port and base_port + gateways - 1 > MAX_PORT:
+            raise ValueError(f"ports {base_port}..{base_port + gateways - 1} must stay below 32768")
+        self.registry, self.host, self.clock = registry, host, SimClock(acceleration=acceleration)
+        self.servers: list[SimServer] = []
+        self.gateways: list[dict[str, Any]] = []
+        self.devices: list[dict[str, Any]] = []
+        for g in range(gateways):
+            key = keys[g % len(keys)]
+            driver = registry[key]
+            example = driver.examples()[0]
+            config = driver.validate_config(example["config"])
+            framing = example.get("framing", "rtu")
+            line = driver.manifest.get("line_defaults", {"baud": 9600, "parity": "N", "stop_bits": 1})
+            name = f"sim-gw-{g + 1}"
+            sims = []
+            span = driver.channels(config) * (3 if config.get("wiring") == "three" else 1)
+            for d in range(devices):
+                if framing == "cjt188":
+                    address: Any = f"{10000001 + g * 1000 + d}"
+                else:
+                    address = 1 + d * max(span if key == "acrel_adf300" else 1, 1)
+                    if address + span - 1 > 247:
+                        raise ValueError(f"{devices} {key} devices do not fit in slave ids 1..247 on one bus")
+                sim = driver.simulator(address, config, clock=self.clock, seed=seed + g * 100 + d)
+                sims.append(sim)
+                self.devices.append({"gateway": name, "driver": key, "address": address,
+                                     "serial": getattr(sim, "serial", str(address)),
+                                     "channels": driver.channels(config), "config": driver.mask_config(config)})
+            timing = LineTiming(int(line.get("baud", 9600))) if line_timing and framing != "tcp" else None
+            port = base_port + g if base_port else 0
+            self.servers.append(SimServer(sims, framing=framing, host=host, port=port, line=timing,
+                                          faults=faults, di_order=config.get("di_order", "low_first")))
+            self.gateways.append({"name": name, "host": host, "port": port, "framing": framing,
+                                  "bus": {**line, "line_timing": bool(timing)}})
+
+    async def start(self) -> Fleet:
+        for server, gateway in zip(self.servers, self.gateways):
+            await server.start()
+            gateway["port"] = server.port
+        return self
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+
+    def onboarding(self) -> dict[str, Any]:
+        return {"format": FORMAT, "gateways": self.gateways, "devices": self.devices}
+
+    def write_onboarding(self, path: str | Path) -> Path:
+        """Write the onboarding file as JSON, or as .xlsx when the name ends so."""
+        path = Path(path)
+        data = self.onboarding()
+        if path.suffix.lower() == ".xlsx":
+            from openpyxl import Workbook
+
+            book = Workbook()
+            sheet = book.active
+            sheet.title = "gateways"
+            sheet.append(["name", "host", "port", "framing", "bus"])
+            for gw in data["gateways"]:
+                sheet.append([gw["name"], gw["host"], gw["port"], gw["framing"], json.dumps(gw["bus"])])
+            sheet = book.create_sheet("devices")
+            sheet.append(["gateway", "driver", "address", "serial", "channels", "config"])
+            for dev in data["devices"]:
+                sheet.append([dev["gateway"], dev["driver"], str(dev["address"]), dev["serial"], dev["channels"],
+                              json.dumps(dev["config"])])
+            book.save(path)
+        else:
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        return path
