@@ -43,7 +43,7 @@ class _Quantities:
     extra: Mapped[dict | None] = mapped_column(JSONB)
 
 
-class Reading(_Quantities, db.Model):
+class ReadingRow(_Quantities, db.Model):
     """One channel's values at one time (a fact: append-only; a re-sent reading is ignored)."""
 
     __tablename__ = "readings"

@@ -1,0 +1,128 @@
+"""Batched COPY ingest: idempotence, latest values, invalid values, unknown meters, lost connections, RLS."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from meterhub.db import service_session, use_group
+from meterhub.extensions import db
+from meterhub.timeseries import ingest as ingest_mod
+from meterhub.timeseries.ingest import Reading, ingest
+from meterhub.timeseries.query import latest, readings_between
+
+from .factories import make_fleet
+
+T0 = datetime(2026, 3, 10, 1, 0, tzinfo=timezone.utc)
+
+
+def _count(app, meter_ids) -> int:
+    with app.app_context(), service_session() as s:
+        return s.execute(text("SELECT count(*) FROM readings WHERE meter_id = ANY(:m)"),
+                         {"m": list(meter_ids)}).scalar_one()
+
+
+def test_reingest_is_idempotent_and_latest_merges(app, group):
+    fleet = make_fleet(app, group, devices=1, channels=2)
+    m1, m2 = fleet.meter_ids
+    batch = [Reading(group.group_id, m, T0 + timedelta(minutes=30 * i), {"energy_kwh": Decimal(100 + i)})
+             for i in range(3) for m in (m1, m2)]
+    with app.app_context():
+        first = ingest(batch)
+        assert (first.received, first.stored, first.duplicates) == (6, 6, 0)
+        assert first.meter_ids_by_group == {group.group_id: {m1, m2}}
+        newer = Reading(group.group_id, m1, T0 + timedelta(hours=2),
+                        {"power_kw": Decimal("1.25"), "relay_closed": True, "signal_dbm": -71})
+        again = ingest(batch + [newer])
+        assert (again.received, again.stored, again.duplicates) == (7, 1, 6)
+        assert _count(app, [m1, m2]) == 7
+        with service_session() as s:
+            values = latest(s, [m1, m2])
+    # The newest reading of m1 carried no energy: the latest energy is kept from the previous reading.
+    assert values[m1].values == {"energy_kwh": Decimal("102.0000"), "power_kw": 1.25, "relay_closed": True,
+                                 "signal_dbm": -71}
+    assert values[m1].ts == values[m1].good_ts == T0 + timedelta(hours=2)
+    assert values[m2].values == {"energy_kwh": Decimal("102.0000")}
+
+
+def test_late_reading_does_not_move_latest_back(app, group):
+    fleet = make_fleet(app, group)
+    (meter,) = fleet.meter_ids
+    with app.app_context():
+        ingest([Reading(group.group_id, meter, T0 + timedelta(hours=1), {"energy_kwh": Decimal("5")})])
+        ingest([Reading(group.group_id, meter, T0, {"energy_kwh": Decimal("4")})])
+        with service_session() as s:
+            assert latest(s, [meter])[meter].values["energy_kwh"] == Decimal("5")
+            assert [r["energy_kwh"] for r in readings_between(s, meter, T0, T0 + timedelta(days=1))] == [4, 5]
+
+
+def test_invalid_values_and_unknown_meters_do_not_fail_the_batch(app, group, other_group):
+    fleet = make_fleet(app, group)
+    (meter,) = fleet.meter_ids
+    with app.app_context():
+        result = ingest([
+            Reading(group.group_id, meter, T0, {"energy_kwh": Decimal("NaN"), "water_m3": "abc",
+                                                "voltage_a_v": Decimal("229.9"), "energy_peak_kwh": Decimal("1e20")}),
+            Reading(other_group.group_id, meter, T0, {"energy_kwh": Decimal(1)}),  # meter of another group
+            Reading(group.group_id, 999_999_999, T0, {"energy_kwh": Decimal(1)}),  # no such meter
+        ])
+        assert (result.stored, result.unmatched, result.duplicates) == (1, 2, 0)
+        with service_session() as s:
+            row = s.execute(text("SELECT energy_kwh, water_m3, voltage_a_v, quality, extra, group_id "
+                                 "FROM readings WHERE meter_id = :m"), {"m": meter}).one()
+    assert row[:4] == (None, None, 229.9, 1)
+    assert row.extra == {"invalid": {"energy_kwh": "NaN", "water_m3": "abc", "energy_peak_kwh": "1E+20"}}
+    assert row.group_id == group.group_id
+
+
+def test_naive_timestamps_are_refused(app, group):
+    with app.app_context(), pytest.raises(ValueError, match="naive timestamp"):
+        ingest([Reading(group.group_id, 1, datetime(2026, 1, 1), {})])
+
+
+def test_lost_connection_retries_the_batch_without_loss_or_duplicates(app, group, service_urls, monkeypatch):
+    fleet = make_fleet(app, group, devices=2, channels=2)
+    real_store = ingest_mod.store_batch
+    calls = []
+    admin = create_engine(app.config["DATABASE_URL"], isolation_level="AUTOCOMMIT")
+
+    def store_then_lose_connection(cursor, rows):
+        result = real_store(cursor, rows)
+        calls.append(result.stored)
+        if len(calls) == 1:  # first attempt: the server kills our backend before the commit
+            pid = cursor.connection.get_backend_pid()
+            with admin.connect() as conn:
+                assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        return result
+
+    monkeypatch.setattr(ingest_mod, "store_batch", store_then_lose_connection)
+    rows = [Reading(group.group_id, m, T0 + timedelta(minutes=i), {"energy_kwh": Decimal(i)})
+            for i in range(500) for m in fleet.meter_ids]
+    with app.app_context():
+        result = ingest(rows, batch_size=1000)
+    admin.dispose()
+    assert result.retries == 1 and result.batches == 2
+    assert result.stored == 2000 and result.duplicates == 0
+    assert _count(app, fleet.meter_ids) == 2000
+
+
+def test_app_role_sees_only_its_groups_readings(app, group, other_group):
+    mine = make_fleet(app, group)
+    theirs = make_fleet(app, other_group)
+    with app.app_context():
+        ingest([Reading(group.group_id, mine.meter_ids[0], T0, {"energy_kwh": Decimal(1)}),
+                Reading(other_group.group_id, theirs.meter_ids[0], T0, {"energy_kwh": Decimal(2)})])
+    with app.test_request_context():
+        use_group(group.group_id)
+        seen = db.session.execute(text("SELECT meter_id FROM readings")).scalars().all()
+        seen_latest = latest(db.session, mine.meter_ids + theirs.meter_ids)
+        with pytest.raises(Exception, match="permission denied"):
+            db.session.execute(text("DELETE FROM readings"))
+        db.session.rollback()
+        use_group(None)
+    assert seen == mine.meter_ids
+    assert set(seen_latest) == set(mine.meter_ids)
+
