@@ -12,10 +12,22 @@ from flask.cli import FlaskGroup, with_appcontext
 from .app import create_app
 
 
-@click.group(cls=FlaskGroup, create_app=create_app)
+@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False)
 def main() -> None:
     """meterhub: prepaid electricity and water for properties."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _add_process_commands() -> None:
+    """``run``/``demo`` resolve services before any app exists, so they hang on the group itself."""
+    from flask.cli import routes_command, shell_command
+
+    from .demo import demo_command
+
+    main.add_command(demo_command, "run")
+    main.add_command(demo_command, "demo")
+    main.add_command(shell_command)
+    main.add_command(routes_command)
 
 
 @click.command("create-group")
@@ -122,11 +134,13 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
 
 def register_commands(app) -> None:  # noqa: ANN001
     """Attach every command to ``app.cli`` (the ``meterhub`` group finds them there)."""
-    from .demo import demo_command, seed_demo_command
+    from .demo import seed_demo_command
+    from .devices.cli import plugins_command, simulate_command
     from .scheduler import scheduler_command
 
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
-                    seed_demo_command, scheduler_command):
+                    plugins_command, simulate_command, seed_demo_command, scheduler_command):
         app.cli.add_command(command)
-    app.cli.add_command(demo_command, "run")
-    app.cli.add_command(demo_command, "demo")
+
+
+_add_process_commands()

@@ -60,22 +60,27 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
     props = {p.code: p for p in session.execute(select(Property).where(Property.group_id == group.id)).scalars()}
     free_rooms = {code: _rooms(session, p.id) for code, p in props.items()}
     created = 0
+    gateways: dict[str, Gateway] = {}
     for index, gw in enumerate(fleet["gateways"]):
         prop = props["MALL" if index % 2 == 0 else "DORM"]
         gateway = session.execute(select(Gateway).where(Gateway.group_id == group.id,
                                                         Gateway.name == gw["name"])).scalar()
         if gateway is None:
-            gateway = create_gateway(session, prop, gw["name"], gw["host"], gw["port"], gw["framing"], gw.get("bus"))
-        for dev in gw["devices"]:
-            if session.execute(select(Device.id).where(Device.gateway_id == gateway.id,
-                                                       Device.serial == dev["serial"])).first():
-                continue
-            rooms = free_rooms[prop.code]
-            channels = int(dev.get("channels", 1))
-            room_ids = [rooms.pop(0) if rooms else None for _ in range(channels)]
-            onboard_device(session, gateway, DeviceSpec(dev["driver"], dev["address"], dev["serial"],
-                                                        dev.get("config", {}), room_ids), verify=True)
-            created += 1
+            framing = {"tcp": "modbus-tcp", "rtu": "modbus-rtu-over-tcp", "cjt188": "cjt188-over-tcp"}.get(
+                gw["framing"], gw["framing"])
+            gateway = create_gateway(session, prop, gw["name"], gw["host"], gw["port"], framing, gw.get("bus"))
+        gateways[gw["name"]] = gateway
+    for dev in fleet["devices"]:
+        gateway = gateways[dev["gateway"]]
+        if session.execute(select(Device.id).where(Device.gateway_id == gateway.id,
+                                                   Device.serial == dev["serial"])).first():
+            continue
+        code = "MALL" if gateway.property_id == props["MALL"].id else "DORM"
+        rooms = free_rooms[code]
+        room_ids = [rooms.pop(0) if rooms else None for _ in range(int(dev.get("channels", 1)))]
+        onboard_device(session, gateway, DeviceSpec(dev["driver"], dev["address"], dev["serial"],
+                                                    dev.get("config", {}), room_ids), verify=True)
+        created += 1
     return created
 
 

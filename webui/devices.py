@@ -10,7 +10,13 @@ from sqlalchemy import select
 
 from meterhub.devices import excel, labels
 from meterhub.devices.models import FRAMINGS, Device, Gateway, Meter
-from meterhub.devices.onboarding import DeviceSpec, create_gateway, decode_qr_image, onboard_device
+from meterhub.devices.onboarding import (
+    DeviceSpec,
+    config_from_qr,
+    create_gateway,
+    decode_qr_image,
+    onboard_device,
+)
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.plugins import driver_registry
@@ -101,7 +107,8 @@ def onboard():
         if not address:
             raise ValidationError(_("The QR code has no bus address; type the address set on the device."))
         room_ids = [int(v) if v.isdigit() else None for v in form.getlist("room_ids")]
-        device = onboard_device(db.session, gateway, DeviceSpec(driver.key, address, info.serial, {}, room_ids),
+        config = config_from_qr(driver, info.model)
+        device = onboard_device(db.session, gateway, DeviceSpec(driver.key, address, info.serial, config, room_ids),
                                 verify=True)
     except (ValidationError, QRCodeError) as err:
         db.session.rollback()

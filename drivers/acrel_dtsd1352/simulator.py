@@ -55,7 +55,9 @@ class AcrelMeterSim(RegisterSimDevice):
         self.phases = 1 if self.variant == "ddsy1352" else 3
         self.channel = ElectricChannel(random.Random(seed), base_kw=base_kw, phases=self.phases,
                                        prepaid=self.variant != "dtsd1352")
-        self.serial = f"{2300000000 + address * 7919 + seed:012d}"
+        self.meter_number = 2300000000 + address * 7919 + seed
+        # What read_identity reports: DTSD1352 has no serial register, so its identity is its address.
+        self.serial = f"DTSD1352-{address}" if self.variant == "dtsd1352" else f"{self.meter_number:012d}"
         self.channel.advance(self.clock.now())
 
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
@@ -63,7 +65,7 @@ class AcrelMeterSim(RegisterSimDevice):
         values = electric_values(self.channel, self.phases, self.pt, self.ct)
         now = self.clock.now()
         values["com1"] = self.address << 8 | 1
-        values["meter_number"] = int(self.serial)
+        values["meter_number"] = self.meter_number
         if self.variant != "dtsd1352":
             values.update(prepaid.sim_values(self.channel))
         values["clock"] = int.from_bytes(bytes([now.second, now.minute, now.hour, now.day, now.month,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from zipfile import BadZipFile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +107,7 @@ def import_workbook(session: Session, group_id: int, data: bytes, *, verify: boo
     report = ImportReport()
     try:
         wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (InvalidFileException, KeyError, OSError, ValueError) as err:
+    except (InvalidFileException, BadZipFile, KeyError, OSError, ValueError) as err:
         report.errors.append(("file", 0, f"not an xlsx workbook: {err}"))
         return report
     sheets = {name.lower(): wb[name] for name in wb.sheetnames}

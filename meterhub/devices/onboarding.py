@@ -119,6 +119,20 @@ def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[s
         ) from err
 
 
+def same_serial(answered: str, given: str) -> bool:
+    """Serials match ignoring case, and numeric ones ignoring leading zeros (BCD addresses are padded)."""
+    a, b = answered.strip().upper(), given.strip().upper()
+    return a == b or (a.isdigit() and b.isdigit() and int(a) == int(b))
+
+
+def config_from_qr(driver: Any, model: str | None) -> dict[str, Any]:
+    """A QR model that names one of the driver's variants selects that variant (DTSY1352 -> dtsy1352)."""
+    variant = driver.config_schema.get("properties", {}).get("variant", {})
+    if model and model.lower() in variant.get("enum", ()):
+        return {"variant": model.lower()}
+    return {}
+
+
 @dataclass
 class DeviceSpec:
     """What onboarding needs to know about one device."""
@@ -159,7 +173,7 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
             raise ValidationError("A room in the mapping is not in this gateway's property.", {"room_ids": "unknown"})
     if verify:
         answered = probe_device(gateway, driver.key, address, config)
-        if answered.strip().upper() != serial.upper():
+        if not same_serial(answered, serial):
             raise ValidationError(
                 f"The device at address {address} answers with serial {answered}, but {serial} was given. "
                 "Scan the label of the device at this address, or fix the address.", {"serial": "mismatch"})
