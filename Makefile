@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install lint translations clean-instance
+.PHONY: run test bench install lint translations vendor clean-instance
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -31,6 +31,13 @@ translations: $(STAMP)
 	$(VENV)/bin/pybabel extract -F webui/babel.cfg -k _l -o webui/translations/messages.pot .
 	$(VENV)/bin/pybabel update -i webui/translations/messages.pot -d webui/translations --no-fuzzy-matching
 	$(VENV)/bin/pybabel compile -d webui/translations
+
+# Front-end libraries come from npm (webui/package-lock.json) and are served from webui/static/vendor,
+# committed so that `make run` needs no Node.js; `make vendor` refreshes them.
+vendor:
+	cd webui && npm ci --no-audit --no-fund
+	cp webui/node_modules/chart.js/dist/chart.umd.min.js webui/static/vendor/chart.umd.min.js
+	cp webui/node_modules/chart.js/LICENSE.md webui/static/vendor/chart.js.LICENSE.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meterhub drivers webui tests
