@@ -4,3 +4,4 @@ from .devices.models import Device, Gateway, Meter  # noqa: F401
 from .tenants.audit import AuditEntry  # noqa: F401
 from .tenants.models import Building, Floor, Group, Operator, OperatorProperty, Property, Room  # noqa: F401
 from .timeseries.models import HealthEvent, MeterLatest, MqttSequence, ReadingRow, TimeseriesState, UsageDaily, UsageHourly, UsageMonthly  # noqa: F401,E501
+from .modules.prepaid import schema as _prepaid_schema  # noqa: F401  (ledger, tariffs, commands, prepaid)

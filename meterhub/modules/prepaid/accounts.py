@@ -1,0 +1,233 @@
+"""Opening (开户, also from a preset account), closing with settlement (销户) and meter swap (换表)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from ...devices.models import Meter
+from ...errors import NotFound, ValidationError
+from ...ledger import post as ledger
+from ...ledger.money import booked_increment, parse_amount
+from ...models import utcnow
+from ...tariffs import service as tariffs
+from ...tariffs.pricing import price_interval, tier_period_start
+from ...tenants import audit
+from ...tenants.models import Property
+from .charging import charge_new_intervals
+from .control import evaluate_accounts, set_desired
+from .models import Charge, MeterState, PrepaidAccount
+
+READING_COLUMN = {"electricity": "energy_kwh", "water": "water_m3"}
+
+
+def _meters(session: Session, group_id: int, property_id: int, meter_ids: list[int]) -> list[Meter]:
+    meters = list(session.execute(select(Meter).where(Meter.id.in_(meter_ids), Meter.group_id == group_id))
+                  .scalars())
+    if not meter_ids or len(meters) != len(set(meter_ids)):
+        raise NotFound(f"meters {sorted(set(meter_ids) - {m.id for m in meters})} not found")
+    for meter in meters:
+        if meter.property_id != property_id:
+            raise ValidationError(f"meter {meter.id} belongs to another property", {"meters": "property"})
+        busy = session.execute(select(PrepaidAccount.number).join(MeterState, MeterState.account_id == PrepaidAccount.id)
+                               .where(MeterState.meter_id == meter.id, PrepaidAccount.status != "closed")).scalar()
+        if busy:
+            raise ValidationError(f"meter {meter.id} is already on account {busy}", {"meters": "bound"})
+    return meters
+
+
+def _baseline(session: Session, meter: Meter) -> tuple[datetime, Decimal | None, dict]:
+    """Latest good reading of the meter: (ts, total, TOU registers); none → first reading is the baseline."""
+    column = READING_COLUMN[meter.utility]
+    row = session.execute(text(
+        f"SELECT ts, {column} AS total, energy_sharp_kwh, energy_peak_kwh, energy_flat_kwh, energy_valley_kwh "
+        f"FROM readings WHERE meter_id = :m AND quality = 0 AND {column} IS NOT NULL ORDER BY ts DESC LIMIT 1"),
+        {"m": meter.id}).first()
+    if row is None:
+        return utcnow(), None, {}
+    return row.ts, row.total, {"last_sharp": row.energy_sharp_kwh, "last_peak": row.energy_peak_kwh,
+                               "last_flat": row.energy_flat_kwh, "last_valley": row.energy_valley_kwh}
+
+
+def _bind(session: Session, account: PrepaidAccount, meter: Meter, active: bool) -> None:
+    ts, total, regs = _baseline(session, meter)
+    values = dict(group_id=account.group_id, account_id=account.id, property_id=meter.property_id,
+                  utility=meter.utility, active=active, last_ts=ts, last_total=total, cost_exact_total=0,
+                  charged_total=0, period_start=None, period_usage=0, bound_at=utcnow(),
+                  last_sharp=regs.get("last_sharp"), last_peak=regs.get("last_peak"),
+                  last_flat=regs.get("last_flat"), last_valley=regs.get("last_valley"))
+    stmt = pg_insert(MeterState).values(meter_id=meter.id, **values)
+    session.execute(stmt.on_conflict_do_update(index_elements=["meter_id"], set_=values))
+
+
+def create_account(session: Session, group_id: int, property_id: int, meter_ids: list[int], *,
+                   room_id: int | None = None, customer_name: str = "", phone: str = "", number: str | None = None,
+                   preset: bool = False, alarm1: object = "20.00", alarm2: object = "5.00",
+                   overdraft_limit: object = "0.00", actor: str, operator_id: int | None = None) -> PrepaidAccount:
+    """Open an account over ``meter_ids`` (一户多表), or with ``preset`` keep it ready for one-click opening."""
+    if session.get(Property, property_id) is None:
+        raise NotFound(f"property {property_id} not found")
+    meters = _meters(session, group_id, property_id, meter_ids)
+    for meter in meters:
+        tariff = tariffs.resolve_tariff(session, meter)
+        if tariff is None:
+            raise ValidationError(f"meter {meter.id} has no price plan; assign one first", {"meters": "no tariff"})
+        tariffs.version_at(session, tariff.id, utcnow())
+    a1, a2 = parse_amount(alarm1, "alarm1", positive=False), parse_amount(alarm2, "alarm2", positive=False)
+    overdraft = parse_amount(overdraft_limit, "overdraft_limit", positive=False)
+    if overdraft < 0 or a2 > a1:
+        raise ValidationError("need overdraft ≥ 0 and alarm 2 ≤ alarm 1", {"alarm2": "order"})
+    number = number or f"A{uuid.uuid4().hex[:10].upper()}"
+    wallet = ledger.ensure_account(session, group_id, "wallet", f"wallet:{number}", name=customer_name or number,
+                                   property_id=property_id)
+    account = PrepaidAccount(group_id=group_id, property_id=property_id, room_id=room_id, number=number,
+                             customer_name=customer_name, phone=phone, status="preset", wallet_account_id=wallet,
+                             alarm1=a1, alarm2=a2, overdraft_limit=overdraft)
+    session.add(account)
+    session.flush()
+    for meter in meters:
+        _bind(session, account, meter, active=False)
+    audit.record(session, group_id, "prepaid.account.create", actor=actor, operator_id=operator_id,
+                 object_type="prepaid_account", object_id=account.id,
+                 detail={"number": number, "meters": sorted(meter_ids), "preset": preset})
+    if not preset:
+        open_account(session, group_id, account.id, customer_name=customer_name, phone=phone, actor=actor,
+                     operator_id=operator_id)
+    return account
+
+
+def open_account(session: Session, group_id: int, account_id: int, *, customer_name: str, phone: str, actor: str,
+                 operator_id: int | None = None) -> PrepaidAccount:
+    """Open a preset account for a customer: meters start charging from their latest reading."""
+    account = session.get(PrepaidAccount, account_id)
+    if account is None or account.group_id != group_id:
+        raise NotFound(f"prepaid account {account_id} not found")
+    if account.status != "preset":
+        raise ValidationError(f"account {account.number} is {account.status}, not preset", {"status": "state"})
+    if not customer_name.strip():
+        raise ValidationError("the customer's name is required", {"customer_name": "required"})
+    account.customer_name, account.phone = customer_name.strip(), phone.strip()
+    account.status, account.opened_at, account.alarm_level = "open", utcnow(), 0
+    for state in session.execute(select(MeterState).where(MeterState.account_id == account.id)).scalars():
+        _bind(session, account, session.get(Meter, state.meter_id), active=True)
+    session.flush()
+    audit.record(session, group_id, "prepaid.account.open", actor=actor, operator_id=operator_id,
+                 object_type="prepaid_account", object_id=account.id, detail={"customer": account.customer_name})
+    evaluate_accounts(session, [account.id], actor=actor)  # no money yet: below the trip line → off
+    return account
+
+
+def close_account(session: Session, group_id: int, account_id: int, key: str, *, channel: str = "cash",
+                  actor: str, operator_id: int | None = None) -> Decimal:
+    """Charge the last usage, settle the balance in cash (refund or collect arrears), close; returns the settled amount."""
+    account = session.get(PrepaidAccount, account_id)
+    if account is None or account.group_id != group_id:
+        raise NotFound(f"prepaid account {account_id} not found")
+    request = {"op": "close", "account": account.id}
+    ledger.lock_accounts(session, [account.wallet_account_id])
+    if (existing := ledger.find_transfer(session, group_id, key)) is not None:
+        return -ledger.check_replay(existing, ledger.request_hash(request), key).amount
+    if account.status != "open":
+        raise ValidationError(f"account {account.number} is {account.status}", {"status": "state"})
+    states = list(session.execute(select(MeterState).where(MeterState.account_id == account.id, MeterState.active))
+                  .scalars())
+    charge_new_intervals(session, meter_ids=[s.meter_id for s in states], control=False)
+    balance = ledger.balance_of(session, account.wallet_account_id)
+    drawer = ledger.ensure_account(session, group_id, "cash_drawer", f"cash_drawer:{account.property_id}",
+                                   property_id=account.property_id)
+    transfer, _ = ledger.post_transfer(
+        session, group_id, kind="settlement", key=key, request=request,
+        legs=[(account.wallet_account_id, -balance), (drawer, balance)], wallet_account_id=account.wallet_account_id,
+        amount=-balance, channel=channel, actor=actor, operator_id=operator_id,
+        receipt_no=ledger.next_receipt_no(session, group_id) if balance else None,
+    )
+    account.status, account.closed_at = "closed", utcnow()
+    for state in states:
+        state.active = False
+        set_desired(session, session.get(Meter, state.meter_id), False, actor=actor, operator_id=operator_id)
+    audit.record(session, group_id, "prepaid.account.close", actor=actor, operator_id=operator_id,
+                 object_type="prepaid_account", object_id=account.id,
+                 detail={"settled": str(balance), "transfer": transfer.id})
+    return balance
+
+
+def swap_meter(session: Session, group_id: int, old_meter_id: int, new_meter_id: int, *, final_reading: object,
+               new_initial_reading: object, at: datetime | None = None, actor: str,
+               operator_id: int | None = None) -> Charge | None:
+    """换表: charge the old meter up to its final reading, then bind the new meter to the same account."""
+    at = at or utcnow()
+    state = session.get(MeterState, old_meter_id)
+    if state is None or not state.active or state.group_id != group_id:
+        raise NotFound(f"meter {old_meter_id} is not on an open account")
+    old, new = session.get(Meter, old_meter_id), session.get(Meter, new_meter_id)
+    if new is None or new.group_id != group_id or new.utility != old.utility:
+        raise ValidationError(f"meter {new_meter_id} cannot replace meter {old_meter_id}", {"new_meter": "invalid"})
+    _meters(session, group_id, state.property_id, [new_meter_id])
+    charge_new_intervals(session, meter_ids=[old_meter_id], until=at, control=False)
+    session.refresh(state)
+    final = parse_amount(final_reading, "final_reading", positive=False) if not isinstance(final_reading, Decimal) \
+        else final_reading
+    charge = _final_charge(session, state, at, Decimal(final)) if state.last_total is not None else None
+    account = session.get(PrepaidAccount, state.account_id)
+    values = dict(group_id=group_id, account_id=account.id, property_id=new.property_id, utility=new.utility,
+                  active=True, last_ts=at, last_total=Decimal(str(new_initial_reading)), last_sharp=None,
+                  last_peak=None, last_flat=None, last_valley=None, cost_exact_total=state.cost_exact_total,
+                  charged_total=state.charged_total, period_start=state.period_start,
+                  period_usage=state.period_usage, bound_at=utcnow())
+    session.execute(pg_insert(MeterState).values(meter_id=new.id, **values)
+                    .on_conflict_do_update(index_elements=["meter_id"], set_=values))
+    state.active = False
+    if new.room_id is None:
+        new.room_id = old.room_id
+    new.keep_power = old.keep_power
+    audit.record(session, group_id, "prepaid.meter.swap", actor=actor, operator_id=operator_id,
+                 object_type="meter", object_id=old.id,
+                 detail={"new_meter": new.id, "final_reading": str(final_reading),
+                         "new_initial_reading": str(new_initial_reading), "account": account.number,
+                         "purchase_count": account.purchase_count})
+    if old.relay_desired is not None:
+        set_desired(session, new, bool(old.relay_desired), actor=actor, operator_id=operator_id, force=True)
+    evaluate_accounts(session, [account.id], actor=actor)
+    return charge
+
+
+def _final_charge(session: Session, state: MeterState, at: datetime, final: Decimal) -> Charge | None:
+    """Price and book (last_ts, at] of a meter being swapped out (one meter: the pure functions)."""
+    if at <= state.last_ts:
+        return None
+    meter = session.get(Meter, state.meter_id)
+    usage = max(Decimal(0), final - state.last_total)
+    tariff = tariffs.resolve_tariff(session, meter)
+    version = tariffs.version_at(session, tariff.id, state.last_ts)
+    plan = tariffs.as_plan(version)
+    tz = session.get(Property, state.property_id).timezone
+    period = tier_period_start(state.last_ts, tz, plan.tier_period)
+    cum = state.period_usage if state.period_start == period else Decimal(0)
+    price = price_interval(plan, state.last_ts, at, tz, usage, cum_before=cum)
+    amount = booked_increment(state.cost_exact_total, price.cost)
+    account = session.get(PrepaidAccount, state.account_id)
+    transfer_id = None
+    if amount:
+        revenue = ledger.ensure_account(session, state.group_id, f"revenue_{state.utility}",
+                                        f"revenue_{state.utility}:{state.property_id}", property_id=state.property_id)
+        transfer, _ = ledger.post_transfer(
+            session, state.group_id, kind="charge", key=f"swap:{meter.id}:{at.isoformat()}",
+            request={"op": "swap-final", "meter": meter.id, "at": at.isoformat(), "usage": str(usage)},
+            legs=[(account.wallet_account_id, -amount), (revenue, amount)], amount=-amount, actor="charging",
+            wallet_account_id=account.wallet_account_id, reason="final reading at meter swap")
+        transfer_id = transfer.id
+    charge = Charge(group_id=state.group_id, meter_id=meter.id, account_id=account.id, transfer_id=transfer_id,
+                    tariff_version_id=version.id, interval_start=state.last_ts, interval_end=at, usage=usage,
+                    cost_exact=price.cost, amount=amount, note="swap-final")
+    session.add(charge)
+    state.last_ts, state.last_total = at, final
+    state.cost_exact_total += price.cost
+    state.charged_total += amount
+    state.period_start, state.period_usage = period, cum + usage
+    session.flush()
+    return charge
