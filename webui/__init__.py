@@ -29,23 +29,26 @@ def menu_items(operator: Operator) -> list:
     """Menu entries contributed by plugins for this operator (each: label, url, permission)."""
     from meterhub.plugins import get_plugin_manager
 
+    from flask import url_for
+
     items = []
     for batch in get_plugin_manager().hook.menu_items(operator=operator):
         for item in batch or []:
             if not item.get("permission") or has_permission(operator, item["permission"]):
-                items.append(item)
-    return items
+                url = url_for(item["endpoint"]) if item.get("endpoint") else item["url"]
+                items.append({"label": item["label"], "url": url, "order": item.get("order", 100)})
+    return sorted(items, key=lambda i: i["order"])
 
 
 def register_web(app: Flask) -> None:
     """Blueprints, the user loader, error pages and template helpers."""
-    from . import admin, audit, auth, console, devices
+    from . import admin, audit, auth, console, devices, settings
 
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
 
-    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp):
+    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request
