@@ -1,0 +1,161 @@
+"""Shared benchmark helpers: a throwaway database, a private Mosquitto, table printing, ``results.json``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("bench")
+RESULTS = Path(__file__).with_name("results.json")
+MOSQUITTO = os.environ.get("METERHUB_MOSQUITTO", "/usr/sbin/mosquitto")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Mosquitto:
+    """A private Mosquitto broker: persistence in a temp dir, unlimited queues, restartable on the same port."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="meterhub-mosquitto-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.conf = self.workdir / "mosquitto.conf"
+        self.conf.write_text(
+            # ``user``: when started as root Mosquitto would switch to "mosquitto", which cannot write here.
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        """Start (or restart) the broker and wait until it accepts connections."""
+        if not Path(MOSQUITTO).exists():
+            raise RuntimeError(f"Mosquitto not found at {MOSQUITTO}; set METERHUB_MOSQUITTO")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"Mosquitto did not start on port {self.port}; see {self.workdir}/mosquitto.log")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM: the broker saves its persistent sessions and queued messages)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
+    """A fresh database migrated to head (admin URL); dropped afterwards."""
+    admin_url = admin_url or os.environ.get("METERHUB_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"meterhub_bench_{uuid.uuid4().hex[:8]}"
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    from flask import Flask
+    from flask_migrate import Migrate, upgrade
+
+    from meterhub.config import DEFAULTS, finish
+    from meterhub.extensions import db
+
+    app = Flask("bench")
+    app.config.update(DEFAULTS)
+    app.config["DATABASE_URL"] = url
+    finish(app.config)
+    db.init_app(app)
+    migrations = str(Path(__file__).resolve().parent.parent / "meterhub" / "migrations")
+    Migrate(app, db, directory=migrations)
+    with app.app_context():
+        upgrade(directory=migrations)
+        db.engine.dispose()
+    try:
+        yield url
+    finally:
+        admin = create_engine(make_url(admin_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                         {"d": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def service_url(admin_url: str) -> str:
+    """The service-role URL of the database at ``admin_url``."""
+    from meterhub.config import DEFAULTS, role_url
+
+    return role_url(admin_url, DEFAULTS["SERVICE_DB_USER"], DEFAULTS["SERVICE_DB_PASSWORD"])
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Log a plain text table of ``rows`` (dicts with the same keys)."""
+    if not rows:
+        return
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(_cell(r.get(k))) for r in rows)) for k in keys}
+    lines = [title, "  ".join(k.ljust(widths[k]) for k in keys), "  ".join("-" * widths[k] for k in keys)]
+    lines += ["  ".join(_cell(r.get(k)).rjust(widths[k]) for k in keys) for r in rows]
+    log.info("\n%s\n", "\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def write_results(bench: str, entries: dict[str, Any]) -> None:
+    """Merge ``entries`` under ``bench`` into ``bench/results.json`` (other benches' entries are kept)."""
+    data: dict[str, Any] = {}
+    if RESULTS.exists():
+        try:
+            data = json.loads(RESULTS.read_text(encoding="utf-8"))
+        except ValueError:
+            log.warning("%s is not valid JSON; starting it afresh", RESULTS)
+    data[bench] = {
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        **entries,
+    }
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log.info("results written to %s (%s)", RESULTS, bench)

@@ -1,0 +1,41 @@
+"""``meterhub mqtt-ingest``: run the MQTT ingest worker (start several with ``--shared`` to scale out)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .worker import DEFAULT_CLIENT_ID, MqttIngestWorker, Settings
+
+log = logging.getLogger(__name__)
+
+
+@click.command("mqtt-ingest")
+@click.option("--url", default=None, help="Broker URL (default: the MQTT_URL setting).")
+@click.option("--client-id", default=DEFAULT_CLIENT_ID, show_default=True,
+              help="Fixed client id of the persistent session; unique per worker.")
+@click.option("--shared/--no-shared", default=False, show_default=True,
+              help="Subscribe through $share/meterhub/... so several workers split the messages.")
+@click.option("--batch-size", default=500, show_default=True, help="Messages per database transaction.")
+@click.option("--batch-ms", default=50, show_default=True, help="Longest wait to fill a batch (ms).")
+@with_appcontext
+def mqtt_ingest_command(url: str | None, client_id: str, shared: bool, batch_size: int, batch_ms: int) -> None:
+    """Store readings pushed by MQTT gateways; acknowledges each message only after the database commit."""
+    from meterhub.db import service_engine
+    from meterhub.redis_conn import get_redis, redis_key
+
+    settings = Settings(url or current_app.config["MQTT_URL"], client_id, shared, batch_size, batch_ms)
+    worker = MqttIngestWorker(settings, service_engine(), get_redis(), redis_key("mqtt", "rejected"))
+
+    def stop(signum: int, frame: Any) -> None:
+        log.info("signal %s: stopping after the current batch", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
