@@ -39,7 +39,7 @@ def run_money_transaction(
     session: Session,
     work: Callable[[Session], T],
     *,
-    attempts: int = 8,
+    attempts: int = 15,
     isolation: str | None = None,
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
@@ -61,5 +61,5 @@ def run_money_transaction(
             if on_retry:
                 on_retry(err)
             log.info("money transaction retry %d after %s", attempt, type(err).__name__)
-            time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+            time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")

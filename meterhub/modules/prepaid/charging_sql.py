@@ -33,17 +33,23 @@ WITH st AS (
          x.energy_sharp_kwh, x.energy_peak_kwh, x.energy_flat_kwh, x.energy_valley_kwh, false
   FROM st JOIN readings x ON x.meter_id = st.meter_id AND x.ts > st.last_ts AND x.ts <= :until
   WHERE x.quality = 0 AND (CASE WHEN st.utility = 'water' THEN x.water_m3 ELSE x.energy_kwh END) IS NOT NULL
+), seqmax AS (
+  -- counters only count up: usage is the increase of each counter's running maximum, so a reading that
+  -- goes backwards (glitch or reset) costs nothing and its recovery costs nothing extra.
+  SELECT meter_id, is_state, ts, total AS raw_total, max(total) OVER w AS total, max(sharp) OVER w AS sharp,
+         max(peak) OVER w AS peak, max(flat) OVER w AS flat, max(valley) OVER w AS valley
+  FROM seq WINDOW w AS (PARTITION BY meter_id ORDER BY ts ROWS UNBOUNDED PRECEDING)
 ), iv AS (
-  SELECT meter_id, is_state, ts AS t1, total AS total1, sharp AS sharp1, peak AS peak1, flat AS flat1,
+  SELECT meter_id, is_state, raw_total, ts AS t1, total AS total1, sharp AS sharp1, peak AS peak1, flat AS flat1,
          valley AS valley1, lag(ts) OVER w AS t0, lag(total) OVER w AS total0, lag(sharp) OVER w AS sharp0,
          lag(peak) OVER w AS peak0, lag(flat) OVER w AS flat0, lag(valley) OVER w AS valley0
-  FROM seq WINDOW w AS (PARTITION BY meter_id ORDER BY ts)
+  FROM seqmax WINDOW w AS (PARTITION BY meter_id ORDER BY ts)
 ), iv2 AS (
   SELECT iv.*, st.group_id, st.account_id, st.property_id, st.utility, st.tz, st.cost_exact_total,
          st.period_start AS state_period, st.period_usage AS state_period_usage,
          v.id AS version_id, v.kind, v.tier_period, v.price_sharp, v.price_peak, v.price_flat, v.price_valley,
          (iv.t0 AT TIME ZONE st.tz) AS lt0, (iv.t1 AT TIME ZONE st.tz) AS lt1,
-         CASE WHEN iv.total0 IS NULL THEN 'baseline' WHEN iv.total1 < iv.total0 THEN 'reset' ELSE '' END AS note,
+         CASE WHEN iv.total0 IS NULL THEN 'baseline' WHEN iv.raw_total < iv.total0 THEN 'reset' ELSE '' END AS note,
          (iv.sharp0 IS NOT NULL AND iv.peak0 IS NOT NULL AND iv.flat0 IS NOT NULL AND iv.valley0 IS NOT NULL
           AND iv.sharp1 >= iv.sharp0 AND iv.peak1 >= iv.peak0 AND iv.flat1 >= iv.flat0
           AND iv.valley1 >= iv.valley0 AND iv.total1 >= iv.total0) AS has_regs
@@ -122,7 +128,7 @@ SELECT group_id, meter_id, account_id, property_id, utility, version_id, t0, t1,
          AS usage_valley,
        cost_exact, exact_before + cost_exact AS exact_after,
        round(exact_before + cost_exact, 2) - round(exact_before, 2) AS amount,
-       total1, sharp1, peak1, flat1, valley1, period, cum_before + usage AS cum_after
+       total1, raw_total, sharp1, peak1, flat1, valley1, period, cum_before + usage AS cum_after
 FROM booked
 """
 
@@ -178,7 +184,7 @@ WHERE s.meter_id = l.meter_id
 RESET_EVENTS = """
 INSERT INTO prepaid_events (group_id, account_id, meter_id, kind, detail, at)
 SELECT group_id, account_id, meter_id, 'counter_reset',
-       jsonb_build_object('interval_end', t1, 'reading', total1), now()
+       jsonb_build_object('interval_end', t1, 'reading', raw_total), now()
 FROM _chg WHERE note = 'reset'
 """
 
