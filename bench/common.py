@@ -99,7 +99,7 @@ def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
     from meterhub.config import DEFAULTS, finish
     from meterhub.extensions import db
 
-    app = Flask("bench")
+    app = Flask("bench", root_path=str(Path(__file__).resolve().parent))
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = url
     finish(app.config)

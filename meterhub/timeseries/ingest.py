@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any
 
@@ -187,12 +188,17 @@ _UNMATCHED = (
 
 def store_batch(cursor: Any, readings: Iterable[Reading]) -> IngestResult:
     """Stage and merge ``readings`` in the caller's open transaction (``cursor``: psycopg2); no commit."""
-    buffer, count = encode_rows(readings)
+    lines = [encode_row(r) for r in readings]
+    return store_encoded(cursor, "\n".join(lines) + "\n" if lines else "", len(lines))
+
+
+def store_encoded(cursor: Any, copy_text: str, count: int) -> IngestResult:
+    """Like :func:`store_batch` for rows already encoded as COPY text (``count`` lines)."""
     result = IngestResult(received=count, batches=1)
     if not count:
         return result
     cursor.execute(_CREATE_STAGING)
-    cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", buffer)
+    cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", io.StringIO(copy_text))
     cursor.execute(_MERGE)
     for group_id, meter_ids, stored in cursor.fetchall():
         result.stored += stored
@@ -276,15 +282,36 @@ def _chunks(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
 
 def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_size: int = 20_000,
            notify: bool = True) -> IngestResult:
-    """Store ``readings`` in batches (each one transaction, retried on a lost connection); idempotent."""
+    """Store ``readings`` in batches (each one transaction, retried on a lost connection); idempotent.
+
+    Encoding the next batch (Python) overlaps with the database work on the previous one (another thread).
+    """
     if engine is None:
         from meterhub.db import service_engine
 
         engine = service_engine()
     total = IngestResult()
-    for chunk in _chunks(readings, batch_size):
-        result = run_transaction(engine, lambda cursor, rows=chunk: store_batch(cursor, rows))
+
+    def finish(future: Future[IngestResult]) -> None:
+        result = future.result()
         total.merge(result)
         if notify:
             notify_stored(result.meter_ids_by_group)
+
+    pending: Future[IngestResult] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
+        try:
+            for chunk in _chunks(readings, batch_size):
+                lines = [encode_row(r) for r in chunk]
+                copy_text = "\n".join(lines) + "\n"
+                if pending is not None:
+                    finish(pending)
+                pending = pool.submit(run_transaction, engine,
+                                      lambda cursor, t=copy_text, n=len(lines): store_encoded(cursor, t, n))
+            if pending is not None:
+                finish(pending)
+                pending = None
+        finally:
+            if pending is not None:  # an encoding error: let the batch in flight finish, keep the first error
+                pending.exception()
     return total

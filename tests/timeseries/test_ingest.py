@@ -85,12 +85,12 @@ def test_naive_timestamps_are_refused(app, group):
 
 def test_lost_connection_retries_the_batch_without_loss_or_duplicates(app, group, service_urls, monkeypatch):
     fleet = make_fleet(app, group, devices=2, channels=2)
-    real_store = ingest_mod.store_batch
+    real_store = ingest_mod.store_encoded
     calls = []
     admin = create_engine(app.config["DATABASE_URL"], isolation_level="AUTOCOMMIT")
 
-    def store_then_lose_connection(cursor, rows):
-        result = real_store(cursor, rows)
+    def store_then_lose_connection(cursor, copy_text, count):
+        result = real_store(cursor, copy_text, count)
         calls.append(result.stored)
         if len(calls) == 1:  # first attempt: the server kills our backend before the commit
             pid = cursor.connection.get_backend_pid()
@@ -98,7 +98,7 @@ def test_lost_connection_retries_the_batch_without_loss_or_duplicates(app, group
                 assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
         return result
 
-    monkeypatch.setattr(ingest_mod, "store_batch", store_then_lose_connection)
+    monkeypatch.setattr(ingest_mod, "store_encoded", store_then_lose_connection)
     rows = [Reading(group.group_id, m, T0 + timedelta(minutes=i), {"energy_kwh": Decimal(i)})
             for i in range(500) for m in fleet.meter_ids]
     with app.app_context():

@@ -1,0 +1,135 @@
+"""Ingest benchmark: our batched COPY ingest vs a plain COPY of the same rows into an identical table.
+
+    python -m bench.bench_ingest [--meters 1000] [--per-meter 200] [--batch 20000]
+
+Runs against a throwaway database on the local server (``METERHUB_DATABASE_URL`` admin URL, default
+``postgresql://postgres@127.0.0.1:5432/postgres``), prints a table and merges results into ``bench/results.json``.
+Both sides encode the same ``Reading`` objects with the same encoder, so the ratio shows what staging,
+the idempotent ``INSERT … SELECT … ON CONFLICT``, the meter join and the ``meter_latest`` upsert cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from sqlalchemy import create_engine, text
+
+from meterhub.timeseries.ingest import COLUMNS, Reading, encode_rows, ingest
+
+from .common import print_table, service_url, throwaway_database, write_results
+
+log = logging.getLogger("bench.ingest")
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_fleet(admin_url: str, meters: int) -> tuple[int, list[int]]:
+    """One group, property, gateway; ``meters`` single-channel devices. Returns (group_id, meter ids)."""
+    engine = create_engine(admin_url)
+    with engine.begin() as conn:
+        group = conn.execute(text("INSERT INTO groups (name, code, timezone, modules, created_at) "
+                                  "VALUES ('Bench', 'bench', 'Asia/Shanghai', '{}', now()) RETURNING id")).scalar()
+        prop = conn.execute(text(
+            "INSERT INTO properties (group_id, name, code, address, timezone, reading_interval_min, created_at) "
+            "VALUES (:g, 'Bench', 'B', '', 'Asia/Shanghai', 30, now()) RETURNING id"), {"g": group}).scalar()
+        gateway = conn.execute(text(
+            "INSERT INTO gateways (group_id, property_id, name, host, port, framing, bus, enabled, status, "
+            "fault_count, created_at) VALUES (:g, :p, 'gw', '', 502, 'mqtt', '{}', true, 'unknown', 0, now()) "
+            "RETURNING id"), {"g": group, "p": prop}).scalar()
+        meter_ids = []
+        for i in range(meters):
+            device = conn.execute(text(
+                "INSERT INTO devices (group_id, property_id, gateway_id, driver_key, address, serial, config, "
+                "status, fault_count, created_at) VALUES (:g, :p, :gw, 'bench', :a, :a, '{}', 'unknown', 0, now()) "
+                "RETURNING id"), {"g": group, "p": prop, "gw": gateway, "a": str(i + 1)}).scalar()
+            meter_ids.append(conn.execute(text(
+                "INSERT INTO meters (group_id, property_id, device_id, channel, utility, name, status, keep_power, "
+                "active, created_at) VALUES (:g, :p, :d, 1, 'electricity', '', 'unknown', false, true, now()) "
+                "RETURNING id"), {"g": group, "p": prop, "d": device}).scalar())
+    engine.dispose()
+    return group, meter_ids
+
+
+def make_readings(group: int, meter_ids: list[int], per_meter: int, offset: int) -> list[Reading]:
+    """Typical 30-minute readings: energy total and 4 TOU rates, power, three voltages."""
+    out = []
+    for step in range(offset, offset + per_meter):
+        ts = T0 + timedelta(minutes=30 * step)
+        base = Decimal(step) / 4
+        for meter in meter_ids:
+            out.append(Reading(group, meter, ts, {
+                "energy_kwh": base * 4, "energy_sharp_kwh": base, "energy_peak_kwh": base, "energy_flat_kwh": base,
+                "energy_valley_kwh": base, "power_kw": Decimal("1.234"), "voltage_a_v": Decimal("229.8"),
+                "voltage_b_v": Decimal("230.1"), "voltage_c_v": Decimal("231.0")}))
+    return out
+
+
+def raw_copy(admin_url: str, rows: list[Reading], batch: int) -> float:
+    """Seconds to encode and COPY ``rows`` into ``readings_raw`` (same columns, keys, indexes, foreign keys)."""
+    engine = create_engine(admin_url)
+    raw = engine.raw_connection()
+    start = time.perf_counter()
+    with raw.cursor() as cur:
+        for i in range(0, len(rows), batch):
+            buffer, _ = encode_rows(rows[i:i + batch])
+            cur.copy_expert(f"COPY readings_raw ({', '.join(COLUMNS)}) FROM STDIN", buffer)
+            raw.commit()
+    elapsed = time.perf_counter() - start
+    raw.close()
+    engine.dispose()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=1000)
+    parser.add_argument("--per-meter", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=20_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with throwaway_database() as admin_url:
+        group, meter_ids = make_fleet(admin_url, args.meters)
+        with create_engine(admin_url).begin() as conn:
+            conn.execute(text("CREATE TABLE readings_raw (LIKE readings INCLUDING ALL)"))
+            conn.execute(text("ALTER TABLE readings_raw ADD FOREIGN KEY (meter_id) REFERENCES meters (id), "
+                              "ADD FOREIGN KEY (group_id) REFERENCES groups (id)"))
+        engine = create_engine(service_url(admin_url), pool_size=2)
+        ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False)  # warm-up
+        rows = make_readings(group, meter_ids, args.per_meter, 0)
+        n = len(rows)
+        raw_s = raw_copy(admin_url, rows, args.batch)
+        start = time.perf_counter()
+        result = ingest(rows, engine=engine, batch_size=args.batch, notify=False)
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        again = ingest(rows, engine=engine, batch_size=args.batch, notify=False)
+        dup_s = time.perf_counter() - start
+        start = time.perf_counter()
+        encode_rows(rows)
+        encode_s = time.perf_counter() - start
+        engine.dispose()
+    assert result.stored == n and again.duplicates == n, (result, again)
+    table = [
+        {"path": "plain COPY (encode + COPY, identical table)", "rows": n, "seconds": raw_s, "rows_per_s": n / raw_s},
+        {"path": "meterhub ingest (staging + INSERT…ON CONFLICT + latest)", "rows": n, "seconds": ours_s,
+         "rows_per_s": n / ours_s},
+        {"path": "meterhub re-ingest (all duplicates)", "rows": n, "seconds": dup_s, "rows_per_s": n / dup_s},
+        {"path": "encoding only (Python)", "rows": n, "seconds": encode_s, "rows_per_s": n / encode_s},
+    ]
+    print_table(f"Ingest, {args.meters} meters x {args.per_meter} readings, batch {args.batch}", table)
+    ratio = raw_s / ours_s
+    log.info("ingest / plain COPY throughput ratio: %.2f (goal >= 0.8); ingest %.0f readings/s (goal >= 100,000)",
+             ratio, n / ours_s)
+    write_results("ingest", {
+        "rows": n, "meters": args.meters, "batch": args.batch,
+        "plain_copy_rows_per_s": round(n / raw_s), "ingest_rows_per_s": round(n / ours_s),
+        "reingest_rows_per_s": round(n / dup_s), "encode_rows_per_s": round(n / encode_s),
+        "ratio_vs_plain_copy": round(ratio, 3), "goals": {"rows_per_s": 100_000, "ratio": 0.8},
+    })
+
+
+if __name__ == "__main__":
+    main()
