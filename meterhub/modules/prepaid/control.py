@@ -80,7 +80,12 @@ def evaluate_accounts(session: Session, account_ids: Sequence[int], *, actor: st
     """Apply the control loop to these accounts after their balance changed; returns the level changes."""
     if not account_ids:
         return []
+    session.flush()
     changes = [dict(row._mapping) for row in session.execute(text(LEVEL_SQL), {"ids": list(account_ids)})]
+    changed_ids = {c["id"] for c in changes}
+    for obj in list(session.identity_map.values()):  # the UPDATE ran in SQL: refresh loaded accounts
+        if isinstance(obj, PrepaidAccount) and obj.id in changed_ids:
+            session.expire(obj, ["alarm_level"])
     tripped = {c["id"] for c in changes if c["new_level"] == ARREARS}
     restored = {c["id"] for c in changes if c["old_level"] == ARREARS and c["new_level"] < ARREARS}
     if tripped or restored:
