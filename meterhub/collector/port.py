@@ -1,0 +1,151 @@
+"""The transport a driver sees inside the collector: retries, the pause between frames, wire accounting.
+
+``BusPort`` wraps one ``meterhub.transports`` client (one gateway connection). Each driver call
+(``read_holding_registers`` …) is one transaction: the port waits out the inter-frame pause, makes sure the
+connection is up (a refused connection raises :class:`GatewayUnreachable`, which is the gateway's fault, not
+the device's), runs the request and applies the :class:`RetryPolicy`. Faults are counted per device so the
+service can increment the device and gateway fault counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from meterhub.collector.policy import RetryPolicy
+from meterhub.errors import MeterhubError
+from meterhub.protocols.errors import DeviceError
+
+T = TypeVar("T")
+
+
+class GatewayUnreachable(MeterhubError):
+    """The gateway refused or dropped the TCP connection; the bus is down, not the device."""
+
+
+@dataclass
+class WireStats:
+    """What went over one bus: transactions, RTU bytes (request + reply) and faults."""
+
+    transactions: int = 0
+    ok: int = 0
+    faults: int = 0
+    retries: int = 0
+    busy_s: float = 0.0
+    frames: list[tuple[int, int]] = field(default_factory=list)  # (request, reply) bytes of good ones
+    keep_frames: bool = False
+
+    def add_frame(self, request: int, reply: int) -> None:
+        if self.keep_frames:
+            self.frames.append((request, reply))
+
+
+class BusPort:
+    """A driver-facing transport with the collector's transaction policy (one request at a time)."""
+
+    def __init__(self, transport: Any, policy: RetryPolicy | None = None, pause_s: float = 0.0,
+                 timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.transport = transport
+        self.policy = policy or RetryPolicy()
+        self.pause_s = pause_s
+        if timeout_s is not None:
+            transport.timeout = timeout_s
+        self.clock = clock
+        self.stats = WireStats()
+        self.device_faults = 0  # faults since the last begin_device()
+        self.last_error: DeviceError | None = None
+        self._last_end = 0.0
+        self._busy = False
+
+    def __getattr__(self, name: str) -> Any:  # di_order, name … of the wrapped client
+        return getattr(self.transport, name)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.transport.connected)
+
+    def begin_device(self) -> None:
+        """Start counting faults for the next device."""
+        self.device_faults = 0
+        self.last_error = None
+
+    async def connect(self) -> None:
+        """Open the gateway connection; GatewayUnreachable when it cannot be opened."""
+        if self.transport.connected:
+            return
+        try:
+            await self.transport.connect()
+        except (DeviceError, OSError) as err:
+            raise GatewayUnreachable(str(err)) from err
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    # --- the transport surface drivers use ------------------------------------------------------
+    async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
+        return await self._call(lambda: self.transport.read_holding_registers(unit, address, count),
+                                frame=(8, 5 + 2 * count))
+
+    async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
+        await self._call(lambda: self.transport.write_registers(unit, address, values),
+                         frame=(9 + 2 * len(values), 8), write=True)
+
+    async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
+        return await self._call(lambda: self.transport.read_coils(unit, address, count),
+                                frame=(8, 5 + (count + 7) // 8))
+
+    async def write_coil(self, unit: int, address: int, on: bool) -> None:
+        await self._call(lambda: self.transport.write_coil(unit, address, on), frame=(8, 8), write=True)
+
+    async def transact(self, request: Any, **kwargs: Any) -> Any:
+        """CJ/T 188 request/reply (water meters); writes (valve) are not retried."""
+        write = getattr(request, "control", 0) & 0x3F == 0x04
+        return await self._call(lambda: self.transport.transact(request, **kwargs), frame=None, write=write)
+
+    # --- the policy ------------------------------------------------------------------------------
+    async def _call(self, run: Callable[[], Awaitable[T]], frame: tuple[int, int] | None,
+                    write: bool = False) -> T:
+        if self._busy:  # the poller guarantees this; a driver that fans out requests is a bug
+            raise RuntimeError("two outstanding requests on one bus")
+        attempt = 0
+        while True:
+            await self._pause()
+            await self.connect()
+            self._busy = True
+            start = self.clock()
+            try:
+                result = await run()
+            except DeviceError as err:
+                self._finish(start)
+                self.stats.faults += 1
+                self.device_faults += 1
+                self.last_error = err
+                if not self.policy.should_retry(err, attempt, write):
+                    raise
+                self.stats.retries += 1
+                await asyncio.sleep(self.policy.backoff(attempt))
+                attempt += 1
+                continue
+            except BaseException:
+                self._finish(start)
+                raise
+            self._finish(start)
+            self.stats.ok += 1
+            if frame is not None:
+                self.stats.add_frame(*frame)
+            return result
+
+    def _finish(self, start: float) -> None:
+        self._busy = False
+        self._last_end = self.clock()
+        self.stats.transactions += 1
+        self.stats.busy_s += self._last_end - start
+
+    async def _pause(self) -> None:
+        if self.pause_s > 0:
+            wait = self._last_end + self.pause_s - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)

@@ -1,0 +1,189 @@
+"""The collector's writes: readings through the time-series ingest, health and fault counters set-based.
+
+``StorageSink`` is the bus pollers' sink: it buffers outcomes in memory (never blocking a bus task) and a
+flusher writes them every ``flush_s`` in a worker thread: readings with ``meterhub.timeseries.ingest.ingest``
+(COPY, batched, idempotent), then one transaction that moves ``last_seen_at`` forward, marks answering
+devices/gateways ``online`` (recording the transition in ``health_events`` like the health job does), adds
+fault counts, and records ``cycle_overrun`` events. Going *offline* stays the job of
+``meterhub.timeseries.health.detect_offline`` (window based), so the two never fight over a status.
+
+The set-based updates are a thin adapter: ``timeseries.health.record_seen/record_fault`` update one row per
+call, too slow for thousands of devices per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from meterhub.collector.bus import BusSpec, CycleReport, DeviceOutcome
+from meterhub.timeseries.ingest import Reading, ingest
+
+log = logging.getLogger(__name__)
+
+_SEEN_SQL = """
+WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)),
+seen AS (
+  UPDATE {table} t SET last_seen_at = GREATEST(t.last_seen_at, v.at)
+  FROM v WHERE t.id = v.id AND t.status = 'online'
+), changed AS (
+  UPDATE {table} t SET status = 'online', last_seen_at = GREATEST(t.last_seen_at, v.at)
+  FROM v WHERE t.id = v.id AND t.status IS DISTINCT FROM 'online'
+  RETURNING t.group_id, t.id, t.last_seen_at
+)
+INSERT INTO health_events (group_id, at, object_type, object_id, event, detail)
+SELECT group_id, :now, '{kind}', id, 'online', jsonb_build_object('last_seen_at', last_seen_at, 'by', 'collector')
+FROM changed
+"""
+_FAULT_SQL = """
+UPDATE {table} t SET fault_count = t.fault_count + v.n
+FROM unnest(CAST(:ids AS bigint[]), CAST(:ns AS bigint[])) AS v(id, n) WHERE t.id = v.id
+"""
+_EVENT_SQL = """
+INSERT INTO health_events (group_id, at, object_type, object_id, event, detail)
+VALUES (:group_id, :at, 'gateway', :gateway_id, 'cycle_overrun', CAST(:detail AS jsonb))
+"""
+
+
+@dataclass
+class Pending:
+    """What the pollers produced since the last flush."""
+
+    readings: list[Reading] = field(default_factory=list)
+    device_seen: dict[int, datetime] = field(default_factory=dict)
+    gateway_seen: dict[int, datetime] = field(default_factory=dict)
+    device_faults: Counter[int] = field(default_factory=Counter)
+    gateway_faults: Counter[int] = field(default_factory=Counter)
+    overruns: list[CycleReport] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.readings or self.device_seen or self.gateway_seen or self.device_faults
+                    or self.gateway_faults or self.overruns)
+
+
+@dataclass
+class CollectorStats:
+    """Counters of one collector process (logged, and published with its heartbeat)."""
+
+    reads_ok: int = 0
+    reads_failed: int = 0
+    readings_stored: int = 0
+    cycles: int = 0
+    cycle_overruns: int = 0
+    gateway_faults: int = 0
+    flush_errors: int = 0
+
+
+class StorageSink:
+    """Buffers poller results and writes them in batches from a thread."""
+
+    def __init__(self, engine: Engine, *, flush_s: float = 1.0, batch_size: int = 20_000) -> None:
+        self.engine, self.flush_s, self.batch_size = engine, flush_s, batch_size
+        self.pending = Pending()
+        self.stats = CollectorStats()
+        self._full = asyncio.Event()
+
+    # --- the Sink protocol (called from bus tasks; cheap, never blocks) ----------------------------
+    def device_done(self, outcome: DeviceOutcome) -> None:
+        device, p = outcome.device, self.pending
+        if outcome.faults:
+            p.device_faults[device.device_id] += outcome.faults
+            p.gateway_faults[outcome.gateway_id] += outcome.faults
+        if not outcome.ok:
+            self.stats.reads_failed += 1
+            return
+        self.stats.reads_ok += 1
+        p.device_seen[device.device_id] = outcome.at
+        p.gateway_seen[outcome.gateway_id] = outcome.at
+        source = "readnow" if outcome.source == "readnow" else "poll"
+        for reading in outcome.readings:
+            meter_id = device.meters.get(reading.channel)
+            if meter_id is not None:
+                p.readings.append(Reading(device.group_id, meter_id, reading.timestamp, reading.values,
+                                          source=source))
+        if len(p.readings) >= self.batch_size:
+            self._full.set()
+
+    def cycle_done(self, report: CycleReport) -> None:
+        self.stats.cycles += 1
+        if report.overrun:
+            self.stats.cycle_overruns += 1
+            self.pending.overruns.append(report)
+
+    def gateway_fault(self, spec: BusSpec, error: str) -> None:
+        self.stats.gateway_faults += 1
+        self.pending.gateway_faults[spec.gateway_id] += 1
+
+    # --- flushing ------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every ``flush_s`` (sooner when a batch is full) until ``stop``; then a last flush."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._full.wait(), self.flush_s)
+            except TimeoutError:
+                pass
+            self._full.clear()
+            await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is pending (in a thread); on failure keep it for the next flush."""
+        batch, self.pending = self.pending, Pending()
+        if batch.empty():
+            return
+        try:
+            await asyncio.to_thread(self.write, batch)
+        except Exception:
+            self.stats.flush_errors += 1
+            log.exception("collector: writing %d readings failed; will retry", len(batch.readings))
+            _merge_back(self.pending, batch)
+
+    def write(self, batch: Pending) -> None:
+        """Store one batch (blocking; runs in a thread)."""
+        if batch.readings:
+            result = ingest(batch.readings, engine=self.engine, batch_size=self.batch_size)
+            self.stats.readings_stored += result.stored
+            batch.readings = []  # stored: a retry of the health part must not re-send them
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            for table, kind, seen in (("devices", "device", batch.device_seen),
+                                      ("gateways", "gateway", batch.gateway_seen)):
+                if seen:
+                    conn.execute(text(_SEEN_SQL.format(table=table, kind=kind)),
+                                 {"ids": list(seen), "ats": list(seen.values()), "now": now})
+            for table, faults in (("devices", batch.device_faults), ("gateways", batch.gateway_faults)):
+                if faults:
+                    conn.execute(text(_FAULT_SQL.format(table=table)), {"ids": list(faults), "ns": list(faults.values())})
+            for report in batch.overruns:
+                conn.execute(text(_EVENT_SQL), {"group_id": report.group_id, "at": now, "gateway_id": report.gateway_id,
+                                                "detail": _json(report)})
+
+
+def _json(report: CycleReport) -> str:
+    import json
+
+    return json.dumps({"duration_s": round(report.duration_s, 3), "interval_s": report.interval_s,
+                       "read": report.read, "failed": report.failed, "skipped": report.skipped,
+                       "started_at": report.started_at.isoformat()})
+
+
+def _merge_back(into: Pending, old: Pending) -> None:
+    into.readings[:0] = old.readings
+    for key, value in old.device_seen.items():
+        into.device_seen.setdefault(key, value)
+    for key, value in old.gateway_seen.items():
+        into.gateway_seen.setdefault(key, value)
+    into.device_faults.update(old.device_faults)
+    into.gateway_faults.update(old.gateway_faults)
+    into.overruns[:0] = old.overruns
+
+
+def describe(stats: CollectorStats) -> dict[str, Any]:
+    return dict(stats.__dict__)
