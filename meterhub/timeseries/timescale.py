@@ -3,7 +3,7 @@
 On plain PostgreSQL none of this runs; the rollup tables filled by :func:`rollups.refresh_rollups` serve the
 same queries. The continuous aggregates keep, per meter and bucket, the *last* value of each cumulative
 counter; :mod:`query` derives usage as the difference between consecutive bucket-end counters, clipped at
-zero (a drop is a reset or swap, see ``docs/mqtt_payload.md`` and :mod:`rollups`).
+zero (a drop is a reset or swap, see :mod:`rollups`; a reset inside one bucket loses that bucket).
 """
 
 from __future__ import annotations
