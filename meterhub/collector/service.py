@@ -144,7 +144,6 @@ class Collector:
 
     async def reload(self) -> None:
         """Read the shard's buses from the database and start, update or stop pollers."""
-        from meterhub.db import service_session  # noqa: F401 (documents the role used)
 
         def load() -> dict[int, tuple[BusSpec, list[BusDevice]]]:
             with Session(self.engine, info={"service": True}) as session:
