@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install lint translations vendor clean-instance
+.PHONY: run test bench install lint translations vendor clean-instance chromium
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -21,7 +21,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/meterhub run
 
-test: $(STAMP)
+# Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); } || \
+	  echo "warning: chromium is not installed; browser tests will fail (apt-get install chromium)"
+
+test: $(STAMP) chromium
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

@@ -81,3 +81,16 @@ def command_done(command):
 @hookspec
 def alarm_raised(alarm):
     """An ``alarm`` was raised (active)."""
+
+
+@hookspec
+def health_changed(group_id, transitions):
+    """Meters/devices/gateways of ``group_id`` went offline or came back (``HealthTransition`` list)."""
+
+
+# --- Notifications (registration, called when notifiers are looked up) -----------------------------
+
+
+@hookspec
+def register_sms_providers():
+    """Return SMS-gateway provider objects (``key``, ``label``, ``send_sms(phone, text, settings, secrets)``)."""

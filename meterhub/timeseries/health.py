@@ -108,18 +108,12 @@ def detect_offline(session: Session, now: datetime, window: timedelta | None = N
 
 
 def notify_health(transitions: Sequence[HealthTransition]) -> None:
-    """Call the ``health_changed(group_id, transitions)`` plugin hook, if declared, per group (after commit)."""
+    """Call the ``health_changed(group_id, transitions)`` plugin hook per group (after commit)."""
     if not transitions:
         return
-    try:
-        from meterhub.plugins import get_plugin_manager
+    from meterhub.plugins import get_plugin_manager
 
-        hook = getattr(get_plugin_manager().hook, "health_changed", None)
-    except Exception:
-        log.exception("plugin manager unavailable; health_changed not sent")
-        return
-    if hook is None:
-        return
+    hook = get_plugin_manager().hook.health_changed
     by_group: dict[int, list[HealthTransition]] = {}
     for t in transitions:
         by_group.setdefault(t.group_id, []).append(t)
