@@ -1,0 +1,53 @@
+"""The prepaid module (plugin): accounts, charging, control loop, cashier counter.
+
+Registered through the ``meterhub.plugins`` entry point ``prepaid = "meterhub.modules.prepaid"``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ...hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def register_modules():
+    return [{"key": "prepaid", "name": "Prepaid electricity and water",
+             "description": "Accounts, top-ups, real-time charging, relay/valve control", "default_enabled": True}]
+
+
+@hookimpl
+def register_blueprints():
+    from .views import bp
+
+    return [bp]
+
+
+@hookimpl
+def menu_items(operator):
+    return [{"label": "Room monitor", "endpoint": "prepaid.rooms", "permission": "money.view", "order": 20},
+            {"label": "Cashier", "endpoint": "prepaid.counter", "permission": "money.view", "order": 21}]
+
+
+@hookimpl
+def register_jobs():
+    return [
+        {"name": "prepaid.charge", "interval": 60, "callable": "meterhub.modules.prepaid.jobs:charge"},
+        {"name": "commands.dispatch", "interval": 15, "callable": "meterhub.commands.worker:dispatch",
+         "queue": "commands"},
+        {"name": "ledger.verify", "interval": 3600, "callable": "meterhub.modules.prepaid.jobs:verify_ledger"},
+    ]
+
+
+@hookimpl
+def reading_stored(group_id, meter_ids):
+    """Re-send the desired relay state to meters that report otherwise; check purchase counters."""
+    from ...db import service_session
+    from .control import reconcile_relays
+    from .metering import check_purchase_counters
+
+    with service_session() as session:
+        reconcile_relays(session, meter_ids)
+        check_purchase_counters(session, group_id, meter_ids)

@@ -1,0 +1,40 @@
+"""Periodic jobs of the prepaid module (run by rq workers through ``meterhub.jobs.run``)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+
+from ...commands.worker import dispatch
+from ...db import service_session
+from ...ledger import check_ledger, run_money_transaction
+from .charging import ChargeSummary, charge_new_intervals
+from .events import notify_balance
+
+log = logging.getLogger(__name__)
+
+
+def charge() -> ChargeSummary:
+    """Charge every new interval of every group (service role), then send the queued commands."""
+    with service_session() as session:
+        summary = run_money_transaction(session, lambda s: charge_new_intervals(s))
+    if summary.accounts:
+        with service_session() as session:
+            rows = session.execute(text(
+                "SELECT a.group_id, a.id, coalesce(b.balance, 0) FROM prepaid_accounts a "
+                "LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id WHERE a.id = ANY(:ids)"),
+                {"ids": sorted(summary.accounts)}).all()
+        for group_id, account_id, balance in rows:
+            notify_balance(group_id, account_id, balance)
+    dispatch()
+    return summary
+
+
+def verify_ledger() -> bool:
+    """Prove every transfer balanced and every cached balance equal to its entries (logs violations)."""
+    with service_session() as session:
+        report = check_ledger(session)
+    if not report.ok:
+        log.error("LEDGER INCONSISTENT: %s", report)
+    return report.ok

@@ -1,0 +1,249 @@
+"""Prepaid console: room monitor, account detail, cashier counter, receipts, open/close, swap, commands."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import or_, select, text
+
+from ...commands.models import Command
+from ...commands.service import create_command
+from ...devices.models import Meter
+from ...errors import MeterhubError
+from ...extensions import db
+from ...ledger import run_money_transaction
+from ...ledger.models import Transfer
+from ...ledger.post import balance_of
+from ...tenants.models import Room
+from ...tenants.scoping import get_or_404, restrict
+from webui.util import permission_required
+from . import accounts, cashier, control
+from .events import notify_balance
+from .models import LEVELS, Charge, MeterState, PrepaidAccount
+
+bp = Blueprint("prepaid", __name__, url_prefix="/prepaid")
+STATUS_CLASS = {0: "opened", 1: "alarm1", 2: "alarm2", 3: "arrears"}
+GRID_SQL = """
+SELECT r.id AS room_id, r.number, r.building_id, r.property_id, a.id AS account_id, a.customer_name,
+       a.alarm_level, b.balance, bool_or(m.status = 'offline') AS offline
+FROM rooms r
+LEFT JOIN prepaid_accounts a ON a.room_id = r.id AND a.status = 'open'
+LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
+LEFT JOIN meters m ON m.room_id = r.id
+WHERE (CAST(:props AS bigint[]) IS NULL OR r.property_id = ANY(CAST(:props AS bigint[])))
+  AND (CAST(:building AS bigint) IS NULL OR r.building_id = CAST(:building AS bigint))
+GROUP BY r.id, r.number, r.building_id, r.property_id, a.id, a.customer_name, a.alarm_level, b.balance
+ORDER BY r.building_id, r.number LIMIT 20000
+"""
+
+
+def _status(row) -> str:
+    if row.offline:
+        return "offline"
+    return "not-opened" if row.account_id is None else STATUS_CLASS[row.alarm_level]
+
+
+def _scope_props() -> list[int] | None:
+    from ...tenants.scoping import property_ids
+
+    scope = property_ids(current_user)
+    return None if scope is None else sorted(scope) or [-1]
+
+
+@bp.route("/rooms")
+@permission_required("money.view")
+def rooms():
+    building = request.args.get("building", type=int)
+    wanted = request.args.get("status", "")
+    rows = db.session.execute(text(GRID_SQL), {"props": _scope_props(), "building": building}).all()
+    cells = [(row, _status(row)) for row in rows]
+    counts: dict[str, int] = {}
+    for _, status in cells:
+        counts[status] = counts.get(status, 0) + 1
+    if wanted:
+        cells = [c for c in cells if c[1] == wanted]
+    return render_template("prepaid/rooms.html", cells=cells, counts=counts, wanted=wanted, building=building)
+
+
+def _account(account_id: int) -> PrepaidAccount:
+    return get_or_404(PrepaidAccount, account_id, "money.view")
+
+
+@bp.route("/accounts/<int:account_id>")
+@permission_required("money.view")
+def account(account_id: int):
+    acc = _account(account_id)
+    meters = db.session.execute(select(Meter, MeterState).join(MeterState, MeterState.meter_id == Meter.id)
+                                .where(MeterState.account_id == acc.id)).all()
+    charges = db.session.execute(select(Charge).where(Charge.account_id == acc.id)
+                                 .order_by(Charge.interval_end.desc()).limit(50)).scalars().all()
+    transfers = db.session.execute(select(Transfer).where(Transfer.wallet_account_id == acc.wallet_account_id)
+                                   .order_by(Transfer.id.desc()).limit(50)).scalars().all()
+    commands = db.session.execute(select(Command).where(Command.meter_id.in_([m.id for m, _ in meters] or [-1]))
+                                  .order_by(Command.id.desc()).limit(30)).scalars().all()
+    return render_template("prepaid/account.html", acc=acc, meters=meters, charges=charges, transfers=transfers,
+                           commands=commands, balance=balance_of(db.session, acc.wallet_account_id), levels=LEVELS,
+                           key=uuid.uuid4().hex)
+
+
+@bp.route("/counter")
+@permission_required("money.view")
+def counter():
+    q = request.args.get("q", "").strip()
+    found = []
+    if q:
+        like = f"%{q}%"
+        stmt = (select(PrepaidAccount, Room).outerjoin(Room, Room.id == PrepaidAccount.room_id)
+                .where(or_(PrepaidAccount.customer_name.ilike(like), PrepaidAccount.phone.ilike(like),
+                           PrepaidAccount.number.ilike(like), Room.number.ilike(like))).limit(50))
+        found = db.session.execute(restrict(stmt, PrepaidAccount, None, "money.view")).all()
+    return render_template("prepaid/counter.html", q=q, found=found)
+
+
+def _money(action, permission: str, account_id: int):
+    acc = _account(account_id)
+    from ...tenants.scoping import has_permission
+
+    if not has_permission(current_user, permission):
+        abort(404)
+    form = request.form
+    try:
+        result = run_money_transaction(db.session, lambda s: action(s, acc, form))
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("prepaid.account", account_id=acc.id))
+    notify_balance(acc.group_id, acc.id, result.balance)
+    flash(f"OK · balance {result.balance}", "ok")
+    return redirect(url_for("prepaid.receipt", transfer_id=result.transfer_id))
+
+
+def _who() -> dict:
+    return {"actor": current_user.username, "operator_id": current_user.id}
+
+
+@bp.route("/accounts/<int:account_id>/topup", methods=["POST"])
+@permission_required("money.topup")
+def topup(account_id: int):
+    return _money(lambda s, acc, f: cashier.topup(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
+                                                  f.get("key", ""), **_who()), "money.topup", account_id)
+
+
+@bp.route("/accounts/<int:account_id>/refund", methods=["POST"])
+@permission_required("money.refund")
+def refund(account_id: int):
+    return _money(lambda s, acc, f: cashier.refund(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
+                                                   f.get("key", ""), reason=f.get("reason", ""), **_who()),
+                  "money.refund", account_id)
+
+
+@bp.route("/accounts/<int:account_id>/reverse", methods=["POST"])
+@permission_required("money.reverse")
+def reverse(account_id: int):
+    return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, int(f.get("transfer_id", "0") or 0),
+                                                    f.get("reason", ""), f.get("key", ""), **_who()),
+                  "money.reverse", account_id)
+
+
+@bp.route("/receipts/<int:transfer_id>")
+@permission_required("money.view")
+def receipt(transfer_id: int):
+    transfer = db.session.get(Transfer, transfer_id)
+    if transfer is None or transfer.wallet_account_id is None:
+        abort(404)
+    acc = db.session.execute(select(PrepaidAccount).where(
+        PrepaidAccount.wallet_account_id == transfer.wallet_account_id)).scalar_one()
+    _account(acc.id)  # scope check
+    return render_template("prepaid/receipt.html", t=transfer, acc=acc)
+
+
+@bp.route("/accounts/open", methods=["GET", "POST"])
+@permission_required("account.manage")
+def open_account():
+    if request.method == "POST":
+        f = request.form
+        room = get_or_404(Room, int(f.get("room_id", "0") or 0), "property.view")
+        meter_ids = [int(m) for m in f.getlist("meter_id") if m.isdigit()]
+        try:
+            acc = accounts.create_account(db.session, room.group_id, room.property_id, meter_ids, room_id=room.id,
+                                          customer_name=f.get("customer_name", ""), phone=f.get("phone", ""),
+                                          preset=bool(f.get("preset")), alarm1=f.get("alarm1", "20.00"),
+                                          alarm2=f.get("alarm2", "5.00"),
+                                          overdraft_limit=f.get("overdraft_limit", "0.00"), **_who())
+            db.session.commit()
+        except MeterhubError as err:
+            db.session.rollback()
+            flash(str(err), "error")
+            return redirect(url_for("prepaid.open_account", room_id=room.id))
+        return redirect(url_for("prepaid.account", account_id=acc.id))
+    room = get_or_404(Room, request.args.get("room_id", 0, type=int), "property.view")
+    meters = db.session.execute(select(Meter).where(Meter.room_id == room.id)).scalars().all()
+    return render_template("prepaid/open.html", room=room, meters=meters)
+
+
+@bp.route("/accounts/<int:account_id>/activate", methods=["POST"])
+@permission_required("account.manage")
+def activate(account_id: int):
+    acc = _account(account_id)
+    return _manage(lambda: accounts.open_account(db.session, acc.group_id, acc.id, customer_name=request.form.get(
+        "customer_name", ""), phone=request.form.get("phone", ""), **_who()), acc)
+
+
+@bp.route("/accounts/<int:account_id>/close", methods=["POST"])
+@permission_required("account.manage")
+def close(account_id: int):
+    acc = _account(account_id)
+    return _manage(lambda: accounts.close_account(db.session, acc.group_id, acc.id, request.form.get("key", ""),
+                                                  **_who()), acc)
+
+
+@bp.route("/accounts/<int:account_id>/swap", methods=["POST"])
+@permission_required("account.manage")
+def swap(account_id: int):
+    acc, f = _account(account_id), request.form
+    return _manage(lambda: accounts.swap_meter(
+        db.session, acc.group_id, int(f.get("old_meter_id", 0)), int(f.get("new_meter_id", 0) or 0),
+        final_reading=Decimal(f.get("final_reading", "0") or 0), new_initial_reading=f.get("new_initial_reading", "0"),
+        **_who()), acc)
+
+
+@bp.route("/meters/<int:meter_id>/command", methods=["POST"])
+@permission_required("device.control")
+def command(meter_id: int):
+    meter = get_or_404(Meter, meter_id, "device.control")
+    kind = request.form.get("kind", "")
+    account_id = request.form.get("account_id", type=int)
+
+    def run():
+        if kind == "keep_power":
+            return control.keep_power(db.session, meter, True, **_who())
+        if kind == "resume_prepaid":
+            return control.keep_power(db.session, meter, False, **_who())
+        if kind in ("on", "off"):
+            return control.set_desired(db.session, meter, kind == "on", source="operator", force=True, **_who())
+        return create_command(db.session, meter, "read_now", {}, **_who())
+
+    try:
+        run()
+        db.session.commit()
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+    return redirect(url_for("prepaid.account", account_id=account_id) if account_id else url_for("prepaid.rooms"))
+
+
+def _manage(action, acc: PrepaidAccount):
+    try:
+        action()
+        db.session.commit()
+        flash("OK", "ok")
+    except (MeterhubError, ValueError) as err:
+        db.session.rollback()
+        flash(str(err), "error")
+    return redirect(url_for("prepaid.account", account_id=acc.id))
+
+
+
