@@ -1,0 +1,217 @@
+"""From a raised alarm to messages: recipients, throttling, quiet hours, the log, delivery with retries.
+
+``notify_alarm`` (rq job, enqueued by the ``alarm_raised`` hook) writes one ``notification_log`` row per
+recipient and enqueues ``deliver`` for each row that may go now. ``deliver`` sends and records the status;
+on failure it raises so rq retries it with backoff (``NOTIFY_RETRY_INTERVALS`` seconds) and marks the row
+``failed`` after the last attempt. Rows held over quiet hours are released by :func:`release_held`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+from string import Formatter
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from ..db import service_session
+from ..models import utcnow
+from ..tenants.models import Group
+from . import secrets as secret_store
+from .kinds import KINDS
+from .models import Alarm, NotificationLog, NotifierConfig
+from .notifiers import Message
+from .registry import notifiers
+
+log = logging.getLogger(__name__)
+DEFAULT_RETRY_INTERVALS = [10, 60, 300]
+LIVE = ("queued", "held", "retrying", "sent")
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group) -> Message:
+    """Title and text of the message for ``alarm`` (template per kind from the config, else the default)."""
+    kind = KINDS[alarm.kind]
+    values = _Blank({k: v for k, v in (alarm.detail or {}).items()})
+    values.update(group=group.name, kind=str(kind.label), subject=alarm.subject_key)
+    names = session.execute(text(
+        "SELECT (SELECT coalesce(nullif(m.name, ''), 'meter ' || m.id) FROM meters m WHERE m.id = :m), "
+        "(SELECT coalesce(nullif(a.customer_name, ''), a.number) FROM prepaid_accounts a WHERE a.id = :a)"),
+        {"m": alarm.meter_id, "a": alarm.account_id}).one()
+    values.update(meter=names[0] or "?", account=names[1] or "?")
+    template = (config.settings.get("templates") or {}).get(alarm.kind) or kind.sms_template
+    try:
+        body = Formatter().vformat(template, (), values)
+    except (ValueError, IndexError, AttributeError):
+        body = kind.sms_template.format_map(values)
+    title = f"[{group.name}] {kind.label}: {values['account'] if kind.subject == 'account' else values['meter']}"
+    payload = {"id": alarm.id, "group_id": alarm.group_id, "property_id": alarm.property_id, "kind": alarm.kind,
+               "state": alarm.state, "subject": alarm.subject_key, "meter_id": alarm.meter_id,
+               "account_id": alarm.account_id, "detail": alarm.detail, "raised_at": alarm.raised_at.isoformat()}
+    return Message(title, body, payload, alarm.account_id, alarm.id)
+
+
+def in_quiet_hours(config: NotifierConfig, now: datetime, tz: ZoneInfo) -> datetime | None:
+    """When quiet hours are on at ``now``, the end of them (UTC); else None. Windows may wrap midnight."""
+    if not config.quiet_start or not config.quiet_end:
+        return None
+    local = now.astimezone(tz)
+    start, end = time.fromisoformat(config.quiet_start), time.fromisoformat(config.quiet_end)
+    t = local.time().replace(tzinfo=None)
+    inside = start <= t < end if start < end else (t >= start or t < end)
+    if not inside:
+        return None
+    end_day = local.date() if t < end else local.date() + timedelta(days=1)
+    return datetime.combine(end_day, end, tz).astimezone(ZoneInfo("UTC"))
+
+
+def throttled(session: Session, config: NotifierConfig, recipient: str, alarm: Alarm, now: datetime) -> str:
+    """Why this message must not go (empty when it may): same alarm subject too soon, or too many per hour."""
+    base = select(func.count()).select_from(NotificationLog).where(
+        NotificationLog.config_id == config.id, NotificationLog.recipient == recipient,
+        NotificationLog.status.in_(LIVE))
+    recent = session.execute(base.where(
+        NotificationLog.kind == alarm.kind, NotificationLog.subject_key == alarm.subject_key,
+        NotificationLog.created_at > now - timedelta(minutes=config.throttle_minutes))).scalar()
+    if recent:
+        return f"same alarm sent less than {config.throttle_minutes} min ago"
+    hourly = session.execute(base.where(NotificationLog.created_at > now - timedelta(hours=1))).scalar()
+    if hourly >= config.max_per_hour:
+        return f"{config.max_per_hour} messages in the last hour"
+    return ""
+
+
+def _matches(config: NotifierConfig, kind: str) -> bool:
+    return not config.kinds or kind in config.kinds
+
+
+def plan(session: Session, alarm: Alarm, now: datetime) -> list[int]:
+    """Write the log rows for ``alarm`` (local notifiers delivered at once); ids of the rows to deliver now."""
+    group = session.get(Group, alarm.group_id)
+    tz = ZoneInfo(group.timezone or "Asia/Shanghai")
+    registry = notifiers()
+    to_send: list[int] = []
+    configs = session.execute(select(NotifierConfig).where(
+        NotifierConfig.group_id == alarm.group_id, NotifierConfig.enabled).order_by(NotifierConfig.id)).scalars()
+    for config in configs:
+        notifier = registry.get(config.notifier)
+        if notifier is None or not _matches(config, alarm.kind):
+            continue
+        session.execute(text("SELECT pg_advisory_xact_lock(7311, :c)"), {"c": config.id})
+        message = render(session, config, alarm, group)
+        for recipient in notifier.recipients(session, config, alarm):
+            row = NotificationLog(group_id=alarm.group_id, alarm_id=alarm.id, config_id=config.id,
+                                  notifier=config.notifier, recipient=recipient[:300], kind=alarm.kind,
+                                  subject_key=alarm.subject_key, title=message.title[:200], body=message.body,
+                                  created_at=now)
+            reason = throttled(session, config, recipient, alarm, now)
+            quiet_end = None if reason else in_quiet_hours(config, now, tz)
+            if reason:
+                row.status, row.error = "throttled", reason
+            elif quiet_end is not None:
+                row.status, row.send_after = "held", quiet_end
+            elif notifier.local:
+                notifier.send(message, recipient, config.settings, {}, session=session)
+                row.status, row.sent_at, row.attempts = "sent", now, 1
+            session.add(row)
+            session.flush()
+            if row.status == "queued":
+                to_send.append(row.id)
+    return to_send
+
+
+def enqueue_deliveries(log_ids: list[int]) -> None:
+    """Queue one delivery job per log row, retried with backoff."""
+    from rq import Retry
+
+    from ..redis_conn import get_queue
+
+    intervals = list(current_app.config.get("NOTIFY_RETRY_INTERVALS", DEFAULT_RETRY_INTERVALS))
+    queue = get_queue("default")
+    for log_id in log_ids:
+        queue.enqueue("meterhub.jobs.run", "meterhub.alarms.dispatch:deliver", log_id=log_id,
+                      retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+                      description=f"notification {log_id}")
+
+
+def notify_alarm(alarm_id: int, now: datetime | None = None) -> int:
+    """rq job: plan the messages of a raised alarm and queue their delivery; returns how many were queued."""
+    now = now or utcnow()
+    with service_session() as session:
+        alarm = session.get(Alarm, alarm_id)
+        if alarm is None or alarm.state == "cleared":
+            return 0
+        ids = plan(session, alarm, now)
+    enqueue_deliveries(ids)
+    return len(ids)
+
+
+def deliver(log_id: int) -> str:
+    """rq job: send one logged message; raise on failure so rq retries (``failed`` after the last try)."""
+    with service_session() as session:
+        row = session.get(NotificationLog, log_id, with_for_update=True)
+        if row is None or row.status in ("sent", "throttled"):
+            return row.status if row else "missing"
+        config = session.get(NotifierConfig, row.config_id) if row.config_id else None
+        if config is None:
+            row.status, row.error = "failed", "notifier configuration was deleted"
+            return row.status
+        row.attempts += 1
+        message = Message(row.title, row.body, _payload(session, row), None, row.alarm_id)
+        settings, stored, owner = dict(config.settings), dict(config.secrets), f"{config.group_id}:{config.id}"
+        notifier, recipient = notifiers().get(row.notifier), row.recipient
+    try:
+        if notifier is None:
+            raise LookupError(f"notifier {row.notifier!r} is not installed")
+        notifier.send(message, recipient, settings, secret_store.reveal(stored, owner))
+    except Exception as err:
+        _finish(log_id, "failed" if _last_attempt() else "retrying", str(err)[:2000])
+        log.warning("notification %s to %s failed: %s", log_id, recipient, err)
+        raise
+    _finish(log_id, "sent", "")
+    return "sent"
+
+
+def _payload(session: Session, row: NotificationLog) -> dict[str, Any]:
+    alarm = session.get(Alarm, row.alarm_id) if row.alarm_id else None
+    if alarm is None:
+        return {"group_id": row.group_id, "kind": row.kind, "subject": row.subject_key}
+    return {"id": alarm.id, "group_id": alarm.group_id, "property_id": alarm.property_id, "kind": alarm.kind,
+            "state": alarm.state, "subject": alarm.subject_key, "meter_id": alarm.meter_id,
+            "account_id": alarm.account_id, "detail": alarm.detail, "raised_at": alarm.raised_at.isoformat()}
+
+
+def _last_attempt() -> bool:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def _finish(log_id: int, status: str, error: str) -> None:
+    with service_session() as session:
+        row = session.get(NotificationLog, log_id)
+        row.status, row.error = status, error
+        if status == "sent":
+            row.sent_at = utcnow()
+
+
+def release_held(now: datetime | None = None) -> int:
+    """Queue the messages whose quiet hours are over; returns how many."""
+    now = now or utcnow()
+    with service_session() as session:
+        ids = list(session.execute(text(
+            "UPDATE notification_log SET status = 'queued' WHERE id IN (SELECT id FROM notification_log "
+            "WHERE status = 'held' AND send_after <= :now FOR UPDATE SKIP LOCKED) RETURNING id"),
+            {"now": now}).scalars())
+    if ids:
+        enqueue_deliveries(ids)
+    return len(ids)

@@ -1,0 +1,53 @@
+"""The alarms feature as a plugin: notifiers, SMS provider, the polling job, console pages, notifications."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import has_app_context
+from flask_babel import lazy_gettext as _l
+
+from ..hookspecs import hookimpl
+from .notifiers import BUILTIN_NOTIFIERS, BUILTIN_SMS_PROVIDERS
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl(trylast=True)
+def register_notifiers() -> list[Any]:
+    return list(BUILTIN_NOTIFIERS)
+
+
+@hookimpl(trylast=True)
+def register_sms_providers() -> list[Any]:
+    return list(BUILTIN_SMS_PROVIDERS)
+
+
+@hookimpl
+def register_jobs() -> list[dict[str, Any]]:
+    return [{"name": "alarms.poll", "interval": 60, "callable": "meterhub.alarms.sources:poll"}]
+
+
+@hookimpl
+def register_blueprints() -> list[Any]:
+    from webui.alarms import bp
+
+    return [bp]
+
+
+@hookimpl
+def menu_items(operator: Any) -> list[dict[str, Any]]:
+    return [{"label": _l("Alarms"), "endpoint": "alarms.index", "permission": "device.view", "order": 30}]
+
+
+@hookimpl
+def alarm_raised(alarm: Any) -> None:
+    """Queue the notifications of a new alarm (the messages are planned and sent by rq workers)."""
+    if not has_app_context():
+        log.warning("alarm %s raised outside an app context: no notifications queued", alarm.id)
+        return
+    from ..redis_conn import get_queue
+
+    get_queue("default").enqueue("meterhub.jobs.run", "meterhub.alarms.dispatch:notify_alarm", alarm_id=alarm.id,
+                                 description=f"notify alarm {alarm.id}")

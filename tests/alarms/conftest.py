@@ -1,0 +1,47 @@
+"""Alarm fixtures: our plugins registered (until their entry points are installed), a worker runner."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from meterhub.plugins import get_plugin_manager
+
+PLUGINS = {"alarms": "meterhub.alarms.plugin", "reports": "meterhub.reports.plugin"}
+
+
+def ensure_plugins() -> None:
+    """Register the alarm and report plugins on the process plugin manager unless loaded by entry point."""
+    pm = get_plugin_manager()
+    for name, path in PLUGINS.items():
+        try:
+            module = importlib.import_module(path)
+        except ModuleNotFoundError:
+            continue
+        if not pm.is_registered(module) and pm.get_plugin(name) is None:
+            pm.register(module, name=name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _our_plugins() -> None:
+    ensure_plugins()
+
+
+def run_jobs(app, queue: str = "default") -> int:
+    """Run every queued job of ``queue`` in this process (rq SimpleWorker, burst); returns jobs done."""
+    from rq import SimpleWorker
+
+    from meterhub.redis_conn import get_queue, get_redis
+
+    with app.app_context():
+        q = get_queue(queue)
+        worker = SimpleWorker([q], connection=get_redis())
+        done = 0
+        while len(q) or q.scheduled_job_registry.count:
+            before = worker.successful_job_count + worker.failed_job_count
+            worker.work(burst=True, with_scheduler=False)
+            done += worker.successful_job_count + worker.failed_job_count - before
+            if not len(q):
+                break
+        return done
