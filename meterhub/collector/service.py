@@ -43,8 +43,10 @@ return out
 
 
 def load_buses(session: Session, shard: Shard, registry: dict[str, Any],
-               interval_s: float | None = None) -> dict[int, tuple[BusSpec, list[BusDevice]]]:
-    """The polled buses of ``shard``: enabled gateways with a pollable framing, their devices and meters."""
+               interval_s: float | None = None, only: set[int] | None = None
+               ) -> dict[int, tuple[BusSpec, list[BusDevice]]]:
+    """The polled buses of ``shard`` (optionally ``only`` these gateway ids): enabled gateways with a pollable
+    framing, their devices and active meters."""
     from meterhub.devices.models import Device, Gateway, Meter
     from meterhub.devices.onboarding import TRANSPORT_FRAMING
     from meterhub.tenants.models import Property
@@ -52,7 +54,9 @@ def load_buses(session: Session, shard: Shard, registry: dict[str, Any],
     rows = session.execute(
         select(Gateway, Property.reading_interval_min).join(Property, Property.id == Gateway.property_id)
         .where(Gateway.enabled.is_(True), Gateway.framing.in_(list(TRANSPORT_FRAMING)),
-               Gateway.id % shard.count == shard.index).order_by(Gateway.id)).all()
+               Gateway.id % shard.count == shard.index,
+               Gateway.id.in_(sorted(only)) if only is not None else Gateway.id.isnot(None))
+        .order_by(Gateway.id)).all()
     buses: dict[int, tuple[BusSpec, list[BusDevice]]] = {}
     for gateway, minutes in rows:
         bus = gateway.bus or {}
@@ -88,7 +92,7 @@ class Collector:
     def __init__(self, *, engine: Engine, redis_url: str, namespace: str, shard: Shard | None = None,
                  registry: dict[str, Any] | None = None, interval_s: float | None = None,
                  stagger_s: float = DEFAULT_STAGGER_S, reload_s: float = 60.0, policy: RetryPolicy | None = None,
-                 quarantine_s: float = 30.0, flush_s: float = 1.0) -> None:
+                 quarantine_s: float = 30.0, flush_s: float = 1.0, only: set[int] | None = None) -> None:
         if registry is None:
             from meterhub.plugins import driver_registry
 
@@ -96,6 +100,7 @@ class Collector:
         self.engine, self.redis_url, self.ns = engine, redis_url, namespace
         self.shard, self.registry, self.interval_s = shard or Shard(), registry, interval_s
         self.stagger_s, self.reload_s, self.policy, self.quarantine_s = stagger_s, reload_s, policy, quarantine_s
+        self.only = only
         self.owner = f"collector:{socket.gethostname()}:{os.getpid()}:{shard or Shard()}"
         self.sink = StorageSink(engine, flush_s=flush_s)
         self.pollers: dict[int, BusPoller] = {}
@@ -147,7 +152,7 @@ class Collector:
 
         def load() -> dict[int, tuple[BusSpec, list[BusDevice]]]:
             with Session(self.engine, info={"service": True}) as session:
-                return load_buses(session, self.shard, self.registry, self.interval_s)
+                return load_buses(session, self.shard, self.registry, self.interval_s, self.only)
 
         buses = await asyncio.to_thread(load)
         gone = [gid for gid in self.pollers if gid not in buses]
