@@ -135,8 +135,9 @@ _OPEN_CMD = ("EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.kin
 
 def check_purchase_counter(session: Session, now: datetime) -> tuple[int, int]:
     """Meter-side prepaid: the meter's purchase counter differs from the account's (no top-up write open)."""
-    base = (f"{_LATEST.replace('WHERE', 'JOIN prepaid_meter_state s ON s.meter_id = m.id AND s.active JOIN '
-                               'prepaid_accounts pa ON pa.id = s.account_id WHERE')} AND l.purchase_count IS NOT NULL")
+    base = ("FROM meters m JOIN meter_latest l ON l.meter_id = m.id JOIN prepaid_meter_state s "
+            "ON s.meter_id = m.id AND s.active JOIN prepaid_accounts pa ON pa.id = s.account_id "
+            "WHERE m.active AND l.ts >= :fresh AND l.purchase_count IS NOT NULL")
     bad = ("SELECT m.group_id, m.id, jsonb_build_object('meter_count', l.purchase_count, 'our_count', "
            f"pa.purchase_count) {base} AND l.purchase_count <> pa.purchase_count "
            f"AND NOT {_OPEN_CMD.format(kind='write_topup')}")
