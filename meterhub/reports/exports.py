@@ -1,0 +1,93 @@
+"""Report exports as rq jobs: queued → running (with progress) → done (a file to download) | failed.
+
+    export = create_export(session, group_id, operator_id, "usage", report_filter)   # web request
+    session.commit(); enqueue_export(export.id)                                      # returns at once
+    run_export(export.id)                                                             # in a worker
+
+Files go to ``EXPORT_DIR`` (default ``<instance>/exports``), one folder per group; with workers on several
+hosts this must be a shared directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from ..db import service_session
+from ..errors import NotFound
+from ..models import utcnow
+from .filters import ReportFilter
+from .models import ReportExport
+from .registry import get_report
+from .xlsx import write_xlsx
+
+log = logging.getLogger(__name__)
+
+
+def export_dir() -> Path:
+    """Where export files are written (created when missing)."""
+    path = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def create_export(session: Session, group_id: int, operator_id: int | None, report: str,
+                  report_filter: ReportFilter) -> ReportExport:
+    """A queued export row (the caller commits, then calls :func:`enqueue_export`)."""
+    if get_report(report) is None:
+        raise NotFound(f"report {report!r} not found")
+    export = ReportExport(group_id=group_id, operator_id=operator_id, report=report,
+                          params=report_filter.to_params(), status="queued")
+    session.add(export)
+    session.flush()
+    return export
+
+
+def enqueue_export(export_id: int) -> None:
+    """Queue the export on the ``reports`` queue (long timeout: big exports take minutes)."""
+    from ..redis_conn import get_queue
+
+    get_queue("reports").enqueue("meterhub.jobs.run", "meterhub.reports.exports:run_export", export_id=export_id,
+                                 job_timeout=3600, result_ttl=3600, description=f"report export {export_id}")
+
+
+def _update(export_id: int, **values: object) -> None:
+    with service_session() as session:
+        export = session.get(ReportExport, export_id)
+        for key, value in values.items():
+            setattr(export, key, value)
+
+
+def run_export(export_id: int) -> int:
+    """rq job: stream the report into an xlsx file; returns the number of rows."""
+    with service_session() as session:
+        export = session.get(ReportExport, export_id)
+        if export is None or export.status not in ("queued", "running"):
+            return 0
+        export.status = "running"
+        group_id, report_key, params = export.group_id, export.report, dict(export.params)
+    definition = get_report(report_key)
+    folder = export_dir() / str(group_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{export_id}-{report_key}.xlsx"
+    partial = path.with_suffix(".part")
+    try:
+        report_filter = ReportFilter.from_params(params)
+        with service_session() as session:
+            rows = definition.rows(session, report_filter)
+            count = write_xlsx(partial, str(definition.name), definition.header(), rows,
+                               [c.kind for c in definition.columns],
+                               progress=lambda n: _update(export_id, rows=n))
+        os.replace(partial, path)
+    except Exception as err:
+        log.exception("export %s (%s) failed", export_id, report_key)
+        partial.unlink(missing_ok=True)
+        _update(export_id, status="failed", error=f"{err.__class__.__name__}: {err}"[:2000], finished_at=utcnow())
+        raise
+    _update(export_id, status="done", rows=count, total=count, path=str(path), finished_at=utcnow())
+    log.info("export %s: %d rows of %s to %s", export_id, count, report_key, path)
+    return count

@@ -1,0 +1,144 @@
+"""Report filters: what to report on (property/building/room/meter, utility), for which period, at which level.
+
+A :class:`ReportFilter` is plain data (``to_params`` / ``from_params``) so an export job in an rq worker
+runs exactly the query the operator asked for, inside the scope the operator had when asking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ..errors import ValidationError
+
+LEVELS = ("meter", "room", "building", "property")
+GRANULARITIES = ("day", "month", "year")
+UTILITIES = ("electricity", "water")
+
+
+@dataclass
+class ReportFilter:
+    """The selection of a report run; ``property_ids`` is the operator's scope (None: whole group)."""
+
+    group_id: int
+    start: date
+    end: date  # exclusive
+    property_ids: list[int] | None = None
+    property_id: int | None = None
+    building_id: int | None = None
+    room_id: int | None = None
+    meter_id: int | None = None
+    utility: str | None = None
+    level: str = "meter"
+    granularity: str = "day"
+    timezone: str = "Asia/Shanghai"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def end_inclusive(self) -> date:
+        """The last day of the period (what forms show)."""
+        return self.end - timedelta(days=1)
+
+    def start_at(self) -> datetime:
+        """Start of the period as an aware datetime (local midnight)."""
+        return datetime.combine(self.start, datetime.min.time(), self.tz)
+
+    def end_at(self) -> datetime:
+        return datetime.combine(self.end, datetime.min.time(), self.tz)
+
+    def to_params(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
+        return data
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ReportFilter:
+        data = dict(params)
+        data["start"], data["end"] = date.fromisoformat(data["start"]), date.fromisoformat(data["end"])
+        return cls(**data)
+
+    def property_sql(self, column: str) -> tuple[str, dict[str, Any]]:
+        """A SQL condition limiting ``column`` (a property id column) to the scope and the chosen property."""
+        parts, params = [], {}
+        if self.property_ids is not None:
+            parts.append(f"{column} = ANY(:scope_ids)")
+            params["scope_ids"] = list(self.property_ids) or [-1]
+        if self.property_id is not None:
+            parts.append(f"{column} = :property_id")
+            params["property_id"] = self.property_id
+        return (" AND " + " AND ".join(parts)) if parts else "", params
+
+
+def _int(value: Any) -> int | None:
+    text_value = str(value or "").strip()
+    return int(text_value) if text_value.isdigit() else None
+
+
+def _date(value: Any, default: date) -> date:
+    try:
+        return date.fromisoformat(str(value)) if value else default
+    except ValueError as err:
+        raise ValidationError(f"{value!r} is not a date; use YYYY-MM-DD", {"date": "invalid"}) from err
+
+
+def parse(args: Mapping[str, Any], group_id: int, scope: set[int] | None, timezone: str,
+          today: date | None = None) -> ReportFilter:
+    """A filter from query-string values; the default period is the last 30 days (end inclusive in forms)."""
+    today = today or datetime.now(ZoneInfo(timezone)).date()
+    start = _date(args.get("start"), today - timedelta(days=30))
+    end = _date(args.get("end"), today) + timedelta(days=1)
+    if end <= start:
+        raise ValidationError("the end of the period must not be before its start", {"end": "before start"})
+    if (end - start).days > 3700:
+        raise ValidationError("a report covers at most ten years", {"start": "too early"})
+    level = args.get("level") or "meter"
+    granularity = args.get("granularity") or "day"
+    utility = args.get("utility") or None
+    if level not in LEVELS or granularity not in GRANULARITIES or (utility and utility not in UTILITIES):
+        raise ValidationError("unknown level, granularity or utility", {"level": "invalid"})
+    return ReportFilter(group_id, start, end, sorted(scope) if scope is not None else None,
+                        _int(args.get("property_id")), _int(args.get("building_id")), _int(args.get("room_id")),
+                        _int(args.get("meter_id")), utility, level, granularity, timezone)
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """A meter with where it serves (names for report rows)."""
+
+    id: int
+    name: str
+    utility: str
+    room_id: int | None
+    room: str
+    building_id: int | None
+    building: str
+    property_id: int
+    property: str
+
+
+def selected_meters(session: Session, f: ReportFilter) -> list[MeterInfo]:
+    """The meters the filter selects, ordered by property, building, room, meter."""
+    where, params = f.property_sql("m.property_id")
+    for column, value in (("r.building_id", f.building_id), ("m.room_id", f.room_id), ("m.id", f.meter_id),
+                          ("m.utility", f.utility)):
+        if value is not None:
+            key = column.replace(".", "_")
+            where += f" AND {column} = :{key}"
+            params[key] = value
+    rows = session.execute(text(
+        "SELECT m.id, coalesce(nullif(m.name, ''), d.serial || '/' || m.channel), m.utility, m.room_id, "
+        "coalesce(r.number, ''), r.building_id, coalesce(b.name, ''), m.property_id, p.name "
+        "FROM meters m JOIN devices d ON d.id = m.device_id JOIN properties p ON p.id = m.property_id "
+        "LEFT JOIN rooms r ON r.id = m.room_id LEFT JOIN buildings b ON b.id = r.building_id "
+        f"WHERE m.group_id = :g{where} ORDER BY p.name, b.name, r.number, m.id"), {"g": f.group_id, **params})
+    return [MeterInfo(*row) for row in rows]

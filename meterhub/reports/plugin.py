@@ -1,0 +1,33 @@
+"""The reports feature as a plugin: built-in report definitions, console pages, the scheduled-report job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def register_reports() -> list[Any]:
+    from .registry import builtin_reports
+
+    return builtin_reports()
+
+
+@hookimpl
+def register_blueprints() -> list[Any]:
+    from webui.reports import bp
+
+    return [bp]
+
+
+@hookimpl
+def register_jobs() -> list[dict[str, Any]]:
+    return [{"name": "reports.scheduled", "interval": 900, "callable": "meterhub.reports.scheduled:run_due"}]
+
+
+@hookimpl
+def menu_items(operator: Any) -> list[dict[str, Any]]:
+    return [{"label": _l("Reports"), "endpoint": "reports.index", "permission": "report.view", "order": 40}]

@@ -1,0 +1,154 @@
+"""Usage reports from the rollups API: energy/water per meter, room, building or property and period,
+with the TOU split; and the comprehensive monthly report (cost, peak/valley share, MoM and YoY)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ..timeseries import query
+from .filters import MeterInfo, ReportFilter, selected_meters
+from .registry import Column, ReportDefinition
+
+RATES = ("sharp", "peak", "flat", "valley")
+CHUNK = 250  # meters per rollup query: bounds memory of long exports
+ZERO = Decimal(0)
+
+
+def _group_key(meter: MeterInfo, level: str) -> tuple:
+    """(sort key..., labels) of the row a meter adds to at this level."""
+    if level == "property":
+        return (meter.property_id, meter.property, "", "", "", meter.utility)
+    if level == "building":
+        return (meter.building_id or 0, meter.property, meter.building, "", "", meter.utility)
+    if level == "room":
+        return (meter.room_id or 0, meter.property, meter.building, meter.room, "", meter.utility)
+    return (meter.id, meter.property, meter.building, meter.room, meter.name, meter.utility)
+
+
+def period_label(bucket_local: date, granularity: str) -> str:
+    if granularity == "year":
+        return f"{bucket_local.year:04d}"
+    if granularity == "month":
+        return f"{bucket_local.year:04d}-{bucket_local.month:02d}"
+    return bucket_local.isoformat()
+
+
+def _amounts(row: query.UsageRow, utility: str) -> list[Decimal]:
+    if utility == "water":
+        return [row.water_m3 or ZERO, ZERO, ZERO, ZERO, ZERO]
+    return [row.energy_kwh or ZERO, *[getattr(row, f"energy_{r}_kwh") or ZERO for r in RATES]]
+
+
+def usage_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
+    """(period, property, building, room, meter, utility, total, sharp, peak, flat, valley) per level row."""
+    meters = selected_meters(session, f)
+    bucket = "day" if f.granularity == "day" else "month"
+    tz = f.tz
+    if f.level == "meter":  # stream per chunk of meters: rows come ordered by meter, then period
+        for i in range(0, len(meters), CHUNK):
+            yield from _aggregate(session, meters[i:i + CHUNK], f, bucket, tz)
+        return
+    yield from _aggregate(session, meters, f, bucket, tz)
+
+
+def _aggregate(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterator[tuple]:
+    by_id = {m.id: m for m in meters}
+    sums: dict[tuple, dict[str, list[Decimal]]] = defaultdict(dict)
+    for i in range(0, len(meters), CHUNK):
+        ids = [m.id for m in meters[i:i + CHUNK]]
+        for row in query.usage(session, ids, f.start_at(), f.end_at(), bucket):
+            meter = by_id[row.meter_id]
+            key = _group_key(meter, f.level)
+            label = period_label(row.bucket.astimezone(tz).date(), f.granularity)
+            acc = sums[key].setdefault(label, [ZERO] * 5)
+            for j, value in enumerate(_amounts(row, meter.utility)):
+                acc[j] += value
+    for key in sorted(sums, key=lambda k: (k[1], k[2], k[3], k[4], k[0], k[5])):
+        for label in sorted(sums[key]):
+            yield (label, *key[1:6], *sums[key][label])
+
+
+USAGE_COLUMNS = (
+    Column("period", _l("Period")), Column("property", _l("Property")), Column("building", _l("Building")),
+    Column("room", _l("Room")), Column("meter", _l("Meter")), Column("utility", _l("Utility")),
+    Column("total", _l("Total (kWh / m³)"), "number"), Column("sharp", _l("Sharp kWh"), "number"),
+    Column("peak", _l("Peak kWh"), "number"), Column("flat", _l("Flat kWh"), "number"),
+    Column("valley", _l("Valley kWh"), "number"),
+)
+
+
+def _pct(part: Decimal, whole: Decimal) -> Decimal | None:
+    return (part * 100 / whole).quantize(Decimal("0.01")) if whole else None
+
+
+def _shift_month(d: date, months: int) -> date:
+    index = d.year * 12 + d.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def monthly_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
+    """One row per level object for the month of ``f.start``: usage, TOU split, shares, cost, MoM, YoY."""
+    month = f.start.replace(day=1)
+    window = ReportFilter(**{**f.__dict__, "start": _shift_month(month, -12), "end": _shift_month(month, 1),
+                             "granularity": "month"})
+    per: dict[tuple, dict[str, list[Decimal]]] = defaultdict(dict)
+    for row in usage_rows(session, window):
+        per[tuple(row[1:6])][row[0]] = list(row[6:])
+    costs = _costs(session, f, month)
+    this, prev, last_year = (period_label(m, "month") for m in (month, _shift_month(month, -1),
+                                                                 _shift_month(month, -12)))
+    for key, months in per.items():
+        cur = months.get(this, [ZERO] * 5)
+        before, year_ago = months.get(prev, [ZERO] * 5)[0], months.get(last_year, [ZERO] * 5)[0]
+        mom = _pct(cur[0] - before, before)
+        yoy = _pct(cur[0] - year_ago, year_ago)
+        yield (this, *key, *cur, _pct(cur[2] + cur[1], cur[0]), _pct(cur[4], cur[0]), costs.get(key, ZERO),
+               before, mom, year_ago, yoy)
+
+
+def _costs(session: Session, f: ReportFilter, month: date) -> dict[tuple, Decimal]:
+    """Charged money per level key in the month (from prepaid charges)."""
+    meters = {m.id: m for m in selected_meters(session, f)}
+    if not meters:
+        return {}
+    tz = f.tz
+    rows = session.execute(text(
+        "SELECT c.meter_id, sum(c.amount) FROM prepaid_charges c WHERE c.group_id = :g AND c.meter_id = ANY(:ids) "
+        "AND c.interval_end > :start AND c.interval_end <= :end GROUP BY c.meter_id"),
+        {"g": f.group_id, "ids": list(meters), "start": _at(month, tz), "end": _at(_shift_month(month, 1), tz)})
+    out: dict[tuple, Decimal] = defaultdict(Decimal)
+    for meter_id, amount in rows:
+        out[tuple(_group_key(meters[meter_id], f.level)[1:6])] += amount or ZERO
+    return out
+
+
+def _at(d: date, tz):
+    from datetime import datetime
+
+    return datetime.combine(d, datetime.min.time(), tz)
+
+
+MONTHLY_COLUMNS = USAGE_COLUMNS + (
+    Column("peak_share", _l("Sharp+peak %"), "percent"), Column("valley_share", _l("Valley %"), "percent"),
+    Column("cost", _l("Cost (CNY)"), "money"), Column("previous", _l("Previous month"), "number"),
+    Column("mom", _l("Month on month %"), "percent"), Column("last_year", _l("Same month last year"), "number"),
+    Column("yoy", _l("Year on year %"), "percent"),
+)
+
+REPORTS = [
+    ReportDefinition("usage", _l("Energy and water usage"), "report.view", USAGE_COLUMNS, usage_rows,
+                     _l("Daily, monthly or yearly usage per meter, room, building or property with the TOU split."),
+                     chart=("period", ("total", "peak", "valley")),
+                     filters=("period", "property", "building", "room", "meter", "level", "granularity", "utility")),
+    ReportDefinition("monthly", _l("Comprehensive monthly report"), "report.view", MONTHLY_COLUMNS, monthly_rows,
+                     _l("Usage, peak/valley split, cost, month-on-month and year-on-year for the month of the "
+                        "start date."),
+                     filters=("period", "property", "building", "room", "meter", "level", "utility")),
+]

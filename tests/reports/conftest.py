@@ -1,0 +1,3 @@
+"""Report fixtures: plugins registered like in the alarm tests."""
+
+from tests.alarms.conftest import _our_plugins  # noqa: F401  (autouse, session)
