@@ -38,8 +38,10 @@ def live_server(app):
     thread.join(5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module: Playwright's sync API keeps an event loop running in this thread while
+    open, which would break ``asyncio.run`` in the tests of other modules."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium) — run as root once.")
     from playwright.sync_api import sync_playwright
