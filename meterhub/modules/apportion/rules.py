@@ -1,0 +1,74 @@
+"""Creating apportioning rules: parent meter, sub-meters, member accounts, method, plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...devices.models import Meter
+from ...errors import ValidationError
+from ...tariffs.models import Tariff
+from ...tenants import audit
+from ..prepaid.models import PrepaidAccount
+from .models import METHODS, POST_MODES, ApportionMember, ApportionRule, ApportionSubMeter
+
+
+def _ratio(raw: object) -> Decimal:
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation as err:
+        raise ValidationError(f"ratio {raw!r} is not a number", {"ratio": "number"}) from err
+    if not value.is_finite() or value < 0:
+        raise ValidationError(f"ratio {raw} must be ≥ 0", {"ratio": "negative"})
+    return value
+
+
+def create_rule(session: Session, group_id: int, property_id: int, *, name: str, parent_meter_id: int,
+                sub_meter_ids: Sequence[int], method: str, tariff_id: int, members: Sequence[tuple[int, object]],
+                remainder_account_id: int | None = None, subtract_sub_meters: bool = True,
+                post_mode: str = "deduct", actor: str, operator_id: int | None = None) -> ApportionRule:
+    """A new rule; every meter and account must belong to ``property_id`` of the group."""
+    errors: dict[str, str] = {}
+    if not name.strip():
+        errors["name"] = "required"
+    if method not in METHODS:
+        errors["method"] = f"one of {', '.join(METHODS)}"
+    if post_mode not in POST_MODES:
+        errors["post_mode"] = f"one of {', '.join(POST_MODES)}"
+    meter_ids = [parent_meter_id, *sub_meter_ids]
+    meters = {m.id: m for m in session.execute(select(Meter).where(
+        Meter.id.in_(meter_ids), Meter.group_id == group_id, Meter.property_id == property_id)).scalars()}
+    if len(meters) != len(set(meter_ids)) or parent_meter_id in sub_meter_ids:
+        errors["meters"] = "the parent and sub-meters must be distinct meters of this property"
+    tariff = session.get(Tariff, tariff_id)
+    parent = meters.get(parent_meter_id)
+    if tariff is None or tariff.group_id != group_id or (parent and tariff.utility != parent.utility):
+        errors["tariff"] = "a price plan of the group for the parent meter's utility is required"
+    account_ids = [int(a) for a, _ in members]
+    accounts = set(session.execute(select(PrepaidAccount.id).where(
+        PrepaidAccount.id.in_(account_ids), PrepaidAccount.group_id == group_id,
+        PrepaidAccount.property_id == property_id)).scalars())
+    if not account_ids or len(accounts) != len(set(account_ids)) or len(account_ids) != len(set(account_ids)):
+        errors["members"] = "one or more distinct accounts of this property are required"
+    if remainder_account_id is not None and remainder_account_id not in accounts:
+        errors["remainder_account"] = "must be one of the member accounts"
+    if errors:
+        raise ValidationError("the apportioning rule is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
+                              errors)
+    rule = ApportionRule(group_id=group_id, property_id=property_id, name=name.strip(), parent_meter_id=parent_meter_id,
+                         subtract_sub_meters=subtract_sub_meters, method=method, tariff_id=tariff_id,
+                         post_mode=post_mode, remainder_account_id=remainder_account_id)
+    session.add(rule)
+    session.flush()
+    session.add_all(ApportionSubMeter(group_id=group_id, rule_id=rule.id, meter_id=m) for m in sub_meter_ids)
+    session.add_all(ApportionMember(group_id=group_id, rule_id=rule.id, account_id=int(a), ratio=_ratio(r))
+                    for a, r in members)
+    session.flush()
+    audit.record(session, group_id, "apportion.rule.create", actor=actor, operator_id=operator_id,
+                 object_type="apportion_rule", object_id=rule.id,
+                 detail={"name": rule.name, "method": method, "parent": parent_meter_id, "subs": list(sub_meter_ids),
+                         "members": [[int(a), str(r)] for a, r in members]})
+    return rule

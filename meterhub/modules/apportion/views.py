@@ -1,0 +1,4 @@
+"""Apportion placeholder."""
+from flask import Blueprint
+
+bp = Blueprint("apportion", __name__, url_prefix="/apportion")

@@ -1,0 +1,4 @@
+"""Console pages (placeholder)."""
+from flask import Blueprint
+
+bp = Blueprint("batch", __name__, url_prefix="/batch")
