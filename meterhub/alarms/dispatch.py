@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
+from flask_babel import force_locale
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -106,7 +107,8 @@ def plan(session: Session, alarm: Alarm, now: datetime) -> list[int]:
         if notifier is None or not _matches(config, alarm.kind):
             continue
         session.execute(text("SELECT pg_advisory_xact_lock(7311, :c)"), {"c": config.id})
-        message = render(session, config, alarm, group)
+        with force_locale(config.settings.get("locale") or current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")):
+            message = render(session, config, alarm, group)
         for recipient in notifier.recipients(session, config, alarm):
             row = NotificationLog(group_id=alarm.group_id, alarm_id=alarm.id, config_id=config.id,
                                   notifier=config.notifier, recipient=recipient[:300], kind=alarm.kind,

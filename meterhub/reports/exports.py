@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from flask import current_app
+from flask_babel import force_locale
 from sqlalchemy.orm import Session
 
 from ..db import service_session
@@ -40,8 +41,11 @@ def create_export(session: Session, group_id: int, operator_id: int | None, repo
     """A queued export row (the caller commits, then calls :func:`enqueue_export`)."""
     if get_report(report) is None:
         raise NotFound(f"report {report!r} not found")
-    export = ReportExport(group_id=group_id, operator_id=operator_id, report=report,
-                          params=report_filter.to_params(), status="queued")
+    from flask_babel import get_locale
+
+    params = report_filter.to_params()
+    params["extra"] = {**params.get("extra", {}), "locale": str(get_locale() or "")}
+    export = ReportExport(group_id=group_id, operator_id=operator_id, report=report, params=params, status="queued")
     session.add(export)
     session.flush()
     return export
@@ -77,7 +81,8 @@ def run_export(export_id: int) -> int:
     partial = path.with_suffix(".part")
     try:
         report_filter = ReportFilter.from_params(params)
-        with service_session() as session:
+        locale = report_filter.extra.get("locale") or current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")
+        with force_locale(locale), service_session() as session:
             rows = definition.rows(session, report_filter)
             count = write_xlsx(partial, str(definition.name), definition.header(), rows,
                                [c.kind for c in definition.columns],

@@ -11,6 +11,8 @@ import logging
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask import current_app
+from flask_babel import force_locale
 from sqlalchemy import select
 
 from ..alarms import secrets as secret_store
@@ -53,7 +55,8 @@ def build_xlsx(schedule: ScheduledReport, start: date, end: date, timezone: str)
                                  params.get("utility"), params.get("level", "meter"),
                                  params.get("granularity", "day"), timezone)
     buffer = io.BytesIO()
-    with service_session() as session:
+    with force_locale(params.get("locale") or current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")), \
+            service_session() as session:
         count = write_xlsx(buffer, str(definition.name), definition.header(), definition.rows(session, report_filter),
                            [c.kind for c in definition.columns])
     return buffer.getvalue(), count
@@ -81,7 +84,8 @@ def send_schedule(schedule_id: int, now: datetime | None = None, force: bool = F
                 raise LookupError("no enabled email notifier: configure SMTP under Alarms › Notifiers")
             data, count = build_xlsx(schedule, *period, tz)
             name = f"{schedule.report}-{period[0].isoformat()}.xlsx"
-            title = f"[{group.name}] {get_report(schedule.report).name} {period[0].isoformat()}"
+            with force_locale(current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")):
+                title = f"[{group.name}] {get_report(schedule.report).name} {period[0].isoformat()}"
             message = Message(title, f"{count} rows, period {period[0]} to {period[1] - timedelta(days=1)}.")
             secrets = secret_store.reveal(config.secrets, f"{config.group_id}:{config.id}")
             for recipient in schedule.recipients:

@@ -30,7 +30,8 @@ def write_xlsx(target: str | Path | IO[bytes], title: str, header: Sequence[str]
                every: int = 5000) -> int:
     """Write ``rows`` under ``header`` to one sheet; returns the number of data rows written."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title=title[:31] or "report")
+    safe = "".join(" " if ch in '\\/*?:[]' else ch for ch in title).strip()[:31]
+    sheet = workbook.create_sheet(title=safe or "report")
     bold = Font(bold=True)
     cells = []
     for label in header:

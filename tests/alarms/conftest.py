@@ -28,20 +28,19 @@ def _our_plugins() -> None:
     ensure_plugins()
 
 
-def run_jobs(app, queue: str = "default") -> int:
-    """Run every queued job of ``queue`` in this process (rq SimpleWorker, burst); returns jobs done."""
+def run_jobs(app, queue: str = "default", rounds: int = 10) -> int:
+    """Run the queued jobs of ``queue`` in this process (rq SimpleWorker, burst, no fork) until it is empty,
+    including retries scheduled with a zero interval; returns how many jobs ran."""
     from rq import SimpleWorker
 
     from meterhub.redis_conn import get_queue, get_redis
 
+    done = 0
     with app.app_context():
         q = get_queue(queue)
-        worker = SimpleWorker([q], connection=get_redis())
-        done = 0
-        while len(q) or q.scheduled_job_registry.count:
-            before = worker.successful_job_count + worker.failed_job_count
-            worker.work(burst=True, with_scheduler=False)
-            done += worker.successful_job_count + worker.failed_job_count - before
+        for _ in range(rounds):
             if not len(q):
                 break
-        return done
+            done += len(q)
+            SimpleWorker([q], connection=get_redis()).work(burst=True, with_scheduler=False)
+    return done
