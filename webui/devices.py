@@ -20,6 +20,7 @@ from meterhub.devices.onboarding import (
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.plugins import driver_registry
+from meterhub.timeseries import query
 from meterhub.protocols.errors import QRCodeError
 from meterhub.tenants.models import Building, Floor, Property, Room
 from meterhub.tenants.scoping import get_or_404, property_ids, restrict, visible_properties
@@ -71,7 +72,9 @@ def device_detail(device_id: int):
     driver = driver_registry().get(device.driver_key)
     config = driver.mask_config(device.config) if driver else {}
     meters = db.session.execute(select(Meter).where(Meter.device_id == device.id).order_by(Meter.channel)).scalars().all()
-    return render_template("devices/device.html", device=device, driver=driver, config=config, meters=meters)
+    latest = query.latest(db.session, [m.id for m in meters])
+    return render_template("devices/device.html", device=device, driver=driver, config=config, meters=meters,
+                           latest=latest)
 
 
 def _rooms_for(prop_id: int) -> list[Room]:

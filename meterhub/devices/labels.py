@@ -11,8 +11,12 @@ from .models import Device
 
 
 def device_payload(device: Device) -> str:
-    """The label payload of a device: our key=value format, parsed back by every driver."""
-    return f"SN={device.serial};MODEL={device.driver_key};ADDR={device.address}"
+    """The label payload of a device: our key=value format, parsed back by its driver (model = variant)."""
+    from ..plugins import driver_registry
+
+    driver = driver_registry().get(device.driver_key)
+    model = str(device.config.get("variant") or (driver.model if driver else device.driver_key)).upper()
+    return f"SN={device.serial};MODEL={model};ADDR={device.address}"
 
 
 def room_token(secret_key: str, group_id: int, room_id: int) -> str:
