@@ -53,7 +53,9 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10.0)
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked)
             return response.status, response.read()
     except urllib.error.HTTPError as err:
-        raise DeliveryError(f"POST {url} answered {err.code} {err.reason}") from err
+        message = f"POST {url} answered {err.code} {err.reason}"
+        err.close()
+        raise DeliveryError(message) from None
     except (urllib.error.URLError, OSError) as err:
         raise DeliveryError(f"POST {url} failed: {err}") from err
 
