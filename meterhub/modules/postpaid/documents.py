@@ -1,0 +1,102 @@
+"""Bill documents: the PDF bill (Chinese and English, reportlab's built-in CJK font) and the Excel export
+of unpaid and overdue bills."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+from openpyxl import Workbook
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfgen import canvas
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...tenants.models import Property
+from ..prepaid.models import PrepaidAccount
+from .models import UNPAID, Bill, BillLine
+
+FONT = "STSong-Light"  # a CID font every PDF reader provides: no font file to ship
+
+
+def _font() -> str:
+    if FONT not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+    return FONT
+
+
+def bill_pdf(session: Session, bill: Bill) -> bytes:
+    """The bill as a one-or-more page A4 PDF."""
+    account = session.get(PrepaidAccount, bill.account_id)
+    prop = session.get(Property, bill.property_id)
+    lines = list(session.execute(select(BillLine).where(BillLine.bill_id == bill.id).order_by(BillLine.id)).scalars())
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4, invariant=True)
+    pdf.setTitle(f"Bill {bill.number}")
+    font = _font()
+    width, height = A4
+    y = height - 25 * mm
+
+    def text(x: float, value: str, size: int = 10) -> None:
+        pdf.setFont(font, size)
+        pdf.drawString(x, y, value)
+
+    text(20 * mm, f"账单 Bill {bill.number}", 16)
+    y -= 10 * mm
+    for label, value in (("项目 Property", prop.name), ("户号 Account", account.number),
+                         ("客户 Customer", account.customer_name or "-"),
+                         ("账期 Period", f"{bill.period_start} – {bill.period_end}"),
+                         ("状态 Status", bill.status), ("到期 Due", str(bill.due_date or "-"))):
+        text(20 * mm, f"{label}: {value}")
+        y -= 6 * mm
+    y -= 4 * mm
+    text(20 * mm, "明细 Items", 12)
+    y -= 7 * mm
+    for line in lines:
+        if y < 30 * mm:
+            pdf.showPage()
+            y = height - 25 * mm
+        text(20 * mm, line.description[:80], 9)
+        pdf.setFont(font, 9)
+        pdf.drawRightString(width - 20 * mm, y, f"{line.amount:.2f}")
+        y -= 6 * mm
+    y -= 4 * mm
+    for label, value in (("合计 Total", bill.total), ("已付 Paid", bill.paid), ("应付 Outstanding", bill.outstanding)):
+        text(20 * mm, label, 11)
+        pdf.drawRightString(width - 20 * mm, y, f"{value:.2f} CNY")
+        y -= 7 * mm
+    pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
+UNPAID_HEADER = ("number", "account", "customer", "period_start", "period_end", "status", "total", "paid",
+                 "outstanding", "due_date")
+
+
+def unpaid_rows(session: Session, bills: Iterable[Bill]) -> list[tuple]:
+    """Rows of the unpaid-bills export."""
+    rows = []
+    for bill in bills:
+        account = session.get(PrepaidAccount, bill.account_id)
+        rows.append((bill.number, account.number, account.customer_name, bill.period_start, bill.period_end,
+                     bill.status, float(bill.total), float(bill.paid), float(bill.outstanding), bill.due_date))
+    return rows
+
+
+def unpaid_xlsx(session: Session, stmt_filter=None) -> bytes:  # noqa: ANN001
+    """Unpaid and overdue bills (``stmt_filter`` narrows the select, e.g. to the operator's scope)."""
+    stmt = select(Bill).where(Bill.status.in_(UNPAID)).order_by(Bill.due_date, Bill.id)
+    if stmt_filter is not None:
+        stmt = stmt_filter(stmt)
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("unpaid")
+    sheet.append(UNPAID_HEADER)
+    for row in unpaid_rows(session, session.execute(stmt).scalars()):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
