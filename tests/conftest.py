@@ -120,6 +120,23 @@ class Tenant:
                                                            {}, [room.id]), verify=False)
             gateway2 = create_gateway(s, prop2, f"GW2 {self.marker}", "127.0.0.1", 1503, "modbus-rtu-over-tcp")
             self.gateway_id, self.device_id, self.gateway2_id = gateway.id, device.id, gateway2.id
+            self._alarm_objects(s)
+
+    def _alarm_objects(self, s) -> None:
+        """An alarm in each property, a notifier setting, a report export and a report schedule."""
+        from meterhub.alarms.engine import raise_alarm
+        from meterhub.alarms.models import NotifierConfig
+        from meterhub.reports.models import ReportExport, ScheduledReport
+
+        self.alarm_id = raise_alarm(s, self.group_id, "comm_fault", gateway_id=self.gateway_id).id
+        self.alarm2_id = raise_alarm(s, self.group_id, "comm_fault", gateway_id=self.gateway2_id).id
+        notifier = NotifierConfig(group_id=self.group_id, notifier="webhook", name=f"Hook {self.marker}")
+        export = ReportExport(group_id=self.group_id, report="usage", params={}, status="done")
+        schedule = ScheduledReport(group_id=self.group_id, report="usage", recipients=["x@example.com"],
+                                   last_error="")
+        s.add_all([notifier, export, schedule])
+        s.flush()
+        self.notifier_id, self.export_id, self.schedule_id = notifier.id, export.id, schedule.id
 
     def operator(self, role: str, properties: tuple[str, ...] = ("P1",), all_properties: bool = False):
         """Create an operator; returns (username, password, operator id)."""

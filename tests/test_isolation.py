@@ -23,9 +23,14 @@ FOREIGN = {
     "operator_id": "admin_operator_id",
     "gateway_id": "gateway_id",
     "device_id": "device_id",
+    "alarm_id": "alarm_id",
+    "notifier_id": "notifier_id",
+    "export_id": "export_id",
+    "schedule_id": "schedule_id",
 }
 #: The same kinds, but in property P2 of the operator's own group (outside a P1-scoped operator).
-OTHER_PROPERTY = {"property_id": "property2_id", "room_id": "room2_id", "gateway_id": "gateway2_id"}
+OTHER_PROPERTY = {"property_id": "property2_id", "room_id": "room2_id", "gateway_id": "gateway2_id",
+                  "alarm_id": "alarm2_id"}
 PUBLIC = {"static", "auth.login", "auth.set_language", "devices.room_link"}
 
 

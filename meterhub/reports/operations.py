@@ -54,6 +54,17 @@ def command_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
         f"WHERE c.group_id = :g AND c.created_at >= :start AND c.created_at < :end{where} ORDER BY c.id"), f, params)
 
 
+def batch_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
+    """Per-meter results of the batch operations created in the period."""
+    where, params = f.property_sql("b.property_id")
+    yield from _stream(session, (
+        "SELECT b.id, b.created_at, b.action, b.status, b.actor, i.meter_id, i.status, i.reason, c.state, "
+        "i.attempts, i.updated_at FROM batches b JOIN batch_items i ON i.batch_id = b.id "
+        "LEFT JOIN commands c ON c.id = i.command_id "
+        f"WHERE b.group_id = :g AND b.created_at >= :start AND b.created_at < :end{where} ORDER BY b.id, i.id"),
+        f, params)
+
+
 def audit_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """The audit log of the period with each row's hash (the chain can be re-verified from the export)."""
     yield from _stream(session, (
@@ -77,6 +88,14 @@ REPORTS = [
          Column("error", _l("Error")), Column("done", _l("Done"), "date")),
         command_rows, _l("Commands with their per-meter result (source batch: batch operations)."),
         filters=("period", "property", "meter")),
+    ReportDefinition(
+        "batches", _l("Batch operation results"), "report.view",
+        (Column("batch", _l("Batch"), "number"), Column("created", _l("Created"), "date"),
+         Column("action", _l("Action")), Column("batch_status", _l("Batch status")), Column("actor", _l("By")),
+         Column("meter", _l("Meter"), "number"), Column("status", _l("Result")), Column("reason", _l("Reason")),
+         Column("command", _l("Command state")), Column("attempts", _l("Attempts"), "number"),
+         Column("updated", _l("Updated"), "date")),
+        batch_rows, _l("Every meter of every batch operation with its result."), filters=("period", "property")),
     ReportDefinition(
         "audit", _l("Audit log"), "audit.view",
         (Column("id", "#", "number"), Column("at", _l("Time"), "date"), Column("actor", _l("Operator")),
