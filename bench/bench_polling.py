@@ -250,7 +250,7 @@ def storage(buses: int, timeout_s: float) -> dict[str, Any]:
 
     fleet = Fleet(buses, 1, False)
     try:
-        with scratch_database(buses, METERS) as (engine, gateway_ids, group_id):
+        with scratch_database(buses, METERS) as (engine, gateway_ids, group_id, layout):
             from meterhub.collector.store import StorageSink
 
             sink = StorageSink(engine, flush_s=0.5)
@@ -259,10 +259,10 @@ def storage(buses: int, timeout_s: float) -> dict[str, Any]:
                 stop = asyncio.Event()
                 flusher = asyncio.create_task(sink.run(stop))
                 pollers = _pollers(fleet.ports, sink, 3600.0, timeout_s, 0.0, keep_frames=False)
-                for poller, gid in zip(pollers, gateway_ids):
+                for poller, gid, ids in zip(pollers, gateway_ids, layout):
                     poller.spec.gateway_id = gid
-                    for device in poller.devices:
-                        device.group_id = group_id
+                    for device, (device_id, meter_id) in zip(poller.devices, ids):
+                        device.group_id, device.device_id, device.meters = group_id, device_id, {1: meter_id}
                 elapsed = await _run_pollers(pollers, lambda: all(p.cycles >= 1 for p in pollers), 300)
                 stop.set()
                 await flusher

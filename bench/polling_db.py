@@ -15,8 +15,8 @@ ADMIN_URL = os.environ.get("METERHUB_DATABASE_URL", "postgresql://postgres@127.0
 
 
 @contextmanager
-def scratch_database(buses: int, meters_per_bus: int) -> Iterator[tuple[Engine, list[int], int]]:
-    """Yield (service engine, gateway ids, group id) of a fresh database with the buses' devices and meters."""
+def scratch_database(buses: int, meters_per_bus: int) -> Iterator[tuple[Engine, list[int], int, list[list[tuple[int, int]]]]]:
+    """Yield (service engine, gateway ids, group id, per bus [(device id, meter id)] by unit) of a fresh database with the buses' devices and meters."""
     from meterhub.app import create_app
     from meterhub.db import dispose_service_engines, service_engine, service_session
     from meterhub.devices.models import Device, Gateway, Meter
@@ -50,18 +50,11 @@ def scratch_database(buses: int, meters_per_bus: int) -> Iterator[tuple[Engine, 
                 s.add_all([Meter(group_id=group.id, property_id=prop.id, device_id=d.id, channel=1) for d in devices])
                 s.flush()
                 gateway_ids, group_id = [g.id for g in gateways], group.id
-                first_device = devices[0].id
+                meters = {d.id: m.id for d, m in zip(devices, s.query(Meter).order_by(Meter.device_id))}
+                layout = [[(d.id, meters[d.id]) for d in devices[i * meters_per_bus:(i + 1) * meters_per_bus]]
+                          for i in range(buses)]
             engine = service_engine(app.config["SERVICE_DATABASE_URL"])
-            # the benchmark's pollers number devices gateway_index * 1000 + unit and meters the same way
-            with engine.begin() as conn:
-                conn.execute(text("""
-                    CREATE TEMP TABLE m AS SELECT d.id AS device_id, row_number() OVER (ORDER BY d.id) - 1 AS n
-                    FROM devices d"""))
-                conn.execute(text(f"""
-                    UPDATE meters SET id = (m.n / {meters_per_bus}) * 1000 + (m.n % {meters_per_bus}) + 1
-                    FROM m WHERE meters.device_id = m.device_id"""))
-            assert first_device
-            yield engine, gateway_ids, group_id
+            yield engine, gateway_ids, group_id, layout
     finally:
         dispose_service_engines()
         with admin.connect() as conn:
