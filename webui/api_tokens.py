@@ -1,0 +1,63 @@
+"""Console page of API tokens: a group admin creates a token acting as one operator (role and property
+scope) limited to scopes; the token is shown once; revoking takes effect on the next request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import select
+
+from meterhub.api import tokens
+from meterhub.errors import MeterhubError
+from meterhub.extensions import db
+from meterhub.models import utcnow
+from meterhub.tenants.models import Operator
+
+from .util import client_ip, permission_required
+
+bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
+
+
+def _operators() -> list[Operator]:
+    return list(db.session.execute(select(Operator).where(Operator.active).order_by(Operator.username)).scalars())
+
+
+@bp.route("/", methods=["GET", "POST"])
+@permission_required("group.manage")
+def index():
+    created = None
+    if request.method == "POST":
+        form = request.form
+        operator = db.session.get(Operator, form.get("operator_id", type=int) or current_user.id)
+        if operator is None or operator.group_id != current_user.group_id:
+            abort(404)
+        days = form.get("expires_days", type=int)
+        try:
+            new = tokens.create_token(db.session, operator, form.get("name", ""), form.getlist("scopes"),
+                                      utcnow() + timedelta(days=days) if days and days > 0 else None,
+                                      actor=current_user.username, ip=client_ip())
+            db.session.commit()
+            created = new.secret
+        except MeterhubError as err:
+            db.session.rollback()
+            flash(str(err), "error")
+    return render_template("api_tokens/index.html", tokens=tokens.group_tokens(db.session, current_user.group_id),
+                           operators=_operators(), scopes=tokens.SCOPES, created=created,
+                           names={o.id: o.username for o in _operators()})
+
+
+@bp.route("/<prefix>/revoke", methods=["POST"])
+@permission_required("group.manage")
+def revoke(prefix: str):
+    try:
+        tokens.revoke(db.session, current_user.group_id, prefix, actor=current_user.username,
+                      operator_id=current_user.id, ip=client_ip())
+        db.session.commit()
+    except MeterhubError:
+        db.session.rollback()
+        abort(404)
+    flash(_("Token revoked."), "ok")
+    return redirect(url_for("api_tokens.index"))
