@@ -6,6 +6,7 @@ else the local defaults when reachable, else embedded servers started from PyPI 
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -137,6 +138,19 @@ class Tenant:
         s.add_all([notifier, export, schedule])
         s.flush()
         self.notifier_id, self.export_id, self.schedule_id = notifier.id, export.id, schedule.id
+
+    @functools.cached_property
+    def operations(self) -> dict[str, int]:
+        """Apportioning rule/run, billing item, batch and bill in P1 (made on first use; isolation tests)."""
+        from tests.operations.factories import operations_objects
+
+        return operations_objects(self)
+
+    apportion_rule_id = property(lambda self: self.operations["rule_id"])
+    apportion_run_id = property(lambda self: self.operations["run_id"])
+    billing_item_id = property(lambda self: self.operations["item_id"])
+    batch_id = property(lambda self: self.operations["batch_id"])
+    bill_id = property(lambda self: self.operations["bill_id"])
 
     def operator(self, role: str, properties: tuple[str, ...] = ("P1",), all_properties: bool = False):
         """Create an operator; returns (username, password, operator id)."""

@@ -27,6 +27,12 @@ FOREIGN = {
     "notifier_id": "notifier_id",
     "export_id": "export_id",
     "schedule_id": "schedule_id",
+    # operations modules (tests/operations/factories.py; made on first use)
+    "rule_id": "apportion_rule_id",
+    "run_id": "apportion_run_id",
+    "item_id": "billing_item_id",
+    "batch_id": "batch_id",
+    "bill_id": "bill_id",
 }
 #: The same kinds, but in property P2 of the operator's own group (outside a P1-scoped operator).
 OTHER_PROPERTY = {"property_id": "property2_id", "room_id": "room2_id", "gateway_id": "gateway2_id",

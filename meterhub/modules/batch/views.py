@@ -1,4 +1,141 @@
-"""Console pages (placeholder)."""
-from flask import Blueprint
+"""Console pages for batch operations: create (now or scheduled, list or Excel), progress, retry, cancel, export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from meterhub.errors import MeterhubError, ValidationError
+from meterhub.extensions import db
+from meterhub.modules.registry import module_enabled
+from meterhub.tariffs.models import Tariff
+from meterhub.tenants.models import Group, Property
+from meterhub.tenants.scoping import get_or_404, has_permission, restrict
+from webui.util import permission_required
+
+from ..apportion.views import ids
+from .actions import ACTIONS
+from .export import results_rows, results_xlsx
+from .models import Batch
+from .selection import keys_from_excel
+from .service import cancel_batch, create_batch, progress, retry_failed, start_batch, sync_batch
 
 bp = Blueprint("batch", __name__, url_prefix="/batch")
+#: Actions that also need a money or tariff permission on top of ``batch.run``.
+EXTRA_PERMISSION = {"topup": "money.topup", "set_tariff": "tariff.manage", "push_price": "tariff.manage"}
+
+
+@bp.before_request
+def _module_enabled() -> None:
+    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id), "batch"):
+        abort(404)
+
+
+def _enqueue(command_ids: list[int]) -> None:
+    from meterhub.commands.worker import enqueue
+
+    try:
+        enqueue(command_ids)
+    except Exception:  # Redis down: the periodic dispatcher re-enqueues queued commands
+        flash("Commands are queued; the dispatcher will send them when the queue is reachable.", "warning")
+
+
+def _criteria(form) -> dict:  # noqa: ANN001
+    criteria = {k: form.get(k, type=int) for k in ("building_id", "floor_id") if form.get(k)}
+    if form.get("status"):
+        criteria["status"] = form["status"]
+    if form.get("meter_ids", "").strip():
+        criteria["meter_ids"] = ids(form["meter_ids"])
+    upload = request.files.get("file")
+    if upload and upload.filename:
+        criteria["keys"] = keys_from_excel(upload.read())
+    return criteria
+
+
+@bp.route("/")
+@permission_required("batch.run")
+def index():
+    batches = db.session.execute(restrict(select(Batch).order_by(Batch.id.desc()).limit(200), Batch)).scalars().all()
+    props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
+    tariffs = db.session.execute(select(Tariff).order_by(Tariff.name)).scalars().all()
+    return render_template("batch/index.html", batches=batches, properties=props, actions=ACTIONS, tariffs=tariffs)
+
+
+@bp.route("/new", methods=["POST"])
+@permission_required("batch.run")
+def create():
+    prop = get_or_404(Property, request.form.get("property_id", type=int) or 0)
+    action = request.form.get("action", "")
+    if action in EXTRA_PERMISSION and not has_permission(current_user, EXTRA_PERMISSION[action]):
+        abort(404)
+    params = {k: request.form.get(k, "") for k in ("tariff_id", "alarm1", "alarm2", "overdraft", "limit_kw",
+                                                    "amount", "channel") if request.form.get(k)}
+    try:
+        at = None
+        if request.form.get("at"):
+            try:
+                at = datetime.fromisoformat(request.form["at"]).replace(tzinfo=ZoneInfo(prop.timezone))
+            except ValueError as err:
+                raise ValidationError("the time must be YYYY-MM-DDTHH:MM", {"at": "time"}) from err
+        batch = create_batch(db.session, current_user.group_id, prop.id, action, params, _criteria(request.form),
+                             at=at, actor=current_user.username, operator_id=current_user.id)
+        command_ids = start_batch(db.session, batch) if at is None else []
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("batch.index"))
+    db.session.commit()
+    _enqueue(command_ids)
+    return redirect(url_for("batch.show", batch_id=batch.id))
+
+
+@bp.route("/<int:batch_id>")
+@permission_required("batch.run")
+def show(batch_id: int):
+    batch = get_or_404(Batch, batch_id)
+    counts = sync_batch(db.session, batch) if batch.status == "running" else progress(db.session, batch.id)
+    db.session.commit()
+    rows = results_rows(db.session, batch.id)[:2000]
+    return render_template("batch/show.html", batch=batch, counts=counts, rows=rows)
+
+
+@bp.route("/<int:batch_id>/retry", methods=["POST"])
+@permission_required("batch.run")
+def retry(batch_id: int):
+    batch = get_or_404(Batch, batch_id)
+    try:
+        command_ids = retry_failed(db.session, batch, actor=current_user.username, operator_id=current_user.id)
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("batch.show", batch_id=batch.id))
+    db.session.commit()
+    _enqueue(command_ids)
+    return redirect(url_for("batch.show", batch_id=batch.id))
+
+
+@bp.route("/<int:batch_id>/cancel", methods=["POST"])
+@permission_required("batch.run")
+def cancel(batch_id: int):
+    batch = get_or_404(Batch, batch_id)
+    try:
+        cancel_batch(db.session, batch, actor=current_user.username, operator_id=current_user.id)
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("batch.show", batch_id=batch.id))
+    db.session.commit()
+    return redirect(url_for("batch.show", batch_id=batch.id))
+
+
+@bp.route("/<int:batch_id>/results.xlsx")
+@permission_required("batch.run")
+def export(batch_id: int):
+    batch = get_or_404(Batch, batch_id)
+    return Response(results_xlsx(db.session, batch),
+                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f"attachment; filename=batch-{batch.id}.xlsx"})

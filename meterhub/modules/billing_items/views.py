@@ -1,4 +1,81 @@
-"""Console pages (placeholder)."""
-from flask import Blueprint
+"""Console pages for billing items: list, create, the charges of one item."""
 
-bp = Blueprint("billing_items", __name__, url_prefix="/billing_items")
+from __future__ import annotations
+
+from datetime import date
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from meterhub.errors import MeterhubError, ValidationError
+from meterhub.extensions import db
+from meterhub.modules.registry import module_enabled
+from meterhub.tenants.models import Group, Property
+from meterhub.tenants.scoping import get_or_404, restrict
+from webui.util import permission_required
+
+from ..apportion.views import ids
+from ..prepaid.models import PrepaidAccount
+from .models import BASES, CATEGORIES, MODES, RECURRENCES, BillingCharge, BillingItem
+from .service import create_item
+
+bp = Blueprint("billing_items", __name__, url_prefix="/billing-items")
+
+
+@bp.before_request
+def _module_enabled() -> None:
+    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id),
+                                                            "billing_items"):
+        abort(404)
+
+
+def _date(name: str, required: bool = True) -> date | None:
+    raw = request.form.get(name, "").strip()
+    if not raw and not required:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as err:
+        raise ValidationError(f"{name} must be a date YYYY-MM-DD", {name: "date"}) from err
+
+
+@bp.route("/")
+@permission_required("money.view")
+def index():
+    items = db.session.execute(restrict(select(BillingItem).order_by(BillingItem.id), BillingItem)).scalars().all()
+    props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
+    return render_template("billing_items/index.html", items=items, properties=props, categories=CATEGORIES,
+                           bases=BASES, recurrences=RECURRENCES, modes=MODES)
+
+
+@bp.route("/new", methods=["POST"])
+@permission_required("account.manage")
+def create():
+    prop = get_or_404(Property, request.form.get("property_id", type=int) or 0)
+    form = request.form
+    try:
+        item = create_item(db.session, current_user.group_id, prop.id, name=form.get("name", ""),
+                           rate=form.get("rate", ""), basis=form.get("basis", "fixed"),
+                           category=form.get("category", "custom"), recurrence=form.get("recurrence", "monthly"),
+                           day=form.get("day", type=int) or 1, anchor_month=form.get("anchor_month", type=int) or 1,
+                           start_date=_date("start_date"), end_date=_date("end_date", required=False),
+                           mode=form.get("mode", "deduct"), may_trip=form.get("may_trip") == "1",
+                           account_ids=ids(form.get("account_ids", "")), actor=current_user.username,
+                           operator_id=current_user.id)
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("billing_items.index"))
+    db.session.commit()
+    return redirect(url_for("billing_items.item", item_id=item.id))
+
+
+@bp.route("/<int:item_id>")
+@permission_required("money.view")
+def item(item_id: int):
+    item = get_or_404(BillingItem, item_id)
+    charges = db.session.execute(select(BillingCharge, PrepaidAccount.number).join(
+        PrepaidAccount, PrepaidAccount.id == BillingCharge.account_id).where(BillingCharge.item_id == item.id)
+        .order_by(BillingCharge.due_date.desc(), BillingCharge.account_id).limit(1000)).all()
+    return render_template("billing_items/item.html", item=item, charges=charges)

@@ -13,7 +13,7 @@ from . import models  # noqa: F401  (tables in the metadata)
 
 @hookimpl
 def register_modules() -> list[dict[str, Any]]:
-    return [{"key": "postpaid", "name": _l("Post-paid bills (后付费)"), "default_enabled": False,
+    return [{"key": "postpaid", "name": _l("Post-paid bills (后付费)"), "default_enabled": True,
              "description": _l("Bills per period for post-paid accounts, payments, reminders, PDF")}]
 
 
