@@ -149,6 +149,8 @@ def upgrade():
         sa.Column("meter_id", sa.BigInteger(), index=True), sa.Column("kind", sa.String(24), nullable=False),
         sa.Column("level", sa.SmallInteger()), sa.Column("balance", MONEY),
         sa.Column("detail", postgresql.JSONB(), nullable=False), sa.Column("at", TS, nullable=False))
+    for table in ("prepaid_meter_state", "ledger_balances", "prepaid_accounts"):
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")  # room for HOT updates every charging run
     for table in TENANT_TABLES:
         enable_tenant_rls(table)
     for table in APPEND_ONLY:

@@ -9,21 +9,29 @@ CREATE TEMP TABLE _chg ON COMMIT DROP AS
 WITH st AS (
   SELECT s.meter_id, s.group_id, s.account_id, s.property_id, s.utility, s.last_ts, s.last_total,
          s.last_sharp, s.last_peak, s.last_flat, s.last_valley, s.cost_exact_total, s.period_start,
-         s.period_usage, p.timezone AS tz, asg.tariff_id
+         s.period_usage, p.timezone AS tz,
+         coalesce(am.tariff_id, ar.tariff_id, ab.tariff_id, ap.tariff_id) AS tariff_id  -- most specific wins
   FROM prepaid_meter_state s
   JOIN prepaid_accounts a ON a.id = s.account_id AND a.status = 'open'
   JOIN meters m ON m.id = s.meter_id
   JOIN properties p ON p.id = s.property_id
   LEFT JOIN rooms r ON r.id = m.room_id
-  LEFT JOIN LATERAL (
-    SELECT ta.tariff_id FROM tariff_assignments ta
-    WHERE ta.group_id = s.group_id AND ta.utility = s.utility AND (
-      (ta.scope = 'meter' AND ta.scope_id = s.meter_id) OR (ta.scope = 'room' AND ta.scope_id = m.room_id)
-      OR (ta.scope = 'building' AND ta.scope_id = r.building_id)
-      OR (ta.scope = 'property' AND ta.scope_id = s.property_id))
-    ORDER BY CASE ta.scope WHEN 'meter' THEN 0 WHEN 'room' THEN 1 WHEN 'building' THEN 2 ELSE 3 END
-    LIMIT 1) asg ON true
+  LEFT JOIN tariff_assignments am ON am.scope = 'meter' AND am.scope_id = s.meter_id AND am.utility = s.utility
+       AND am.group_id = s.group_id
+  LEFT JOIN tariff_assignments ar ON ar.scope = 'room' AND ar.scope_id = m.room_id AND ar.utility = s.utility
+       AND ar.group_id = s.group_id
+  LEFT JOIN tariff_assignments ab ON ab.scope = 'building' AND ab.scope_id = r.building_id
+       AND ab.utility = s.utility AND ab.group_id = s.group_id
+  LEFT JOIN tariff_assignments ap ON ap.scope = 'property' AND ap.scope_id = s.property_id
+       AND ap.utility = s.utility AND ap.group_id = s.group_id
   WHERE s.active AND (CAST(:meter_ids AS bigint[]) IS NULL OR s.meter_id = ANY(CAST(:meter_ids AS bigint[])))
+), ver AS (
+  SELECT tv.*, lead(tv.effective_from) OVER (PARTITION BY tv.tariff_id ORDER BY tv.effective_from) AS effective_to
+  FROM tariff_versions tv WHERE tv.tariff_id IN (SELECT DISTINCT tariff_id FROM st)
+), tiers AS (
+  SELECT tt.version_id, tt.lower, tt.surcharge,
+         lead(tt.lower) OVER (PARTITION BY tt.version_id ORDER BY tt.lower) AS upper
+  FROM tariff_tiers tt WHERE tt.version_id IN (SELECT id FROM ver)
 ), seq AS (
   SELECT st.meter_id, st.last_ts AS ts, st.last_total AS total, st.last_sharp AS sharp, st.last_peak AS peak,
          st.last_flat AS flat, st.last_valley AS valley, true AS is_state
@@ -54,31 +62,51 @@ WITH st AS (
           AND iv.sharp1 >= iv.sharp0 AND iv.peak1 >= iv.peak0 AND iv.flat1 >= iv.flat0
           AND iv.valley1 >= iv.valley0 AND iv.total1 >= iv.total0) AS has_regs
   FROM iv JOIN st ON st.meter_id = iv.meter_id
-  LEFT JOIN LATERAL (
-    SELECT tv.* FROM tariff_versions tv WHERE tv.tariff_id = st.tariff_id AND tv.effective_from <= iv.t0
-    ORDER BY tv.effective_from DESC LIMIT 1) v ON true
+  LEFT JOIN ver v ON v.tariff_id = st.tariff_id AND v.effective_from <= iv.t0
+       AND (v.effective_to IS NULL OR iv.t0 < v.effective_to)
   WHERE NOT iv.is_state
 ), iv3 AS (
   SELECT iv2.*, (has_regs AND kind IN ('tou', 'tiered_tou')) AS use_regs,
          date_trunc(CASE WHEN tier_period = 'year' THEN 'year' ELSE 'month' END, lt0)::date AS period,
          bool_and(version_id IS NOT NULL OR note <> '') OVER (PARTITION BY meter_id) AS priceable
   FROM iv2
+), pcum AS (
+  -- seconds of each rate from local midnight to the start of each period (periods tile the day)
+  SELECT tp.version_id, tp.start_minute * 60 AS s0, tp.end_minute * 60 AS s1, tp.rate,
+         coalesce(sum(CASE WHEN tp.rate = 'sharp' THEN tp.end_minute - tp.start_minute END) OVER w, 0) * 60 AS c_sharp,
+         coalesce(sum(CASE WHEN tp.rate = 'peak' THEN tp.end_minute - tp.start_minute END) OVER w, 0) * 60 AS c_peak,
+         coalesce(sum(CASE WHEN tp.rate = 'flat' THEN tp.end_minute - tp.start_minute END) OVER w, 0) * 60 AS c_flat,
+         coalesce(sum(CASE WHEN tp.rate = 'valley' THEN tp.end_minute - tp.start_minute END) OVER w, 0) * 60
+           AS c_valley,
+         sum(CASE WHEN tp.rate = 'sharp' THEN tp.end_minute - tp.start_minute ELSE 0 END) OVER v * 60 AS d_sharp,
+         sum(CASE WHEN tp.rate = 'peak' THEN tp.end_minute - tp.start_minute ELSE 0 END) OVER v * 60 AS d_peak,
+         sum(CASE WHEN tp.rate = 'flat' THEN tp.end_minute - tp.start_minute ELSE 0 END) OVER v * 60 AS d_flat,
+         sum(CASE WHEN tp.rate = 'valley' THEN tp.end_minute - tp.start_minute ELSE 0 END) OVER v * 60 AS d_valley
+  FROM tariff_periods tp WHERE tp.version_id IN (SELECT id FROM ver)
+  WINDOW w AS (PARTITION BY tp.version_id ORDER BY tp.start_minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+         v AS (PARTITION BY tp.version_id)
+), ends AS (
+  -- G_r(lt): seconds of rate r from local 2000-01-01 00:00 to lt; an interval's seconds per rate are
+  -- G_r(lt1) - G_r(lt0) (the same as summing its overlaps with every period of every day it spans).
+  SELECT i.meter_id, i.t1, e.sign,
+         (e.lt::date - DATE '2000-01-01') * p.d_sharp + p.c_sharp
+           + CASE WHEN p.rate = 'sharp' THEN e.x - p.s0 ELSE 0 END AS g_sharp,
+         (e.lt::date - DATE '2000-01-01') * p.d_peak + p.c_peak
+           + CASE WHEN p.rate = 'peak' THEN e.x - p.s0 ELSE 0 END AS g_peak,
+         (e.lt::date - DATE '2000-01-01') * p.d_flat + p.c_flat
+           + CASE WHEN p.rate = 'flat' THEN e.x - p.s0 ELSE 0 END AS g_flat,
+         (e.lt::date - DATE '2000-01-01') * p.d_valley + p.c_valley
+           + CASE WHEN p.rate = 'valley' THEN e.x - p.s0 ELSE 0 END AS g_valley
+  FROM iv3 i
+  CROSS JOIN LATERAL (VALUES (-1, i.lt0, extract(epoch FROM i.lt0 - date_trunc('day', i.lt0))),
+                             (1, i.lt1, extract(epoch FROM i.lt1 - date_trunc('day', i.lt1)))) e(sign, lt, x)
+  JOIN pcum p ON p.version_id = i.version_id AND e.x >= p.s0 AND e.x < p.s1
+  WHERE i.priceable AND i.note = '' AND i.kind IN ('tou', 'tiered_tou') AND NOT i.use_regs
 ), split AS (
-  SELECT q.meter_id, q.t1,
-         sum(sec) FILTER (WHERE rate = 'sharp') AS s_sharp, sum(sec) FILTER (WHERE rate = 'peak') AS s_peak,
-         sum(sec) FILTER (WHERE rate = 'flat') AS s_flat, sum(sec) FILTER (WHERE rate = 'valley') AS s_valley,
-         sum(sec) AS s_total
-  FROM (
-    SELECT i.meter_id, i.t1, tp.rate,
-           extract(epoch FROM least(i.lt1, d.day + tp.end_minute * interval '1 minute')
-                              - greatest(i.lt0, d.day + tp.start_minute * interval '1 minute')) AS sec
-    FROM iv3 i
-    CROSS JOIN LATERAL generate_series(date_trunc('day', i.lt0), i.lt1, interval '1 day') AS d(day)
-    JOIN tariff_periods tp ON tp.version_id = i.version_id
-    WHERE i.priceable AND i.note = '' AND i.kind IN ('tou', 'tiered_tou') AND NOT i.use_regs
-      AND least(i.lt1, d.day + tp.end_minute * interval '1 minute')
-          > greatest(i.lt0, d.day + tp.start_minute * interval '1 minute')
-  ) q GROUP BY q.meter_id, q.t1
+  SELECT meter_id, t1, sum(sign * g_sharp) AS s_sharp, sum(sign * g_peak) AS s_peak, sum(sign * g_flat) AS s_flat,
+         sum(sign * g_valley) AS s_valley,
+         sum(sign * (g_sharp + g_peak + g_flat + g_valley)) AS s_total
+  FROM ends GROUP BY meter_id, t1
 ), used AS (
   SELECT i.*, s.s_sharp, s.s_peak, s.s_flat, s.s_valley, s.s_total,
          CASE WHEN i.note <> '' THEN 0
@@ -93,6 +121,13 @@ WITH st AS (
          + coalesce(sum(u.usage) OVER (PARTITION BY u.meter_id, u.period ORDER BY u.t1
                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS cum_before
   FROM used u
+), tier_cost AS (
+  SELECT c.meter_id, c.t1,
+         sum(greatest(0, least(c.cum_before + c.usage, coalesce(t.upper, c.cum_before + c.usage))
+                         - greatest(c.cum_before, t.lower)) * t.surcharge) AS tier_cost
+  FROM cum c JOIN tiers t ON t.version_id = c.version_id
+  WHERE c.kind IN ('tiered', 'tiered_tou') AND c.note = ''
+  GROUP BY c.meter_id, c.t1
 ), priced AS (
   SELECT c.*,
          round(CASE
@@ -104,13 +139,7 @@ WITH st AS (
                 + coalesce(c.s_valley, 0) * c.price_valley) / c.s_total
            ELSE c.usage * c.price_flat END
          + coalesce(tc.tier_cost, 0), 8) AS cost_exact
-  FROM cum c
-  LEFT JOIN LATERAL (
-    SELECT sum(greatest(0, least(c.cum_before + c.usage, coalesce(t.upper, c.cum_before + c.usage))
-                           - greatest(c.cum_before, t.lower)) * t.surcharge) AS tier_cost
-    FROM (SELECT tt.lower, tt.surcharge, lead(tt.lower) OVER (ORDER BY tt.lower) AS upper
-          FROM tariff_tiers tt WHERE tt.version_id = c.version_id) t
-  ) tc ON c.kind IN ('tiered', 'tiered_tou') AND c.note = ''
+  FROM cum c LEFT JOIN tier_cost tc ON tc.meter_id = c.meter_id AND tc.t1 = c.t1
 ), booked AS (
   SELECT p.*,
          p.cost_exact_total + coalesce(sum(p.cost_exact) OVER (PARTITION BY p.meter_id ORDER BY p.t1
