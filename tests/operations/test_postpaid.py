@@ -23,7 +23,6 @@ from meterhub.modules.postpaid.documents import bill_pdf, unpaid_xlsx
 from meterhub.modules.postpaid.models import BillLine
 from meterhub.modules.prepaid.models import MeterState
 
-from .conftest import local
 from .test_apportion import JAN, january, rule
 
 D = Decimal
