@@ -1,0 +1,173 @@
+"""Benchmark: daily usage report of 1,000 meters over 30 days (goal p95 ≤ 100 ms) and a 100,000-row xlsx
+export in bounded memory (peak RSS reported).
+
+    .venv/bin/python -m bench.bench_reports [--meters 1000] [--days 400] [--runs 30]
+
+The store holds more than a year of data per meter, but the usage rollups (``usage_daily``,
+``usage_monthly``, ``usage_hourly`` for the last 30 days) are generated directly with ``generate_series``:
+producing 35 M raw 15-minute readings and rolling them up would take far longer than the report itself and
+is measured by the time-series benchmarks. The report path is the production one: ``usage_rows`` over the
+rollups API as the service role. The export runs in a child process (the same ``write_xlsx`` streaming path
+as the rq job) so its peak RSS is its own. Prints a table and merges into bench/results.json ("reports").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from bench.common import print_table, service_url, throwaway_database, write_results
+
+log = logging.getLogger("bench")
+END = date(2026, 3, 1)
+RSS_BOUND_MB = 300
+
+LOAD = [
+    "INSERT INTO groups (name, code, timezone, modules, created_at) VALUES ('Bench', 'bench', 'Asia/Shanghai', "
+    "'{}', now())",
+    "INSERT INTO properties (name, code, address, timezone, reading_interval_min, group_id, created_at) "
+    "SELECT 'Bench mall', 'P1', '', 'Asia/Shanghai', 15, id, now() FROM groups WHERE code = 'bench'",
+    "INSERT INTO buildings (property_id, name, group_id) SELECT id, 'B' || b, group_id FROM properties, "
+    "generate_series(1, 10) b",
+    "INSERT INTO floors (property_id, building_id, level, name, group_id) SELECT property_id, id, 1, '1F', group_id "
+    "FROM buildings",
+    "INSERT INTO rooms (property_id, building_id, floor_id, number, name, kind, area_m2, group_id) "
+    "SELECT f.property_id, f.building_id, f.id, lpad(r::text, 3, '0'), '', 'shop', 30, f.group_id "
+    "FROM floors f, generate_series(1, :meters / 10) r",
+    "INSERT INTO gateways (property_id, name, host, port, framing, bus, enabled, status, fault_count, group_id, "
+    "created_at) SELECT p.id, 'gw' || g, '127.0.0.1', 502, 'modbus-rtu-over-tcp', '{}', true, 'online', 0, "
+    "p.group_id, now() FROM properties p, generate_series(1, 40) g",
+    "INSERT INTO devices (property_id, gateway_id, driver_key, address, serial, config, status, fault_count, "
+    "group_id, created_at) SELECT r.property_id, (SELECT min(id) FROM gateways) + (r.id % 40), 'acrel_dtsd1352', "
+    "r.id::text, 'S' || r.id, '{}', 'online', 0, r.group_id, now() FROM rooms r",
+    "INSERT INTO meters (property_id, device_id, room_id, channel, utility, name, status, keep_power, active, "
+    "group_id, created_at) SELECT d.property_id, d.id, d.address::bigint, 1, 'electricity', 'M' || d.id, 'online', "
+    "false, true, d.group_id, now() FROM devices d",
+    # day buckets at local midnight (Asia/Shanghai); TOU split sums to the total
+    "INSERT INTO usage_daily (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
+    "energy_flat_kwh, energy_valley_kwh, readings, resets) SELECT m.group_id, m.id, "
+    "(CAST(:end AS date) - d)::timestamp AT TIME ZONE 'Asia/Shanghai', 40 + (m.id % 7), 4, 12, 14 + (m.id % 7), "
+    "10, 96, 0 FROM meters m, generate_series(1, :days) d",
+    "INSERT INTO usage_monthly (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
+    "energy_flat_kwh, energy_valley_kwh, readings, resets) SELECT group_id, meter_id, "
+    "date_trunc('month', bucket AT TIME ZONE 'Asia/Shanghai') AT TIME ZONE 'Asia/Shanghai', sum(energy_kwh), "
+    "sum(energy_sharp_kwh), sum(energy_peak_kwh), sum(energy_flat_kwh), sum(energy_valley_kwh), sum(readings), 0 "
+    "FROM usage_daily GROUP BY 1, 2, 3",
+    "INSERT INTO usage_hourly (group_id, meter_id, bucket, energy_kwh, readings, resets) SELECT m.group_id, m.id, "
+    "CAST(:end AS date)::timestamp AT TIME ZONE 'Asia/Shanghai' - h * interval '1 hour', 1.7, 4, 0 "
+    "FROM meters m, generate_series(1, 720) h",
+    "ANALYZE",
+]
+
+
+def load(admin_url: str, meters: int, days: int) -> float:
+    """Create the fleet and its rollups; returns seconds taken."""
+    started = time.perf_counter()
+    engine = create_engine(admin_url)
+    with engine.begin() as conn:
+        for sql in LOAD:
+            conn.execute(text(sql), {"meters": meters, "days": days, "end": END})
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def _filter(session: Session, **kw):
+    from meterhub.reports.filters import ReportFilter
+
+    group_id = session.execute(text("SELECT id FROM groups WHERE code = 'bench'")).scalar_one()
+    return ReportFilter(group_id=group_id, **kw)
+
+
+def time_report(url: str, runs: int, **kw) -> dict:
+    """p50/p95 of one report run (all rows materialised) over ``runs`` runs."""
+    from meterhub.reports.usage import usage_rows
+
+    engine = create_engine(url)
+    timings, rows = [], 0
+    with Session(engine) as session:
+        f = _filter(session, **kw)
+        list(usage_rows(session, f))  # warm-up
+        for _ in range(runs):
+            started = time.perf_counter()
+            rows = len(list(usage_rows(session, f)))
+            timings.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    timings.sort()
+    return {"rows": rows, "p50_ms": statistics.median(timings), "p95_ms": timings[int(len(timings) * 0.95) - 1],
+            "max_ms": timings[-1]}
+
+
+def export_child(url: str, path: str, days: int) -> None:
+    """In a child process: stream the meter-level daily usage of ``days`` days into ``path``; print JSON."""
+    from meterhub.reports.usage import USAGE_COLUMNS, usage_rows
+    from meterhub.reports.xlsx import write_xlsx
+
+    engine = create_engine(url)
+    started = time.perf_counter()
+    with Session(engine) as session:
+        f = _filter(session, start=END - timedelta(days=days), end=END)
+        count = write_xlsx(path, "usage", [str(c.key) for c in USAGE_COLUMNS], usage_rows(session, f),
+                           [c.kind for c in USAGE_COLUMNS])
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": count, "seconds": seconds, "peak_rss_mb": peak_mb,
+                      "size_mb": Path(path).stat().st_size / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=400, help="days of rollups per meter (≥ 365)")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--export-rows", type=int, default=100_000)
+    parser.add_argument("--child", nargs=3, metavar=("URL", "PATH", "DAYS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.child:
+        export_child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    with throwaway_database() as admin_url:
+        loaded = load(admin_url, args.meters, args.days)
+        url = service_url(admin_url)
+        start = END - timedelta(days=30)
+        daily = time_report(url, args.runs, start=start, end=END)
+        rooms = time_report(url, args.runs, start=start, end=END, level="room")
+        monthly = time_report(url, max(5, args.runs // 3), start=END - timedelta(days=365), end=END,
+                              level="property", granularity="month")
+        days = -(-args.export_rows // args.meters)
+        out = Path("/tmp") / f"meterhub-bench-export-{time.time_ns()}.xlsx"
+        child = subprocess.run([sys.executable, "-m", "bench.bench_reports", "--child", url, str(out), str(days)],
+                               capture_output=True, text=True, check=True)
+        export = json.loads(child.stdout.strip().splitlines()[-1])
+        out.unlink(missing_ok=True)
+    table = [
+        {"case": f"daily per meter, {args.meters} meters x 30 days", **daily},
+        {"case": "daily per room, 30 days", **rooms},
+        {"case": "monthly per property, 12 months", **monthly},
+    ]
+    print_table("Usage reports (service role, rollups API)", table)
+    print_table("xlsx export (write-only, streamed, child process)", [{
+        "rows": export["rows"], "seconds": export["seconds"], "rows_per_s": export["rows"] / export["seconds"],
+        "peak_rss_mb": export["peak_rss_mb"], "bound_mb": RSS_BOUND_MB, "file_mb": export["size_mb"]}])
+    write_results("reports", {
+        "data": {"meters": args.meters, "days_of_rollups": args.days, "load_seconds": round(loaded, 1),
+                 "note": "rollups generated directly (no raw readings)"},
+        "daily_report": {**daily, "goal_p95_ms": 100, "met": daily["p95_ms"] <= 100},
+        "room_report": rooms, "monthly_property_report": monthly,
+        "xlsx_export": {**export, "bound_mb": RSS_BOUND_MB, "met": export["peak_rss_mb"] <= RSS_BOUND_MB},
+    })
+
+
+if __name__ == "__main__":
+    main()
