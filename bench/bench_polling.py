@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import multiprocessing as mp
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from meterhub.collector.bus import BusDevice, BusPoller, BusSpec, CycleReport, DeviceOutcome
@@ -38,7 +36,6 @@ from meterhub.simulator import Faults, LineTiming, SimClock, SimServer
 log = logging.getLogger("bench.polling")
 BAUD, TURNAROUND, METERS = 9600, 0.020, 32
 LINE = LineTiming(BAUD, char_bits=11, turnaround=TURNAROUND)
-RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def _driver() -> Any:
@@ -310,9 +307,9 @@ def main() -> None:
     if not args.skip_storage:
         results["storage"] = storage(args.storage_buses, args.timeout)
     report(results)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged["polling"] = results
-    RESULTS.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    from bench.common import write_results
+
+    write_results("polling", results)
 
 
 def report(r: dict[str, Any]) -> None:
