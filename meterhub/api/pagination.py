@@ -21,7 +21,7 @@ def int_arg(name: str, default: int | None = None, minimum: int | None = None,
             maximum: int | None = None) -> int | None:
     """A query-string integer, validated (422 when not a number or out of range)."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -36,7 +36,7 @@ def int_arg(name: str, default: int | None = None, minimum: int | None = None,
 def date_arg(name: str, default: date | None = None) -> date | None:
     """A query-string date (YYYY-MM-DD)."""
     raw = request.args.get(name)
-    if not raw:
+    if raw is None:
         return default
     try:
         return date.fromisoformat(raw)
@@ -47,7 +47,7 @@ def date_arg(name: str, default: date | None = None) -> date | None:
 def datetime_arg(name: str, default: datetime | None = None) -> datetime | None:
     """A query-string ISO 8601 timestamp with a time zone."""
     raw = request.args.get(name)
-    if not raw:
+    if raw is None:
         return default
     try:
         value = datetime.fromisoformat(raw)
@@ -70,3 +70,13 @@ def page(stmt: Select, id_column: Any, serialize: Callable[[Any], dict[str, Any]
     items = [serialize(row[0] if len(row) == 1 else row) for row in rows]
     next_after = items[-1]["id"] if more and items else None
     return {"data": items, "limit": limit, "next_after": next_after}
+
+
+def enum_arg(name: str, values: tuple[str, ...]) -> str | None:
+    """A query-string value that must be one of ``values`` (422 otherwise)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw not in values:
+        raise ApiError(422, f"Query parameter {name!r} must be one of {', '.join(values)}.", {name: "invalid"})
+    return raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import jsonify, request
+from flask import jsonify
 from sqlalchemy import select
 
 from ..devices.models import Meter
@@ -16,7 +16,7 @@ from . import serialize
 from .auth import get_in_scope, requires, scoped
 from .blueprint import bp
 from .errors import ApiError
-from .pagination import datetime_arg, int_arg, page
+from .pagination import datetime_arg, enum_arg, int_arg, page
 
 MAX_SPAN = timedelta(days=400)
 
@@ -97,9 +97,7 @@ def readings(meter_id: int) -> Any:
 @requires("device.view")
 def usage(meter_id: int) -> Any:
     meter = get_in_scope(Meter, meter_id)
-    bucket = request.args.get("bucket", "day")
-    if bucket not in ts_query.BUCKETS:
-        raise ApiError(422, f"bucket must be one of {', '.join(ts_query.BUCKETS)}.", {"bucket": "invalid"})
+    bucket = enum_arg("bucket", tuple(ts_query.BUCKETS)) or "day"
     start, end = _period(31)
     rows = ts_query.usage(db.session, [meter.id], start, end, bucket)
     data = [{"bucket": serialize.ts(r.bucket), "energy_kwh": serialize.number(r.energy_kwh),

@@ -24,7 +24,7 @@ from . import serialize
 from .auth import get_in_scope, principal, requires, scoped
 from .blueprint import bp
 from .errors import ApiError, json_body
-from .pagination import int_arg, page
+from .pagination import date_arg, enum_arg, int_arg, page
 
 COMMANDS = ("switch_on", "switch_off", "keep_power", "resume_prepaid", "read_now")
 MAX_REPORT_ROWS = 5000
@@ -41,7 +41,7 @@ def accounts() -> Any:
     stmt = scoped(select(PrepaidAccount), PrepaidAccount)
     if (room_id := int_arg("room_id", None, 1, ID_MAX)) is not None:
         stmt = stmt.where(PrepaidAccount.room_id == room_id)
-    if status := request.args.get("status"):
+    if status := enum_arg("status", ("preset", "open", "closed")):
         stmt = stmt.where(PrepaidAccount.status == status)
     return jsonify(page(stmt, PrepaidAccount.id, _account_json))
 
@@ -127,7 +127,7 @@ def alarms() -> Any:
     from ..alarms.models import Alarm
 
     stmt = scoped(select(Alarm), Alarm)
-    if state := request.args.get("state"):
+    if state := enum_arg("state", ("active", "acknowledged", "cleared")):
         stmt = stmt.where(Alarm.state == state)
     if (property_id := int_arg("property_id", None, 1, ID_MAX)) is not None:
         stmt = stmt.where(Alarm.property_id == property_id)
@@ -169,6 +169,7 @@ def report(key: str) -> Any:
         raise ApiError(404, "Not found.")
     for name in ("property_id", "building_id", "room_id", "meter_id"):
         int_arg(name, None, 1, ID_MAX)
+    date_arg("start"), date_arg("end")
     who = principal()
     group = db.session.get(Group, who.group_id)
     f = report_filters.parse(request.args, who.group_id, property_ids(who.operator), group.timezone)

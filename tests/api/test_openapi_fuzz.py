@@ -1,0 +1,33 @@
+"""Property-based checks of the API against its own OpenAPI document (schemathesis): no 5xx, every response
+matches the documented schema, status code and content type — with a real token, on real data."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from .world import make_token, open_site
+
+CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+          "response_schema_conformance")
+
+
+@pytest.fixture()
+def api_schema(app, group):
+    app.config["API_RATE_LIMIT_PER_MINUTE"] = 100_000
+    app.config["API_AUTH_FAILURES_PER_MINUTE"] = 100_000
+    open_site(app, group)
+    token = make_token(app, group, "group_admin", ("read", "topup", "commands"), ("P1", "P2"))
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+    schema.config.headers = {"Authorization": f"Bearer {token}"}
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_openapi_document(case):
+    case.call_and_validate()
