@@ -23,26 +23,10 @@ from tests.prepaid.conftest import add_meters, write_readings
 
 SH = ZoneInfo("Asia/Shanghai")
 D = Decimal
-PLUGINS = {"apportion": "meterhub.modules.apportion.plugin", "postpaid": "meterhub.modules.postpaid.plugin",
-           "billing_items": "meterhub.modules.billing_items.plugin", "batch": "meterhub.modules.batch.plugin"}
 
 
 def local(*args: int) -> datetime:
     return datetime(*args, tzinfo=SH)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _operations_plugins():
-    """Until pyproject lists our entry points, register the four modules like entry points would."""
-    import importlib
-
-    from meterhub.plugins import get_plugin_manager
-
-    pm = get_plugin_manager()
-    for name, path in PLUGINS.items():
-        if pm.get_plugin(name) is None and not any(p.__name__ == path for p in pm.get_plugins()
-                                                   if hasattr(p, "__name__")):
-            pm.register(importlib.import_module(path), name=name)
 
 
 @dataclass
