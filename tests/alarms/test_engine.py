@@ -87,7 +87,7 @@ def test_rollback_fires_no_hook_and_unknown_subjects_fail(app, group, other_grou
             raise RuntimeError("boom")
         assert spy.seen == []
         with service_session() as s:
-            assert s.execute(select(Alarm).where(Alarm.group_id == site.group_id)).first() is None
+            assert s.execute(select(Alarm).where(Alarm.meter_id == site.meters[0])).first() is None
             with pytest.raises(NotFound):  # another group's meter is not a subject of this group
                 raise_alarm(s, other_group.group_id, "offline", meter_id=site.meters[0])
             with pytest.raises(ValueError):

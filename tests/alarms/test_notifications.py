@@ -24,8 +24,9 @@ from tests.conftest import csrf_token
 
 
 @pytest.fixture(autouse=True)
-def _empty_queue(app):
-    """Jobs left by other tests (deliveries to servers that are gone) must not run here."""
+def _empty_queue(app, group):
+    """Jobs left by other tests or by the Tenant fixture's alarms (deliveries to servers that are gone,
+    notifications of alarms that are not this test's) must not run here."""
     from meterhub.redis_conn import get_queue
 
     with app.app_context():
@@ -202,7 +203,8 @@ def test_secrets_encrypted_at_rest_and_masked_in_the_console(app, client, group,
     assert "hunter2" not in page and secret_store.MASK in page
     client.post(edit, data={"csrf_token": token, "host": "smtp2.example.com", "password": secret_store.MASK})
     with app.app_context(), service_session() as s:
-        config = s.execute(select(NotifierConfig).where(NotifierConfig.group_id == group.group_id)).scalar_one()
+        config = s.execute(select(NotifierConfig).where(NotifierConfig.group_id == group.group_id,
+                                                        NotifierConfig.name == "Mail")).scalar_one()
         raw = s.execute(text("SELECT secrets::text FROM notifier_configs WHERE id = :i"), {"i": config.id}).scalar()
         assert "hunter2" not in raw and config.settings["host"] == "smtp2.example.com"
         assert secret_store.reveal(config.secrets, f"{group.group_id}:{config.id}") == {"password": "hunter2"}
