@@ -83,7 +83,8 @@ def enabled_channels(session: Session) -> list[PaymentChannel]:
 
 def create_order(session: Session, account: PrepaidAccount, channel: PaymentChannel, amount: object,
                  return_url: str, portal_user_id: int | None = None) -> PaymentOrder:
-    """An order to top up ``account``; the provider tells where to pay (pay URL or QR code)."""
+    """An order to top up ``account``; the provider tells where to pay (pay URL or QR code). The payer
+    returns to ``return_url`` (``OUT_TRADE_NO`` in it is replaced by the order's number)."""
     value = parse_amount(amount)
     if value > MAX_TOPUP:
         raise PaymentError(f"an online top-up is at most {MAX_TOPUP} CNY")
@@ -96,7 +97,7 @@ def create_order(session: Session, account: PrepaidAccount, channel: PaymentChan
                          amount=value, currency="CNY", state="created", portal_user_id=portal_user_id,
                          expires_at=utcnow() + ORDER_TTL, detail={})
     request = OrderRequest(order.out_trade_no, value, "CNY", f"Top-up {account.number}", order.expires_at,
-                           return_url)
+                           return_url.replace("OUT_TRADE_NO", order.out_trade_no))
     placed = get_provider(channel.provider).create_order(channel_view(channel), request)
     order.pay_url, order.detail = placed.pay_url, {"qr": placed.qr_payload} if placed.qr_payload else {}
     session.add(order)

@@ -28,6 +28,9 @@ LOOKUPS = {
         "TABLE(invitation_id bigint, group_id bigint)",
         "SELECT id, group_id FROM portal_invitations WHERE phone = p_phone AND accepted_at IS NULL "
         "AND revoked_at IS NULL AND expires_at > now() ORDER BY id"),
+    "meterhub_portal_account_lookup(p_phone text)": (
+        "TABLE(account_id bigint, group_id bigint)",
+        "SELECT id, group_id FROM prepaid_accounts WHERE phone = p_phone AND status <> 'closed' ORDER BY id"),
     "meterhub_api_token_lookup(p_hash text)": ("TABLE(token_id bigint, group_id bigint)",
                                                "SELECT id, group_id FROM api_tokens WHERE token_hash = p_hash"),
     "meterhub_payment_channel_lookup(p_key text)": ("TABLE(channel_id bigint, group_id bigint)",

@@ -1,0 +1,69 @@
+"""Who is signed in to the portal (a separate identity from operators, kept under its own session key)
+and what they may see: only the accounts they are members of; anything else answers 404."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import abort, g, redirect, request, session, url_for
+from sqlalchemy import select
+
+from ..db import use_group
+from ..extensions import db
+from ..modules.prepaid.models import PrepaidAccount
+from .models import PortalMembership, PortalUser
+
+SESSION_KEY = "portal"
+
+
+def sign_in(user: PortalUser) -> None:
+    """Remember the portal user in the session (operators' sign-in is untouched)."""
+    session[SESSION_KEY] = {"u": user.id, "g": user.group_id}
+    session.permanent = True
+
+
+def sign_out() -> None:
+    session.pop(SESSION_KEY, None)
+    session.pop("portal_pending", None)
+
+
+def current() -> PortalUser | None:
+    """The signed-in portal user with the request's group set for RLS, or None."""
+    if "portal_user" in g:
+        return g.portal_user
+    ident = session.get(SESSION_KEY)
+    user = None
+    if isinstance(ident, dict) and isinstance(ident.get("g"), int) and isinstance(ident.get("u"), int):
+        use_group(ident["g"])
+        user = db.session.get(PortalUser, ident["u"])
+        if user is None or not user.active:
+            user = None
+            use_group(None)
+    g.portal_user = user
+    return user
+
+
+def portal_login_required(view: Callable) -> Callable:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current() is None:
+            return redirect(url_for("portal.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def account_for(number: str) -> tuple[PrepaidAccount, str]:
+    """The signed-in user's account ``number`` and their role on it, or 404."""
+    user = current()
+    if user is None:
+        abort(404)
+    row = db.session.execute(select(PrepaidAccount, PortalMembership.role)
+                             .join(PortalMembership, PortalMembership.account_id == PrepaidAccount.id)
+                             .where(PortalMembership.portal_user_id == user.id,
+                                    PrepaidAccount.number == number[:40])).first()
+    if row is None:
+        abort(404)
+    return row[0], row[1]

@@ -1,0 +1,117 @@
+"""Portal sign-in: phone numbers, candidates across groups (SECURITY DEFINER look-ups), passwords,
+one-time codes in Redis (hashed, short-lived, limited attempts) sent through the group's SMS notifier,
+and a sign-in rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+
+from flask import current_app
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from ..db import use_group
+from ..errors import RateLimited, ValidationError
+from ..redis_conn import get_redis, redis_key
+from ..tenants.auth import LoginThrottle
+
+log = logging.getLogger(__name__)
+PHONE = re.compile(r"^\+?\d{6,20}$")
+CODE_TTL = 300
+CODE_ATTEMPTS = 5
+RESEND_AFTER = 60
+
+
+def normalize_phone(raw: str) -> str:
+    """A phone number without spaces or dashes; ValidationError when it is not one."""
+    phone = re.sub(r"[\s\-()]", "", raw or "")
+    if not PHONE.match(phone):
+        raise ValidationError("Enter a phone number of 6 to 20 digits.", {"phone": "invalid"})
+    return phone
+
+
+def candidate_groups(session: Session, phone: str) -> list[int]:
+    """Groups where ``phone`` is a portal user, invited, or the phone of an account (oldest first)."""
+    groups: list[int] = []
+    for fn in ("meterhub_portal_lookup", "meterhub_portal_invitation_lookup", "meterhub_portal_account_lookup"):
+        for row in session.execute(text(f"SELECT group_id FROM {fn}(:p)"), {"p": phone}):
+            if row.group_id not in groups:
+                groups.append(row.group_id)
+    return groups
+
+
+def portal_users(session: Session, phone: str) -> list[tuple[int, int]]:
+    """(portal user id, group id) of every active portal user with this phone."""
+    rows = session.execute(text("SELECT portal_user_id, group_id FROM meterhub_portal_lookup(:p)"), {"p": phone})
+    return [(r.portal_user_id, r.group_id) for r in rows]
+
+
+def throttle() -> LoginThrottle:
+    cfg = current_app.config
+    return LoginThrottle(get_redis(), cfg["LOGIN_MAX_FAILURES"], cfg["LOGIN_WINDOW_SECONDS"],
+                         f"{cfg['REDIS_NAMESPACE']}:portal")
+
+
+def _code_key(phone: str) -> str:
+    return redis_key("portal", "code", hashlib.sha256(phone.encode()).hexdigest())
+
+
+def _digest(phone: str, code: str) -> str:
+    return hmac.new(current_app.config["SECRET_KEY"].encode(), f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def issue_code(phone: str) -> str:
+    """A new 6-digit code for ``phone`` (replaces the previous one); RateLimited when asked too often."""
+    client, key = get_redis(), _code_key(phone)
+    ttl = client.ttl(key)
+    if ttl is not None and ttl > CODE_TTL - RESEND_AFTER:
+        raise RateLimited(f"A code was just sent; ask again in {ttl - (CODE_TTL - RESEND_AFTER)} s.",
+                          retry_after=ttl - (CODE_TTL - RESEND_AFTER))
+    code = f"{secrets.randbelow(10**6):06d}"
+    client.hset(key, mapping={"digest": _digest(phone, code), "attempts": 0})
+    client.expire(key, CODE_TTL)
+    return code
+
+
+def check_code(phone: str, code: str) -> bool:
+    """Whether ``code`` is the live code of ``phone``; a code works once and for a few attempts only."""
+    client, key = get_redis(), _code_key(phone)
+    stored = client.hget(key, "digest")
+    if stored is None:
+        return False
+    if client.hincrby(key, "attempts", 1) > CODE_ATTEMPTS:
+        client.delete(key)
+        return False
+    if hmac.compare_digest(stored.decode(), _digest(phone, (code or "").strip())):
+        client.delete(key)
+        return True
+    return False
+
+
+def deliver_code(session: Session, group_ids: list[int], phone: str, code: str) -> bool:
+    """Send the code by the SMS notifier of the first of ``group_ids`` that has one; False when none could."""
+    from ..alarms import secrets as secret_store
+    from ..alarms.models import NotifierConfig
+    from ..alarms.notifiers import Message
+    from ..alarms.registry import notifiers
+
+    sms = notifiers().get("sms")
+    body = f"meterhub: {code} is your sign-in code (valid {CODE_TTL // 60} minutes)."
+    for group_id in group_ids:
+        use_group(group_id, session)
+        config = session.execute(select(NotifierConfig).where(NotifierConfig.notifier == "sms",
+                                                              NotifierConfig.enabled).limit(1)).scalar()
+        if config is None or sms is None:
+            continue
+        try:
+            sms.send(Message("meterhub", body), phone, dict(config.settings),
+                     secret_store.reveal(config.secrets, f"{config.group_id}:{config.id}"))
+            return True
+        except Exception:
+            log.exception("sending a sign-in code through SMS config %s failed", config.id)
+    log.warning("no SMS notifier could send a sign-in code to a phone ending %s", phone[-4:])
+    return False

@@ -1,0 +1,105 @@
+"""What the portal shows for one account: balance and status, relays, alarms, usage series, charges,
+top-ups with receipts, bills and messages (all read through the app session under RLS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ..devices.models import Meter
+from ..ledger.models import Transfer
+from ..ledger.post import balance_of
+from ..modules.prepaid.models import LEVELS, Charge, MeterState, PrepaidAccount
+from ..tenants.models import Property, Room
+from ..timeseries import query as ts_query
+
+MONEY_KINDS = ("topup", "refund", "reversal")
+
+
+@dataclass
+class Summary:
+    account: PrepaidAccount
+    room: Room | None
+    balance: Decimal
+    status: str  # opened | alarm1 | alarm2 | arrears | preset | closed
+    meters: list[Meter]
+    alarms: list[Any] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)
+    topups: list[Transfer] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
+    bills: list[Any] = field(default_factory=list)
+
+
+def status_of(account: PrepaidAccount) -> str:
+    if account.status != "open":
+        return account.status
+    return "opened" if account.alarm_level == 0 else LEVELS[account.alarm_level]
+
+
+def account_meters(session: Session, account: PrepaidAccount) -> list[Meter]:
+    return list(session.execute(select(Meter).join(MeterState, MeterState.meter_id == Meter.id)
+                                .where(MeterState.account_id == account.id, MeterState.active)
+                                .order_by(Meter.id)).scalars())
+
+
+def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Summary:
+    """The account page's data (``full`` False: balance, status and meters only, for the room pay page)."""
+    meters = account_meters(session, account)
+    result = Summary(account, session.get(Room, account.room_id) if account.room_id else None,
+                     balance_of(session, account.wallet_account_id), status_of(account), meters)
+    if not full:
+        return result
+    meter_ids = [m.id for m in meters] or [-1]
+    try:
+        from ..alarms.models import Alarm, PortalMessage
+
+        result.alarms = list(session.execute(select(Alarm).where(
+            or_(Alarm.account_id == account.id, Alarm.meter_id.in_(meter_ids)), Alarm.state != "cleared")
+            .order_by(Alarm.raised_at.desc()).limit(20)).scalars())
+        result.messages = list(session.execute(select(PortalMessage).where(PortalMessage.account_id == account.id)
+                                               .order_by(PortalMessage.id.desc()).limit(20)).scalars())
+    except ImportError:  # the alarms module is not installed
+        pass
+    result.charges = list(session.execute(select(Charge).where(Charge.account_id == account.id)
+                                          .order_by(Charge.interval_end.desc()).limit(20)).scalars())
+    result.topups = list(session.execute(select(Transfer).where(
+        Transfer.wallet_account_id == account.wallet_account_id, Transfer.kind.in_(MONEY_KINDS))
+        .order_by(Transfer.id.desc()).limit(20)).scalars())
+    result.bills = bills(session, account)
+    return result
+
+
+def bills(session: Session, account: PrepaidAccount) -> list[Any]:
+    """Post-paid bills issued to the account (none when the post-paid module is absent)."""
+    try:
+        from ..modules.postpaid.models import Bill
+    except ImportError:
+        return []
+    return list(session.execute(select(Bill).where(Bill.account_id == account.id,
+                                                   Bill.status.not_in(("draft", "void")))
+                                .order_by(Bill.period_start.desc()).limit(24)).scalars())
+
+
+def usage_series(session: Session, account: PrepaidAccount, bucket: str, now: datetime | None = None) -> dict[str, Any]:
+    """Usage per day (last 31 days) or per month (last 12 months) summed over the account's meters."""
+    prop = session.get(Property, account.property_id)
+    tz = ZoneInfo(prop.timezone if prop else "Asia/Shanghai")
+    now = (now or datetime.now(tz)).astimezone(tz)
+    if bucket == "month":
+        start = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(days=335)).replace(day=1)
+    else:
+        bucket, start = "day", (now - timedelta(days=30)).replace(hour=0, minute=0, second=0, microsecond=0)
+    meters = account_meters(session, account)
+    totals: dict[str, Decimal] = {}
+    unit = "m³" if meters and all(m.utility == "water" for m in meters) else "kWh"
+    for row in ts_query.usage(session, [m.id for m in meters], start, now + timedelta(days=1), bucket):
+        label = row.bucket.astimezone(tz).strftime("%Y-%m" if bucket == "month" else "%m-%d")
+        value = row.water_m3 if unit == "m³" else row.energy_kwh
+        totals[label] = totals.get(label, Decimal(0)) + (value or Decimal(0))
+    return {"bucket": bucket, "unit": unit, "labels": list(totals), "values": [float(v) for v in totals.values()]}
