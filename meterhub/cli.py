@@ -136,12 +136,13 @@ def register_commands(app) -> None:  # noqa: ANN001
     """Attach every command to ``app.cli`` (the ``meterhub`` group finds them there)."""
     from .demo import seed_demo_command
     from .devices.cli import plugins_command, simulate_command
+    from .collector.cli import collector_command
     from .mqtt_ingest.cli import mqtt_ingest_command
     from .scheduler import scheduler_command
 
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
                     plugins_command, simulate_command, seed_demo_command, scheduler_command,
-                    mqtt_ingest_command):
+                    mqtt_ingest_command, collector_command):
         app.cli.add_command(command)
 
 

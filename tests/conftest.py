@@ -146,6 +146,34 @@ class Tenant:
 
         return operations_objects(self)
 
+    @functools.cached_property
+    def prepaid(self) -> dict[str, int]:
+        """A flat plan on P1, an open account over the device's meter with one top-up (made on first use)."""
+        from datetime import datetime, timezone
+        from decimal import Decimal
+
+        from sqlalchemy import select
+
+        from meterhub.devices.models import Meter
+        from meterhub.modules.prepaid import accounts, cashier
+        from meterhub.tariffs import service as tariffs
+        from meterhub.tariffs.pricing import PlanVersion
+
+        with self.app.app_context(), service_session() as s:
+            meter_id = s.execute(select(Meter.id).where(Meter.device_id == self.device_id)).scalar_one()
+            tariff = tariffs.create_tariff(s, self.group_id, f"Flat {self.marker}")
+            tariffs.add_version(s, tariff, datetime(2020, 1, 1, tzinfo=timezone.utc),
+                                PlanVersion("flat", tariffs.flat_prices(Decimal("1.00"))))
+            tariffs.assign(s, self.group_id, "property", self.property_id, tariff)
+            account = accounts.create_account(s, self.group_id, self.property_id, [meter_id], room_id=self.room_id,
+                                              customer_name=f"Shop owner {self.marker}", phone="13800000000",
+                                              actor="pytest")
+            result = cashier.topup(s, self.group_id, account.id, "100.00", "cash", f"t-{self.marker}", actor="pytest")
+            return {"meter_id": meter_id, "account_id": account.id, "transfer_id": result.transfer_id}
+
+    meter_id = property(lambda self: self.prepaid["meter_id"])
+    account_id = property(lambda self: self.prepaid["account_id"])
+    transfer_id = property(lambda self: self.prepaid["transfer_id"])
     apportion_rule_id = property(lambda self: self.operations["rule_id"])
     apportion_run_id = property(lambda self: self.operations["run_id"])
     billing_item_id = property(lambda self: self.operations["item_id"])

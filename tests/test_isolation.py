@@ -33,6 +33,10 @@ FOREIGN = {
     "item_id": "billing_item_id",
     "batch_id": "batch_id",
     "bill_id": "bill_id",
+    # prepaid module (Tenant.prepaid; made on first use)
+    "account_id": "account_id",
+    "meter_id": "meter_id",
+    "transfer_id": "transfer_id",
 }
 #: The same kinds, but in property P2 of the operator's own group (outside a P1-scoped operator).
 OTHER_PROPERTY = {"property_id": "property2_id", "room_id": "room2_id", "gateway_id": "gateway2_id",

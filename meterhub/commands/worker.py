@@ -1,8 +1,8 @@
 """Executing commands in rq workers through the device's driver, one bus at a time.
 
-Bus lock: ``<REDIS_NAMESPACE>:bus:<gateway_id>`` (a redis-py ``Lock``, see :func:`bus_lock`). The
-collector must hold the same lock while it talks on a gateway, so two processes never share one RS485
-line at once.
+One master per bus: when a collector owns the gateway (its Redis lease, ``meterhub.collector.jobs``), the
+command is handed to that collector, which sends it between two device reads; otherwise the worker takes the
+same lease with ``hold_bus`` for the transaction. Two processes never talk on one RS485 line at once.
 
 Jobs: ``meterhub.commands.worker:dispatch`` (periodic: enqueue queued commands, expire overdue ones) and
 ``meterhub.commands.worker:execute`` (one command).
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from redis.lock import Lock
 from sqlalchemy import or_, select
 
 from ..db import service_session
@@ -25,25 +25,15 @@ from ..devices.models import Device, Gateway, Meter
 from ..driver.base import DeviceRef
 from ..models import utcnow
 from ..protocols.errors import UnsupportedCommand
-from ..redis_conn import get_queue, get_redis, redis_key
+from ..collector.jobs import bus_owner, hold_bus, request_read_now, submit_command, wait_command, wait_read_now
+from ..devices.onboarding import TRANSPORT_FRAMING
+from ..redis_conn import get_queue
 from .models import Command
 from .service import expire_overdue, transition
 
 log = logging.getLogger(__name__)
-LOCK_TIMEOUT = 30  # seconds a bus may be held by one command
-LOCK_WAIT = 60
+COLLECTOR_WAIT = 30  # seconds to wait for the owning collector's reply
 STALE_ENQUEUE = timedelta(minutes=10)
-FRAMING = {"modbus-tcp": "tcp", "modbus-rtu-over-tcp": "rtu", "cjt188-over-tcp": "cjt188"}
-
-
-def bus_lock_name(gateway_id: int) -> str:
-    """The Redis key of a gateway's bus lock (shared with the collector)."""
-    return redis_key("bus", gateway_id)
-
-
-def bus_lock(gateway_id: int) -> Lock:
-    """The lock that serialises every conversation on one gateway's bus."""
-    return get_redis().lock(bus_lock_name(gateway_id), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
 
 
 def enqueue(command_ids: list[int], delay: timedelta | None = None) -> None:
@@ -72,42 +62,65 @@ def dispatch(limit: int = 5000) -> list[int]:
     return ids
 
 
+def driver_calls(kind: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The driver methods (name, keyword arguments) that carry out one command kind, in order."""
+    if kind == "switch":
+        return [("switch", {"closed": bool(params["closed"])})]
+    if kind == "valve":
+        return [("valve", {"open": bool(params["open"])})]
+    if kind == "keep_power":
+        return [("keep_power", {"on": bool(params.get("on", True))})]
+    if kind == "resume_prepaid":
+        return [("keep_power", {"on": False}), ("switch", {"closed": bool(params["closed"])})]
+    if kind == "set_prices":
+        return [("set_prices", {"prices": [Decimal(p) for p in params["prices"]]})]
+    if kind == "set_thresholds":
+        return [("set_thresholds", {k: Decimal(params[k]) for k in ("alarm1", "alarm2", "overdraft")})]
+    if kind == "set_overload_limit":
+        return [("set_overload_limit", {"limit_kw": Decimal(params["limit_kw"])})]
+    if kind == "write_topup":
+        return [("write_topup", {"amount": Decimal(params["amount"]), "purchase_count": int(params["purchase_count"])})]
+    raise UnsupportedCommand(f"no driver call for command {kind!r}")
+
+
 async def call_driver(driver: Any, transport: Any, device: DeviceRef, channel: int, kind: str,
                       params: dict[str, Any]) -> dict[str, Any]:
-    """Run one command kind through the driver; returns details for the audit log."""
-    if kind == "switch":
-        await driver.switch(transport, device, channel, bool(params["closed"]))
-    elif kind == "valve":
-        await driver.valve(transport, device, channel, bool(params["open"]))
-    elif kind == "keep_power":
-        await driver.keep_power(transport, device, channel, bool(params.get("on", True)))
-    elif kind == "resume_prepaid":
-        await driver.keep_power(transport, device, channel, False)
-        await driver.switch(transport, device, channel, bool(params["closed"]))
-    elif kind == "set_prices":
-        await driver.set_prices(transport, device, channel, [Decimal(p) for p in params["prices"]])
-    elif kind == "set_thresholds":
-        await driver.set_thresholds(transport, device, channel, Decimal(params["alarm1"]), Decimal(params["alarm2"]),
-                                    Decimal(params["overdraft"]))
-    elif kind == "set_overload_limit":
-        await driver.set_overload_limit(transport, device, channel, Decimal(params["limit_kw"]))
-    elif kind == "write_topup":
-        await driver.write_topup(transport, device, channel, Decimal(params["amount"]), int(params["purchase_count"]))
-    elif kind == "read_now":
+    """Run one command kind through the driver on an open transport; returns details for the audit log."""
+    if kind == "read_now":
         readings = await driver.read(transport, device)
         return {"channels": len(readings)}
-    else:
-        raise UnsupportedCommand(f"no driver call for command {kind!r}", where=f"device {device.address}")
+    for method, kwargs in driver_calls(kind, params):
+        await getattr(driver, method)(transport, device, channel=channel, **kwargs)
     return {}
+
+
+def _through_collector(gateway_id: int, meter_id: int, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Hand the command to the collector that owns the bus and wait for its reply."""
+    if kind == "read_now":
+        result = wait_read_now(request_read_now([meter_id]), timeout=COLLECTOR_WAIT)
+        if result is None or not result.ok:
+            raise TimeoutError(f"read now of meter {meter_id}: {getattr(result, 'error', '') or 'no reply'}")
+        return {"via": "collector"}
+    for method, kwargs in driver_calls(kind, params):
+        payload = {k: (v if isinstance(v, bool | int) else [str(x) for x in v] if isinstance(v, list) else str(v))
+                   for k, v in kwargs.items()}
+        reply = wait_command(submit_command(gateway_id, meter_id, method, payload), timeout=COLLECTOR_WAIT)
+        if reply is None:
+            raise TimeoutError(f"the collector of gateway {gateway_id} did not answer within {COLLECTOR_WAIT}s")
+        if not reply.get("ok"):
+            if reply.get("retryable", True):
+                raise TimeoutError(reply.get("error") or "collector reported a transient failure")
+            raise UnsupportedCommand(reply.get("error") or "the device refused the command")
+    return {"via": "collector"}
 
 
 def _open_transport(gateway: Gateway) -> Any:
     from ..transports import open_transport
 
-    if gateway.framing not in FRAMING:
+    if gateway.framing not in TRANSPORT_FRAMING:
         raise UnsupportedCommand(f"gateway {gateway.name} ({gateway.framing}) cannot take polled commands yet",
                                  where=f"gateway {gateway.id}")
-    return open_transport(gateway.host, gateway.port, FRAMING[gateway.framing])
+    return open_transport(gateway.host, gateway.port, TRANSPORT_FRAMING[gateway.framing])
 
 
 def execute(command_id: int, *, registry: dict[str, Any] | None = None,
@@ -125,6 +138,7 @@ def execute(command_id: int, *, registry: dict[str, Any] | None = None,
         meter = session.get(Meter, command.meter_id)
         ref = DeviceRef(address=device.address, config=dict(device.config), serial=device.serial)
         driver_key, channel, kind, params = device.driver_key, meter.channel, command.kind, dict(command.params)
+        meter_id = meter.id
         gateway_snapshot = Gateway(id=gateway.id, name=gateway.name, host=gateway.host, port=gateway.port,
                                    framing=gateway.framing)
     error, permanent, detail = "", False, {}
@@ -136,16 +150,11 @@ def execute(command_id: int, *, registry: dict[str, Any] | None = None,
         driver = registry.get(driver_key)
         if driver is None:
             raise UnsupportedCommand(f"driver {driver_key!r} is not installed", where=f"device {ref.address}")
-        lock = bus_lock(gateway_snapshot.id)
-        if not lock.acquire():
-            raise TimeoutError(f"bus of gateway {gateway_snapshot.name} busy for {LOCK_WAIT}s")
-        try:
-            detail = asyncio.run(_send(driver, gateway_snapshot, ref, channel, kind, params, transport_factory))
-        finally:
-            try:
-                lock.release()
-            except Exception:  # the lock expired meanwhile; nothing to release
-                log.warning("bus lock of gateway %s expired during command %s", gateway_snapshot.id, command_id)
+        if transport_factory is None and bus_owner(gateway_snapshot.id):
+            detail = _through_collector(gateway_snapshot.id, meter_id, kind, params)
+        else:
+            with hold_bus(gateway_snapshot.id, owner=f"worker:{os.getpid()}:{command_id}"):
+                detail = asyncio.run(_send(driver, gateway_snapshot, ref, channel, kind, params, transport_factory))
     except UnsupportedCommand as err:
         error, permanent = str(err), True
     except Exception as err:  # transient: timeouts, CRC, busy bus — retried while attempts and TTL remain

@@ -71,22 +71,3 @@ def world(app, group) -> World:
         tariffs.add_version(s, tariff, EPOCH, PlanVersion("flat", tariffs.flat_prices(Decimal("1.00"))))
         tariffs.assign(s, group.group_id, "property", group.property_id, tariff)
         return World(app, group.group_id, group.property_id, group.room_id, gw.id, meters, tariff.id)
-
-
-@pytest.fixture()
-def app(database_url, service_urls):
-    """The app with the prepaid plugin registered (until its entry point is in pyproject.toml)."""
-    import meterhub.modules.prepaid as prepaid
-    from meterhub.app import create_app
-    from meterhub.extensions import db
-    from meterhub.plugins import get_plugin_manager
-
-    from ..conftest import _config
-
-    pm = get_plugin_manager()
-    if pm.get_plugin("prepaid") is None and not pm.is_registered(prepaid):
-        pm.register(prepaid, name="prepaid")
-    application = create_app(_config(database_url, service_urls))
-    yield application
-    with application.app_context():
-        db.engine.dispose()

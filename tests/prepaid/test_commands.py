@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from meterhub.collector.jobs import lease_key, namespace
 from meterhub.commands import worker
 from meterhub.commands.models import Command
 from meterhub.commands.service import InvalidTransition, create_command, transition
@@ -33,7 +34,7 @@ class FakeDriver:
         self.calls, self.fail, self.unsupported, self.locked = [], fail, unsupported, []
 
     async def switch(self, transport, device, channel, closed):
-        self.locked.append(bool(get_redis().exists(worker.bus_lock_name(self.gateway_id))))
+        self.locked.append(bool(get_redis().exists(lease_key(namespace(), self.gateway_id))))
         if self.unsupported:
             raise UnsupportedCommand("no relay", where="x")
         if self.fail:
@@ -52,7 +53,7 @@ def queue(world, meter_id, **kw) -> int:
         return create_command(s, s.get(Meter, meter_id), "switch", {"closed": False}, **kw).id
 
 
-def test_switch_confirmed_under_bus_lock(world):
+def test_switch_confirmed_holding_the_bus_lease(world):
     driver = FakeDriver()
     driver.gateway_id = world.gateway_id
     command_id = queue(world, world.meters[0])
@@ -64,7 +65,7 @@ def test_switch_confirmed_under_bus_lock(world):
                                                             AuditEntry.object_id == str(command_id))
                             .order_by(AuditEntry.id)).scalars().all()
         assert actions == ["command.queued", "command.sent", "command.confirmed"]
-        assert not get_redis().exists(worker.bus_lock_name(world.gateway_id))
+        assert not get_redis().exists(lease_key(namespace(), world.gateway_id))
     assert run(world, driver, command_id) == "confirmed"  # a duplicate job does nothing
     assert len(driver.calls) == 1
 

@@ -1,0 +1,81 @@
+"""A relay command from the prepaid layer reaches a real (simulated) meter through the collector that owns
+its bus — and without a collector, through the worker holding the same bus lease."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sqlalchemy import select
+
+from meterhub.collector.jobs import bus_owner
+from meterhub.commands import worker
+from meterhub.commands.service import create_command
+from meterhub.db import service_session
+from meterhub.devices.models import Device, Gateway, Meter
+from meterhub.simulator.server import SimServer
+from tests.collector.conftest import DTSD
+from tests.collector.test_service import Running, _collector, _wait
+
+
+class PrepaidBus:
+    """One DTSY1352 (prepaid variant, with relay) on a simulated RTU bus in its own thread."""
+
+    def __init__(self) -> None:
+        self.sim = DTSD.simulator(1, {"variant": "dtsy1352"})
+        self.loop = asyncio.new_event_loop()
+        self.server = SimServer([self.sim], framing="rtu")
+        self.loop.run_until_complete(self.server.start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def _point(app, group, port: int) -> int:
+    with app.app_context(), service_session() as s:
+        gw = s.get(Gateway, group.gateway_id)
+        gw.port, gw.bus = port, {"timeout": 0.3}
+        device = s.get(Device, group.device_id)
+        device.config = {**device.config, "variant": "dtsy1352"}
+        return s.execute(select(Meter.id).where(Meter.device_id == group.device_id)).scalar_one()
+
+
+def _switch(app, meter_id: int, closed: bool) -> str:
+    with app.app_context():
+        with service_session() as s:
+            command_id = create_command(s, s.get(Meter, meter_id), "switch", {"closed": closed}).id
+        return worker.execute(command_id)
+
+
+def test_switch_goes_through_the_collector_that_owns_the_bus(app, group):
+    bus = PrepaidBus()
+    try:
+        meter_id = _point(app, group, bus.server.port)
+        with Running(_collector(app, group, interval_s=3600)), app.app_context():
+            _wait(lambda: bus_owner(group.gateway_id) is not None)
+            assert bus.sim.channel.relay_closed
+            assert _switch(app, meter_id, closed=False) == "confirmed"
+            assert not bus.sim.channel.relay_closed
+            assert _switch(app, meter_id, closed=True) == "confirmed"
+            assert bus.sim.channel.relay_closed
+    finally:
+        bus.close()
+
+
+def test_without_a_collector_the_worker_holds_the_bus_itself(app, group):
+    bus = PrepaidBus()
+    try:
+        meter_id = _point(app, group, bus.server.port)
+        with app.app_context():
+            assert bus_owner(group.gateway_id) is None
+        assert _switch(app, meter_id, closed=False) == "confirmed"
+        assert not bus.sim.channel.relay_closed
+        with app.app_context():
+            assert bus_owner(group.gateway_id) is None  # the lease was released
+    finally:
+        bus.close()
