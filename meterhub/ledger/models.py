@@ -27,6 +27,10 @@ ACCOUNT_KINDS = (
     "revenue_electricity",
     "revenue_water",
     "refunds_payable",  # refunds owed back to customers (non-cash channels)
+    "revenue_apportion",  # public-area shares (公摊), meterhub.modules.apportion
+    "revenue_fees",  # billing items (收费项), meterhub.modules.billing_items
+    "revenue_postpaid",  # post-paid bills (后付费), meterhub.modules.postpaid
+    "receivable",  # what post-paid customers owe until they pay
 )
 CHANNEL_ACCOUNT = {
     "cash": "cash_drawer",
@@ -34,7 +38,8 @@ CHANNEL_ACCOUNT = {
     "transfer": "transfer_clearing",
     "online": "online_clearing",
 }
-TRANSFER_KINDS = ("topup", "refund", "reversal", "charge", "settlement")
+TRANSFER_KINDS = ("topup", "refund", "reversal", "charge", "settlement",  # prepaid core
+                  "apportion", "fee", "bill", "bill_payment")  # operations modules
 
 
 class LedgerAccount(TenantMixin, db.Model):
