@@ -43,4 +43,8 @@ def run_jobs(app, queue: str = "default", rounds: int = 10) -> int:
                 break
             done += len(q)
             SimpleWorker([q], connection=get_redis()).work(burst=True, with_scheduler=False)
+        # leave the shared queue's registries as we found them (other tests count finished jobs)
+        for registry in (q.finished_job_registry, q.failed_job_registry):
+            for job_id in registry.get_job_ids():
+                registry.remove(job_id, delete_job=True)
     return done
