@@ -131,13 +131,14 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
 
 def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
     from .db import service_session
-    from .demo_seed import load_fleet, onboard_fleet, seed_tenancy
+    from .demo_seed import load_fleet, onboard_fleet, seed_prepaid, seed_tenancy
 
     with service_session() as session:
         group = seed_tenancy(session)
         if fleet_file is not None:
             created = onboard_fleet(session, group, load_fleet(fleet_file))
             log.info("demo fleet: %d devices onboarded (each read before saving)", created)
+            log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
 
 
 def _banner(host: str, port: int) -> None:

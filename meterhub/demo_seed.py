@@ -84,5 +84,54 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
     return created
 
 
+#: A typical Chinese commercial TOU day (minutes from midnight): valley at night, peaks morning and evening.
+DEMO_TOU = ((0, 480, "valley"), (480, 600, "flat"), (600, 690, "peak"), (690, 780, "sharp"),
+            (780, 1080, "flat"), (1080, 1260, "peak"), (1260, 1380, "flat"), (1380, 1440, "valley"))
+
+
+def seed_prepaid(session: Session, group: Group) -> int:
+    """Price plans, and prepaid accounts on the metered rooms with varied balances (idempotent)."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from .devices.models import Meter
+    from .modules.prepaid import accounts, cashier
+    from .modules.prepaid.models import PrepaidAccount
+    from .tariffs import service as tariffs
+    from .tariffs.models import Tariff
+    from .tariffs.pricing import PlanVersion
+
+    if session.execute(select(Tariff.id).where(Tariff.group_id == group.id)).first():
+        return 0
+    since = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    mall_plan = tariffs.create_tariff(session, group.id, "商业分时电价 Commercial TOU")
+    tariffs.add_version(session, mall_plan, since, PlanVersion("tou", {
+        "sharp": Decimal("1.35"), "peak": Decimal("1.10"), "flat": Decimal("0.75"), "valley": Decimal("0.38")},
+        periods=DEMO_TOU))
+    dorm_plan = tariffs.create_tariff(session, group.id, "宿舍电价 Dorm flat")
+    tariffs.add_version(session, dorm_plan, since, PlanVersion("flat", tariffs.flat_prices(Decimal("0.60"))))
+    water_plan = tariffs.create_tariff(session, group.id, "阶梯水价 Tiered water", utility="water")
+    tariffs.add_version(session, water_plan, since, PlanVersion(
+        "tiered", tariffs.flat_prices(Decimal("3.50")), tiers=((Decimal("10"), Decimal("1.20")),)))
+    props = {p.code: p for p in session.execute(select(Property).where(Property.group_id == group.id)).scalars()}
+    for code, plan in (("MALL", mall_plan), ("DORM", dorm_plan)):
+        tariffs.assign(session, group.id, "property", props[code].id, plan)
+        tariffs.assign(session, group.id, "property", props[code].id, water_plan)
+    balances = ("300.00", "150.00", "18.00", "6.00", "0.50", "80.00")
+    opened = 0
+    meters = session.execute(select(Meter).where(Meter.group_id == group.id, Meter.room_id.is_not(None))
+                             .order_by(Meter.id)).scalars().all()
+    for index, meter in enumerate(meters):
+        if session.execute(select(PrepaidAccount.id).where(PrepaidAccount.room_id == meter.room_id)).first():
+            continue
+        account = accounts.create_account(session, group.id, meter.property_id, [meter.id], room_id=meter.room_id,
+                                          customer_name=f"租户 Tenant {index + 1:03d}",
+                                          phone=f"138{index:08d}", actor="demo")
+        cashier.topup(session, group.id, account.id, balances[index % len(balances)], "cash",
+                      f"demo-open-{account.id}", actor="demo")
+        opened += 1
+    return opened
+
+
 def load_fleet(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))

@@ -1,32 +1,8 @@
-"""Alarm fixtures: our plugins registered (until their entry points are installed), a worker runner."""
+"""Alarm fixtures: a worker runner."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
-
-from meterhub.plugins import get_plugin_manager
-
-PLUGINS = {"alarms": "meterhub.alarms.plugin", "reports": "meterhub.reports.plugin"}
-
-
-def ensure_plugins() -> None:
-    """Register the alarm and report plugins on the process plugin manager unless loaded by entry point."""
-    pm = get_plugin_manager()
-    for name, path in PLUGINS.items():
-        try:
-            module = importlib.import_module(path)
-        except ModuleNotFoundError:
-            continue
-        if not pm.is_registered(module) and pm.get_plugin(name) is None:
-            pm.register(module, name=name)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _our_plugins() -> None:
-    ensure_plugins()
-
 
 def run_jobs(app, queue: str = "default", rounds: int = 10) -> int:
     """Run the queued jobs of ``queue`` in this process (rq SimpleWorker, burst, no fork) until it is empty,

@@ -1,3 +1,1 @@
-"""Report fixtures: plugins registered like in the alarm tests."""
-
-from tests.alarms.conftest import _our_plugins  # noqa: F401  (autouse, session)
+"""Report tests share the alarm tests' helpers (tests/alarms/conftest.py)."""
