@@ -43,8 +43,9 @@ class Site:
     phone: str
 
 
-def open_site(app, tenant, room_id: int | None = None, property_id: int | None = None) -> Site:
-    """Meter + account in ``room_id`` (default the tenant's P1 room)."""
+def open_site(app, tenant, room_id: int | None = None, property_id: int | None = None,
+              meter_id: int | None = None) -> Site:
+    """Meter (new, or ``meter_id``) + account in ``room_id`` (default the tenant's P1 room)."""
     from tests.prepaid.conftest import add_meters
 
     from meterhub.modules.prepaid import accounts
@@ -53,11 +54,12 @@ def open_site(app, tenant, room_id: int | None = None, property_id: int | None =
     property_id = property_id or tenant.property_id
     phone = "13" + str(uuid.uuid4().int)[:9]
     with app.app_context(), service_session() as s:
-        gw = Gateway(group_id=tenant.group_id, property_id=property_id, name=f"gw-{uuid.uuid4().hex[:6]}",
-                     host="127.0.0.1", port=1)
-        s.add(gw)
-        s.flush()
-        meter_id = add_meters(s, tenant.group_id, property_id, gw.id, room_id, 1)[0]
+        if meter_id is None:
+            gw = Gateway(group_id=tenant.group_id, property_id=property_id, name=f"gw-{uuid.uuid4().hex[:6]}",
+                         host="127.0.0.1", port=1)
+            s.add(gw)
+            s.flush()
+            meter_id = add_meters(s, tenant.group_id, property_id, gw.id, room_id, 1)[0]
         tariff = tariffs.create_tariff(s, tenant.group_id, f"Flat {uuid.uuid4().hex[:6]}")
         tariffs.add_version(s, tariff, datetime(2026, 1, 1, tzinfo=UTC),
                             PlanVersion("flat", tariffs.flat_prices(Decimal("1.00"))))
