@@ -36,8 +36,11 @@ def seed_tenancy(session: Session) -> Group:
     if group is not None:
         return group
     group = service.create_group(session, "阳光物业集团 Sunshine Property Group", DEMO_GROUP)
-    mall = service.create_property(session, group.id, "星河购物中心 Galaxy Mall", "MALL", "深圳市南山区")
-    dorm = service.create_property(session, group.id, "东湖学生公寓 East Lake Dorms", "DORM", "武汉市洪山区")
+    # Read every minute (the default is 30) so that the demo's balances visibly move.
+    mall = service.create_property(session, group.id, "星河购物中心 Galaxy Mall", "MALL", "深圳市南山区",
+                                   reading_interval_min=1)
+    dorm = service.create_property(session, group.id, "东湖学生公寓 East Lake Dorms", "DORM", "武汉市洪山区",
+                                   reading_interval_min=1)
     service.bulk_create_rooms(session, service.create_building(session, mall, "A"), 1, 3, "01", "12", "45.00")
     service.bulk_create_rooms(session, service.create_building(session, dorm, "1"), 1, 6, "01", "20", "18.00",
                               kind="dorm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import or_, select, text
 
@@ -28,15 +28,19 @@ bp = Blueprint("prepaid", __name__, url_prefix="/prepaid")
 STATUS_CLASS = {0: "opened", 1: "alarm1", 2: "alarm2", 3: "arrears"}
 GRID_SQL = """
 SELECT r.id AS room_id, r.number, r.building_id, r.property_id, a.id AS account_id, a.customer_name,
-       a.alarm_level, b.balance, bool_or(m.status = 'offline') AS offline
+       a.alarm_level, b.balance, bool_or(m.status = 'offline') AS offline,
+       p.name AS property_name, bl.name AS building_name
 FROM rooms r
+JOIN properties p ON p.id = r.property_id
+JOIN buildings bl ON bl.id = r.building_id
 LEFT JOIN prepaid_accounts a ON a.room_id = r.id AND a.status = 'open'
 LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
 LEFT JOIN meters m ON m.room_id = r.id
 WHERE (CAST(:props AS bigint[]) IS NULL OR r.property_id = ANY(CAST(:props AS bigint[])))
   AND (CAST(:building AS bigint) IS NULL OR r.building_id = CAST(:building AS bigint))
-GROUP BY r.id, r.number, r.building_id, r.property_id, a.id, a.customer_name, a.alarm_level, b.balance
-ORDER BY r.building_id, r.number LIMIT 20000
+GROUP BY r.id, r.number, r.building_id, r.property_id, a.id, a.customer_name, a.alarm_level, b.balance,
+         p.name, bl.name
+ORDER BY p.name, bl.name, r.number LIMIT 20000
 """
 
 
@@ -50,6 +54,9 @@ def _scope_props() -> list[int] | None:
     from ...tenants.scoping import property_ids
 
     scope = property_ids(current_user)
+    chosen = session.get("property_id")  # the console's property switcher
+    if chosen is not None and (scope is None or chosen in scope):
+        return [chosen]
     return None if scope is None else sorted(scope) or [-1]
 
 
