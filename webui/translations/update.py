@@ -1,4 +1,4 @@
-"""Refresh the translation catalogs: extract -> messages.pot, update zh_CN/messages.po, compile messages.mo.
+"""Refresh the translation catalogs: extract -> messages.pot, update zh_Hans_CN/LC_MESSAGES/messages.po, compile messages.mo.
 
 Run from anywhere:  .venv/bin/python webui/translations/update.py [--check]
 
@@ -9,6 +9,7 @@ without it, new msgids are added to the .po (empty, to be translated), obsolete 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRANSLATIONS = ROOT / "webui" / "translations"
 BABEL_CFG = ROOT / "webui" / "babel.cfg"
 POT = TRANSLATIONS / "messages.pot"
-LOCALES = ("zh_CN",)
+LOCALES = ("zh_Hans_CN",)  # what Babel makes of "zh_CN" (Locale.parse); Flask-Babel looks for this folder
 KEYWORDS = ("_l", "lazy_gettext")
 
 
@@ -26,6 +27,15 @@ def pybabel(*args: str) -> None:
     exe = Path(sys.executable).with_name("pybabel")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "babel.messages.frontend"]
     subprocess.run([*cmd, "-q", *args], cwd=ROOT, check=True)
+
+
+_DATES = re.compile(rb'^"(POT-Creation-Date|PO-Revision-Date): .*$', re.M)
+
+
+def keep_if_only_dates_changed(path: Path, old: bytes | None) -> None:
+    """Avoid commits that only move a header timestamp."""
+    if old is not None and path.exists() and _DATES.sub(b"", path.read_bytes()) == _DATES.sub(b"", old):
+        path.write_bytes(old)
 
 
 def extract(pot: Path) -> None:
@@ -65,12 +75,16 @@ def main(argv: list[str]) -> int:
                     print(f"{locale}: untranslated: {msgid!r}")
                 status |= bool(missing)
             return status
+    old_pot = POT.read_bytes() if POT.exists() else None
     extract(POT)
+    keep_if_only_dates_changed(POT, old_pot)
     for locale in LOCALES:
         po = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
         if po.exists():
+            old_po = po.read_bytes()
             pybabel("update", "-i", str(POT), "-d", str(TRANSLATIONS), "-l", locale,
                     "--no-fuzzy-matching", "--ignore-obsolete", "--no-wrap")
+            keep_if_only_dates_changed(po, old_po)
         else:
             pybabel("init", "-i", str(POT), "-d", str(TRANSLATIONS), "-l", locale, "--no-wrap")
     pybabel("compile", "-d", str(TRANSLATIONS))
