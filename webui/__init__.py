@@ -83,7 +83,17 @@ def register_web(app: Flask) -> None:
 
     @app.errorhandler(404)
     def _not_found(_err):  # noqa: ANN001, ANN202
+        if request.path.startswith("/api/"):
+            return {"error": {"code": "not_found", "message": "Not found.", "fields": {}}}, 404
         return render_template("errors/error.html", code=404, message=_("Not found.")), 404
+
+    @app.errorhandler(405)
+    def _method_not_allowed(err):  # noqa: ANN001, ANN202
+        if request.path.startswith("/api/"):
+            body = {"error": {"code": "method_not_allowed", "message": str(err.description), "fields": {}}}
+        else:
+            body = render_template("errors/error.html", code=405, message=_("This page does not take that request."))
+        return body, 405, {"Allow": ", ".join(err.valid_methods or [])}
 
     @app.errorhandler(CSRFError)
     def _csrf(err):  # noqa: ANN001, ANN202

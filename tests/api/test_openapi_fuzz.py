@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from .world import make_token, open_site
 
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance")
+# Every default check except "schema-valid data must be accepted": the schema cannot express rules such as
+# start < end or an existing meter, which the API rightly answers with a documented 422/404.
+EXCLUDED = [positive_data_acceptance]
 
 
 @pytest.fixture()
@@ -30,4 +32,4 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case):
-    case.call_and_validate()
+    case.call_and_validate(excluded_checks=EXCLUDED)

@@ -1,9 +1,8 @@
-"""Shared helpers of the API, payment and portal tests: our plugins registered, a room with a meter and an
-open prepaid account, API tokens for an operator of a role."""
+"""Shared helpers of the API, payment and portal tests: a room with a meter and an open prepaid account,
+API tokens for an operator of a role."""
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,26 +10,8 @@ from decimal import Decimal
 
 from meterhub.db import service_session
 from meterhub.devices.models import Gateway
-from meterhub.plugins import get_plugin_manager
 from meterhub.tariffs import service as tariffs
 from meterhub.tariffs.pricing import PlanVersion
-
-PLUGINS = {"prepaid": "meterhub.modules.prepaid", "alarms": "meterhub.alarms.plugin",
-           "reports": "meterhub.reports.plugin", "api": "meterhub.api.plugin",
-           "payments": "meterhub.payments.plugin", "portal": "meterhub.portal.plugin"}
-
-
-def ensure_plugins() -> None:
-    """Register our plugins (and the ones we build on) unless their entry points already loaded them."""
-    pm = get_plugin_manager()
-    for name, path in PLUGINS.items():
-        try:
-            module = importlib.import_module(path)
-        except ModuleNotFoundError:
-            continue
-        if not pm.is_registered(module) and pm.get_plugin(name) is None:
-            pm.register(module, name=name)
-
 
 @dataclass
 class Site:

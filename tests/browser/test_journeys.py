@@ -13,13 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from meterhub.db import service_session
-from tests.api.world import ensure_plugins, open_site
+from tests.api.world import open_site
 from tests.browser.conftest import sign_in
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _plugins() -> None:
-    ensure_plugins()
 
 
 @pytest.fixture()

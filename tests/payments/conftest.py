@@ -1,4 +1,4 @@
-"""Payment fixtures: plugins registered, an open account, a sandbox channel and order helpers."""
+"""Payment fixtures: an open account, a sandbox channel and order helpers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ import pytest
 
 from meterhub.db import service_session, use_group
 from meterhub.extensions import db
-from tests.api.world import ensure_plugins, open_site
+from tests.api.world import open_site
 from tests.browser.conftest import live_server  # noqa: F401  (fixture)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _our_plugins() -> None:
-    ensure_plugins()
 
 
 @dataclass

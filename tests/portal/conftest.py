@@ -1,18 +1,10 @@
-"""Portal fixtures: plugins registered; one-time codes captured instead of sent."""
+"""Portal fixtures: one-time codes captured instead of sent."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-
-from tests.api.world import ensure_plugins
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _our_plugins() -> None:
-    ensure_plugins()
-
 
 @pytest.fixture()
 def codes(monkeypatch) -> dict[str, str]:
