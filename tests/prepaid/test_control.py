@@ -146,3 +146,15 @@ def test_duplicates_late_readings_resets_and_meter_swap(world):
         settled = accounts.close_account(s, world.group_id, account_id, "close-1", actor="t")
         assert settled == D("80.50")
         assert check_ledger(s, world.group_id).ok
+
+
+def test_closing_an_empty_account_settles_nothing_and_retries_cleanly(world):
+    with world.app.app_context(), service_session() as s:
+        account = accounts.create_account(s, world.group_id, world.property_id, [world.meters[2]],
+                                          room_id=world.room_id, customer_name="Empty", actor="t")
+        assert accounts.close_account(s, world.group_id, account.id, "close-empty", actor="t") == D("0")
+        assert s.get(PrepaidAccount, account.id).status == "closed"
+        assert accounts.close_account(s, world.group_id, account.id, "close-empty", actor="t") == D("0")
+        transfers = s.execute(text("SELECT count(*) FROM ledger_transfers WHERE idempotency_key = 'close-empty'"))
+        assert transfers.scalar() == 0
+        assert check_ledger(s, world.group_id).ok

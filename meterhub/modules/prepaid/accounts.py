@@ -132,6 +132,8 @@ def close_account(session: Session, group_id: int, account_id: int, key: str, *,
     ledger.lock_accounts(session, [account.wallet_account_id])
     if (existing := ledger.find_transfer(session, group_id, key)) is not None:
         return -ledger.check_replay(existing, ledger.request_hash(request), key).amount
+    if account.status == "closed" and ledger.balance_of(session, account.wallet_account_id) == 0:
+        return Decimal("0")  # a retry of a close that settled nothing: closing is done
     if account.status != "open":
         raise ValidationError(f"account {account.number} is {account.status}", {"status": "state"})
     states = list(session.execute(select(MeterState).where(MeterState.account_id == account.id, MeterState.active))
@@ -140,19 +142,21 @@ def close_account(session: Session, group_id: int, account_id: int, key: str, *,
     balance = ledger.balance_of(session, account.wallet_account_id)
     drawer = ledger.ensure_account(session, group_id, "cash_drawer", f"cash_drawer:{account.property_id}",
                                    property_id=account.property_id)
-    transfer, _ = ledger.post_transfer(
-        session, group_id, kind="settlement", key=key, request=request,
-        legs=[(account.wallet_account_id, -balance), (drawer, balance)], wallet_account_id=account.wallet_account_id,
-        amount=-balance, channel=channel, actor=actor, operator_id=operator_id,
-        receipt_no=ledger.next_receipt_no(session, group_id) if balance else None,
-    )
+    transfer = None
+    if balance != 0:  # nothing to settle on an empty wallet: no transfer, just the close
+        transfer, _ = ledger.post_transfer(
+            session, group_id, kind="settlement", key=key, request=request,
+            legs=[(account.wallet_account_id, -balance), (drawer, balance)],
+            wallet_account_id=account.wallet_account_id, amount=-balance, channel=channel, actor=actor,
+            operator_id=operator_id, receipt_no=ledger.next_receipt_no(session, group_id),
+        )
     account.status, account.closed_at = "closed", utcnow()
     for state in states:
         state.active = False
         set_desired(session, session.get(Meter, state.meter_id), False, actor=actor, operator_id=operator_id)
     audit.record(session, group_id, "prepaid.account.close", actor=actor, operator_id=operator_id,
                  object_type="prepaid_account", object_id=account.id,
-                 detail={"settled": str(balance), "transfer": transfer.id})
+                 detail={"settled": str(balance), "transfer": transfer.id if transfer else None})
     return balance
 
 
