@@ -142,10 +142,11 @@ def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
 
 
 def _banner(host: str, port: int) -> None:
-    from .demo_seed import DEMO_OPERATORS
+    from .demo_seed import DEMO_OPERATORS, DEMO_PORTAL
 
-    lines = [f"meterhub is running: http://{host}:{port}/", "demo logins (username / password, role):"]
+    lines = [f"meterhub is running: http://{host}:{port}/", "console logins (username / password, role):"]
     lines += [f"  {u:<12} {p:<18} {r}" for u, p, r, _ in DEMO_OPERATORS]
+    lines += [f"tenant portal: http://{host}:{port}/portal/  (phone {DEMO_PORTAL[0]} / password {DEMO_PORTAL[1]})"]
     lines.append("Ctrl-C stops everything.")
     click.echo("\n".join(lines), err=False)
 

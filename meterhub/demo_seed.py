@@ -87,6 +87,9 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
     return created
 
 
+#: The demo shop owner's portal login (the first demo account is opened with this phone).
+DEMO_PORTAL = ("13800000000", "demo-shop")
+
 #: A typical Chinese commercial TOU day (minutes from midnight): valley at night, peaks morning and evening.
 DEMO_TOU = ((0, 480, "valley"), (480, 600, "flat"), (600, 690, "peak"), (690, 780, "sharp"),
             (780, 1080, "flat"), (1080, 1260, "peak"), (1260, 1380, "flat"), (1380, 1440, "valley"))
@@ -133,6 +136,12 @@ def seed_prepaid(session: Session, group: Group) -> int:
         cashier.topup(session, group.id, account.id, balances[index % len(balances)], "cash",
                       f"demo-open-{account.id}", actor="demo")
         opened += 1
+    from .payments.orders import create_channel
+    from .portal import service as portal
+
+    create_channel(session, group.id, "sandbox", "沙箱支付 Sandbox pay", actor="demo")
+    phone, password = DEMO_PORTAL
+    portal.set_password(session, portal.claim(session, group.id, phone), password)
     return opened
 
 

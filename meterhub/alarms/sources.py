@@ -138,9 +138,12 @@ def check_purchase_counter(session: Session, now: datetime) -> tuple[int, int]:
     base = ("FROM meters m JOIN meter_latest l ON l.meter_id = m.id JOIN prepaid_meter_state s "
             "ON s.meter_id = m.id AND s.active JOIN prepaid_accounts pa ON pa.id = s.account_id "
             "WHERE m.active AND l.ts >= :fresh AND l.purchase_count IS NOT NULL")
+    # A reading taken before the last top-up write reached the meter cannot show it yet: not a mismatch.
     bad = ("SELECT m.group_id, m.id, jsonb_build_object('meter_count', l.purchase_count, 'our_count', "
            f"pa.purchase_count) {base} AND l.purchase_count <> pa.purchase_count "
-           f"AND NOT {_OPEN_CMD.format(kind='write_topup')}")
+           f"AND NOT {_OPEN_CMD.format(kind='write_topup')} "
+           "AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.meter_id = m.id AND c.kind = 'write_topup' "
+           "AND c.state = 'confirmed' AND c.done_at >= l.ts)")
     good = f"SELECT m.id AS meter_id {base} AND l.purchase_count = pa.purchase_count"
     return _sync(session, "purchase_mismatch", bad, good, {"fresh": now - timedelta(days=1)})
 

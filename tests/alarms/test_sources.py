@@ -125,3 +125,26 @@ def test_abnormal_night_usage_against_the_meters_own_baseline(app, group):
         assert _open(s, site.group_id) == [f"abnormal_usage@meter:{m1}"]
         detail = s.execute(select(Alarm.detail).where(Alarm.meter_id == m1)).scalar()
         assert Decimal(detail["usage"]) == 12 and Decimal(detail["baseline"]) == Decimal("0.6") and detail["night"] == "2026-03-20"
+
+
+def test_reading_older_than_the_last_topup_write_is_not_a_mismatch(app, group):
+    from meterhub.commands.service import create_command, transition
+    from meterhub.devices.models import Meter
+
+    site = make_site(app, group)
+    m1 = site.meters[0]
+    now = utcnow()
+    with app.app_context():
+        with service_session() as s:
+            command = create_command(s, s.get(Meter, m1), "write_topup", {"amount": "10.00", "purchase_count": 1})
+            transition(s, command, "sent")
+            transition(s, command, "confirmed")
+            command.done_at = now
+            # read one second before the write reached the meter: the meter still shows the old counter
+            set_latest(s, site.group_id, m1, now - timedelta(seconds=1), purchase_count=3)
+            run_sources(s)
+            assert f"purchase_mismatch@meter:{m1}" not in _open(s, site.group_id, "meter:")
+        with service_session() as s:
+            set_latest(s, site.group_id, m1, now + timedelta(seconds=1), purchase_count=3)
+            run_sources(s)
+            assert f"purchase_mismatch@meter:{m1}" in _open(s, site.group_id, "meter:")

@@ -30,11 +30,14 @@ class World:
 
 
 def add_meters(session, group_id: int, property_id: int, gateway_id: int, room_id: int | None, n: int,
-               utility: str = "electricity", driver_key: str = "acrel_dtsd1352") -> list[int]:
+               utility: str = "electricity", driver_key: str | None = None) -> list[int]:
+    """Meters on devices that can act on them: DTSY1352 (prepaid variant, relay) or a valve water meter."""
+    driver_key = driver_key or ("water_valve" if utility == "water" else "acrel_dtsd1352")
+    config = {"variant": "dtsy1352"} if driver_key == "acrel_dtsd1352" else {}
     ids = []
     for _ in range(n):
         device = Device(group_id=group_id, property_id=property_id, gateway_id=gateway_id, driver_key=driver_key,
-                        address=str(uuid.uuid4().int % 10**9), serial=uuid.uuid4().hex[:12], config={})
+                        address=str(uuid.uuid4().int % 10**9), serial=uuid.uuid4().hex[:12], config=config)
         session.add(device)
         session.flush()
         meter = Meter(group_id=group_id, property_id=property_id, device_id=device.id, room_id=room_id,

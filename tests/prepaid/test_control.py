@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 
 from meterhub.commands.models import Command
 from meterhub.db import service_session
-from meterhub.devices.models import Meter
+from meterhub.devices.models import Device, Meter
 from meterhub.ledger import check_ledger
 from meterhub.modules.prepaid import accounts, cashier, control
 from meterhub.modules.prepaid.charging import charge_new_intervals
@@ -21,8 +21,10 @@ D = Decimal
 
 
 def commands(s, meter_id):
+    """The relay/valve commands of a meter (top-up writes to a meter-side prepaid meter are left out)."""
     return [(c.kind, c.params, c.state) for c in s.execute(
-        select(Command).where(Command.meter_id == meter_id).order_by(Command.id)).scalars()]
+        select(Command).where(Command.meter_id == meter_id, Command.kind != "write_topup")
+        .order_by(Command.id)).scalars()]
 
 
 def setup_account(world, meters, topup="10.00"):
@@ -158,3 +160,16 @@ def test_closing_an_empty_account_settles_nothing_and_retries_cleanly(world):
         transfers = s.execute(text("SELECT count(*) FROM ledger_transfers WHERE idempotency_key = 'close-empty'"))
         assert transfers.scalar() == 0
         assert check_ledger(s, world.group_id).ok
+
+
+def test_metering_only_meter_keeps_the_desired_state_but_gets_no_command(world):
+    with world.app.app_context(), service_session() as s:
+        plain = add_meters(s, world.group_id, world.property_id, world.gateway_id, world.room_id, 1)[0]
+        s.get(Device, s.get(Meter, plain).device_id).config = {"variant": "dtsd1352"}  # no relay
+    setup_account(world, [plain], topup="1.00")
+    with world.app.app_context(), service_session() as s:
+        account = s.execute(select(PrepaidAccount).where(PrepaidAccount.customer_name == "Han Meimei")
+                            .order_by(PrepaidAccount.id.desc())).scalars().first()
+        assert account.alarm_level == 2
+        assert commands(s, plain) == []
+        assert s.get(Meter, plain).relay_desired is True

@@ -64,7 +64,20 @@ def set_desired(session: Session, meter: Meter, closed: bool, *, actor: str, ope
         return None
     meter.relay_desired = closed
     kind, params = relay_command(meter, closed)
+    if not can_actuate(session, meter, kind):
+        log.info("meter %s has no %s on its device: desired state stored, no command", meter.id, kind)
+        return None
     return create_command(session, meter, kind, params, source=source, actor=actor, operator_id=operator_id)
+
+
+def can_actuate(session: Session, meter: Meter, kind: str) -> bool:
+    """Whether the meter's device can carry out ``kind`` (a metering-only meter has no relay to switch)."""
+    from ...devices.models import Device
+    from ...plugins import driver_registry
+
+    device = session.get(Device, meter.device_id)
+    driver = driver_registry().get(device.driver_key) if device else None
+    return bool(driver and driver.supports(kind, device.config))
 
 
 def account_meters(session: Session, account_ids: Iterable[int]) -> list[tuple[int, Meter]]:
