@@ -171,6 +171,14 @@ class Tenant:
             result = cashier.topup(s, self.group_id, account.id, "100.00", "cash", f"t-{self.marker}", actor="pytest")
             return {"meter_id": meter_id, "account_id": account.id, "transfer_id": result.transfer_id}
 
+    @functools.cached_property
+    def payment_channel_id(self) -> int:
+        """A sandbox payment channel of the group (made on first use)."""
+        from meterhub.payments.orders import create_channel
+
+        with self.app.app_context(), service_session() as s:
+            return create_channel(s, self.group_id, "sandbox", f"Sandbox {self.marker}", actor="pytest").id
+
     meter_id = property(lambda self: self.prepaid["meter_id"])
     account_id = property(lambda self: self.prepaid["account_id"])
     transfer_id = property(lambda self: self.prepaid["transfer_id"])

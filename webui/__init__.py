@@ -42,13 +42,13 @@ def menu_items(operator: Operator) -> list:
 
 def register_web(app: Flask) -> None:
     """Blueprints, the user loader, error pages and template helpers."""
-    from . import admin, audit, auth, console, devices, settings
+    from . import admin, audit, auth, console, devices, payment_channels, settings
 
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
 
-    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp):
+    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request
