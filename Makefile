@@ -13,7 +13,6 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[embedded,test]'
-	$(VENV)/bin/pybabel compile -d webui/translations --statistics 2>/dev/null || true
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -33,10 +32,10 @@ test: $(STAMP) chromium
 bench: $(STAMP)
 	$(PY) -m bench
 
+# Extract, update the zh_CN catalog and compile it (then translate what `--check` lists).
 translations: $(STAMP)
-	$(VENV)/bin/pybabel extract -F webui/babel.cfg -k _l -o webui/translations/messages.pot .
-	$(VENV)/bin/pybabel update -i webui/translations/messages.pot -d webui/translations --no-fuzzy-matching
-	$(VENV)/bin/pybabel compile -d webui/translations
+	$(PY) webui/translations/update.py
+	$(PY) webui/translations/update.py --check
 
 # Front-end libraries come from npm (webui/package-lock.json) and are served from webui/static/vendor,
 # committed so that `make run` needs no Node.js; `make vendor` refreshes them.

@@ -15,6 +15,8 @@ def select_locale() -> str:
     best = request.accept_languages.best_match(["zh_CN", "zh", "en"]) if request else None
     if best == "en":
         return "en"
+    if best in ("zh_CN", "zh"):
+        return "zh_CN"
     return current_app.config["BABEL_DEFAULT_LOCALE"]
 
 

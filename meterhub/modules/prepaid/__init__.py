@@ -27,8 +27,10 @@ def register_blueprints():
 
 @hookimpl
 def menu_items(operator):
-    return [{"label": "Room monitor", "endpoint": "prepaid.rooms", "permission": "money.view", "order": 20},
-            {"label": "Cashier", "endpoint": "prepaid.counter", "permission": "money.view", "order": 21}]
+    from flask_babel import lazy_gettext as _l
+
+    return [{"label": _l("Room monitor"), "endpoint": "prepaid.rooms", "permission": "money.view", "order": 20},
+            {"label": _l("Cashier counter"), "endpoint": "prepaid.counter", "permission": "money.view", "order": 21}]
 
 
 @hookimpl
