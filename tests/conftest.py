@@ -179,6 +179,21 @@ class Tenant:
         with self.app.app_context(), service_session() as s:
             return create_channel(s, self.group_id, "sandbox", f"Sandbox {self.marker}", actor="pytest").id
 
+    @functools.cached_property
+    def tariff_id(self) -> int:
+        """A price plan of the group with one flat version (made on first use)."""
+        from datetime import datetime, timezone
+        from decimal import Decimal
+
+        from meterhub.tariffs import service as tariffs
+        from meterhub.tariffs.pricing import PlanVersion
+
+        with self.app.app_context(), service_session() as s:
+            tariff = tariffs.create_tariff(s, self.group_id, f"Plan {self.marker}")
+            tariffs.add_version(s, tariff, datetime(2020, 1, 1, tzinfo=timezone.utc),
+                                PlanVersion("flat", tariffs.flat_prices(Decimal("0.60"))))
+            return tariff.id
+
     meter_id = property(lambda self: self.prepaid["meter_id"])
     account_id = property(lambda self: self.prepaid["account_id"])
     transfer_id = property(lambda self: self.prepaid["transfer_id"])

@@ -38,6 +38,8 @@ FOREIGN = {
     "meter_id": "meter_id",
     "transfer_id": "transfer_id",
     "channel_id": "payment_channel_id",
+    # price plans (webui/tariffs.py; made on first use)
+    "tariff_id": "tariff_id",
 }
 #: The same kinds, but in property P2 of the operator's own group (outside a P1-scoped operator).
 OTHER_PROPERTY = {"property_id": "property2_id", "room_id": "room2_id", "gateway_id": "gateway2_id",

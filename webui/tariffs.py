@@ -1,0 +1,453 @@
+"""Price plans (电价/费率方案) in the console: list, detail, create, add a version, assign.
+
+Rules (docs/money.md): a version is never edited; a change is a new version with a later effective date,
+so intervals already charged are never repriced. Plans belong to the group; assignments point at a
+property, building or room the operator can see (out-of-scope ids answer 404).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import wraps
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, available_timezones
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from meterhub.errors import ValidationError
+from meterhub.extensions import db
+from meterhub.tariffs import service as tariffs
+from meterhub.tariffs.models import PLAN_KINDS, RATES, Tariff, TariffAssignment, TariffVersion
+from meterhub.tariffs.pricing import DAY_MINUTES, MAX_PERIODS, TIER_KINDS, TOU_KINDS, PlanVersion
+from meterhub.tenants.models import Building, Property, Room
+from meterhub.tenants.scoping import get_or_404, has_permission, restrict
+
+from .util import permission_required, record
+
+bp = Blueprint("tariffs", __name__, url_prefix="/tariffs")
+
+DEFAULT_TZ = "Asia/Shanghai"
+UTILITIES = ("electricity", "water")
+ASSIGN_SCOPES = {"property": Property, "building": Building, "room": Room}
+#: Rate names accepted in period lines (English and Chinese 尖/峰/平/谷).
+RATE_ALIASES = {"sharp": "sharp", "peak": "peak", "flat": "flat", "valley": "valley",
+                "尖": "sharp", "峰": "peak", "平": "flat", "谷": "valley"}
+_PRICE_RE = re.compile(r"^\d{1,6}(?:\.\d+)?$")
+_USAGE_RE = re.compile(r"^\d{1,10}(?:\.\d+)?$")
+_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+MAX_TIERS = 20
+#: Seeing plans needs ``property.view`` and one of these: plans are commercial settings, so counter and field
+#: roles (cashier, electrician) do not see them; admins, managers, finance and auditors do.
+VIEW_ALSO_ONE_OF = ("tariff.manage", "report.view")
+
+
+def can_view_tariffs(operator=None) -> bool:
+    operator = operator or current_user
+    return has_permission(operator, "property.view") and any(has_permission(operator, p) for p in VIEW_ALSO_ONE_OF)
+
+
+def view_required(view):
+    """``property.view`` plus tariff.manage or report.view; otherwise 404 like every hidden page."""
+
+    @permission_required("property.view")
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not can_view_tariffs():
+            abort(404)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def rate_label(rate: str) -> str:
+    return {"sharp": _("Sharp (尖)"), "peak": _("Peak (峰)"), "flat": _("Flat (平)"), "valley": _("Valley (谷)")}.get(rate, rate)
+
+
+def kind_label(kind: str) -> str:
+    return {"flat": _("Flat"), "tou": _("Time of use"), "tiered": _("Tiered"),
+            "tiered_tou": _("Tiered + time of use")}.get(kind, kind)
+
+
+def utility_label(utility: str) -> str:
+    return {"electricity": _("Electricity"), "water": _("Water")}.get(utility, utility)
+
+
+def hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+# --- parsing (pure; raise ValidationError with a message per field) -------------------------------------------
+
+def parse_decimal(text: str, what: str, places: int, *, pattern: re.Pattern = _PRICE_RE, positive: bool = False) -> Decimal:
+    """A plain decimal number (no exponent, sign, NaN or float tricks) with at most ``places`` decimals."""
+    text = (text or "").strip()
+    if not text:
+        raise ValidationError(_("%(what)s is required.", what=what))
+    if not pattern.match(text):
+        raise ValidationError(_("%(what)s must be a plain number like 0.568, not %(value)s.", what=what, value=repr(text)))
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the pattern already guards
+        raise ValidationError(_("%(what)s must be a number.", what=what)) from None
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise ValidationError(_("%(what)s has more than %(n)d decimals: %(value)s.", what=what, n=places, value=text))
+    if positive and value <= 0:
+        raise ValidationError(_("%(what)s must be greater than 0.", what=what))
+    return value.quantize(Decimal(1).scaleb(-places))
+
+
+def parse_time(text: str, line_no: int, *, end: bool) -> int:
+    match = _TIME_RE.match(text.strip())
+    if not match:
+        raise ValidationError(_("Line %(n)d: %(value)s is not a time HH:MM.", n=line_no, value=repr(text.strip())))
+    hours, minutes = int(match.group(1)), int(match.group(2))
+    if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not end)):
+        raise ValidationError(_("Line %(n)d: %(value)s is not a time of day (00:00–24:00).", n=line_no,
+                                value=repr(text.strip())))
+    return hours * 60 + minutes
+
+
+def parse_periods(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Lines ``HH:MM-HH:MM rate`` tiling 00:00–24:00 exactly; 1–48 periods."""
+    periods = []
+    for line_no, raw in enumerate((text or "").splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        match = re.match(r"^(\S+)\s*[-–~]\s*(\S+)\s+(\S+)$", line)
+        if not match:
+            raise ValidationError(_("Line %(n)d: %(line)s should look like 08:00-11:00 peak.", n=line_no, line=repr(line)))
+        start = parse_time(match.group(1), line_no, end=False)
+        end = parse_time(match.group(2), line_no, end=True)
+        rate = RATE_ALIASES.get(match.group(3).lower())
+        if rate is None:
+            raise ValidationError(_("Line %(n)d: unknown rate %(rate)s; use sharp, peak, flat or valley (尖/峰/平/谷).",
+                                    n=line_no, rate=repr(match.group(3))))
+        if end <= start:
+            raise ValidationError(_("Line %(n)d: the period must end after it starts; enter a period across midnight "
+                                    "as two lines (e.g. 23:00-24:00 and 00:00-07:00).", n=line_no))
+        periods.append((start, end, rate))
+    if not periods:
+        raise ValidationError(_("Enter at least one period (00:00-24:00 flat for the whole day)."))
+    if len(periods) > MAX_PERIODS:
+        raise ValidationError(_("At most %(n)d periods, got %(got)d.", n=MAX_PERIODS, got=len(periods)))
+    periods.sort()
+    edge = 0
+    for start, end, _rate in periods:
+        if start > edge:
+            raise ValidationError(_("Gap: nothing covers %(a)s–%(b)s.", a=hhmm(edge), b=hhmm(start)))
+        if start < edge:
+            raise ValidationError(_("Overlap: the period starting at %(a)s overlaps the one ending at %(b)s.",
+                                    a=hhmm(start), b=hhmm(edge)))
+        edge = end
+    if edge != DAY_MINUTES:
+        raise ValidationError(_("Gap: nothing covers %(a)s–24:00.", a=hhmm(edge)))
+    return tuple(periods)
+
+
+def parse_tiers(text: str) -> tuple[tuple[Decimal, Decimal], ...]:
+    """Lines ``threshold surcharge``: ascending positive thresholds (usage per tier period), surcharge ≥ 0."""
+    tiers = []
+    for line_no, raw in enumerate((text or "").splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValidationError(_("Tier line %(n)d: %(line)s should look like 200 0.05 (threshold, surcharge).",
+                                    n=line_no, line=repr(line)))
+        lower = parse_decimal(parts[0], _("Tier line %(n)d: the threshold", n=line_no), 4, pattern=_USAGE_RE,
+                              positive=True)
+        surcharge = parse_decimal(parts[1], _("Tier line %(n)d: the surcharge", n=line_no), 6)
+        if tiers and lower <= tiers[-1][0]:
+            raise ValidationError(_("Tier line %(n)d: thresholds must be ascending and distinct.", n=line_no))
+        tiers.append((lower, surcharge))
+    if not tiers:
+        raise ValidationError(_("Enter at least one tier line (threshold surcharge)."))
+    if len(tiers) > MAX_TIERS:
+        raise ValidationError(_("At most %(n)d tiers.", n=MAX_TIERS))
+    return tuple(tiers)
+
+
+def parse_effective(day: str, at: str, tz: str) -> datetime:
+    """The effective moment: a local date (and time, default 00:00) in ``tz``, returned in UTC."""
+    if tz not in _timezones():
+        raise ValidationError(_("Unknown time zone %(tz)s.", tz=repr(tz)))
+    try:
+        local_day = date.fromisoformat((day or "").strip())
+    except ValueError:
+        raise ValidationError(_("The effective date must be a date like 2025-07-01.")) from None
+    at = (at or "").strip() or "00:00"
+    match = _TIME_RE.match(at)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValidationError(_("The effective time must look like 00:00."))
+    local = datetime.combine(local_day, time(int(match.group(1)), int(match.group(2))), ZoneInfo(tz))
+    return local.astimezone(timezone.utc)
+
+
+def _timezones() -> set[str]:
+    return available_timezones() | {DEFAULT_TZ}
+
+
+@dataclass
+class VersionForm:
+    kind: str = "flat"
+    effective_date: str = ""
+    effective_time: str = "00:00"
+    timezone: str = DEFAULT_TZ
+    prices: dict[str, str] = field(default_factory=dict)
+    periods: str = ""
+    tiers: str = ""
+    tier_period: str = "month"
+
+    @classmethod
+    def from_request(cls) -> VersionForm:
+        form = request.form
+        return cls(kind=form.get("kind", ""), effective_date=form.get("effective_date", ""),
+                   effective_time=form.get("effective_time", "00:00"), timezone=form.get("timezone", DEFAULT_TZ),
+                   prices={r: form.get(f"price_{r}", "") for r in RATES}, periods=form.get("periods", ""),
+                   tiers=form.get("tiers", ""), tier_period=form.get("tier_period", "month"))
+
+
+def build_version(form: VersionForm, utility: str) -> PlanVersion:
+    """The PlanVersion a form describes (ValidationError with a clear message otherwise)."""
+    if form.kind not in PLAN_KINDS:
+        raise ValidationError(_("Choose a plan kind: flat, time of use, tiered or tiered + time of use."))
+    if utility == "water" and form.kind not in ("flat", "tiered"):
+        raise ValidationError(_("A water plan is flat or tiered per m³."))
+    if form.kind in TOU_KINDS:
+        periods = parse_periods(form.periods)
+        used = {rate for _s, _e, rate in periods}
+        prices = {}
+        for rate in RATES:
+            text = form.prices.get(rate, "").strip()
+            if rate in used:
+                prices[rate] = parse_decimal(text, _("The %(rate)s price", rate=rate_label(rate)), 6)
+            elif text:
+                raise ValidationError(_("The %(rate)s price is set but no period uses that rate.", rate=rate_label(rate)))
+            else:
+                prices[rate] = Decimal("0.000000")
+    else:
+        periods = ((0, DAY_MINUTES, "flat"),)
+        prices = tariffs.flat_prices(parse_decimal(form.prices.get("flat", ""), _("The price"), 6))
+    tiers: tuple = ()
+    if form.kind in TIER_KINDS:
+        tiers = parse_tiers(form.tiers)
+        if form.tier_period not in ("month", "year"):
+            raise ValidationError(_("Tiers count usage per month or per year."))
+    return PlanVersion(form.kind, prices, periods, tiers, form.tier_period if form.kind in TIER_KINDS else "month")
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+def _display_tz() -> str:
+    """The time zone dates are shown and entered in: the selected property's, else Asia/Shanghai."""
+    property_id = session.get("property_id")
+    if property_id:
+        prop = db.session.execute(restrict(select(Property).where(Property.id == property_id), Property,
+                                           permission="property.view")).scalar()
+        if prop is not None and prop.timezone:
+            return prop.timezone
+    return DEFAULT_TZ
+
+
+def _tz_choices() -> list[str]:
+    zones = db.session.execute(restrict(select(Property.timezone).distinct(), Property,
+                                        permission="property.view")).scalars()
+    return sorted({DEFAULT_TZ, _display_tz(), *(z for z in zones if z)})
+
+
+def _visible_targets() -> dict[str, list]:
+    """Properties, buildings and rooms the operator may see (choices of the assignment form)."""
+    out = {}
+    for scope, model in ASSIGN_SCOPES.items():
+        order = (model.property_id, model.name) if model is Building else (model.property_id, model.number) \
+            if model is Room else (model.name,)
+        out[scope] = list(db.session.execute(restrict(select(model).order_by(*order), model,
+                                                      permission="property.view")).scalars())
+    return out
+
+
+def _target_label(scope: str, obj) -> str:
+    if scope == "room":
+        return f"{obj.label} {obj.name or ''}".strip()
+    return obj.name
+
+
+def _assignments(tariff_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """Visible assignments per plan as (scope label, object label); hidden ones are counted, not named."""
+    if not tariff_ids:
+        return {}
+    rows = db.session.execute(select(TariffAssignment).where(TariffAssignment.tariff_id.in_(tariff_ids))
+                              .order_by(TariffAssignment.scope, TariffAssignment.scope_id)).scalars().all()
+    labels: dict[tuple[str, int], str] = {}
+    for scope, model in ASSIGN_SCOPES.items():
+        ids = {r.scope_id for r in rows if r.scope == scope}
+        if ids:
+            for obj in db.session.execute(restrict(select(model).where(model.id.in_(ids)), model,
+                                                   permission="property.view")).scalars():
+                labels[(scope, obj.id)] = _target_label(scope, obj)
+    scope_names = {"property": _("Property"), "building": _("Building"), "room": _("Room"), "meter": _("Meter")}
+    out: dict[int, list[tuple[str, str]]] = {t: [] for t in tariff_ids}
+    hidden: dict[int, int] = {}
+    for row in rows:
+        label = labels.get((row.scope, row.scope_id))
+        if label is None:
+            hidden[row.tariff_id] = hidden.get(row.tariff_id, 0) + 1
+        else:
+            out[row.tariff_id].append((scope_names.get(row.scope, row.scope), label))
+    for tariff_id, count in hidden.items():
+        out[tariff_id].append(("", _("%(n)d outside your properties", n=count)))
+    return out
+
+
+def _current_versions(tariff_ids: list[int]) -> dict[int, TariffVersion]:
+    if not tariff_ids:
+        return {}
+    now = datetime.now(timezone.utc)
+    newest = (select(TariffVersion.tariff_id, func.max(TariffVersion.effective_from).label("at"))
+              .where(TariffVersion.tariff_id.in_(tariff_ids), TariffVersion.effective_from <= now)
+              .group_by(TariffVersion.tariff_id).subquery())
+    rows = db.session.execute(select(TariffVersion).join(newest, (TariffVersion.tariff_id == newest.c.tariff_id)
+                                                         & (TariffVersion.effective_from == newest.c.at))).scalars()
+    return {v.tariff_id: v for v in rows}
+
+
+def _newest_version(tariff: Tariff) -> TariffVersion | None:
+    return db.session.execute(select(TariffVersion).where(TariffVersion.tariff_id == tariff.id)
+                              .order_by(TariffVersion.effective_from.desc()).limit(1)).scalar()
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict:
+    return {"tariff_rate_label": rate_label, "tariff_kind_label": kind_label, "tariff_utility_label": utility_label,
+            "tariff_hhmm": hhmm, "can_view_tariffs": lambda: current_user.is_authenticated and can_view_tariffs()}
+
+
+# --- views ----------------------------------------------------------------------------------------------------
+
+@bp.route("/")
+@view_required
+def index():
+    plans = db.session.execute(select(Tariff).order_by(Tariff.utility, Tariff.name)).scalars().all()
+    ids = [t.id for t in plans]
+    return render_template("tariffs/index.html", plans=plans, current=_current_versions(ids),
+                           assignments=_assignments(ids), tz=ZoneInfo(_display_tz()), tz_name=_display_tz())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission_required("tariff.manage")
+def create():
+    name, utility, error = "", "electricity", None
+    if request.method == "POST":
+        name = request.form.get("name", "").strip()
+        utility = request.form.get("utility", "")
+        try:
+            if not name or len(name) > 100:
+                raise ValidationError(_("Enter a name of 1 to 100 characters."))
+            if utility not in UTILITIES:
+                raise ValidationError(_("Choose electricity or water."))
+            if db.session.execute(select(Tariff.id).where(Tariff.name == name)).first():
+                raise ValidationError(_("A price plan named %(name)s exists already.", name=repr(name)))
+            tariff = tariffs.create_tariff(db.session, current_user.group_id, name, utility)
+            record("tariff.created", tariff, {"name": name, "utility": utility})
+            db.session.commit()
+        except ValidationError as err:
+            db.session.rollback()
+            error = str(err)
+        else:
+            flash(_("Price plan created. Add its first version."), "ok")
+            return redirect(url_for("tariffs.add_version", tariff_id=tariff.id))
+    return render_template("tariffs/new.html", name=name, utility=utility, utilities=UTILITIES, error=error), \
+        (400 if error else 200)
+
+
+@bp.route("/<int:tariff_id>")
+@view_required
+def detail(tariff_id: int):
+    tariff = get_or_404(Tariff, tariff_id)
+    versions = list(reversed(tariff.versions))
+    current = _current_versions([tariff.id]).get(tariff.id)
+    tz_name = _display_tz()
+    return render_template("tariffs/detail.html", tariff=tariff, versions=versions, current=current,
+                           assignments=_assignments([tariff.id])[tariff.id], targets=_visible_targets(),
+                           target_label=_target_label, tz=ZoneInfo(tz_name), tz_name=tz_name, rates=RATES,
+                           tier_kinds=TIER_KINDS, tou_kinds=TOU_KINDS)
+
+
+@bp.route("/<int:tariff_id>/versions/new", methods=["GET", "POST"])
+@permission_required("tariff.manage")
+def add_version(tariff_id: int):
+    tariff = get_or_404(Tariff, tariff_id)
+    newest = _newest_version(tariff)
+    error = None
+    if request.method == "POST":
+        form = VersionForm.from_request()
+        try:
+            plan = build_version(form, tariff.utility)
+            effective = parse_effective(form.effective_date, form.effective_time, form.timezone)
+            if newest is not None and effective <= newest.effective_from:
+                shown = newest.effective_from.astimezone(ZoneInfo(form.timezone)).strftime("%Y-%m-%d %H:%M")
+                raise ValidationError(_("The effective date must be after the newest version's (%(at)s %(tz)s): "
+                                        "versions are never edited and the past is never repriced.",
+                                        at=shown, tz=form.timezone))
+            assigned = db.session.execute(select(TariffAssignment.id).where(
+                TariffAssignment.tariff_id == tariff.id)).first()
+            if assigned and effective < datetime.now(timezone.utc):
+                raise ValidationError(_("This plan is in use: a new version must take effect now or later, "
+                                        "the past is never repriced."))
+            version = tariffs.add_version(db.session, tariff, effective, plan)
+            record("tariff.version_added", tariff, {
+                "version_id": version.id, "effective_from": effective.isoformat(), "timezone": form.timezone,
+                "kind": plan.kind, "prices": {r: str(p) for r, p in plan.prices.items()},
+                "periods": [[s, e, r] for s, e, r in plan.periods] if plan.kind in TOU_KINDS else [],
+                "tiers": [[str(lo), str(sc)] for lo, sc in plan.tiers], "tier_period": plan.tier_period,
+            })
+            db.session.commit()
+        except ValidationError as err:
+            db.session.rollback()
+            error = str(err)
+        else:
+            flash(_("Version added."), "ok")
+            return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
+    else:
+        form = VersionForm(kind="flat", timezone=_display_tz(),
+                           periods="00:00-08:00 valley\n08:00-12:00 peak\n12:00-17:00 flat\n17:00-21:00 peak\n"
+                                   "21:00-24:00 flat")
+    return render_template("tariffs/version.html", tariff=tariff, form=form, newest=newest, error=error,
+                           kinds=PLAN_KINDS if tariff.utility == "electricity" else ("flat", "tiered"),
+                           rates=RATES, timezones=_tz_choices(), max_periods=MAX_PERIODS), (400 if error else 200)
+
+
+@bp.route("/<int:tariff_id>/assign", methods=["POST"])
+@permission_required("tariff.manage")
+def assign(tariff_id: int):
+    tariff = get_or_404(Tariff, tariff_id)
+    scope, _sep, raw_id = request.form.get("target", "").partition(":")
+    model = ASSIGN_SCOPES.get(scope)
+    if model is None or not raw_id.isdigit():
+        flash(_("Choose a property, building or room."), "error")
+        return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
+    target = get_or_404(model, int(raw_id), "property.view")
+    if _newest_version(tariff) is None:
+        flash(_("Add a version with prices before assigning this plan."), "error")
+        return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
+    previous = db.session.execute(select(TariffAssignment.tariff_id).where(
+        TariffAssignment.scope == scope, TariffAssignment.scope_id == target.id,
+        TariffAssignment.utility == tariff.utility)).scalar()
+    try:
+        tariffs.assign(db.session, current_user.group_id, scope, target.id, tariff)
+    except ValidationError as err:  # pragma: no cover - scope is checked above
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
+    record("tariff.assigned", tariff, {"scope": scope, "scope_id": target.id, "utility": tariff.utility,
+                                       "previous_tariff_id": previous})
+    db.session.commit()
+    flash(_("%(plan)s now applies to %(target)s.", plan=tariff.name, target=_target_label(scope, target)), "ok")
+    return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
