@@ -55,7 +55,7 @@ def _where(message) -> str:
 def extracted(tmp_path_factory):
     """The messages of the sources as they are now (not the committed messages.pot)."""
     pot = tmp_path_factory.mktemp("i18n") / "messages.pot"
-    subprocess.run([*PYBABEL, "-q", "extract", "-F", str(BABEL_CFG), "-k", "_l", "-k", "lazy_gettext",
+    subprocess.run([*PYBABEL, "-q", "extract", "-F", str(BABEL_CFG), "-k", "_l", "-k", "lazy_gettext", "-k", "lazy_pgettext:1c,2",
                     "-o", str(pot), "."], cwd=ROOT, check=True)
     return _read_po(pot)
 

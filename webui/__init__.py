@@ -42,14 +42,18 @@ def menu_items(operator: Operator) -> list:
 
 def register_web(app: Flask) -> None:
     """Blueprints, the user loader, error pages and template helpers."""
-    from . import admin, audit, auth, console, devices, payment_channels, settings
+    from . import admin, audit, auth, console, devices, payment_channels, settings, tariffs
 
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
 
-    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp):
+    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp, tariffs.bp):
         app.register_blueprint(blueprint)
+
+    from .labels import label
+
+    app.add_template_filter(label, "label")
 
     @app.before_request
     def _reset_group() -> None:

@@ -41,7 +41,9 @@ def login():
     try:
         throttle.check(username, client_ip())
     except RateLimited as err:
-        return render_template("auth/login.html", error=str(err), username=username), 429
+        message = _("Too many failed sign-ins. Try again in %(minutes)d minutes or ask your group admin to reset "
+                    "your password.", minutes=err.retry_after // 60 + 1)
+        return render_template("auth/login.html", error=message, username=username), 429
     target = lookup(db.session, username) if username else None
     operator = None
     if target is not None:

@@ -52,7 +52,7 @@ def test_batch_created_and_cancelled_from_the_console(client, operator, group):
                                                "action": "read_now", "meter_ids": "", "at": "2099-01-01T08:00"})
     assert response.status_code == 302 and "/batch/" in response.location
     page = client.get(response.location).get_data(as_text=True)
-    assert "scheduled" in page
+    assert "Scheduled" in page
     batch_url = response.location.split("localhost")[-1]
     assert client.post(f"{batch_url}/cancel", data={"csrf_token": token}).status_code == 302
-    assert "cancelled" in client.get(batch_url).get_data(as_text=True)
+    assert "Cancelled" in client.get(batch_url).get_data(as_text=True)

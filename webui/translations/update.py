@@ -20,7 +20,7 @@ TRANSLATIONS = ROOT / "webui" / "translations"
 BABEL_CFG = ROOT / "webui" / "babel.cfg"
 POT = TRANSLATIONS / "messages.pot"
 LOCALES = ("zh_Hans_CN",)  # what Babel makes of "zh_CN" (Locale.parse); Flask-Babel looks for this folder
-KEYWORDS = ("_l", "lazy_gettext")
+KEYWORDS = ("_l", "lazy_gettext", "lazy_pgettext:1c,2")
 
 
 def pybabel(*args: str) -> None:

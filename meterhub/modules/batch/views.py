@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -41,7 +42,7 @@ def _enqueue(command_ids: list[int]) -> None:
     try:
         enqueue(command_ids)
     except Exception:  # Redis down: the periodic dispatcher re-enqueues queued commands
-        flash("Commands are queued; the dispatcher will send them when the queue is reachable.", "warning")
+        flash(_("Commands are queued; the dispatcher will send them when the queue is reachable."), "warning")
 
 
 def _criteria(form) -> dict:  # noqa: ANN001

@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import or_, select, text
 
@@ -124,7 +125,7 @@ def _money(action, permission: str, account_id: int):
         flash(str(err), "error")
         return redirect(url_for("prepaid.account", account_id=acc.id))
     notify_balance(acc.group_id, acc.id, result.balance)
-    flash(f"OK · balance {result.balance}", "ok")
+    flash(_("Done. Balance: %(balance)s", balance=result.balance), "ok")
     return redirect(url_for("prepaid.receipt", transfer_id=result.transfer_id))
 
 
@@ -246,7 +247,7 @@ def _manage(action, acc: PrepaidAccount):
     try:
         action()
         db.session.commit()
-        flash("OK", "ok")
+        flash(_("Saved."), "ok")
     except (MeterhubError, ValueError) as err:
         db.session.rollback()
         flash(str(err), "error")
