@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
@@ -72,7 +74,26 @@ _PERIOD_SQL = {"day": "YYYY-MM-DD", "month": "YYYY-MM", "year": "YYYY"}
 
 
 def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterator[tuple]:
-    """The same rows as :func:`_aggregate`, summed by the database from the rollup tables."""
+    """The same rows as :func:`_aggregate`, summed by the database from the rollup tables.
+
+    A meter-level report whose periods are the rollup's own buckets (daily from ``usage_daily``, monthly from
+    ``usage_monthly``) usually has one bucket per meter and period, so the database returns the bucket rows
+    shaped as report rows without grouping them (:func:`_bucket_rows`); if any period holds more than one
+    bucket of a meter (buckets not at the report time zone's midnight: property in another zone, zone
+    changed) the grouped query below runs instead, so the numbers are the same either way.
+    """
+    if not meters:
+        return
+    if f.level == "meter" and f.granularity == bucket:
+        rows = _bucket_rows(session, meters, f, bucket)
+        if rows is not None:
+            yield from rows
+            return
+    yield from _grouped_sql(session, meters, f, bucket)
+
+
+def _grouped_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> Iterator[tuple]:
+    """Rows summed per level key and period by the database (GROUP BY), in the order of ``meters``."""
     if not meters:
         return
     labels: dict[tuple, tuple] = {}
@@ -87,18 +108,62 @@ def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, b
            f"%(tz)s), '{_PERIOD_SQL[f.granularity]}'), coalesce(sum({water}), 0), {rates} "
            f"FROM {query.BUCKETS[bucket]} u JOIN meters m ON m.id = u.meter_id LEFT JOIN rooms r ON r.id = m.room_id "
            "WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s AND u.bucket < %(end)s GROUP BY 1, 2, 3")
+    rows = _fetch(session, sql, f, meters)
+    rows.sort(key=lambda r: (order[(r[0], r[1])], r[2]))
+    for row in rows:
+        yield (row[2], *labels[(row[0], row[1])], *row[3:])
+
+
+def _fetch(session: Session, sql: str, f: ReportFilter, meters: list[MeterInfo]) -> list[tuple]:
     # The DB-API cursor of the session's own connection (same transaction, same RLS setting): plain tuples,
     # without a Row object per result row, which matters at tens of thousands of rows.
     cursor = session.connection().connection.cursor()
     try:
         cursor.execute(sql, {"tz": f.timezone, "ids": [m.id for m in meters], "start": f.start_at(),
                              "end": f.end_at()})
-        rows = cursor.fetchall()
+        return cursor.fetchall()
     finally:
         cursor.close()
-    rows.sort(key=lambda r: (order[(r[0], r[1])], r[2]))
-    for row in rows:
-        yield (row[2], *labels[(row[0], row[1])], *row[3:])
+
+
+def _bucket_rows(session: Session, meters: list[MeterInfo], f: ReportFilter,
+                 bucket: str) -> Iterator[tuple] | None:
+    """Meter-level rows straight from the rollup buckets (a sum over one bucket is that bucket's value), or
+    None when some meter has two buckets in one period (then only the grouped query gives the right sums).
+
+    The period label and whether the bucket starts its period are computed once per distinct bucket (a
+    LATERAL subquery the planner memoizes: ~30 evaluations instead of 30,000 for a month of days). A bucket
+    at the start of its period is the only one its meter can have in that period.
+    """
+    period = f"date_trunc('{f.granularity}', u.bucket AT TIME ZONE %(tz)s)"
+    water = "m.utility = 'water'"
+    rates = ", ".join(f"CASE WHEN {water} THEN 0 ELSE coalesce(u.energy_{r}_kwh, 0) END" for r in RATES)
+    sql = (f"SELECT u.meter_id, p.label, p.aligned, "
+           f"coalesce(CASE WHEN {water} THEN u.water_m3 ELSE u.energy_kwh END, 0), {rates} "
+           f"FROM {query.BUCKETS[bucket]} u JOIN meters m ON m.id = u.meter_id "
+           f"CROSS JOIN LATERAL (SELECT to_char({period}, '{_PERIOD_SQL[f.granularity]}') AS label, "
+           f"u.bucket = {period} AT TIME ZONE %(tz)s AS aligned OFFSET 0) p "
+           "WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s AND u.bucket < %(end)s "
+           "ORDER BY u.meter_id, u.bucket")
+    rows = _fetch(session, sql, f, meters)
+    if not all(map(_ALIGNED, rows)) and len(set(map(_METER_PERIOD, rows))) != len(rows):
+        return None
+    return _in_meter_order(rows, meters)
+
+
+def _in_meter_order(rows: list[tuple], meters: list[MeterInfo]) -> Iterator[tuple]:
+    """Bucket rows (ordered by meter id, then bucket) as report rows in the order of ``meters``."""
+    by_meter = {meter_id: list(group) for meter_id, group in groupby(rows, _METER)}
+    del rows
+    for m in meters:
+        label = (m.property, m.building, m.room, m.name, m.utility)
+        for row in by_meter.pop(m.id, ()):
+            yield (row[1], *label, *row[3:])
+
+
+_METER = itemgetter(0)
+_METER_PERIOD = itemgetter(0, 1)
+_ALIGNED = itemgetter(2)
 
 
 def _aggregate(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterator[tuple]:

@@ -1,0 +1,73 @@
+"""The meter-level fast path of the usage report (rollup buckets returned as report rows, no GROUP BY) gives
+exactly the rows of the grouped query and of the rollups API path, and falls back when a period holds two
+buckets of a meter."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+
+from meterhub.db import service_session
+from meterhub.reports import usage
+from meterhub.reports.filters import ReportFilter, selected_meters
+from tests.reports.test_usage_reports import put_daily, usage_site  # noqa: F401  (fixture)
+
+TZ = ZoneInfo("Asia/Shanghai")
+D = Decimal
+
+
+def _filter(site, **kw) -> ReportFilter:
+    return ReportFilter(**{"group_id": site.group_id, "start": date(2025, 1, 1), "end": date(2027, 1, 1), **kw})
+
+
+def _three_ways(s, f: ReportFilter) -> tuple[list, list, list | None]:
+    bucket = "day" if f.granularity == "day" else "month"
+    meters = selected_meters(s, f)
+    fast = usage._bucket_rows(s, meters, f, bucket)
+    return (list(usage._aggregate(s, meters, f, bucket, f.tz)), list(usage._grouped_sql(s, meters, f, bucket)),
+            None if fast is None else list(fast))
+
+
+def _types(rows) -> list[tuple]:
+    return [tuple(type(v) for v in r) for r in rows]
+
+
+@pytest.mark.parametrize("granularity", ["day", "month"])
+@pytest.mark.parametrize("timezone", ["Asia/Shanghai", "UTC"])
+def test_fast_path_equals_grouped_and_api_paths(app, usage_site, granularity, timezone):
+    site = usage_site
+    with app.app_context(), service_session() as s:
+        # a water meter too: its total is m³ and its TOU columns are zero
+        s.execute(text("UPDATE meters SET utility = 'water' WHERE id = :m"), {"m": site.meters[1]})
+        s.execute(text("UPDATE usage_daily SET water_m3 = 1.25 WHERE meter_id = :m"), {"m": site.meters[1]})
+        s.execute(text("UPDATE usage_monthly SET water_m3 = 1.25 WHERE meter_id = :m"), {"m": site.meters[1]})
+        f = _filter(site, granularity=granularity, timezone=timezone)
+        api, grouped, fast = _three_ways(s, f)
+        assert fast is not None and api
+        assert fast == grouped == api
+        assert [tuple(map(str, r)) for r in fast] == [tuple(map(str, r)) for r in grouped]  # same scale
+        assert _types(fast) == _types(grouped)
+        assert list(usage.usage_rows(s, f)) == fast
+    water = [r for r in fast if r[5] == "water"]
+    assert water and all(r[7:] == (0, 0, 0, 0) for r in water)
+
+
+def test_two_buckets_of_a_meter_in_one_period_fall_back_to_the_sums(app, usage_site):
+    site = usage_site
+    with app.app_context(), service_session() as s:
+        # a second bucket on 2026-03-01 (noon): the day's row is the sum of both buckets
+        s.execute(text(
+            "INSERT INTO usage_daily (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
+            "energy_flat_kwh, energy_valley_kwh, readings, resets) VALUES (:g, :m, :b, 1.5, 0, 0.5, 1, 0, 4, 0)"),
+            {"g": site.group_id, "m": site.meters[0], "b": datetime(2026, 3, 1, 12, tzinfo=TZ)})
+        f = _filter(site, start=date(2026, 3, 1), end=date(2026, 4, 1))
+        api, grouped, fast = _three_ways(s, f)
+        assert fast is None
+        rows = list(usage.usage_rows(s, f))
+    assert rows == grouped == api
+    first = rows[0]
+    assert first[0] == "2026-03-01" and first[6:] == (D("11.5"), D(1), D("3.5"), D(5), D(2))
