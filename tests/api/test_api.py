@@ -120,6 +120,19 @@ def test_commands_are_queued_and_audited(app, client, group, site):
                        headers=bearer(token)).status_code == 422
 
 
+def test_switching_a_meter_without_a_relay_is_refused_clearly(app, client, group, site):
+    from meterhub.devices.models import Device, Meter
+
+    with app.app_context(), service_session() as s:
+        meter = s.get(Meter, site.meter_id)
+        s.get(Device, meter.device_id).config = {"variant": "dtsd1352"}  # metering only
+    token = make_token(app, group, "electrician", scopes=("read", "commands"))
+    for kind in ("switch_off", "keep_power"):
+        response = client.post(f"/api/v1/meters/{site.meter_id}/commands", json={"kind": kind}, headers=bearer(token))
+        assert response.status_code == 422, response.get_json()
+        assert "cannot" in response.get_json()["error"]["message"] or "no keep-power" in response.get_json()["error"]["message"]
+
+
 def test_revoked_and_expired_tokens_stop_working(app, client, group):
     from meterhub.api import tokens
     from meterhub.api.models import ApiToken

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ...commands.models import OPEN_STATES, Command
 from ...commands.service import create_command
 from ...devices.models import Meter
+from ...errors import ValidationError
 from .models import MeterState, PrepaidAccount
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ def set_desired(session: Session, meter: Meter, closed: bool, *, actor: str, ope
     meter.relay_desired = closed
     kind, params = relay_command(meter, closed)
     if not can_actuate(session, meter, kind):
+        if source in ("operator", "batch"):  # somebody asked for it: say why it cannot happen
+            raise ValidationError(f"meter {meter.id}: its device cannot {kind.replace('_', ' ')} "
+                                  "(no relay or valve in this model/variant)", {"kind": "unsupported"})
         log.info("meter %s has no %s on its device: desired state stored, no command", meter.id, kind)
         return None
     return create_command(session, meter, kind, params, source=source, actor=actor, operator_id=operator_id)
@@ -115,6 +119,8 @@ def evaluate_accounts(session: Session, account_ids: Sequence[int], *, actor: st
 
 def keep_power(session: Session, meter: Meter, on: bool, *, actor: str, operator_id: int | None = None) -> Command:
     """保电 on: never trip this meter (relay closed); off = resume prepaid (恢复预付费): the balance decides."""
+    if not can_actuate(session, meter, "keep_power"):
+        raise ValidationError(f"meter {meter.id}: its device has no keep-power (保电) control", {"kind": "unsupported"})
     meter.keep_power = on
     if on:
         meter.relay_desired = True
