@@ -79,8 +79,9 @@ def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, b
     A meter-level report whose periods are the rollup's own buckets (daily from ``usage_daily``, monthly from
     ``usage_monthly``) usually has one bucket per meter and period, so the database returns the bucket rows
     shaped as report rows without grouping them (:func:`_bucket_rows`); if any period holds more than one
-    bucket of a meter (buckets not at the report time zone's midnight: property in another zone, zone
-    changed) the grouped query below runs instead, so the numbers are the same either way.
+    bucket of a meter (only possible when buckets do not start a period in the report's time zone: property
+    in another zone, zone changed) the grouped query (:func:`_grouped_sql`) runs instead, so the numbers are
+    the same either way (tests/reports/test_usage_perf_shape.py).
     """
     if not meters:
         return

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from meterhub.db import service_session
 from meterhub.reports import usage
 from meterhub.reports.filters import ReportFilter, selected_meters
-from tests.reports.test_usage_reports import put_daily, usage_site  # noqa: F401  (fixture)
+from tests.reports.test_usage_reports import usage_site  # noqa: F401  (the fixture)
 
 TZ = ZoneInfo("Asia/Shanghai")
 D = Decimal
