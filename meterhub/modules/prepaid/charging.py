@@ -51,6 +51,7 @@ def charge_new_intervals(session: Session, *, meter_ids: list[int] | None = None
     session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": RUN_LOCK[0], "b": RUN_LOCK[1]})
     session.execute(text("DROP TABLE IF EXISTS _chg"))
     session.execute(text("SET LOCAL jit = off"))  # compiling this wide query costs seconds, running it less
+    session.execute(text("SET LOCAL work_mem = '64MB'"))  # the per-meter window sorts stay in memory
     steps = [("build", q.BUILD, {"meter_ids": meter_ids, "until": until or utcnow()}), ("analyze", "ANALYZE _chg", {}),
              ("revenue", q.REVENUE_ACCOUNTS, {}), ("transfers", q.TRANSFERS, params), ("charges", q.CHARGES, params),
              ("entries", q.ENTRIES, params), ("state", q.STATE, {}), ("resets", q.RESET_EVENTS, {})]

@@ -70,7 +70,7 @@ WITH st AS (
          date_trunc(CASE WHEN tier_period = 'year' THEN 'year' ELSE 'month' END, lt0)::date AS period,
          bool_and(version_id IS NOT NULL OR note <> '') OVER (PARTITION BY meter_id) AS priceable
   FROM iv2
-), pcum AS (
+), pcum AS MATERIALIZED (
   -- seconds of each rate from local midnight to the start of each period (periods tile the day)
   SELECT tp.version_id, tp.start_minute * 60 AS s0, tp.end_minute * 60 AS s1, tp.rate,
          coalesce(sum(CASE WHEN tp.rate = 'sharp' THEN tp.end_minute - tp.start_minute END) OVER w, 0) * 60 AS c_sharp,
@@ -85,10 +85,19 @@ WITH st AS (
   FROM tariff_periods tp WHERE tp.version_id IN (SELECT id FROM ver)
   WINDOW w AS (PARTITION BY tp.version_id ORDER BY tp.start_minute ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
          v AS (PARTITION BY tp.version_id)
-), ends AS (
+), ends AS MATERIALIZED (
+  -- both ends of every time-split interval: local time and seconds since local midnight. MATERIALIZED (with
+  -- pcum): otherwise the planner nests the VALUES lateral inside a loop over intervals x periods (1.4M rows
+  -- for 100k meters and 14 periods); computed once, the ends are joined to pcum by version (~1 s less).
+  SELECT i.meter_id, i.t1, i.version_id, e.sign, e.lt, e.x
+  FROM iv3 i
+  CROSS JOIN LATERAL (VALUES (-1, i.lt0, extract(epoch FROM i.lt0 - date_trunc('day', i.lt0))),
+                             (1, i.lt1, extract(epoch FROM i.lt1 - date_trunc('day', i.lt1)))) e(sign, lt, x)
+  WHERE i.priceable AND i.note = '' AND i.kind IN ('tou', 'tiered_tou') AND NOT i.use_regs
+), g AS (
   -- G_r(lt): seconds of rate r from local 2000-01-01 00:00 to lt; an interval's seconds per rate are
   -- G_r(lt1) - G_r(lt0) (the same as summing its overlaps with every period of every day it spans).
-  SELECT i.meter_id, i.t1, e.sign,
+  SELECT e.meter_id, e.t1, e.sign,
          (e.lt::date - DATE '2000-01-01') * p.d_sharp + p.c_sharp
            + CASE WHEN p.rate = 'sharp' THEN e.x - p.s0 ELSE 0 END AS g_sharp,
          (e.lt::date - DATE '2000-01-01') * p.d_peak + p.c_peak
@@ -97,16 +106,12 @@ WITH st AS (
            + CASE WHEN p.rate = 'flat' THEN e.x - p.s0 ELSE 0 END AS g_flat,
          (e.lt::date - DATE '2000-01-01') * p.d_valley + p.c_valley
            + CASE WHEN p.rate = 'valley' THEN e.x - p.s0 ELSE 0 END AS g_valley
-  FROM iv3 i
-  CROSS JOIN LATERAL (VALUES (-1, i.lt0, extract(epoch FROM i.lt0 - date_trunc('day', i.lt0))),
-                             (1, i.lt1, extract(epoch FROM i.lt1 - date_trunc('day', i.lt1)))) e(sign, lt, x)
-  JOIN pcum p ON p.version_id = i.version_id AND e.x >= p.s0 AND e.x < p.s1
-  WHERE i.priceable AND i.note = '' AND i.kind IN ('tou', 'tiered_tou') AND NOT i.use_regs
+  FROM ends e JOIN pcum p ON p.version_id = e.version_id AND e.x >= p.s0 AND e.x < p.s1
 ), split AS (
   SELECT meter_id, t1, sum(sign * g_sharp) AS s_sharp, sum(sign * g_peak) AS s_peak, sum(sign * g_flat) AS s_flat,
          sum(sign * g_valley) AS s_valley,
          sum(sign * (g_sharp + g_peak + g_flat + g_valley)) AS s_total
-  FROM ends GROUP BY meter_id, t1
+  FROM g GROUP BY meter_id, t1
 ), used AS (
   SELECT i.*, s.s_sharp, s.s_peak, s.s_flat, s.s_valley, s.s_total,
          CASE WHEN i.note <> '' THEN 0
