@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "PAGE_SIZE": 50,
+    "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # uploads (QR photos, Excel) larger than this answer 413
 }
 
 

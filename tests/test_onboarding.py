@@ -203,3 +203,13 @@ def test_garbage_upload_is_rejected(client, operator):
     response = client.post("/devices/import", data={"csrf_token": token, "file": (io.BytesIO(b"PK\x03\x04junk"), "x.xlsx")},
                            content_type="multipart/form-data")
     assert response.status_code == 422 and "not an xlsx workbook" in response.get_data(as_text=True)
+
+
+def test_oversized_upload_is_refused_before_it_is_read(app, client, operator):
+    operator("property_manager")
+    token = csrf_token(client, "/devices/import")
+    app.config["MAX_CONTENT_LENGTH"] = 100 * 1024  # small, so the test client does not spool to a temp file
+    big = io.BytesIO(b"0" * (200 * 1024))
+    response = client.post("/devices/import", data={"csrf_token": token, "file": (big, "big.xlsx")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413 and "larger than 100 KB" in response.get_data(as_text=True)

@@ -105,6 +105,16 @@ def register_web(app: Flask) -> None:
             "errors/error.html", code=400, message=_("The form expired or was not sent from this site. Reload the page and try again.")
         ), 400
 
+    @app.errorhandler(413)
+    def _too_large(_err):  # noqa: ANN001, ANN202
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 2**10} KB"
+        if request.path.startswith("/api/"):
+            return {"error": {"code": "too_large", "message": f"The request is larger than {size}.",
+                              "fields": {}}}, 413
+        return render_template("errors/error.html", code=413,
+                               message=_("The upload is larger than %(size)s.", size=size)), 413
+
     @app.errorhandler(403)
     def _forbidden(_err):  # noqa: ANN001, ANN202
         return render_template("errors/error.html", code=403, message=_("You do not have permission for this action.")), 403
