@@ -68,7 +68,7 @@ def make_readings(group: int, meter_ids: list[int], per_meter: int, offset: int)
 
 
 def raw_copy(admin_url: str, rows: list[Reading], batch: int) -> float:
-    """Seconds to encode and COPY ``rows`` into ``readings_raw`` (same columns, keys, indexes, foreign keys)."""
+    """Seconds to encode and COPY ``rows`` into ``readings_raw`` (same columns, keys, indexes, foreign key)."""
     engine = create_engine(admin_url)
     raw = engine.raw_connection()
     start = time.perf_counter()
@@ -94,8 +94,9 @@ def main() -> None:
         group, meter_ids = make_fleet(admin_url, args.meters)
         with create_engine(admin_url).begin() as conn:
             conn.execute(text("CREATE TABLE readings_raw (LIKE readings INCLUDING ALL)"))
-            conn.execute(text("ALTER TABLE readings_raw ADD FOREIGN KEY (meter_id) REFERENCES meters (id), "
-                              "ADD FOREIGN KEY (group_id) REFERENCES groups (id)"))
+            # The same foreign key as ``readings`` (migration 0009: one composite key to meters).
+            conn.execute(text("ALTER TABLE readings_raw ADD FOREIGN KEY (meter_id, group_id) "
+                              "REFERENCES meters (id, group_id) ON DELETE CASCADE"))
         engine = create_engine(service_url(admin_url), pool_size=2)
         ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False)  # warm-up
         rows = make_readings(group, meter_ids, args.per_meter, 0)
