@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--per-meter", type=int, default=200)
     parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2, help="batches in flight at once (ingest's default: 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with throwaway_database() as admin_url:
@@ -97,16 +98,16 @@ def main() -> None:
             # The same foreign key as ``readings`` (migration 0009: one composite key to meters).
             conn.execute(text("ALTER TABLE readings_raw ADD FOREIGN KEY (meter_id, group_id) "
                               "REFERENCES meters (id, group_id) ON DELETE CASCADE"))
-        engine = create_engine(service_url(admin_url), pool_size=2)
+        engine = create_engine(service_url(admin_url), pool_size=max(2, args.workers))
         ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False)  # warm-up
         rows = make_readings(group, meter_ids, args.per_meter, 0)
         n = len(rows)
         raw_s = raw_copy(admin_url, rows, args.batch)
         start = time.perf_counter()
-        result = ingest(rows, engine=engine, batch_size=args.batch, notify=False)
+        result = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
         ours_s = time.perf_counter() - start
         start = time.perf_counter()
-        again = ingest(rows, engine=engine, batch_size=args.batch, notify=False)
+        again = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
         dup_s = time.perf_counter() - start
         start = time.perf_counter()
         encode_rows(rows)
@@ -120,12 +121,13 @@ def main() -> None:
         {"path": "meterhub re-ingest (all duplicates)", "rows": n, "seconds": dup_s, "rows_per_s": n / dup_s},
         {"path": "encoding only (Python)", "rows": n, "seconds": encode_s, "rows_per_s": n / encode_s},
     ]
-    print_table(f"Ingest, {args.meters} meters x {args.per_meter} readings, batch {args.batch}", table)
+    print_table(f"Ingest, {args.meters} meters x {args.per_meter} readings, batch {args.batch}, "
+                f"{args.workers} batches in flight", table)
     ratio = raw_s / ours_s
     log.info("ingest / plain COPY throughput ratio: %.2f (goal >= 0.8); ingest %.0f readings/s (goal >= 100,000)",
              ratio, n / ours_s)
     write_results("ingest", {
-        "rows": n, "meters": args.meters, "batch": args.batch,
+        "rows": n, "meters": args.meters, "batch": args.batch, "workers": args.workers,
         "plain_copy_rows_per_s": round(n / raw_s), "ingest_rows_per_s": round(n / ours_s),
         "reingest_rows_per_s": round(n / dup_s), "encode_rows_per_s": round(n / encode_s),
         "ratio_vs_plain_copy": round(ratio, 3), "goals": {"rows_per_s": 100_000, "ratio": 0.8},

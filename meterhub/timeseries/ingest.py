@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -255,11 +256,14 @@ _CREATE_STAGING = (
     f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
     f"SELECT {_COLS} FROM readings WITH NO DATA"
 )
+# Rows go in key order, so two batches in flight that share readings take their locks in the same order
+# (no deadlock between them); the primary key index is also filled in order.
 _MERGE = f"""
 WITH ins AS (
   INSERT INTO readings ({_COLS})
   SELECT {", ".join("s." + c for c in COLUMNS)} FROM {STAGING} s
   JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
+  ORDER BY s.meter_id, s.ts
   ON CONFLICT (meter_id, ts) DO NOTHING
   RETURNING group_id, meter_id
 )
@@ -382,10 +386,13 @@ def _chunks(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
 
 
 def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_size: int = 20_000,
-           notify: bool = True) -> IngestResult:
+           notify: bool = True, workers: int = 2) -> IngestResult:
     """Store ``readings`` in batches (each one transaction, retried on a lost connection); idempotent.
 
-    Encoding the next batch (Python) overlaps with the database work on the previous one (another thread).
+    Encoding the next batch (Python) overlaps with the database work on up to ``workers`` earlier batches
+    (each on its own connection and thread). Batches are finished (merged, ``reading_stored`` sent) in order.
+    Concurrent batches are safe: the insert is ``ON CONFLICT DO NOTHING``, ``meter_latest`` only moves forward
+    in time, and a deadlock between two batches is retried like a lost connection.
     """
     if engine is None:
         from meterhub.db import service_engine
@@ -399,19 +406,18 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
         if notify:
             notify_stored(result.meter_ids_by_group)
 
-    pending: Future[IngestResult] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
+    pending: deque[Future[IngestResult]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest") as pool:
         try:
             for chunk in _chunks(readings, batch_size):
                 copy_text, count = encode_text(chunk)
-                if pending is not None:
-                    finish(pending)
-                pending = pool.submit(run_transaction, engine,
-                                      lambda cursor, t=copy_text, n=count: store_encoded(cursor, t, n))
-            if pending is not None:
-                finish(pending)
-                pending = None
+                while len(pending) >= max(1, workers):
+                    finish(pending.popleft())
+                pending.append(pool.submit(run_transaction, engine,
+                                           lambda cursor, t=copy_text, n=count: store_encoded(cursor, t, n)))
+            while pending:
+                finish(pending.popleft())
         finally:
-            if pending is not None:  # an encoding error: let the batch in flight finish, keep the first error
-                pending.exception()
+            for future in pending:  # an error: let the batches in flight finish, keep the first error
+                future.exception()
     return total
