@@ -77,7 +77,8 @@ class NotificationLog(TenantMixin, db.Model):
     """One message to one recipient and what became of it."""
 
     __tablename__ = "notification_log"
-    __table_args__ = (Index("ix_notification_log_throttle", "config_id", "recipient", "created_at"),)
+    __table_args__ = (Index("ix_notification_log_throttle", "config_id", "recipient", "created_at"),
+                      Index("ix_notification_log_held", "send_after", postgresql_where=text("status = 'held'")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id", ondelete="SET NULL"), index=True)
     config_id: Mapped[int | None] = mapped_column(ForeignKey("notifier_configs.id", ondelete="SET NULL"))

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from ..db import current_group_id
 from ..models import TenantMixin, Timestamps
 
 FRAMINGS = ("modbus-tcp", "modbus-rtu-over-tcp", "cjt188-over-tcp", "mqtt")
@@ -58,12 +59,17 @@ class Device(TenantMixin, Timestamps, db.Model):
     meters: Mapped[list[Meter]] = relationship(back_populates="device", order_by="Meter.channel")
 
 
-class Meter(TenantMixin, Timestamps, db.Model):
+class Meter(Timestamps, db.Model):
     """One metering channel of a device (回路); what gets billed."""
 
     __tablename__ = "meters"
-    __table_args__ = (UniqueConstraint("device_id", "channel"),)
+    # (group_id, id) is unique so that readings can reference "this meter of this group" (migration 0009);
+    # it also serves look-ups by group, so group_id has no index of its own.
+    __table_args__ = (UniqueConstraint("device_id", "channel"),
+                      UniqueConstraint("group_id", "id", name="uq_meters_group_id_id"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False,
+                                          default=current_group_id)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"), index=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="RESTRICT"), index=True)
     room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="SET NULL"), index=True)

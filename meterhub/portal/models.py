@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -17,7 +17,7 @@ class PortalUser(TenantMixin, db.Model):
     """A person who signs in to the portal with a phone number (password or one-time code)."""
 
     __tablename__ = "portal_users"
-    __table_args__ = (UniqueConstraint("group_id", "phone"),)
+    __table_args__ = (UniqueConstraint("group_id", "phone"), Index("ix_portal_users_phone", "phone"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     phone: Mapped[str] = mapped_column(String(32), nullable=False)
     name: Mapped[str] = mapped_column(String(100), nullable=False, default="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,6 +19,7 @@ class Batch(TenantMixin, db.Model):
     """One action over a selection of meters of one property."""
 
     __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_due", "scheduled_at", postgresql_where=text("status = 'scheduled'")),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"), index=True)
     action: Mapped[str] = mapped_column(String(24), nullable=False)

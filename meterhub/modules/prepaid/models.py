@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, Numeric, SmallInteger, String,
-                        UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, SmallInteger,
+                        String, UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,6 +47,7 @@ class MeterState(TenantMixin, db.Model):
     """A meter bound to an account and where its charging stands (last charged reading, running totals)."""
 
     __tablename__ = "prepaid_meter_state"
+    __table_args__ = (Index("ix_prepaid_meter_state_active", "meter_id", postgresql_where=text("active")),)
     meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id", ondelete="RESTRICT"), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("prepaid_accounts.id", ondelete="RESTRICT"), index=True)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"))
