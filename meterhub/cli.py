@@ -6,7 +6,6 @@ import logging
 import sys
 
 import click
-from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from .app import create_app

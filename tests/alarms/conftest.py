@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 def run_jobs(app, queue: str = "default", rounds: int = 10) -> int:
     """Run the queued jobs of ``queue`` in this process (rq SimpleWorker, burst, no fork) until it is empty,

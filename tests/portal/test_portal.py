@@ -118,7 +118,7 @@ def test_shop_pays_online_through_the_sandbox(app, client, group, codes):
 def test_room_qr_label_leads_to_the_room_pay_page(app, client, group):
     from meterhub.devices.labels import room_token
 
-    site = open_site(app, group)
+    open_site(app, group)
     make_channel(app, group.group_id)
     token = room_token(app.config["SECRET_KEY"], group.group_id, group.room_id)
     response = client.get(f"/r/{token}")

@@ -69,7 +69,7 @@ def rooms():
     rows = db.session.execute(text(GRID_SQL), {"props": _scope_props(), "building": building}).all()
     cells = [(row, _status(row)) for row in rows]
     counts: dict[str, int] = {}
-    for _, status in cells:
+    for _row, status in cells:
         counts[status] = counts.get(status, 0) + 1
     if wanted:
         cells = [c for c in cells if c[1] == wanted]
