@@ -6,6 +6,8 @@ run faster than wall time (3600 = one simulated hour per second); ``SimClock.adv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import math
 import random
 import time
@@ -56,6 +58,17 @@ def day_curve(when: datetime) -> float:
     return max(math.exp(-((h - 10.5) ** 2) / 8), math.exp(-((h - 19.5) ** 2) / 4.5))
 
 
+def integration_steps(last: datetime | None, now: datetime) -> Iterator[tuple[datetime, float]]:
+    """(time, seconds) steps from ``last`` to ``now`` (none on the first call or when time did not move)."""
+    if last is None or now <= last:
+        return
+    total = (now - last).total_seconds()
+    steps = min(MAX_STEPS, max(1, math.ceil(total / STEP_SECONDS)))
+    dt = total / steps
+    for i in range(1, steps + 1):
+        yield last + timedelta(seconds=dt * i), dt
+
+
 @dataclass
 class ElectricChannel:
     """One metering channel: energy by TOU rate, relay, meter-side prepaid money."""
@@ -96,23 +109,14 @@ class ElectricChannel:
 
     def advance(self, now: datetime) -> None:
         """Integrate consumption from the last call up to ``now``."""
-        if self._last is None or now <= self._last:
-            self._last = self._last or now
-            self.power_kw = self.demand_kw(now)
-            return
-        total = (now - self._last).total_seconds()
-        steps = min(MAX_STEPS, max(1, math.ceil(total / STEP_SECONDS)))
-        dt = total / steps
-        t = self._last
-        for _ in range(steps):
-            t += timedelta(seconds=dt)
+        for t, dt in integration_steps(self._last, now):
             kw = self.demand_kw(t)
             kwh = Decimal(repr(kw * dt / 3600)).quantize(Decimal("0.000001"))
             rate = tou_rate(t)
             self.energy[rate] += kwh
             if self.prepaid and kwh:
                 self.remaining_money -= kwh * self.prices[rate - 1]
-        self._last = now
+        self._last = max(now, self._last or now)
         self.power_kw = self.demand_kw(now)
 
     def money(self) -> Decimal:
@@ -145,16 +149,8 @@ class WaterChannel:
         return self.base_m3h * (0.1 + 0.9 * day_curve(when)) * (1 + self.rng.uniform(-0.1, 0.1))
 
     def advance(self, now: datetime) -> None:
-        if self._last is None or now <= self._last:
-            self._last = self._last or now
-            self.flow_m3h = self.rate(now)
-            return
-        total = (now - self._last).total_seconds()
-        steps = min(MAX_STEPS, max(1, math.ceil(total / STEP_SECONDS)))
-        dt = total / steps
-        t = self._last
-        for _ in range(steps):
-            t += timedelta(seconds=dt)
+        """Integrate the flow from the last call up to ``now``."""
+        for t, dt in integration_steps(self._last, now):
             self.volume_m3 += Decimal(repr(self.rate(t) * dt / 3600)).quantize(Decimal("0.000001"))
-        self._last = now
+        self._last = max(now, self._last or now)
         self.flow_m3h = self.rate(now)
