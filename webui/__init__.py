@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, g, render_template, request, session
+from flask import Flask, abort, g, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -25,6 +25,16 @@ def _load_operator(user_id: str) -> Operator | None:
     return operator if operator is not None and operator.active else None
 
 
+def _disabled(operator: Operator) -> set[str]:
+    """Modules switched off for the operator's group (a module's key is its blueprint's name), once per request."""
+    if "disabled_modules" not in g:
+        from meterhub.modules.registry import disabled_modules
+        from meterhub.tenants.models import Group
+
+        g.disabled_modules = disabled_modules(db.session.get(Group, operator.group_id))
+    return g.disabled_modules
+
+
 def menu_items(operator: Operator) -> list:
     """Menu entries contributed by plugins for this operator (each: label, url, permission)."""
     from meterhub.plugins import get_plugin_manager
@@ -32,8 +42,11 @@ def menu_items(operator: Operator) -> list:
     from flask import url_for
 
     items = []
+    off = _disabled(operator)
     for batch in get_plugin_manager().hook.menu_items(operator=operator):
         for item in batch or []:
+            if item.get("endpoint", "").split(".")[0] in off:
+                continue
             if not item.get("permission") or has_permission(operator, item["permission"]):
                 url = url_for(item["endpoint"]) if item.get("endpoint") else item["url"]
                 items.append({"label": item["label"], "url": url, "order": item.get("order", 100)})
@@ -58,6 +71,12 @@ def register_web(app: Flask) -> None:
     @app.before_request
     def _reset_group() -> None:
         use_group(None)
+
+    @app.before_request
+    def _module_switched_off() -> None:
+        """A feature module's pages answer 404 for a group that switched the module off (Settings)."""
+        if request.blueprint and current_user.is_authenticated and request.blueprint in _disabled(current_user):
+            abort(404)
 
     @app.context_processor
     def _helpers() -> dict:

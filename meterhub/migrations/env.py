@@ -11,7 +11,6 @@ from sqlalchemy.engine import make_url
 
 from meterhub import all_models  # noqa: F401  (complete metadata for autogenerate)
 from meterhub.extensions import db
-from meterhub.plugins_models import import_plugin_models
 from meterhub.rls import ensure_grants, ensure_roles
 
 log = logging.getLogger("alembic.env")
@@ -32,7 +31,6 @@ def run_migrations_online() -> None:
     cfg = current_app.config
     create_database_if_missing(cfg["DATABASE_URL"])
     engine = create_engine(cfg["DATABASE_URL"])
-    import_plugin_models()
     with engine.connect() as connection:
         ensure_roles(connection, cfg["APP_DB_USER"], cfg["APP_DB_PASSWORD"],
                      cfg["SERVICE_DB_USER"], cfg["SERVICE_DB_PASSWORD"])

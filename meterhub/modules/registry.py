@@ -34,3 +34,8 @@ def module_enabled(group: Group, key: str) -> bool:
         return bool(choice)
     info = available_modules().get(key)
     return bool(info and info.default_enabled)
+
+
+def disabled_modules(group: Group) -> set[str]:
+    """Keys of the installed modules this group has switched off."""
+    return {key for key in available_modules() if not module_enabled(group, key)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
@@ -12,9 +12,8 @@ from sqlalchemy import select
 from meterhub.devices.models import Meter
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
-from meterhub.modules.registry import module_enabled
 from meterhub.tariffs.models import Tariff
-from meterhub.tenants.models import Group, Property
+from meterhub.tenants.models import Property
 from meterhub.tenants.scoping import get_or_404, restrict
 from webui.util import permission_required, record
 
@@ -27,10 +26,6 @@ from .statement import compute, month_bounds, period_bounds
 bp = Blueprint("apportion", __name__, url_prefix="/apportion")
 
 
-@bp.before_request
-def _module_enabled() -> None:
-    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id), "apportion"):
-        abort(404)
 
 
 def ids(raw: str) -> list[int]:

@@ -12,9 +12,8 @@ from sqlalchemy import select
 
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
-from meterhub.modules.registry import module_enabled
 from meterhub.tariffs.models import Tariff
-from meterhub.tenants.models import Group, Property
+from meterhub.tenants.models import Property
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
 from webui.util import permission_required
 
@@ -30,10 +29,6 @@ bp = Blueprint("batch", __name__, url_prefix="/batch")
 EXTRA_PERMISSION = {"topup": "money.topup", "set_tariff": "tariff.manage", "push_price": "tariff.manage"}
 
 
-@bp.before_request
-def _module_enabled() -> None:
-    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id), "batch"):
-        abort(404)
 
 
 def _enqueue(command_ids: list[int]) -> None:

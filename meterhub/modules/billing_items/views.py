@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
-from meterhub.modules.registry import module_enabled
-from meterhub.tenants.models import Group, Property
+from meterhub.tenants.models import Property
 from meterhub.tenants.scoping import get_or_404, restrict
 from webui.util import permission_required
 
@@ -23,11 +22,6 @@ from .service import create_item
 bp = Blueprint("billing_items", __name__, url_prefix="/billing-items")
 
 
-@bp.before_request
-def _module_enabled() -> None:
-    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id),
-                                                            "billing_items"):
-        abort(404)
 
 
 def _date(name: str, required: bool = True) -> date | None:

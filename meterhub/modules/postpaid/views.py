@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
-from meterhub.modules.registry import module_enabled
-from meterhub.tenants.models import Group
 from meterhub.tenants.scoping import get_or_404, restrict
 from webui.util import permission_required
 
@@ -23,10 +21,6 @@ from .models import BILL_STATUSES, Bill, BillLine, BillPayment
 bp = Blueprint("postpaid", __name__, url_prefix="/bills")
 
 
-@bp.before_request
-def _module_enabled() -> None:
-    if current_user.is_authenticated and not module_enabled(db.session.get(Group, current_user.group_id), "postpaid"):
-        abort(404)
 
 
 def _done(bill_id: int | None, err: MeterhubError | None = None):  # noqa: ANN202

@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 
 @hookimpl
 def register_modules():
-    return [{"key": "prepaid", "name": "Prepaid electricity and water",
-             "description": "Accounts, top-ups, real-time charging, relay/valve control", "default_enabled": True}]
+    from flask_babel import lazy_gettext as _l
+
+    return [{"key": "prepaid", "name": _l("Prepaid electricity and water"),
+             "description": _l("Accounts, top-ups, real-time charging, relay/valve control"), "default_enabled": True}]
 
 
 @hookimpl
