@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from flask import current_app
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .extensions import db
@@ -29,8 +29,9 @@ def current_group_id() -> int | None:
     return _current_group.get()
 
 
-def _apply(session: Session, group_id: int | None) -> None:
-    session.execute(
+def _apply(executor: Session | Connection, group_id: int | None) -> None:
+    """``SET LOCAL meterhub.group_id`` on the open transaction ('' = no group: RLS shows nothing)."""
+    executor.execute(
         text("SELECT set_config(:name, :value, true)"),
         {"name": GROUP_SETTING, "value": "" if group_id is None else str(group_id)},
     )
@@ -46,12 +47,8 @@ def use_group(group_id: int | None, session: Session | None = None) -> None:
 
 @event.listens_for(Session, "after_begin")
 def _set_group_on_begin(session: Session, transaction, connection) -> None:  # noqa: ANN001
-    if session.info.get("service"):
-        return
-    connection.execute(
-        text("SELECT set_config(:name, :value, true)"),
-        {"name": GROUP_SETTING, "value": "" if _current_group.get() is None else str(_current_group.get())},
-    )
+    if not session.info.get("service"):
+        _apply(connection, _current_group.get())
 
 
 _service_engines: dict[str, Engine] = {}
