@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .devices.models import Device, Gateway
-from .devices.onboarding import DeviceSpec, create_gateway, onboard_device
+from .devices.onboarding import TRANSPORT_FRAMING, DeviceSpec, create_gateway, onboard_device
 from .tenants import audit, service
 from .tenants.models import Building, Floor, Group, Property, Room
 
@@ -69,8 +69,8 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
         gateway = session.execute(select(Gateway).where(Gateway.group_id == group.id,
                                                         Gateway.name == gw["name"])).scalar()
         if gateway is None:
-            framing = {"tcp": "modbus-tcp", "rtu": "modbus-rtu-over-tcp", "cjt188": "cjt188-over-tcp"}.get(
-                gw["framing"], gw["framing"])
+            by_transport = {transport: framing for framing, transport in TRANSPORT_FRAMING.items()}
+            framing = by_transport.get(gw["framing"], gw["framing"])
             gateway = create_gateway(session, prop, gw["name"], gw["host"], gw["port"], framing, gw.get("bus"))
         gateways[gw["name"]] = gateway
     for dev in fleet["devices"]:
