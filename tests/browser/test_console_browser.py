@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 from tests.browser.conftest import sign_in
 
 
@@ -16,8 +18,8 @@ def test_manager_creates_rooms_in_bulk_and_cannot_reach_another_property(page, l
     page.fill("input[name=room_from]", "01")
     page.fill("input[name=room_to]", "05")
     page.click("form:has(input[value=bulk_rooms]) button.primary")
-    assert page.locator(".flash.ok").inner_text().startswith("10 rooms created")
-    assert page.locator("a.room", has_text="305").count() == 1
+    expect(page.locator(".flash.ok")).to_contain_text("10 rooms created")  # waits for the new page
+    expect(page.locator("a.room", has_text="305")).to_have_count(1)
     response = page.goto(f"{live_server}/properties/{group.property2_id}")
     assert response.status == 404
     assert "Not found" in page.content()
