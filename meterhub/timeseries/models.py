@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, Numeric, SmallInteger, String, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -96,12 +110,22 @@ class UsageHourly(_Usage, db.Model):
     __tablename__ = "usage_hourly"
 
 
+#: Columns the primary-key index of the day and month rollups carries, so report and chart queries over a
+#: bucket range are index-only scans (migration 0011).
+USAGE_INCLUDE = ("energy_kwh", "energy_sharp_kwh", "energy_peak_kwh", "energy_flat_kwh", "energy_valley_kwh",
+                 "energy_export_kwh", "water_m3", "readings", "resets")
+
+
 class UsageDaily(_Usage, db.Model):
     __tablename__ = "usage_daily"
+    __table_args__ = (PrimaryKeyConstraint("meter_id", "bucket", name="pk_usage_daily",
+                                           postgresql_include=list(USAGE_INCLUDE)),)
 
 
 class UsageMonthly(_Usage, db.Model):
     __tablename__ = "usage_monthly"
+    __table_args__ = (PrimaryKeyConstraint("meter_id", "bucket", name="pk_usage_monthly",
+                                           postgresql_include=list(USAGE_INCLUDE)),)
 
 
 class HealthEvent(TenantMixin, db.Model):
