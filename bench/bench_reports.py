@@ -21,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -67,7 +69,6 @@ LOAD = [
     "INSERT INTO usage_hourly (group_id, meter_id, bucket, energy_kwh, readings, resets) SELECT m.group_id, m.id, "
     "CAST(:end AS date)::timestamp AT TIME ZONE 'Asia/Shanghai' - h * interval '1 hour', 1.7, 4, 0 "
     "FROM meters m, generate_series(1, 720) h",
-    "ANALYZE",
 ]
 
 
@@ -78,6 +79,10 @@ def load(admin_url: str, meters: int, days: int) -> float:
     with engine.begin() as conn:
         for sql in LOAD:
             conn.execute(text(sql), {"meters": meters, "days": days, "end": END})
+    # What autovacuum does to these insert-only tables in production: statistics and the visibility map (so
+    # range scans over the rollups' covering keys are index-only).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
     return time.perf_counter() - started
 
@@ -89,12 +94,134 @@ def _filter(session: Session, **kw):
     return ReportFilter(group_id=group_id, **kw)
 
 
+def previous_meter_rows(session: Session, f) -> list[tuple]:
+    """Baseline: the meter-level daily report as it was before issue 7 (commit 55b7212), for the side-by-side
+    timing: one result row per meter and day with a LATERAL period label, converted row by row by psycopg2,
+    then reshaped in Python. Only the case the bench times (one bucket per meter and period)."""
+    from itertools import groupby
+    from operator import itemgetter
+
+    from meterhub.reports.filters import selected_meters
+    from meterhub.reports.usage import _PERIOD_SQL, RATES, _fetch
+
+    meters = selected_meters(session, f)
+    period = f"date_trunc('{f.granularity}', u.bucket AT TIME ZONE %(tz)s)"
+    water = "m.utility = 'water'"
+    rates = ", ".join(f"CASE WHEN {water} THEN 0 ELSE coalesce(u.energy_{r}_kwh, 0) END" for r in RATES)
+    sql = (f"SELECT u.meter_id, p.label, p.aligned, "
+           f"coalesce(CASE WHEN {water} THEN u.water_m3 ELSE u.energy_kwh END, 0), {rates} "
+           f"FROM usage_daily u JOIN meters m ON m.id = u.meter_id "
+           f"CROSS JOIN LATERAL (SELECT to_char({period}, '{_PERIOD_SQL[f.granularity]}') AS label, "
+           f"u.bucket = {period} AT TIME ZONE %(tz)s AS aligned OFFSET 0) p "
+           "WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s AND u.bucket < %(end)s "
+           "ORDER BY u.meter_id, u.bucket")
+    rows = _fetch(session, sql, f, meters)
+    if not all(map(itemgetter(2), rows)) and len(set(map(itemgetter(0, 1), rows))) != len(rows):
+        raise SystemExit("the previous path would have fallen back to the grouped query")
+    by_meter = {meter_id: list(group) for meter_id, group in groupby(rows, itemgetter(0))}
+    out = []
+    for m in meters:
+        label = (m.property, m.building, m.room, m.name, m.utility)
+        for row in by_meter.pop(m.id, ()):
+            out.append((row[1], *label, *row[3:]))
+    return out
+
+
+@dataclass(frozen=True)
+class PreviousUsageRow:
+    """Baseline: ``query.UsageRow`` as it was before issue 7 (a frozen dataclass)."""
+
+    meter_id: int
+    bucket: datetime
+    energy_kwh: Decimal | None
+    energy_sharp_kwh: Decimal | None
+    energy_peak_kwh: Decimal | None
+    energy_flat_kwh: Decimal | None
+    energy_valley_kwh: Decimal | None
+    energy_export_kwh: Decimal | None
+    water_m3: Decimal | None
+    readings: int
+    resets: int
+
+
+def previous_usage(session: Session, meter_ids: list[int], start: datetime, end: datetime,
+                   bucket: str) -> list[PreviousUsageRow]:
+    """Baseline: ``query.usage`` on plain PostgreSQL as it was before issue 7 (one row per bucket through
+    SQLAlchemy, one frozen dataclass per row)."""
+    from sqlalchemy import bindparam
+
+    from meterhub.timeseries.columns import COUNTERS
+    from meterhub.timeseries.query import BUCKETS
+
+    cols = ", ".join(f"u.{c}" for c in COUNTERS)
+    stmt = text(
+        f"SELECT u.meter_id, u.bucket, {cols}, u.readings, u.resets FROM {BUCKETS[bucket]} u "
+        f"JOIN meters m ON m.id = u.meter_id "
+        f"WHERE u.meter_id IN :ids AND u.bucket >= :start AND u.bucket < :end ORDER BY u.meter_id, u.bucket"
+    ).bindparams(bindparam("ids", expanding=True))
+    rows = session.execute(stmt, {"ids": list(meter_ids), "start": start, "end": end})
+    return [PreviousUsageRow(*row) for row in rows]
+
+
+def _timed(engine, runs: int, cases: dict, f_kw: dict, same=lambda a, b: a == b) -> dict:
+    """p50/p95/max per case over ``runs`` runs, the cases alternating run by run so they see the same machine
+    load; every case's result is first checked equal to the first case's."""
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    rows: dict[str, int] = {}
+    with Session(engine) as session:
+        f = _filter(session, **f_kw)
+        warm = {name: run(session, f) for name, run in cases.items()}  # warm-up
+        first = next(iter(warm))
+        for name, result in warm.items():
+            if not same(result, warm[first]):
+                raise SystemExit(f"{name} differs from {first}")
+        for _ in range(runs):
+            for name, run in cases.items():
+                started = time.perf_counter()
+                rows[name] = len(run(session, f))
+                timings[name].append((time.perf_counter() - started) * 1000)
+    out = {}
+    for name, values in timings.items():
+        values.sort()
+        out[name] = {"rows": rows[name], "p50_ms": statistics.median(values),
+                     "p95_ms": values[max(0, -(-len(values) * 95 // 100) - 1)], "max_ms": values[-1]}
+    return out
+
+
+def time_usage_api(url: str, runs: int, days: int = 30) -> dict:
+    """``query.usage`` (the portal chart's and REST API's query) for every meter over ``days`` daily buckets:
+    now vs before issue 7, alternated; the rows are checked equal field by field (values and their scale)."""
+    from meterhub.reports.filters import selected_meters
+    from meterhub.timeseries import query
+
+    def ids(session: Session, f) -> list[int]:
+        return [m.id for m in selected_meters(session, f)]
+
+    cases = {
+        "now": lambda session, f: query.usage(session, ids(session, f), f.start_at(), f.end_at(), "day"),
+        "before": lambda session, f: previous_usage(session, ids(session, f), f.start_at(), f.end_at(), "day"),
+    }
+
+    def fields(rows: list) -> list[tuple]:
+        return [tuple(repr(getattr(r, k)) for k in query.UsageRow._fields) for r in rows]
+
+    def same(a: list, b: list) -> bool:
+        return fields(a) == fields(b)
+
+    engine = create_engine(url)
+    try:
+        return _timed(engine, runs, cases, {"start": END - timedelta(days=days), "end": END}, same)
+    finally:
+        engine.dispose()
+
+
 def time_report(url: str, runs: int, baseline: bool = False, **kw) -> dict:
     """p50/p95 of one report run (all rows materialised) over ``runs`` runs.
 
-    With ``baseline``, the same rows through the grouped query alone (the path before the meter-level fast
-    path, :func:`usage._grouped_sql`) are timed too, alternating with the report run by run so both see the
-    same machine load; the rows are checked to be equal first. Returns ``{"report": ..., "baseline": ...}``.
+    With ``baseline``, the same rows through the previous meter-level path (:func:`previous_meter_rows`) and
+    through the grouped query alone (:func:`usage._grouped_sql`, the path before that) are timed too,
+    alternating with the report run by run so all see the same machine load; the rows are checked to be
+    equal (values and their types) first. Returns ``{"report": ..., "previous": ..., "baseline": ...}``.
     """
     from meterhub.reports.filters import selected_meters
     from meterhub.reports.usage import _grouped_sql, usage_rows
@@ -103,29 +230,18 @@ def time_report(url: str, runs: int, baseline: bool = False, **kw) -> dict:
         bucket = "day" if f.granularity == "day" else "month"
         return list(_grouped_sql(session, selected_meters(session, f), f, bucket))
 
+    def same(a: list, b: list) -> bool:
+        return a == b and [tuple(map(type, r)) for r in a] == [tuple(map(type, r)) for r in b]
+
     cases = {"report": lambda session, f: list(usage_rows(session, f))}
     if baseline:
+        cases["previous"] = previous_meter_rows
         cases["baseline"] = grouped
     engine = create_engine(url)
-    timings: dict[str, list[float]] = {name: [] for name in cases}
-    rows: dict[str, int] = {}
-    with Session(engine) as session:
-        f = _filter(session, **kw)
-        warm = {name: run(session, f) for name, run in cases.items()}  # warm-up
-        if baseline and warm["report"] != warm["baseline"]:
-            raise SystemExit("the report rows differ from the grouped query's rows")
-        for _ in range(runs):
-            for name, run in cases.items():
-                started = time.perf_counter()
-                rows[name] = len(run(session, f))
-                timings[name].append((time.perf_counter() - started) * 1000)
-    engine.dispose()
-    out = {}
-    for name, values in timings.items():
-        values.sort()
-        out[name] = {"rows": rows[name], "p50_ms": statistics.median(values),
-                     "p95_ms": values[max(0, -(-len(values) * 95 // 100) - 1)], "max_ms": values[-1]}
-    return out
+    try:
+        return _timed(engine, runs, cases, kw, same)
+    finally:
+        engine.dispose()
 
 
 def export_child(url: str, path: str, days: int) -> None:
@@ -162,7 +278,8 @@ def main() -> None:
         url = service_url(admin_url)
         start = END - timedelta(days=30)
         daily_runs = time_report(url, args.runs, baseline=True, start=start, end=END)
-        daily, daily_before = daily_runs["report"], daily_runs["baseline"]
+        daily, daily_previous, daily_before = daily_runs["report"], daily_runs["previous"], daily_runs["baseline"]
+        api = time_usage_api(url, args.runs)
         rooms = time_report(url, args.runs, start=start, end=END, level="room")["report"]
         monthly = time_report(url, max(5, args.runs // 3), start=END - timedelta(days=365), end=END,
                               level="property", granularity="month")["report"]
@@ -174,7 +291,10 @@ def main() -> None:
         out.unlink(missing_ok=True)
     table = [
         {"case": f"daily per meter, {args.meters} meters x 30 days", **daily},
-        {"case": "  same rows, grouped query (before; alternated)", **daily_before},
+        {"case": "  same rows, previous path (55b7212; alternated)", **daily_previous},
+        {"case": "  same rows, grouped query (before that; alternated)", **daily_before},
+        {"case": f"query.usage, {args.meters} meters x 30 daily buckets", **api["now"]},
+        {"case": "  same rows, previous query.usage (alternated)", **api["before"]},
         {"case": "daily per room, 30 days", **rooms},
         {"case": "monthly per property, 12 months", **monthly},
     ]
@@ -186,7 +306,8 @@ def main() -> None:
         "data": {"meters": args.meters, "days_of_rollups": args.days, "load_seconds": round(loaded, 1),
                  "note": "rollups generated directly (no raw readings)"},
         "daily_report": {**daily, "goal_p95_ms": 100, "met": daily["p95_ms"] <= 100,
-                         "grouped_query_before": daily_before},
+                         "previous_path": daily_previous, "grouped_query_before": daily_before},
+        "usage_api_daily": {**api["now"], "before": api["before"]},
         "room_report": rooms, "monthly_property_report": monthly,
         "xlsx_export": {**export, "bound_mb": RSS_BOUND_MB, "met": export["peak_rss_mb"] <= RSS_BOUND_MB},
     })

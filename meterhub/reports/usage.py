@@ -4,11 +4,10 @@ with the TOU split; and the comprehensive monthly report (cost, peak/valley shar
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import date
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
 from decimal import Decimal
-from itertools import groupby
-from operator import itemgetter
+from itertools import repeat
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
@@ -51,46 +50,93 @@ def _amounts(row: query.UsageRow, utility: str) -> list[Decimal]:
 def usage_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """(period, property, building, room, meter, utility, total, sharp, peak, flat, valley) per level row.
 
-    On plain PostgreSQL the rollup tables are aggregated in SQL (periods formatted by the database: no
-    per-row Python work); on TimescaleDB the rows come through :func:`query.usage` (continuous aggregates).
+    A meter-level report whose periods are the rollup's own buckets (daily report from the daily buckets,
+    monthly from the monthly ones) is built from the column-wise usage series (:func:`_series_rows`, both
+    backends). Otherwise, on plain PostgreSQL the rollup tables are summed in SQL (:func:`_grouped_sql`);
+    on TimescaleDB the rows come through :func:`query.usage` (continuous aggregates).
     Meter-level rows stream per chunk of meters so an export of any length runs in bounded memory.
     """
     meters = selected_meters(session, f)
     bucket = "day" if f.granularity == "day" else "month"
-    source = _aggregate if query.uses_timescale(session) else _aggregate_sql
     if f.level == "meter":  # rows come ordered by meter, then period
         periods = max(1, (f.end - f.start).days if bucket == "day" else (f.end - f.start).days // 28 + 1)
         chunk = max(1, min(len(meters), ROWS_PER_QUERY // periods)) if meters else 1
         for i in range(0, len(meters), chunk):
-            yield from source(session, meters[i:i + chunk], f, bucket, f.tz)
+            yield from _level_rows(session, meters[i:i + chunk], f, bucket)
         return
-    yield from source(session, meters, f, bucket, f.tz)
+    yield from _level_rows(session, meters, f, bucket)
+
+
+def _level_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> Iterable[tuple]:
+    if query.uses_timescale(session):
+        if f.level == "meter" and f.granularity == bucket:
+            rows = _series_rows(session, meters, f, bucket)
+            if rows is not None:
+                return rows
+        return _aggregate(session, meters, f, bucket, f.tz)
+    return _aggregate_sql(session, meters, f, bucket, f.tz)
 
 
 ROWS_PER_QUERY = 200_000
 _LEVEL_SQL = {"meter": "m.id", "room": "coalesce(m.room_id, 0)", "building": "coalesce(r.building_id, 0)",
               "property": "m.property_id"}
 _PERIOD_SQL = {"day": "YYYY-MM-DD", "month": "YYYY-MM", "year": "YYYY"}
+#: What the usage report reads of a bucket: total and TOU energy, and the water total of water meters.
+SERIES_COLUMNS = ("energy_kwh", *(f"energy_{r}_kwh" for r in RATES), "water_m3")
 
 
-def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterator[tuple]:
-    """The same rows as :func:`_aggregate`, summed by the database from the rollup tables.
+def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterable[tuple]:
+    """The same rows as :func:`_aggregate`, from the rollup tables on plain PostgreSQL.
 
-    A meter-level report whose periods are the rollup's own buckets (daily from ``usage_daily``, monthly from
-    ``usage_monthly``) usually has one bucket per meter and period, so the database returns the bucket rows
-    shaped as report rows without grouping them (:func:`_bucket_rows`); if any period holds more than one
+    A meter-level report whose periods are the rollup's own buckets usually has one bucket per meter and
+    period, so the buckets are the report rows (:func:`_series_rows`); if any period holds more than one
     bucket of a meter (only possible when buckets do not start a period in the report's time zone: property
     in another zone, zone changed) the grouped query (:func:`_grouped_sql`) runs instead, so the numbers are
     the same either way (tests/reports/test_usage_perf_shape.py).
     """
     if not meters:
-        return
+        return []
     if f.level == "meter" and f.granularity == bucket:
-        rows = _bucket_rows(session, meters, f, bucket)
+        rows = _series_rows(session, meters, f, bucket)
         if rows is not None:
-            yield from rows
-            return
-    yield from _grouped_sql(session, meters, f, bucket)
+            return rows
+    return _grouped_sql(session, meters, f, bucket)
+
+
+def _series_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> list[tuple] | None:
+    """Meter-level rows straight from the usage series (a sum over one bucket is that bucket's value), or None
+    when some meter has two buckets in one period (then only a grouped sum gives the right numbers).
+
+    Values arrive as ``Decimal`` already (converted while the database streams, :func:`query.usage_series`);
+    the period labels are formatted once per distinct bucket list (one for a fleet read every day), and each
+    meter's rows are zipped together in C: no Python code runs per row.
+    """
+    if not meters:
+        return []
+    series = query.usage_series(session, [m.id for m in meters], f.start_at(), f.end_at(), bucket,
+                                SERIES_COLUMNS, missing=ZERO)
+    tz, granularity = f.tz, f.granularity
+    labels: dict[int, list[str]] = {}
+    for s in series:
+        if id(s.buckets) not in labels:
+            periods = [period_label(datetime.fromtimestamp(b, tz).date(), granularity) for b in s.buckets]
+            if len(set(periods)) != len(periods):
+                return None
+            labels[id(s.buckets)] = periods
+    by_meter = {s.meter_id: s for s in series}
+    rows: list[tuple] = []
+    zeros = repeat(ZERO)
+    with query.gc_paused():
+        for m in meters:
+            s = by_meter.get(m.id)
+            if s is None:
+                continue
+            v = s.values
+            amounts = ((v["water_m3"], zeros, zeros, zeros, zeros) if m.utility == "water"
+                       else (v["energy_kwh"], *(v[f"energy_{r}_kwh"] for r in RATES)))
+            rows += zip(labels[id(s.buckets)], repeat(m.property), repeat(m.building), repeat(m.room),
+                        repeat(m.name), repeat(m.utility), *amounts)
+    return rows
 
 
 def _grouped_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> Iterator[tuple]:
@@ -125,46 +171,6 @@ def _fetch(session: Session, sql: str, f: ReportFilter, meters: list[MeterInfo])
         return cursor.fetchall()
     finally:
         cursor.close()
-
-
-def _bucket_rows(session: Session, meters: list[MeterInfo], f: ReportFilter,
-                 bucket: str) -> Iterator[tuple] | None:
-    """Meter-level rows straight from the rollup buckets (a sum over one bucket is that bucket's value), or
-    None when some meter has two buckets in one period (then only the grouped query gives the right sums).
-
-    The period label and whether the bucket starts its period are computed once per distinct bucket (a
-    LATERAL subquery the planner memoizes: ~30 evaluations instead of 30,000 for a month of days). A bucket
-    at the start of its period is the only one its meter can have in that period.
-    """
-    period = f"date_trunc('{f.granularity}', u.bucket AT TIME ZONE %(tz)s)"
-    water = "m.utility = 'water'"
-    rates = ", ".join(f"CASE WHEN {water} THEN 0 ELSE coalesce(u.energy_{r}_kwh, 0) END" for r in RATES)
-    sql = (f"SELECT u.meter_id, p.label, p.aligned, "
-           f"coalesce(CASE WHEN {water} THEN u.water_m3 ELSE u.energy_kwh END, 0), {rates} "
-           f"FROM {query.BUCKETS[bucket]} u JOIN meters m ON m.id = u.meter_id "
-           f"CROSS JOIN LATERAL (SELECT to_char({period}, '{_PERIOD_SQL[f.granularity]}') AS label, "
-           f"u.bucket = {period} AT TIME ZONE %(tz)s AS aligned OFFSET 0) p "
-           "WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s AND u.bucket < %(end)s "
-           "ORDER BY u.meter_id, u.bucket")
-    rows = _fetch(session, sql, f, meters)
-    if not all(map(_ALIGNED, rows)) and len(set(map(_METER_PERIOD, rows))) != len(rows):
-        return None
-    return _in_meter_order(rows, meters)
-
-
-def _in_meter_order(rows: list[tuple], meters: list[MeterInfo]) -> Iterator[tuple]:
-    """Bucket rows (ordered by meter id, then bucket) as report rows in the order of ``meters``."""
-    by_meter = {meter_id: list(group) for meter_id, group in groupby(rows, _METER)}
-    del rows
-    for m in meters:
-        label = (m.property, m.building, m.room, m.name, m.utility)
-        for row in by_meter.pop(m.id, ()):
-            yield (row[1], *label, *row[3:])
-
-
-_METER = itemgetter(0)
-_METER_PERIOD = itemgetter(0, 1)
-_ALIGNED = itemgetter(2)
 
 
 def _aggregate(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterator[tuple]:
@@ -239,8 +245,6 @@ def _costs(session: Session, f: ReportFilter, month: date) -> dict[tuple, Decima
 
 
 def _at(d: date, tz):
-    from datetime import datetime
-
     return datetime.combine(d, datetime.min.time(), tz)
 
 

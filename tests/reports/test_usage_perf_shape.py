@@ -27,7 +27,7 @@ def _filter(site, **kw) -> ReportFilter:
 def _three_ways(s, f: ReportFilter) -> tuple[list, list, list | None]:
     bucket = "day" if f.granularity == "day" else "month"
     meters = selected_meters(s, f)
-    fast = usage._bucket_rows(s, meters, f, bucket)
+    fast = usage._series_rows(s, meters, f, bucket)
     return (list(usage._aggregate(s, meters, f, bucket, f.tz)), list(usage._grouped_sql(s, meters, f, bucket)),
             None if fast is None else list(fast))
 
