@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import statistics
 import subprocess
@@ -261,6 +262,10 @@ def export_child(url: str, path: str, days: int) -> None:
                       "size_mb": Path(path).stat().st_size / 2**20}))
 
 
+def _load(values: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=1000)
@@ -277,9 +282,11 @@ def main() -> None:
         loaded = load(admin_url, args.meters, args.days)
         url = service_url(admin_url)
         start = END - timedelta(days=30)
+        load_before = os.getloadavg()
         daily_runs = time_report(url, args.runs, baseline=True, start=start, end=END)
         daily, daily_previous, daily_before = daily_runs["report"], daily_runs["previous"], daily_runs["baseline"]
         api = time_usage_api(url, args.runs)
+        load_after = os.getloadavg()
         rooms = time_report(url, args.runs, start=start, end=END, level="room")["report"]
         monthly = time_report(url, max(5, args.runs // 3), start=END - timedelta(days=365), end=END,
                               level="property", granularity="month")["report"]
@@ -298,11 +305,13 @@ def main() -> None:
         {"case": "daily per room, 30 days", **rooms},
         {"case": "monthly per property, 12 months", **monthly},
     ]
-    print_table("Usage reports (service role, rollups API)", table)
+    load_note = f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after; {os.cpu_count()} CPUs"
+    print_table(f"Usage reports (service role, rollups API); {load_note}", table)
     print_table("xlsx export (write-only, streamed, child process)", [{
         "rows": export["rows"], "seconds": export["seconds"], "rows_per_s": export["rows"] / export["seconds"],
         "peak_rss_mb": export["peak_rss_mb"], "bound_mb": RSS_BOUND_MB, "file_mb": export["size_mb"]}])
     write_results("reports", {
+        "load_average": {"before": list(load_before), "after": list(load_after)},
         "data": {"meters": args.meters, "days_of_rollups": args.days, "load_seconds": round(loaded, 1),
                  "note": "rollups generated directly (no raw readings)"},
         "daily_report": {**daily, "goal_p95_ms": 100, "met": daily["p95_ms"] <= 100,

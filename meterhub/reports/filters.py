@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
@@ -111,9 +111,8 @@ def parse(args: Mapping[str, Any], group_id: int, scope: set[int] | None, timezo
                         _int(args.get("meter_id")), utility, level, granularity, timezone)
 
 
-@dataclass(frozen=True)
-class MeterInfo:
-    """A meter with where it serves (names for report rows)."""
+class MeterInfo(NamedTuple):
+    """A meter with where it serves (names for report rows); a named tuple: built in C per result row."""
 
     id: int
     name: str
@@ -141,4 +140,4 @@ def selected_meters(session: Session, f: ReportFilter) -> list[MeterInfo]:
         "FROM meters m JOIN devices d ON d.id = m.device_id JOIN properties p ON p.id = m.property_id "
         "LEFT JOIN rooms r ON r.id = m.room_id LEFT JOIN buildings b ON b.id = r.building_id "
         f"WHERE m.group_id = :g{where} ORDER BY p.name, b.name, r.number, m.id"), {"g": f.group_id, **params})
-    return [MeterInfo(*row) for row in rows]
+    return list(map(MeterInfo._make, rows.tuples()))
