@@ -120,12 +120,15 @@ def _series_rollup_sql(bucket: str, columns: Sequence[str]) -> str:
 def _series_cagg_sql(bucket: str, columns: Sequence[str]) -> str:
     """The same shape as :func:`_series_rollup_sql` from the continuous aggregates: usage is the difference
     between consecutive bucket-end counters (clipped at zero; a drop counts as a reset)."""
-    deltas = ", ".join(f"GREATEST(c.{col} - lag(c.{col}) OVER w, 0) AS {col}" for col in COUNTERS)
-    resets = " + ".join(f"(c.{col} < lag(c.{col}) OVER w)::int" for col in COUNTERS)
+    # NULL stays NULL (the meter has no such counter), as in the rollup tables; GREATEST alone would make it 0
+    deltas = ", ".join(f"CASE WHEN c.{col} IS NOT NULL THEN GREATEST(c.{col} - lag(c.{col}) OVER w, 0) END AS {col}"
+                       for col in COUNTERS)
+    # per counter, so that a counter the meter does not have (NULL) does not make the whole sum NULL
+    resets = " + ".join(f"COALESCE((c.{col} < lag(c.{col}) OVER w)::int, 0)" for col in COUNTERS)
     return (
         f"SELECT x.meter_id, array_agg(date_part('epoch', x.bucket)::int8), {_arrays(columns, 'x')} "
         f"FROM (SELECT c.meter_id, c.bucket, {deltas}, c.readings::int AS readings, "
-        f"COALESCE({resets}, 0) AS resets FROM {CAGGS[bucket]} c JOIN meters m ON m.id = c.meter_id "
+        f"{resets} AS resets FROM {CAGGS[bucket]} c JOIN meters m ON m.id = c.meter_id "
         f"WHERE c.meter_id = ANY(%(ids)s) AND c.bucket >= CAST(%(start)s AS timestamptz) - interval "
         f"'{_LOOKBACK[bucket]}' AND c.bucket < %(end)s WINDOW w AS (PARTITION BY c.meter_id ORDER BY c.bucket) "
         f"ORDER BY c.meter_id, c.bucket) x WHERE x.bucket >= %(start)s GROUP BY x.meter_id ORDER BY x.meter_id"
