@@ -7,6 +7,13 @@
 * ``ledger_balances`` is updated only by a statement-level trigger on entries (SECURITY DEFINER, owned by
   the service role); the app role cannot UPDATE it (append-only grant) and can only insert zero rows.
 * UPDATE, DELETE and TRUNCATE of entries and transfers raise for every role.
+
+Migration 0010 (``migrations/versions/0010_charging_perf.py``, SQL kept there) replaces the row-level
+foreign keys of ``ledger_entries`` and ``prepaid_charges`` by statement-level reference checks over the
+transition table (``meterhub_entry_refs``, ``meterhub_charge_refs``: the referenced transfer/account/meter
+state must exist in the same group), adds guards refusing DELETE, TRUNCATE and key/group changes of
+``ledger_accounts``, ``prepaid_accounts`` and ``prepaid_meter_state`` for every role, and makes the balance
+trigger insert only the missing balance rows. See ``docs/money.md`` (References).
 """
 
 UPGRADE = [

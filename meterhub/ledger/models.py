@@ -15,6 +15,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Numeri
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..db import current_group_id
 from ..extensions import db
 from ..models import TenantMixin, utcnow
 
@@ -89,12 +90,19 @@ class Transfer(TenantMixin, db.Model):
 
 
 class Entry(TenantMixin, db.Model):
-    """One signed amount on one ledger account; immutable."""
+    """One signed amount on one ledger account; immutable.
+
+    References are checked per statement by the ``ledger_entries_accounts_transfers_exist`` trigger (migration 0010), not by
+    row-level foreign keys: ``(transfer_id, group_id)`` is a ``ledger_transfers`` row and ``(account_id,
+    group_id)`` a ``ledger_accounts`` row; transfers are immutable and ledger accounts are never deleted or
+    re-keyed (guard triggers).
+    """
 
     __tablename__ = "ledger_entries"
     __table_args__ = (CheckConstraint("amount <> 0", name="nonzero"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    transfer_id: Mapped[int] = mapped_column(ForeignKey("ledger_transfers.id", ondelete="RESTRICT"), index=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id", ondelete="RESTRICT"), index=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, nullable=False, default=current_group_id)
+    transfer_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from meterhub.db import service_session, use_group
@@ -95,4 +95,66 @@ def test_database_refuses_unbalanced_and_edits(world):
         with pytest.raises(DBAPIError, match="immutable"):
             s.execute(text("UPDATE ledger_entries SET amount = amount * 2 WHERE group_id = :g"), {"g": world.group_id})
     with world.app.app_context(), service_session() as s:
+        assert check_ledger(s, world.group_id).ok
+
+
+def test_charge_and_entry_references_checked_per_statement(world, database_url):
+    """Migration 0010: statement-level reference checks replace the row-level foreign keys of charges and
+    entries; the referenced rows can never be deleted, re-keyed or truncated (every role)."""
+    account_id = open_account(world)
+    meter = world.meters[0]
+    with world.app.app_context(), service_session() as s:
+        result = run_money_transaction(s, lambda s: cashier.topup(s, world.group_id, account_id, "5", "cash", "r1",
+                                                                  actor="x"))
+    with world.app.app_context(), service_session() as s:
+        wallet = s.get(PrepaidAccount, account_id).wallet_account_id
+        other_group = s.execute(text("INSERT INTO groups (name, code, timezone, modules, created_at) "
+                                     "VALUES ('Other', :c, 'Asia/Shanghai', '{}', now()) RETURNING id"),
+                                {"c": f"o{account_id}"}).scalar()
+    charge = ("INSERT INTO prepaid_charges (group_id, meter_id, account_id, transfer_id, interval_start, interval_end, "
+              "usage, cost_exact, amount, note, created_at) VALUES (:g, :m, :a, :t, now() - interval '1 hour', now(), "
+              "1, 1, 1, '', now())")
+    good = {"g": world.group_id, "m": meter, "a": account_id, "t": result.transfer_id}
+    for bad in ({"m": world.meters[2]},  # a meter without prepaid state
+                {"m": -1}, {"a": -1}, {"t": -1},
+                {"g": other_group}):  # everything exists, but in another group
+        with world.app.app_context(), service_session() as s:
+            with pytest.raises(DBAPIError, match="references a meter state"):
+                s.execute(text(charge), {**good, **bad})
+    with world.app.app_context(), service_session() as s:
+        s.execute(text(charge), good)  # all references valid
+    with world.app.app_context(), service_session() as s:
+        with pytest.raises(DBAPIError, match="references a meter state"):
+            s.execute(text("UPDATE prepaid_charges SET account_id = -1 WHERE meter_id = :m"), {"m": meter})
+    entries = ("INSERT INTO ledger_entries (group_id, transfer_id, account_id, amount, created_at) "
+               "VALUES (:g, :t, :a, 1, now()), (:g, :t, :b, -1, now())")
+    with world.app.app_context(), service_session() as s:
+        drawer = s.execute(text("SELECT account_id FROM ledger_entries WHERE transfer_id = :t AND account_id <> :w"),
+                           {"t": result.transfer_id, "w": wallet}).scalar()
+    for bad in ({"t": -1}, {"b": -1}, {"g": other_group}):
+        with world.app.app_context(), service_session() as s:
+            with pytest.raises(DBAPIError, match="references a transfer"):
+                s.execute(text(entries), {"g": world.group_id, "t": result.transfer_id, "a": wallet, "b": drawer,
+                                          **bad})
+    refused = [("DELETE FROM prepaid_accounts WHERE id = :a", {"a": account_id}),
+               ("UPDATE prepaid_accounts SET id = -5 WHERE id = :a", {"a": account_id}),
+               ("UPDATE prepaid_accounts SET group_id = :o WHERE id = :a", {"a": account_id, "o": other_group}),
+               ("DELETE FROM ledger_accounts WHERE id = :w", {"w": wallet}),
+               ("UPDATE ledger_accounts SET id = -5 WHERE id = :w", {"w": wallet}),
+               ("DELETE FROM prepaid_meter_state WHERE meter_id = :m", {"m": meter}),
+               ("UPDATE prepaid_meter_state SET meter_id = :n WHERE meter_id = :m", {"m": meter, "n": world.meters[2]}),
+               ("DELETE FROM groups WHERE id = :g", {"g": world.group_id})]
+    for statement, params in refused:
+        with world.app.app_context(), service_session() as s:
+            with pytest.raises(DBAPIError, match="never deleted|immutable"):
+                s.execute(text(statement), params)
+    owner = create_engine(database_url)  # the roles have no TRUNCATE grant; the owner is stopped by triggers
+    for table in ("prepaid_meter_state", "prepaid_accounts", "ledger_accounts"):
+        with owner.begin() as conn, pytest.raises(DBAPIError, match="never deleted"):
+            conn.execute(text(f"TRUNCATE {table} CASCADE"))
+    owner.dispose()
+    with world.app.app_context(), service_session() as s:
+        s.execute(text("UPDATE prepaid_accounts SET customer_name = 'Han Meimei' WHERE id = :a"), {"a": account_id})
+        s.execute(text("UPDATE prepaid_meter_state SET active = active WHERE meter_id = :m"), {"m": meter})
+        assert s.execute(text("SELECT count(*) FROM prepaid_charges WHERE meter_id = :m"), {"m": meter}).scalar() == 1
         assert check_ledger(s, world.group_id).ok

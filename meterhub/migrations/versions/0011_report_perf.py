@@ -1,7 +1,7 @@
 """report perf: the primary keys of usage_daily and usage_monthly cover the usage columns
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-22 22:40:00
 
 Usage reports and :func:`meterhub.timeseries.query.usage` read rollup buckets by ``meter_id = ANY(...) AND
@@ -21,7 +21,7 @@ millions of rows); the rollup job waits meanwhile.
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -52,13 +52,16 @@ def charge_new_intervals(session: Session, *, meter_ids: list[int] | None = None
     session.execute(text("DROP TABLE IF EXISTS _chg"))
     session.execute(text("SET LOCAL jit = off"))  # compiling this wide query costs seconds, running it less
     session.execute(text("SET LOCAL work_mem = '64MB'"))  # the per-meter window sorts stay in memory
-    steps = [("build", q.BUILD, {"meter_ids": meter_ids, "until": until or utcnow()}), ("analyze", "ANALYZE _chg", {}),
+    # No ANALYZE of _chg (0.4 s for 100k rows): the statements reading it scan it once and aggregate or hash
+    # it against a few rows (transfers, revenue accounts) or join the meter states on their key.
+    steps = [("build", q.BUILD, {"meter_ids": meter_ids, "until": until or utcnow()}),
              ("revenue", q.REVENUE_ACCOUNTS, {}), ("transfers", q.TRANSFERS, params), ("charges", q.CHARGES, params),
              ("entries", q.ENTRIES, params), ("state", q.STATE, {}), ("resets", q.RESET_EVENTS, {})]
     for name, sql, args in steps:
         started = time.perf_counter()
         session.execute(text(sql), args)
         summary.timings[name] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
     for row in session.execute(text(q.SUMMARY), params).all():
         summary.groups += 1
         summary.intervals += row.intervals
@@ -68,8 +71,11 @@ def charge_new_intervals(session: Session, *, meter_ids: list[int] | None = None
                      object_id=row.transfer_id or "",
                      detail={"run": summary.run_key, "intervals": row.intervals, "amount": str(row.amount)})
     session.execute(text("DROP TABLE IF EXISTS _chg"))
+    summary.timings["summary"] = round(time.perf_counter() - started, 3)
     if control and summary.accounts:
+        started = time.perf_counter()
         summary.level_changes = len(evaluate_accounts(session, sorted(summary.accounts), actor="charging"))
+        summary.timings["control"] = round(time.perf_counter() - started, 3)
     log.info("charging %s: %d intervals, %s CNY, %d groups, steps %s", summary.run_key, summary.intervals,
              summary.amount, summary.groups, summary.timings)
     return summary

@@ -10,6 +10,7 @@ from sqlalchemy import (BigInteger, Boolean, Date, DateTime, ForeignKey, Index, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ...db import current_group_id
 from ...extensions import db
 from ...models import TenantMixin, utcnow
 
@@ -68,15 +69,21 @@ class MeterState(TenantMixin, db.Model):
 
 
 class Charge(TenantMixin, db.Model):
-    """Usage of one meter over one interval (last_ts, ts] and what it cost; at most once per interval."""
+    """Usage of one meter over one interval (last_ts, ts] and what it cost; at most once per interval.
+
+    References are checked per statement by the ``prepaid_charges_refs`` trigger (migration 0010), not by
+    row-level foreign keys: ``(meter_id, group_id)`` is a ``prepaid_meter_state`` row, ``(account_id,
+    group_id)`` a ``prepaid_accounts`` row, ``(transfer_id, group_id)`` a ``ledger_transfers`` row; those rows
+    are never deleted or re-keyed (guard triggers).
+    """
 
     __tablename__ = "prepaid_charges"
     __table_args__ = (UniqueConstraint("meter_id", "interval_end"), UniqueConstraint("meter_id", "interval_start"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id", ondelete="RESTRICT"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("prepaid_accounts.id", ondelete="RESTRICT"), index=True)
-    transfer_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transfers.id", ondelete="RESTRICT"),
-                                                    index=True)
+    group_id: Mapped[int] = mapped_column(BigInteger, nullable=False, default=current_group_id)
+    meter_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    account_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    transfer_id: Mapped[int | None] = mapped_column(BigInteger)
     tariff_version_id: Mapped[int | None] = mapped_column(BigInteger)
     interval_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     interval_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
