@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from drivers.acrel_dtsd1352 import prepaid
@@ -12,6 +13,16 @@ from meterhub.driver import ChannelReading, Driver, RegisterSpec, load_manifest
 from meterhub.driver.base import now_utc, spec_index, to_quantities
 from meterhub.hookspecs import hookimpl
 from meterhub.protocols.errors import DeviceMismatch
+
+
+@lru_cache(maxsize=None)
+def _polled(variant: str, read_ratios: bool) -> tuple[RegisterSpec, ...]:
+    """The registers a poll reads: every quantity and the prepaid state (+ PT/CT when asked to)."""
+    specs = VARIANTS[variant]
+    wanted = [s for s in specs if s.quantity or s.key in prepaid.STATE_KEYS]
+    if read_ratios and variant == "dtsd1352":
+        wanted += [s for s in specs if s.key in ("pt", "ct")]
+    return tuple(wanted)
 
 
 class AcrelDtsd1352(Driver):
@@ -36,9 +47,7 @@ class AcrelDtsd1352(Driver):
     async def read(self, transport: Any, device: Any) -> list[ChannelReading]:
         config = self.validate_config(device.config)
         specs = self.registers_for(config)
-        wanted = [s for s in specs if s.quantity or s.key in prepaid.STATE_KEYS]
-        if config["read_ratios"] and config["variant"] == "dtsd1352":
-            wanted += [s for s in specs if s.key in ("pt", "ct")]
+        wanted = _polled(config["variant"], bool(config["read_ratios"]))
         raw = await self.read_specs(transport, int(device.address), wanted)
         pt = raw.get("pt", Decimal(config["pt"])) if config["variant"] == "dtsd1352" else Decimal(1)
         ct = raw.get("ct", Decimal(config["ct"])) if config["variant"] == "dtsd1352" else Decimal(1)

@@ -61,6 +61,7 @@ class WaterMeterSim(RegisterSimDevice):
     def set_valve(self, open_valve: bool) -> None:
         self.channel.advance(self.clock.now())
         self.channel.valve_open = open_valve
+        self.invalidate()
 
     def status(self) -> int:
         return cjt188.ST_VALVE_OPEN if self.channel.valve_open else cjt188.ST_VALVE_CLOSED

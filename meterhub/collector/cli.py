@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from meterhub.aio import run_loop
 from meterhub.collector.schedule import Shard
 
 log = logging.getLogger(__name__)
@@ -42,4 +43,4 @@ def collector_command(shard: str, interval_s: float | None, reload_s: float, sta
             loop.add_signal_handler(sig, collector.request_stop)
         await collector.run()
 
-    asyncio.run(main())
+    run_loop(main())

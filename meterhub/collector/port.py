@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -86,27 +87,24 @@ class BusPort:
 
     # --- the transport surface drivers use ------------------------------------------------------
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
-        return await self._call(lambda: self.transport.read_holding_registers(unit, address, count),
-                                frame=(8, 5 + 2 * count))
+        return await self._call(self.transport.read_holding_registers, (unit, address, count), (8, 5 + 2 * count))
 
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
-        await self._call(lambda: self.transport.write_registers(unit, address, values),
-                         frame=(9 + 2 * len(values), 8), write=True)
+        await self._call(self.transport.write_registers, (unit, address, values), (9 + 2 * len(values), 8), write=True)
 
     async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
-        return await self._call(lambda: self.transport.read_coils(unit, address, count),
-                                frame=(8, 5 + (count + 7) // 8))
+        return await self._call(self.transport.read_coils, (unit, address, count), (8, 5 + (count + 7) // 8))
 
     async def write_coil(self, unit: int, address: int, on: bool) -> None:
-        await self._call(lambda: self.transport.write_coil(unit, address, on), frame=(8, 8), write=True)
+        await self._call(self.transport.write_coil, (unit, address, on), (8, 8), write=True)
 
     async def transact(self, request: Any, **kwargs: Any) -> Any:
         """CJ/T 188 request/reply (water meters); writes (valve) are not retried."""
         write = getattr(request, "control", 0) & 0x3F == 0x04
-        return await self._call(lambda: self.transport.transact(request, **kwargs), frame=None, write=write)
+        return await self._call(partial(self.transport.transact, **kwargs), (request,), None, write=write)
 
     # --- the policy ------------------------------------------------------------------------------
-    async def _call(self, run: Callable[[], Awaitable[T]], frame: tuple[int, int] | None,
+    async def _call(self, run: Callable[..., Awaitable[T]], args: tuple[Any, ...], frame: tuple[int, int] | None,
                     write: bool = False) -> T:
         if self._busy:  # the poller guarantees this; a driver that fans out requests is a bug
             raise RuntimeError("two outstanding requests on one bus")
@@ -117,7 +115,7 @@ class BusPort:
             self._busy = True
             start = self.clock()
             try:
-                result = await run()
+                result = await run(*args)
             except DeviceError as err:
                 self._finish(start)
                 self.stats.faults += 1

@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from meterhub.aio import run_loop
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,6 @@ def simulate_command(gateways: int, devices: int, drivers: str, base_port: int, 
             await fleet.stop()
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except KeyboardInterrupt:
         click.echo("stopped")

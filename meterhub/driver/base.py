@@ -26,10 +26,11 @@ from typing import Any, ClassVar, Protocol
 import jsonschema
 
 from meterhub.driver.qr import QRInfo, parse_qr_payload
-from meterhub.driver.registers import RegisterSpec, decode_block, encode_value, plan_blocks
+from meterhub.driver.registers import Block, RegisterSpec, encode_value, plan_blocks
 from meterhub.protocols.errors import QRCodeError, UnsupportedCommand
 
 SECRET_MASK = "--------"
+CONFIG_CACHE_SIZE = 1024  # distinct device configs / read plans remembered per driver
 CAPABILITIES = frozenset(
     {"relay", "keep_power", "meter_side_prepaid", "valve", "tou_registers", "overload_limit", "prices"}
 )
@@ -106,6 +107,9 @@ class Driver:
         validator_cls = jsonschema.validators.validator_for(self.config_schema)
         validator_cls.check_schema(self.config_schema)
         self._validator = validator_cls(self.config_schema)
+        self._valid_configs: dict[str, dict[str, Any]] = {}  # canonical JSON -> validated config
+        self._seen_configs: dict[int, tuple[Any, dict[str, Any], dict[str, Any]]] = {}  # id -> (obj, copy, valid)
+        self._plans: dict[tuple, tuple[tuple[RegisterSpec, ...], list[Block]]] = {}
         unknown = self.capabilities - CAPABILITIES
         if unknown:
             raise ValueError(f"driver {self.key}: unknown capabilities {sorted(unknown)}")
@@ -115,12 +119,47 @@ class Driver:
 
     # --- configuration ------------------------------------------------------------------------
     def validate_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Config with schema defaults applied; raises jsonschema.ValidationError if invalid."""
-        result = {k: copy.deepcopy(v["default"]) for k, v in self.config_schema.get("properties", {}).items()
-                  if "default" in v}
-        result.update(config or {})
-        self._validator.validate(result)
-        return result
+        """Config with schema defaults applied (a fresh copy); raises jsonschema.ValidationError if invalid.
+
+        Valid configs are remembered, by object (the collector polls the same device's config thousands of
+        times; an unchanged object is recognised by equality with its snapshot) and by canonical JSON:
+        schema validation would cost more than decoding the read.
+        """
+        seen = self._seen_configs.get(id(config))
+        if seen is not None and seen[0] is config and seen[1] == config:
+            valid = seen[2]
+        else:
+            valid = self._validate(config)
+            if valid is not None:
+                if len(self._seen_configs) >= CONFIG_CACHE_SIZE:
+                    self._seen_configs.clear()
+                self._seen_configs[id(config)] = (config, copy.deepcopy(dict(config or {})), valid)
+            else:  # not JSON: validated, not remembered
+                valid = self._apply_defaults(config)
+        if any(isinstance(v, (dict, list)) for v in valid.values()):
+            return copy.deepcopy(valid)
+        return dict(valid)  # flat: a shallow copy is already independent
+
+    def _validate(self, config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The validated config from the JSON-keyed cache (validating on a miss); None if not JSON."""
+        try:
+            key = json.dumps(config or {}, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return None
+        valid = self._valid_configs.get(key)
+        if valid is None:
+            valid = self._apply_defaults(config)
+            if len(self._valid_configs) >= CONFIG_CACHE_SIZE:
+                self._valid_configs.clear()
+            self._valid_configs[key] = valid
+        return valid
+
+    def _apply_defaults(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        valid = {k: copy.deepcopy(v["default"]) for k, v in self.config_schema.get("properties", {}).items()
+                 if "default" in v}
+        valid.update(config or {})
+        self._validator.validate(valid)
+        return valid
 
     def mask_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Config safe to show: secret values replaced by the mask."""
@@ -227,10 +266,20 @@ class Driver:
     ) -> dict[str, Decimal]:
         """Read ``specs`` from ``unit`` in as few contiguous FC03 reads as possible and decode them."""
         values: dict[str, Decimal] = {}
-        for block in plan_blocks(specs, max_count, max_gap):
+        for block in self._plan(specs, max_count, max_gap):
             registers = await transport.read_holding_registers(unit, block.start, block.count)
-            values.update(decode_block(block.specs, block.start, registers))
+            values.update(block.decode(registers))
         return values
+
+    def _plan(self, specs: Sequence[RegisterSpec], max_count: int, max_gap: int) -> list[Block]:
+        """``plan_blocks`` remembered per list of spec objects (specs are immutable module constants)."""
+        key = (max_count, max_gap, *map(id, specs))
+        hit = self._plans.get(key)
+        if hit is None:
+            if len(self._plans) >= CONFIG_CACHE_SIZE:
+                self._plans.clear()
+            hit = self._plans[key] = (tuple(specs), plan_blocks(specs, max_count, max_gap))  # keeps ids alive
+        return hit[1]
 
     async def write_spec(self, transport: Any, unit: int, spec: RegisterSpec, value: Decimal | int) -> None:
         """Write one value with FC16."""
@@ -243,9 +292,18 @@ def spec_index(specs: Sequence[RegisterSpec]) -> dict[str, RegisterSpec]:
 
 def to_quantities(specs: Sequence[RegisterSpec], raw: Mapping[str, Decimal], pt: Decimal, ct: Decimal) -> dict:
     """Apply PT/CT ratios and rename register keys to quantity keys."""
-    out: dict[str, Decimal | bool] = {}
-    for spec in specs:
-        if spec.quantity and spec.key in raw:
-            factor = {"": 1, "pt": pt, "ct": ct, "ptct": pt * ct}[spec.ratio]
-            out[spec.quantity] = raw[spec.key] * factor
-    return out
+    factors = {"": 1, "pt": pt, "ct": ct, "ptct": pt * ct}
+    return {quantity: raw[key] * factors[ratio] for quantity, key, ratio in _quantity_specs(specs) if key in raw}
+
+
+_QUANTITY_SPECS: dict[int, tuple[Sequence[RegisterSpec], list[tuple[str, str, str]]]] = {}
+
+
+def _quantity_specs(specs: Sequence[RegisterSpec]) -> list[tuple[str, str, str]]:
+    """(quantity, key, ratio) of the specs that carry a quantity; remembered per map (maps are constants)."""
+    hit = _QUANTITY_SPECS.get(id(specs))
+    if hit is None or hit[0] is not specs:
+        if len(_QUANTITY_SPECS) >= CONFIG_CACHE_SIZE:
+            _QUANTITY_SPECS.clear()
+        hit = _QUANTITY_SPECS[id(specs)] = (specs, [(s.quantity, s.key, s.ratio) for s in specs if s.quantity])
+    return hit[1]

@@ -15,7 +15,9 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
+from typing import Any
 
 from meterhub.protocols.bcd import bcd_to_int, int_to_bcd
 from meterhub.protocols.errors import FrameError
@@ -74,6 +76,33 @@ class Block:
     start: int
     count: int
     specs: tuple[RegisterSpec, ...]
+
+    def decode(self, registers: Sequence[int]) -> dict[str, Decimal]:
+        """``decode_block(self.specs, self.start, registers)``, with the per-spec work done once per block."""
+        if len(registers) != self.count:
+            return decode_block(self.specs, self.start, registers)
+        return {key: (fast(registers, lo) if fast else _raw(spec, registers[lo:hi])) * scale
+                for key, lo, hi, fast, scale, spec in self._decoders}
+
+    @cached_property
+    def _decoders(self) -> list[tuple[str, int, int, Any, Decimal, RegisterSpec]]:
+        end = self.start + self.count
+        return [(s.key, s.address - self.start, s.end - self.start, _FAST.get(s.type), s.scale, s)
+                for s in self.specs if s.readable and s.address >= self.start and s.end <= end]
+
+
+def _i16(words: Sequence[int], i: int) -> Decimal:
+    w = words[i]
+    return Decimal(w - 0x10000 if w & 0x8000 else w)
+
+
+def _i32(words: Sequence[int], i: int) -> Decimal:
+    value = words[i] << 16 | words[i + 1]
+    return Decimal(value - (1 << 32) if value & 0x80000000 else value)
+
+
+_FAST = {"u16": lambda words, i: Decimal(words[i]), "bits": lambda words, i: Decimal(words[i]), "i16": _i16,
+         "u32": lambda words, i: Decimal(words[i] << 16 | words[i + 1]), "i32": _i32}
 
 
 def plan_blocks(specs: Iterable[RegisterSpec], max_count: int = 100, max_gap: int = 8) -> list[Block]:

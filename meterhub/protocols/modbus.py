@@ -39,11 +39,26 @@ def _crc_table() -> list[int]:
 _TABLE = _crc_table()
 
 
+def _crc_table16() -> list[int]:
+    """The register after two more bytes, for every 16-bit value the two bytes were XORed into."""
+    table = []
+    for value in range(0x10000):
+        crc = (value >> 8) ^ _TABLE[value & 0xFF]
+        table.append((crc >> 8) ^ _TABLE[crc & 0xFF])
+    return table
+
+
+_TABLE16 = _crc_table16()
+
+
 def crc16(data: bytes) -> int:
-    """Modbus CRC16 (poly 0xA001, init 0xFFFF)."""
+    """Modbus CRC16 (poly 0xA001, init 0xFFFF), two bytes per step (the collector's hottest loop)."""
     crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _TABLE[(crc ^ byte) & 0xFF]
+    n = len(data) & ~1
+    for word in struct.unpack_from(f"<{n // 2}H", data):
+        crc = _TABLE16[crc ^ word]
+    if n != len(data):
+        crc = (crc >> 8) ^ _TABLE[(crc ^ data[-1]) & 0xFF]
     return crc
 
 

@@ -17,6 +17,7 @@ from meterhub.protocols.errors import ModbusExceptionReply
 from meterhub.simulator.model import SimClock
 
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 1, 2, 3, 4
+MEASUREMENT_REFRESH_S = 1.0  # device-clock seconds between register image refreshes
 
 
 class SimDevice:
@@ -54,6 +55,7 @@ class RegisterSimDevice(SimDevice):
     def __init__(self, address: Any, specs: Sequence[RegisterSpec], clock: SimClock | None = None,
                  address_space: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__(address, clock)
+        self._images: dict[int, tuple[int, dict[int, int]]] = {}
         self.specs_by_unit: dict[int, tuple[RegisterSpec, ...]] = {}
         self.set_map(specs)
         end = max((s.end for s in specs), default=0)
@@ -61,6 +63,7 @@ class RegisterSimDevice(SimDevice):
 
     def set_map(self, specs: Sequence[RegisterSpec], unit: int | None = None) -> None:
         self.specs_by_unit[self.address if unit is None else unit] = tuple(specs)
+        self._images.clear()
 
     def specs(self, unit: int) -> tuple[RegisterSpec, ...]:
         return self.specs_by_unit.get(unit) or next(iter(self.specs_by_unit.values()))
@@ -76,22 +79,36 @@ class RegisterSimDevice(SimDevice):
             raise ModbusExceptionReply(ILLEGAL_ADDRESS)
 
     def image(self, unit: int, address: int, count: int) -> list[int]:
-        words = [0] * count
+        """Register words ``address .. address+count-1`` (0 where the map defines nothing)."""
+        words = self._words(unit)
+        return [words.get(a, 0) for a in range(address, address + count)]
+
+    def _words(self, unit: int) -> dict[int, int]:
+        """The unit's whole register image, refreshed once per device-clock second and after any write —
+        as a real meter refreshes its measurement registers (and it keeps a bus cycle's reads consistent)."""
+        tick = int(self.clock.elapsed() // MEASUREMENT_REFRESH_S)
+        cached = self._images.get(unit)
+        if cached is not None and cached[0] == tick:
+            return cached[1]
         values = self.current_values(unit)
+        words: dict[int, int] = {}
         for spec in self.specs(unit):
-            if spec.end <= address or spec.address >= address + count or spec.key not in values:
-                continue
-            encoded = encode_value(spec, _fit(spec, values[spec.key]))
-            for i, word in enumerate(encoded):
-                if address <= spec.address + i < address + count:
-                    words[spec.address + i - address] = word
+            if spec.key in values:
+                for i, word in enumerate(_encode(spec, values[spec.key])):
+                    words[spec.address + i] = word
+        self._images[unit] = (tick, words)
         return words
+
+    def invalidate(self) -> None:
+        """Forget the register images (state changed: a write, a relay, a top-up)."""
+        self._images.clear()
 
     def read_registers(self, unit: int, address: int, count: int) -> list[int]:
         self._check_range(address, count)
         return self.image(unit, address, count)
 
     def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
+        self.invalidate()
         self._check_range(address, len(values))
         end = address + len(values)
         touched = [s for s in self.specs(unit) if s.address < end and s.end > address]
@@ -99,6 +116,25 @@ class RegisterSimDevice(SimDevice):
             raise ModbusExceptionReply(ILLEGAL_ADDRESS)
         writable = [RegisterSpec(s.key, s.address, s.count, s.type, s.scale, rw="RW") for s in touched]
         self.apply_write(unit, decode_block(writable, address, list(values)))
+
+
+_UNSIGNED, _SIGNED = frozenset({"u16", "u32", "bits"}), frozenset({"i16", "i32"})
+
+
+def _encode(spec: RegisterSpec, value: Decimal | int | bool) -> list[int]:
+    """``encode_value(spec, _fit(spec, value))``; integer registers take a short path (image refreshes)."""
+    t = spec.type
+    if t in _UNSIGNED or t in _SIGNED:
+        dec = Decimal(int(value)) if isinstance(value, bool) else Decimal(value)
+        raw = int((dec / spec.scale).to_integral_value())
+        bits = 16 * spec.count
+        if raw < 0 if t in _UNSIGNED else not -(1 << (bits - 1)) <= raw < 1 << (bits - 1):
+            return encode_value(spec, _fit(spec, value))  # raises the generic out-of-range error
+        if t in _UNSIGNED:
+            raw %= 1 << bits  # counters wrap like a real meter's
+        raw &= (1 << bits) - 1
+        return [raw >> 16 & 0xFFFF, raw & 0xFFFF] if spec.count == 2 else [raw]
+    return encode_value(spec, _fit(spec, value))
 
 
 def _fit(spec: RegisterSpec, value: Decimal | int | bool) -> Decimal:

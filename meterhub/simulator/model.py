@@ -33,9 +33,12 @@ class SimClock:
         self._t0 = time.monotonic()
         self._offset = 0.0
 
+    def elapsed(self) -> float:
+        """Simulated seconds since ``start``."""
+        return (time.monotonic() - self._t0) * self.acceleration + self._offset
+
     def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._t0) * self.acceleration + self._offset
-        return self.start + timedelta(seconds=elapsed)
+        return self.start + timedelta(seconds=self.elapsed())
 
     def advance(self, seconds: float) -> None:
         """Jump the simulated clock ahead."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +67,13 @@ class Faults:
 
 
 class SimServer:
-    """A simulated gateway port serving ``devices`` on one bus."""
+    """A simulated gateway port serving ``devices`` on one bus.
+
+    The I/O is an ``asyncio.Protocol`` (no task or stream per request): a request is answered when its
+    frame is complete, and the reply leaves when the simulated bus is done with the transaction. The bus
+    is one resource shared by every connection to the port: a transaction starts when the previous one
+    ends (``bus_free_at``), so two masters on one port queue exactly as on a real RS485 line.
+    """
 
     def __init__(self, devices: Iterable[SimDevice], framing: str = "tcp", host: str = "127.0.0.1",
                  port: int = 0, line: LineTiming | None = None, faults: Faults | None = None,
@@ -82,13 +89,14 @@ class SimServer:
                 self.by_unit[unit] = device
         self.framing, self.host, self.port = framing, host, port
         self.line, self.faults, self.di_order = line, faults or Faults(), di_order
-        self.bus = asyncio.Lock()
         self.transactions = 0
+        self.bus_free_at = 0.0  # loop time when the line is idle again
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
 
     async def start(self) -> SimServer:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("simulated %s bus on %s:%d with %d devices", self.framing, self.host, self.port, len(self.devices))
         return self
@@ -96,9 +104,8 @@ class SimServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for task in list(self._clients):
-                task.cancel()
-            await asyncio.gather(*self._clients, return_exceptions=True)
+            for connection in list(self._connections):
+                connection.close()
             await self._server.wait_closed()
             self._server = None
 
@@ -108,55 +115,39 @@ class SimServer:
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
-        try:
-            while True:
-                request = await self._read_request(reader)
-                if request is None:
-                    continue
-                async with self.bus:
-                    reply = self._answer(request)
-                    self.transactions += 1
-                    if self.line:
-                        await asyncio.sleep(self.line.transaction_time(len(request), len(reply or b"")))
-                if reply:
-                    writer.write(reply)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._clients.discard(task)
-            writer.close()
-
-    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+    def take_request(self, buf: bytearray) -> int | None:
+        """Length of the complete request at the start of ``buf``; None: wait for more bytes; 0 for an
+        RTU frame of unknown length, which (as on a real line) ends with silence."""
         if self.framing == "tcp":
-            header = await reader.readexactly(7)
-            length = int.from_bytes(header[4:6], "big")
-            return header + await reader.readexactly(max(length - 1, 0))
+            if len(buf) < 7:
+                return None
+            total = 6 + max(int.from_bytes(buf[4:6], "big"), 1)
+            return total if len(buf) >= total else None
         if self.framing == "rtu":
-            buf = await reader.readexactly(2)
-            total = mb.rtu_request_length(buf)
-            if total is None and buf[1] in (0x0F, 0x10):
-                buf += await reader.readexactly(5)
-                total = mb.rtu_request_length(buf)
-            if total is None:  # unknown function: the frame ends with line silence
-                try:
-                    while len(buf) < 256:
-                        buf += await asyncio.wait_for(reader.read(256), 0.02)
-                except TimeoutError:
-                    pass
-                return buf
-            return buf + await reader.readexactly(total - len(buf))
-        byte = await reader.readexactly(1)
-        while byte == b"\xfe":
-            byte = await reader.readexactly(1)
-        if byte != b"\x68":
-            return None  # noise between frames is ignored, as on a real line
-        head = byte + await reader.readexactly(10)
-        return head + await reader.readexactly(13 + head[10] - len(head))
+            if len(buf) < 2:
+                return None
+            total = mb.rtu_request_length(bytes(buf[:7]))
+            if total is None:
+                return None if buf[1] in (0x0F, 0x10) and len(buf) < 7 else 0
+            return total if len(buf) >= total else None
+        if len(buf) < 11:
+            return None
+        total = 13 + buf[10]
+        return total if len(buf) >= total else None
+
+    def transact(self, connection: _Connection, request: bytes) -> None:
+        """Answer one request frame; the reply is written when the bus transaction is over."""
+        reply = self._answer(request)
+        self.transactions += 1
+        if self.line is None:
+            if reply:
+                connection.write(reply)
+            return
+        loop = asyncio.get_running_loop()
+        start = max(loop.time(), self.bus_free_at)
+        self.bus_free_at = start + self.line.transaction_time(len(request), len(reply or b""))
+        if reply:  # a connection closed meanwhile writes nothing
+            loop.call_at(self.bus_free_at, connection.write, reply)
 
     def _answer(self, request: bytes) -> bytes | None:
         """Reply bytes for one request frame, after fault injection; None = silence."""
@@ -193,7 +184,7 @@ class SimServer:
                 if not 1 <= count <= mb.MAX_READ:
                     raise ModbusExceptionReply(3)
                 words = device.read_registers(unit, address, count)
-                return bytes([fc, 2 * count]) + b"".join(w.to_bytes(2, "big") for w in words)
+                return bytes([fc, 2 * count]) + struct.pack(f">{count}H", *words)
             if fc == mb.WRITE_MULTIPLE and len(pdu) >= 6:
                 address, count, nbytes = int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big"), pdu[5]
                 if not 1 <= count <= mb.MAX_WRITE or nbytes != 2 * count or len(pdu) != 6 + nbytes:
@@ -236,3 +227,63 @@ class SimServer:
         if self.faults.rng.random() < self.faults.crc_error:
             raw[-2] ^= 0x5A
         return bytes(raw)
+
+
+class _Connection(asyncio.Protocol):
+    """One master's TCP connection to a simulated port."""
+
+    def __init__(self, server: SimServer) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.transport: Any = None
+        self.silence: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:  # an asyncio or a uvloop transport
+        self.transport = transport
+        self.server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        if self.silence is not None:
+            self.silence.cancel()
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def write(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.silence is not None:
+            self.silence.cancel()
+            self.silence = None
+        if self.server.framing == "cjt188":
+            self._skip_to_cjt188_start()
+        while self.buf:
+            total = self.server.take_request(self.buf)
+            if total is None:
+                return
+            if total == 0:  # unknown RTU function: the frame ends after 20 ms of silence
+                self.silence = asyncio.get_running_loop().call_later(0.02, self._silence)
+                return
+            request, self.buf = bytes(self.buf[:total]), self.buf[total:]
+            self.server.transact(self, request)
+            if self.server.framing == "cjt188":
+                self._skip_to_cjt188_start()
+
+    def _silence(self) -> None:
+        self.silence = None
+        request, self.buf = bytes(self.buf[:256]), self.buf[256:]
+        self.server.transact(self, request)
+
+    def _skip_to_cjt188_start(self) -> None:
+        """Preamble (FE) and noise between CJ/T 188 frames are ignored, as on a real line."""
+        start = self.buf.find(b"\x68")
+        if start == -1:
+            self.buf.clear()
+        elif start:
+            del self.buf[:start]

@@ -16,7 +16,7 @@ from meterhub.transports.modbus import ModbusClient
 from meterhub.transports.stream import StreamBus
 
 
-def open_transport(host: str, port: int, framing: str, **kwargs: object) -> StreamBus:
+def open_transport(host: str, port: int, framing: str, **kwargs: object) -> ModbusClient | Cjt188Client:
     """A client for a gateway's ``framing``: "tcp" (Modbus TCP), "rtu" (RTU over TCP) or "cjt188"."""
     if framing == "cjt188":
         return Cjt188Client(host, port, **kwargs)  # type: ignore[arg-type]

@@ -5,84 +5,217 @@
     await bus.write_registers(unit, address, values)        # FC16 (Acrel writes only with FC16)
     await bus.read_coils(unit, address, count) -> list[bool]
     await bus.write_coil(unit, address, on)
+
+The connection is an ``asyncio.Protocol`` that assembles reply frames as bytes arrive and hands a complete
+frame to the waiting request: no stream reader, task or timeout context per request. A collector runs
+thousands of these transactions a second, and this is where its CPU goes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
+import logging
+from collections.abc import Callable
+from typing import Any
 
 from meterhub.protocols import modbus as mb
-from meterhub.protocols.errors import FrameError
-from meterhub.transports.stream import StreamBus
+from meterhub.protocols.errors import DeviceTimeout, FrameError
+
+log = logging.getLogger(__name__)
+FrameEnd = Callable[[bytearray], "int | None"]
 
 
-class ModbusClient(StreamBus):
+def rtu_reply_end(buf: bytearray) -> int | None:
+    """Length of the RTU reply at the start of ``buf`` once 3 bytes tell it (every reply has >= 5)."""
+    return mb.rtu_reply_length(bytes(buf[:3])) if len(buf) >= 3 else None
+
+
+def mbap_end(buf: bytearray) -> int | None:
+    """Length of the MBAP frame at the start of ``buf`` once its header is in."""
+    if len(buf) < 7:
+        return None
+    length = buf[4] << 8 | buf[5]
+    if not 2 <= length <= 254:
+        raise FrameError(f"MBAP length {length} out of range")
+    return 6 + length
+
+
+class _Link(asyncio.Protocol):
+    """The gateway connection: buffers what arrives and completes the waiting request's frame."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: Any = None
+        self.waiter: asyncio.Future[bytes] | None = None
+        self.frame_end: FrameEnd = rtu_reply_end
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: Any) -> None:  # an asyncio or a uvloop transport
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionResetError("the gateway closed the connection")
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(self.lost)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Complete the waiter with the first whole frame in the buffer, if there is one."""
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            total = self.frame_end(self.buf)
+        except FrameError as err:
+            waiter.set_exception(err)
+            return
+        if total is not None and len(self.buf) >= total:
+            frame = bytes(self.buf[:total])
+            del self.buf[:total]
+            waiter.set_result(frame)
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def _next_frame(link: _Link, frame_end: FrameEnd, deadline: float) -> bytes:
+    """The next whole frame on ``link``; TimeoutError at ``deadline`` (loop time)."""
+    if link.lost is not None:
+        raise link.lost
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_at(deadline, _expire, waiter)
+    link.waiter, link.frame_end = waiter, frame_end
+    try:
+        link.deliver()  # a frame may already be buffered
+        return await waiter
+    finally:
+        timer.cancel()
+        link.waiter = None
+
+
+class ModbusClient:
     """Asyncio Modbus master for one gateway connection (one bus)."""
 
-    def __init__(self, host: str, port: int, framing: str = "tcp", **kwargs: float) -> None:
+    def __init__(self, host: str, port: int, framing: str = "tcp", timeout: float = 0.5,
+                 connect_timeout: float = 3.0, inter_frame_delay: float = 0.0) -> None:
         if framing not in ("tcp", "rtu"):
             raise ValueError(f"framing must be 'tcp' or 'rtu', not {framing!r}")
-        super().__init__(host, port, **kwargs)
-        self.framing = framing
+        self.host, self.port, self.framing = host, port, framing
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.inter_frame_delay = inter_frame_delay
+        self.lock = asyncio.Lock()
+        self.name = f"bus {host}:{port}"
+        self._link: _Link | None = None
         self._tid = 0
+        self._broken_logged = False
+
+    @property
+    def connected(self) -> bool:
+        link = self._link
+        return link is not None and link.lost is None and not link.transport.is_closing()
+
+    async def connect(self) -> None:
+        """Open the connection (called automatically by the first request)."""
+        loop = asyncio.get_running_loop()
+        try:
+            _, link = await asyncio.wait_for(loop.create_connection(_Link, self.host, self.port),
+                                             self.connect_timeout)
+        except (OSError, TimeoutError) as err:
+            raise DeviceTimeout(
+                f"cannot connect ({err.__class__.__name__}: {err}); check the gateway's address, port and power",
+                self.name,
+            ) from err
+        self._link = link
+        if self._broken_logged:
+            log.info("%s: connection restored", self.name)
+            self._broken_logged = False
+
+    async def close(self) -> None:
+        """Close the connection; the next request reconnects (late bytes of a timed-out reply go with it)."""
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
+            link.transport.close()
+
+    async def __aenter__(self) -> ModbusClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
 
     async def request(self, unit: int, pdu: bytes) -> bytes:
         """Send one request PDU to ``unit`` and return the reply PDU (frame checks done)."""
-        where = f"{self.name} unit {unit}"
-
-        async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-            if self.framing == "tcp":
-                self._tid = (self._tid + 1) & 0xFFFF
-                writer.write(mb.mbap_frame(self._tid, unit, pdu))
-                await writer.drain()
-                while True:
-                    header = await reader.readexactly(7)
-                    length = struct.unpack(">H", header[4:6])[0]
-                    if not 2 <= length <= 254:
-                        raise FrameError(f"MBAP length {length} out of range", where)
-                    frame = header + await reader.readexactly(length - 1)
-                    tid, r_unit, reply = mb.mbap_split(frame, where)
-                    if tid == self._tid:
-                        break  # stale replies of timed-out requests carry older ids
-            else:
-                writer.write(mb.rtu_frame(unit, pdu))
-                await writer.drain()
-                buf = await reader.readexactly(2)
-                try:
-                    total = mb.rtu_reply_length(buf)
-                except FrameError as err:
-                    raise FrameError(str(err), where) from err
-                if total is None:
-                    buf += await reader.readexactly(1)
-                    total = mb.rtu_reply_length(buf)
-                assert total is not None
-                buf += await reader.readexactly(total - len(buf))
-                r_unit, reply = mb.rtu_split(buf, where)
+        async with self.lock:
+            if not self.connected:
+                await self.connect()
+            link = self._link
+            assert link is not None
+            deadline = asyncio.get_running_loop().time() + self.timeout
+            try:
+                if self.framing == "tcp":
+                    self._tid = (self._tid + 1) & 0xFFFF
+                    link.transport.write(mb.mbap_frame(self._tid, unit, pdu))
+                    while True:
+                        frame = await _next_frame(link, mbap_end, deadline)
+                        tid, r_unit, reply = mb.mbap_split(frame, self._where(unit))
+                        if tid == self._tid:
+                            break  # stale replies of timed-out requests carry older ids
+                else:
+                    link.transport.write(mb.rtu_frame(unit, pdu))
+                    frame = await _next_frame(link, rtu_reply_end, deadline)
+                    r_unit, reply = mb.rtu_split(frame, self._where(unit))
+            except TimeoutError as err:
+                await self.close()
+                raise DeviceTimeout(
+                    f"no reply within {self.timeout:.3f} s; check slave address, baud rate, wiring and power",
+                    self._where(unit),
+                ) from err
+            except (ConnectionError, OSError) as err:
+                await self.close()
+                if not self._broken_logged:
+                    log.warning("%s: connection lost (%s)", self.name, err)
+                    self._broken_logged = True
+                raise DeviceTimeout(f"connection lost ({err.__class__.__name__}); will reconnect",
+                                    self._where(unit)) from err
+            except FrameError as err:
+                await self.close()
+                if err.where:
+                    raise
+                raise type(err)(str(err), self._where(unit)) from err
+            finally:
+                if self.inter_frame_delay:
+                    await asyncio.sleep(self.inter_frame_delay)
             if r_unit != unit:
-                raise FrameError(f"reply from unit {r_unit}, expected {unit}", where)
+                raise FrameError(f"reply from unit {r_unit}, expected {unit}", self._where(unit))
             return reply
 
-        return await self.transaction(where, exchange)
+    def _where(self, unit: int) -> str:
+        return f"{self.name} unit {unit}"
 
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
         """FC03."""
         reply = await self.request(unit, mb.read_request(address, count))
-        return mb.parse_read_reply(reply, count, f"{self.name} unit {unit}")
+        return mb.parse_read_reply(reply, count, self._where(unit))
 
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
         """FC16; the reply must echo address and count."""
         pdu = mb.write_request(address, list(values))
         reply = await self.request(unit, pdu)
-        mb.parse_echo_reply(reply, pdu, f"{self.name} unit {unit}")
+        mb.parse_echo_reply(reply, pdu, self._where(unit))
 
     async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
         """FC01."""
         reply = await self.request(unit, mb.read_request(address, count, mb.READ_COILS))
-        return mb.parse_coils_reply(reply, count, f"{self.name} unit {unit}")
+        return mb.parse_coils_reply(reply, count, self._where(unit))
 
     async def write_coil(self, unit: int, address: int, on: bool) -> None:
         """FC05."""
         pdu = mb.write_coil_request(address, on)
         reply = await self.request(unit, pdu)
-        mb.parse_echo_reply(reply, pdu, f"{self.name} unit {unit}")
+        mb.parse_echo_reply(reply, pdu, self._where(unit))
+

@@ -21,6 +21,7 @@ class StreamBus:
         inter_frame_delay: float = 0.0,
     ) -> None:
         self.host, self.port = host, port
+        self._name = f"bus {host}:{port}"
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.inter_frame_delay = inter_frame_delay
         self.lock = asyncio.Lock()
@@ -30,7 +31,7 @@ class StreamBus:
 
     @property
     def name(self) -> str:
-        return f"bus {self.host}:{self.port}"
+        return self._name
 
     @property
     def connected(self) -> bool:
@@ -75,7 +76,8 @@ class StreamBus:
                 await self.connect()
             assert self._reader is not None and self._writer is not None
             try:
-                return await asyncio.wait_for(exchange(self._reader, self._writer), self.timeout)
+                async with asyncio.timeout(self.timeout):  # no extra task per request (wait_for makes one)
+                    return await exchange(self._reader, self._writer)
             except TimeoutError as err:
                 await self.close()
                 raise DeviceTimeout(
