@@ -31,7 +31,7 @@ from typing import Any
 from meterhub.aio import run_loop
 from meterhub.collector.bus import BusDevice, BusPoller, BusSpec, CycleReport, DeviceOutcome
 from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
-from meterhub.driver import DeviceRef
+from meterhub.driver import DeviceRef, plan_blocks
 from meterhub.simulator import Faults, LineTiming, SimClock, SimServer
 
 log = logging.getLogger("bench.polling")
@@ -184,6 +184,63 @@ def line_rate(buses: int, faulty: bool, timeout_s: float) -> dict[str, Any]:
     return out
 
 
+def peers(buses: int, timeout_s: float) -> dict[str, Any]:
+    """meterhub's poller and pymodbus's client on the same simulated buses, one pass each, same process.
+
+    pymodbus (3.16, RTU framer over TCP) reads the same register blocks, one outstanding request per bus,
+    and does no decoding; meterhub's figure includes decoding and the retry/quarantine policy.
+    """
+    from pymodbus import FramerType
+    from pymodbus.client import AsyncModbusTcpClient
+
+    driver = _driver()
+    config = driver.validate_config({})
+    blocks = [(b.start, b.count) for b in plan_blocks(_polled_specs(config))]
+    fleet = Fleet(buses, 1, False)
+    out: dict[str, Any] = {"buses": buses, "meters": buses * METERS, "blocks_per_meter": len(blocks)}
+    try:
+        sink = CountingSink()
+
+        async def ours() -> list[float]:
+            pollers = _pollers(fleet.ports, sink, 3600.0, timeout_s, 0.0, keep_frames=True)
+            await _run_pollers(pollers, lambda: all(p.cycles >= 1 for p in pollers), 300)
+            return [p.last_report.duration_s / _floor(p.port.stats.frames) for p in pollers if p.last_report]
+
+        async def theirs() -> list[float]:
+            async def bus(port: int) -> float:
+                client = AsyncModbusTcpClient("127.0.0.1", port=port, framer=FramerType.RTU, timeout=timeout_s,
+                                              retries=0)
+                await client.connect()
+                frames: list[tuple[int, int]] = []
+                start = time.monotonic()
+                for unit in range(1, METERS + 1):
+                    for address, count in blocks:
+                        reply = await client.read_holding_registers(address, count=count, device_id=unit)
+                        assert not reply.isError() and len(reply.registers) == count
+                        frames.append((8, 5 + 2 * count))
+                elapsed = time.monotonic() - start
+                client.close()
+                return elapsed / _floor(frames)
+
+            return list(await asyncio.gather(*(bus(port) for port in fleet.ports)))
+
+        for name, run in (("meterhub", ours), ("pymodbus", theirs)):
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            ratios = run_loop(run())
+            out[name] = {"pass_s": time.monotonic() - wall0, "cpu_ms_per_meter": 1000 * (time.process_time() - cpu0)
+                         / (buses * METERS), "cycle_over_floor_median": statistics.median(ratios),
+                         "cycle_over_floor_max": max(ratios)}
+    finally:
+        fleet.close()
+    return out
+
+
+def _polled_specs(config: dict[str, Any]) -> Any:
+    from drivers.acrel_dtsd1352 import _polled
+
+    return _polled(config["variant"], bool(config["read_ratios"]))
+
+
 def _collector_process(ports: list[int], timeout_s: float, ready: Any, go: Any, result: Any) -> None:
     """Poll ``ports`` until every meter has been read (or has failed) once; report the pass time and CPU."""
     sink = CountingSink()
@@ -274,6 +331,8 @@ def main() -> None:
     parser.add_argument("--collector-procs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=0.25, help="bus timeout, seconds")
     parser.add_argument("--storage-buses", type=int, default=100)
+    parser.add_argument("--peer-buses", type=int, default=200, help="buses for the side-by-side with pymodbus")
+    parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-storage", action="store_true")
     args = parser.parse_args()
@@ -284,6 +343,8 @@ def main() -> None:
                                "collector_procs": args.collector_procs, "at": time.strftime("%F %T")}
     results["line_clean"] = line_rate(args.line_buses, False, args.timeout)
     results["line_faults"] = line_rate(args.line_buses, True, args.timeout)
+    if not args.skip_peers:
+        results["peers"] = peers(args.peer_buses, args.timeout)
     if not args.skip_scale:
         for key, faulty in (("scale_clean", False), ("scale_faults", True)):
             results[key] = scale(args.buses, args.sim_procs, args.collector_procs, faulty, 0.5)
@@ -304,6 +365,12 @@ def report(r: dict[str, Any]) -> None:
             _row("transactions per meter", clean["transactions_per_meter"]),
             _row("faults: first cycle / clean", faults["cycle1_s"] / clean["cycle1_s"], "<= 1.2"),
             _row("faults: next cycle (dead meter skipped) / clean", faults["cycle2_s"] / clean["cycle1_s"], "<= 1.2")]
+    if "peers" in r:
+        p = r["peers"]
+        for name in ("meterhub", "pymodbus"):
+            rows += [_row(f"{name}: {p['meters']} meters on {p['buses']} buses, cycle / floor",
+                          p[name]["cycle_over_floor_median"], "<= 1.1"),
+                     _row(f"{name}: CPU ms per meter (same run)", p[name]["cpu_ms_per_meter"])]
     for key in ("scale_clean", "scale_faults"):
         if key in r:
             s = r[key]
