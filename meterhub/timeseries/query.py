@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Rounded
 from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -36,6 +36,10 @@ _LOOKBACK = {"hour": "7 days", "day": "62 days", "month": "400 days"}
 #: Columns :func:`usage_series` can return: the counters' usage (exact) and the bucket's reading/reset counts.
 SERIES_COLUMNS: tuple[str, ...] = (*COUNTERS, "readings", "resets")
 _INTS = frozenset(("readings", "resets"))
+#: Exact text -> Decimal (nothing can round at this precision; if anything did, it would raise). Its
+#: ``create_decimal`` is ~10-15 % cheaper per value than the ``Decimal()`` constructor (no keyword parsing),
+#: which counts at 150,000 values per report.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact, Rounded])
 _backend_cache: dict[str, bool] = {}
 
 
@@ -141,7 +145,7 @@ class _SeriesSink(io.TextIOBase):
 
     def __init__(self, columns: Sequence[str], missing: Any) -> None:
         self.columns = columns
-        self.convert: list[Callable[[str], Any]] = [int if c in _INTS else Decimal for c in columns]
+        self.convert: list[Callable[[str], Any]] = [int if c in _INTS else _EXACT.create_decimal for c in columns]
         self.missing = missing
         self.series: list[MeterSeries] = []
         self._buckets: dict[str, tuple[int, ...]] = {}
