@@ -112,12 +112,15 @@ def _series_rollup_sql(bucket: str, columns: Sequence[str]) -> str:
     """Per meter, its buckets and the usage arrays from the rollup table.
 
     The rows come from an index-only scan of the covering primary key (migration 0011) in ``(meter_id,
-    bucket)`` order, so the arrays are in bucket order and the aggregation streams meter by meter.
+    bucket)`` order, so the arrays are in bucket order and the aggregation streams meter by meter. Buckets go
+    out as whole Unix seconds (they are truncated hours, days or months).
     """
+    cols = ", ".join(f"u.{c}" for c in columns)
     return (
         f"SELECT u.meter_id, array_agg(date_part('epoch', u.bucket)::int8), {_arrays(columns, 'u')} "
-        f"FROM (SELECT u.meter_id, u.bucket, {', '.join(f'u.{c}' for c in columns)} FROM {BUCKETS[bucket]} u WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s "
-        f"AND u.bucket < %(end)s ORDER BY u.meter_id, u.bucket) u GROUP BY u.meter_id ORDER BY u.meter_id"
+        f"FROM (SELECT u.meter_id, u.bucket, {cols} FROM {BUCKETS[bucket]} u WHERE u.meter_id = ANY(%(ids)s) "
+        f"AND u.bucket >= %(start)s AND u.bucket < %(end)s ORDER BY u.meter_id, u.bucket) u "
+        f"GROUP BY u.meter_id ORDER BY u.meter_id"
     )
 
 
@@ -140,8 +143,9 @@ def _series_cagg_sql(bucket: str, columns: Sequence[str]) -> str:
 
 
 class _SeriesSink(io.TextIOBase):
-    """Receives ``COPY ... TO STDOUT`` text one meter row at a time and converts it right away (the database
-    streams the next meters meanwhile). Fields: meter id, bucket array, one array (or ``\\N``) per column."""
+    """Receives ``COPY ... TO STDOUT`` text one meter row at a time (libpq hands over whole rows) and converts
+    it right away, while the database streams the next meters. Fields: meter id, bucket array, one array (or
+    ``\\N``) per column."""
 
     def __init__(self, columns: Sequence[str], missing: Any) -> None:
         self.columns = columns
