@@ -9,6 +9,11 @@ producing 35 M raw 15-minute readings and rolling them up would take far longer 
 is measured by the time-series benchmarks. The report path is the production one: ``usage_rows`` over the
 rollups API as the service role. The export runs in a child process (the same ``write_xlsx`` streaming path
 as the rq job) so its peak RSS is its own. Prints a table and merges into bench/results.json ("reports").
+
+The machine is shared: the daily report is timed alternating run by run with the previous meter-level path
+(commit 55b7212) and the grouped query before it, ``query.usage`` with its previous implementation, all on the
+same data after checking they return the same rows; the load average is printed and recorded next to them.
+The load ends with ``VACUUM ANALYZE``, which autovacuum does to these insert-only tables in production.
 """
 
 from __future__ import annotations
