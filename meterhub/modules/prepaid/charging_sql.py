@@ -56,7 +56,7 @@ WITH st AS MATERIALIZED (
                  count(*) FILTER (WHERE r = 3) OVER w AS n3, count(*) FILTER (WHERE r = 4) OVER w AS n4
           FROM (SELECT k, CASE tp.rate WHEN 'sharp' THEN 1 WHEN 'peak' THEN 2 WHEN 'flat' THEN 3 ELSE 4 END AS r
                 FROM tariff_periods tp CROSS JOIN LATERAL generate_series(tp.start_minute, tp.end_minute - 1) k
-                WHERE tp.version_id = tv.id) m
+                WHERE tp.version_id = tv.id AND tv.kind IN ('tou', 'tiered_tou')) m
           WINDOW w AS (ORDER BY k ROWS UNBOUNDED PRECEDING)) x
     HAVING count(*) = 1440 AND count(DISTINCT x.k) = 1440
   ) d ON tv.kind IN ('tou', 'tiered_tou')
@@ -64,7 +64,7 @@ WITH st AS MATERIALIZED (
     SELECT array_agg(tt.lower ORDER BY tt.lower) AS t_lower, array_agg(tt.upper ORDER BY tt.lower) AS t_upper,
            array_agg(tt.surcharge ORDER BY tt.lower) AS t_surcharge
     FROM (SELECT lower, surcharge, lead(lower) OVER (ORDER BY lower) AS upper FROM tariff_tiers
-          WHERE version_id = tv.id) tt
+          WHERE version_id = tv.id AND tv.kind IN ('tiered', 'tiered_tou')) tt
   ) t ON tv.kind IN ('tiered', 'tiered_tou')
   WHERE tv.tariff_id IN (SELECT tariff_id FROM st)
 ), iv AS (
