@@ -30,6 +30,7 @@ from typing import Any
 
 from meterhub.aio import run_loop
 from meterhub.collector.bus import BusDevice, BusPoller, BusSpec, CycleReport, DeviceOutcome
+from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
 from meterhub.driver import DeviceRef, plan_blocks
 from meterhub.simulator import Faults, LineTiming, SimClock, SimServer
@@ -121,7 +122,7 @@ class CountingSink:
 
 
 def _pollers(ports: list[int], sink: Any, interval_s: float, timeout_s: float, stagger_s: float,
-             keep_frames: bool) -> list[BusPoller]:
+             keep_frames: bool, limit: InflightLimit | None = None) -> list[BusPoller]:
     driver = _driver()
     config = driver.validate_config({})
     pollers = []
@@ -130,7 +131,8 @@ def _pollers(ports: list[int], sink: Any, interval_s: float, timeout_s: float, s
                    for u in range(1, METERS + 1)]
         spec = BusSpec(i, 1, "127.0.0.1", port, "rtu", interval_s=interval_s, timeout_s=timeout_s)
         poller = BusPoller(spec, devices, sink, policy=RetryPolicy(), quarantine=Quarantine(base_s=30.0),
-                           reconnect=Backoff(first_s=0.5, max_s=5), first_delay_s=stagger_s * i / max(len(ports), 1))
+                           reconnect=Backoff(first_s=0.5, max_s=5), first_delay_s=stagger_s * i / max(len(ports), 1),
+                           limit=limit)
         poller.port.stats.keep_frames = keep_frames
         pollers.append(poller)
     return pollers
@@ -245,16 +247,22 @@ def _collector_process(ports: list[int], timeout_s: float, ready: Any, go: Any, 
     """Poll ``ports`` until every meter has been read (or has failed) once; report the pass time and CPU."""
     sink = CountingSink()
 
+    limit = InflightLimit()  # as the collector service does: one per process
+
     async def run() -> float:
-        pollers = _pollers(ports, sink, 3600.0, timeout_s, 1.0, keep_frames=False)
+        pollers = _pollers(ports, sink, 3600.0, timeout_s, 1.0, keep_frames=False, limit=limit)
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        return await _run_pollers(pollers, lambda: all(p.cycles >= 1 for p in pollers), 900)
+        regulator = asyncio.create_task(limit.regulate())
+        try:
+            return await _run_pollers(pollers, lambda: all(p.cycles >= 1 for p in pollers), 900)
+        finally:
+            regulator.cancel()
 
     cpu0 = time.process_time()
     elapsed = run_loop(run())
     result.put({"pass_s": elapsed, "ok": len(sink.ok_times), "cpu_s": time.process_time() - cpu0,
-                "failed": sink.failed, "meters": len(ports) * METERS})
+                "failed": sink.failed, "meters": len(ports) * METERS, "inflight_limit": limit.limit})
 
 
 def scale(buses: int, sim_procs: int, collector_procs: int, faulty: bool, timeout_s: float) -> dict[str, Any]:
@@ -281,7 +289,7 @@ def scale(buses: int, sim_procs: int, collector_procs: int, faulty: bool, timeou
     meters = sum(p["meters"] for p in parts)
     return {"buses": buses, "meters": meters, "pass_s": pass_s, "meters_per_s": meters / pass_s,
             "read_ok": sum(p["ok"] for p in parts), "failed_reads": sum(p["failed"] for p in parts),
-            "per_100k_s": pass_s * 100_000 / meters,
+            "per_100k_s": pass_s * 100_000 / meters, "inflight_limit_end": [p["inflight_limit"] for p in parts],
             "collector_cpu_ms_per_meter": 1000 * sum(p["cpu_s"] for p in parts) / reads,
             "simulator_cpu_ms_per_meter": 1000 * sim_cpu / reads}
 

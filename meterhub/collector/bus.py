@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
 from meterhub.collector.port import BusPort, GatewayUnreachable
 from meterhub.collector.schedule import next_due
@@ -143,12 +144,14 @@ class BusPoller:
 
     def __init__(self, spec: BusSpec, devices: list[BusDevice], sink: Sink, *, policy: RetryPolicy | None = None,
                  quarantine: Quarantine | None = None, reconnect: Backoff | None = None, first_delay_s: float = 0.0,
-                 transport: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 transport: Any = None, clock: Callable[[], float] = time.monotonic,
+                 limit: InflightLimit | None = None) -> None:
         self.spec, self.devices, self.sink, self.clock = spec, list(devices), sink, clock
         self.quarantine = quarantine or Quarantine()
         self.reconnect = reconnect or Backoff()
         transport = transport or open_transport(spec.host, spec.port, spec.framing)
-        self.port = BusPort(transport, policy, pause_s=spec.pause_s, timeout_s=spec.timeout_s, clock=clock)
+        self.port = BusPort(transport, policy, pause_s=spec.pause_s, timeout_s=spec.timeout_s, clock=clock,
+                            limit=limit)
         self.jobs: asyncio.Queue[BusJob] = asyncio.Queue()
         self.first_delay_s = first_delay_s
         self.cycles = 0

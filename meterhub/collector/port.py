@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import RetryPolicy
 from meterhub.errors import MeterhubError
 from meterhub.protocols.errors import DeviceError
@@ -48,8 +49,10 @@ class BusPort:
     """A driver-facing transport with the collector's transaction policy (one request at a time)."""
 
     def __init__(self, transport: Any, policy: RetryPolicy | None = None, pause_s: float = 0.0,
-                 timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 limit: InflightLimit | None = None) -> None:
         self.transport = transport
+        self.limit = limit  # the process-wide cap on transactions in flight (shared by all buses)
         self.policy = policy or RetryPolicy()
         self.pause_s = pause_s
         if timeout_s is not None:
@@ -112,10 +115,16 @@ class BusPort:
         while True:
             await self._pause()
             await self.connect()
+            if self.limit is not None:
+                await self.limit.acquire()
             self._busy = True
             start = self.clock()
             try:
-                result = await run(*args)
+                try:
+                    result = await run(*args)
+                finally:
+                    if self.limit is not None:
+                        self.limit.release()
             except DeviceError as err:
                 self._finish(start)
                 self.stats.faults += 1

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from meterhub.collector import jobs as jobkeys
 from meterhub.collector.bus import BusDevice, BusJob, BusPoller, BusSpec
+from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import Quarantine, RetryPolicy
 from meterhub.collector.schedule import DEFAULT_STAGGER_S, Shard, interval_seconds, stagger
 from meterhub.collector.store import StorageSink
@@ -105,6 +106,7 @@ class Collector:
         self.sink = StorageSink(engine, flush_s=flush_s)
         self.pollers: dict[int, BusPoller] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.limit = InflightLimit()  # transactions in flight across this process's buses
         self.stop_event = asyncio.Event()
         self.redis: aioredis.Redis | None = None
         self.loaded = asyncio.Event()
@@ -125,6 +127,7 @@ class Collector:
         self.redis = aioredis.from_url(self.redis_url)
         flusher = asyncio.create_task(self.sink.run(self.stop_event))
         intake = asyncio.create_task(self._intake())
+        regulator = asyncio.create_task(self.limit.regulate())
         log.info("collector %s starting (shard %s)", self.owner, self.shard)
         try:
             while not self.stop_event.is_set():
@@ -142,7 +145,8 @@ class Collector:
             self.stop_event.set()
             await self._stop_pollers(list(self.pollers))
             intake.cancel()
-            await asyncio.gather(intake, return_exceptions=True)
+            regulator.cancel()
+            await asyncio.gather(intake, regulator, return_exceptions=True)
             await flusher
             await self.redis.aclose()
             log.info("collector %s stopped: %s", self.owner, self.sink.stats)
@@ -166,7 +170,7 @@ class Collector:
                 log.info("gateway %s is held by %s; not polled by %s", gateway_id,
                          await self.redis.get(jobkeys.lease_key(self.ns, gateway_id)), self.owner)  # type: ignore[union-attr]
                 continue
-            poller = BusPoller(spec, devices, self.sink, policy=self.policy,
+            poller = BusPoller(spec, devices, self.sink, policy=self.policy, limit=self.limit,
                                quarantine=Quarantine(base_s=self.quarantine_s),
                                first_delay_s=stagger(position, len(buses), spec.interval_s, self.stagger_s))
             self.pollers[gateway_id] = poller
