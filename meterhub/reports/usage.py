@@ -113,8 +113,12 @@ def _series_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, buc
     """
     if not meters:
         return []
-    series = query.usage_series(session, [m.id for m in meters], f.start_at(), f.end_at(), bucket,
-                                SERIES_COLUMNS, missing=ZERO)
+    with query.gc_paused():  # one collection afterwards instead of one between fetching and zipping
+        return _series_rows_of(meters, f, query.usage_series(
+            session, [m.id for m in meters], f.start_at(), f.end_at(), bucket, SERIES_COLUMNS, missing=ZERO))
+
+
+def _series_rows_of(meters: list[MeterInfo], f: ReportFilter, series: list[query.MeterSeries]) -> list[tuple] | None:
     tz, granularity = f.tz, f.granularity
     labels: dict[int, list[str]] = {}
     for s in series:
@@ -126,16 +130,15 @@ def _series_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, buc
     by_meter = {s.meter_id: s for s in series}
     rows: list[tuple] = []
     zeros = repeat(ZERO)
-    with query.gc_paused():
-        for m in meters:
-            s = by_meter.get(m.id)
-            if s is None:
-                continue
-            v = s.values
-            amounts = ((v["water_m3"], zeros, zeros, zeros, zeros) if m.utility == "water"
-                       else (v["energy_kwh"], *(v[f"energy_{r}_kwh"] for r in RATES)))
-            rows += zip(labels[id(s.buckets)], repeat(m.property), repeat(m.building), repeat(m.room),
-                        repeat(m.name), repeat(m.utility), *amounts)
+    for m in meters:
+        s = by_meter.get(m.id)
+        if s is None:
+            continue
+        v = s.values
+        amounts = ((v["water_m3"], zeros, zeros, zeros, zeros) if m.utility == "water"
+                   else (v["energy_kwh"], *(v[f"energy_{r}_kwh"] for r in RATES)))
+        rows += zip(labels[id(s.buckets)], repeat(m.property), repeat(m.building), repeat(m.room),
+                    repeat(m.name), repeat(m.utility), *amounts)
     return rows
 
 
