@@ -8,8 +8,11 @@
 Every bus has one request outstanding at most; a process with more buses than its CPU can poll at line rate
 would otherwise answer its replies late, time out, reconnect and fail reads that were fine (congestion
 collapse). The limit grows while the event loop keeps up and shrinks when the loop falls behind (its lag
-is measured every ``period_s``), so an overloaded collector gets slower cycles (the overrun alarm says so)
-instead of false timeouts. Waiters are served in arrival order.
+is measured every ``period_s``) or when more than a tenth of the period's transactions time out (the other
+end cannot keep up: a dead meter or two per bus stay well under that), so an overloaded collector gets slower cycles (the overrun alarm says so)
+instead of false timeouts. Waiters are served in arrival order. A lag well under the bus timeouts (0.15 s
+against 0.5 s) costs nothing, so only a lag above it shrinks the limit: every slot is a bus transaction
+of ~0.1 s on the wire, and too small a limit would idle the CPU.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from typing import Any
 class InflightLimit:
     """An asyncio semaphore whose size follows the event loop's lag (additive increase, multiplicative decrease)."""
 
-    def __init__(self, start: int = 256, minimum: int = 16, maximum: int = 8192, step: int = 16,
-                 lag_high_s: float = 0.05, lag_low_s: float = 0.01, period_s: float = 0.1) -> None:
+    def __init__(self, start: int = 512, minimum: int = 16, maximum: int = 8192, step: int = 32,
+                 lag_high_s: float = 0.15, lag_low_s: float = 0.05, period_s: float = 0.1,
+                 timeout_share: float = 0.1) -> None:
+        self.timeout_share = timeout_share
         self.limit, self.minimum, self.maximum, self.step = start, minimum, maximum, step
         self.lag_high_s, self.lag_low_s, self.period_s = lag_high_s, lag_low_s, period_s
         self.active = 0
         self.peak_wait = 0
         self.last_lag_s = 0.0
+        self.done = 0  # transactions finished in this period
+        self.timeouts = 0  # … of which timed out
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> InflightLimit:
@@ -52,8 +59,10 @@ class InflightLimit:
                 self.release()  # granted, then cancelled before it could run: hand the slot on
             raise
 
-    def release(self) -> None:
+    def release(self, timed_out: bool = False) -> None:
         self.active -= 1
+        self.done += 1
+        self.timeouts += timed_out
         self._grant()
 
     def _grant(self) -> None:
@@ -64,9 +73,12 @@ class InflightLimit:
                 waiter.set_result(None)
 
     def adjust(self, lag_s: float) -> None:
-        """One control step from a measured loop lag."""
+        """One control step from the measured loop lag and the period's share of timed-out transactions
+        (more than ``timeout_share``: the gateways, or this host, cannot keep up with so many at once)."""
         self.last_lag_s = lag_s
-        if lag_s > self.lag_high_s:
+        timeouts, done = self.timeouts, self.done
+        self.timeouts = self.done = 0
+        if lag_s > self.lag_high_s or (done >= 20 and timeouts > self.timeout_share * done):
             self.limit = max(self.minimum, int(self.limit * 0.8))
         elif lag_s < self.lag_low_s and self.active >= self.limit:
             self.limit = min(self.maximum, self.limit + self.step)

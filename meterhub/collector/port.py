@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import RetryPolicy
 from meterhub.errors import MeterhubError
-from meterhub.protocols.errors import DeviceError
+from meterhub.protocols.errors import DeviceError, DeviceTimeout
 
 T = TypeVar("T")
 
@@ -119,12 +119,16 @@ class BusPort:
                 await self.limit.acquire()
             self._busy = True
             start = self.clock()
+            timed_out = False
             try:
                 try:
                     result = await run(*args)
+                except DeviceTimeout:
+                    timed_out = True
+                    raise
                 finally:
                     if self.limit is not None:
-                        self.limit.release()
+                        self.limit.release(timed_out)
             except DeviceError as err:
                 self._finish(start)
                 self.stats.faults += 1

@@ -40,6 +40,12 @@ def test_lag_shrinks_the_limit_and_a_busy_quiet_loop_grows_it():
     limit.active = 16
     limit.adjust(0.0)
     assert limit.limit == 32
+    limit.active, limit.done, limit.timeouts = 32, 100, 5
+    limit.adjust(0.0)
+    assert limit.limit == 48  # 5 % timeouts (dead meters): keep growing
+    limit.active, limit.done, limit.timeouts = 48, 100, 30
+    limit.adjust(0.0)
+    assert limit.limit == 38  # 30 %: the gateways cannot keep up, back off
 
 
 def test_a_granted_waiter_cancelled_before_it_runs_hands_its_slot_on():
