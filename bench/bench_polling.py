@@ -1,6 +1,6 @@
 """Polling benchmark: simulated RS485 buses (9600 baud 8E1, 20 ms turnaround, 32 meters per bus).
 
-    python -m bench.bench_polling [--buses 3125] [--sim-procs 1] [--collector-procs 1]
+    python -m bench.bench_polling [--buses 3125] [--sim-procs 2] [--collector-procs 2]
                                   [--storage-buses 100] [--skip-scale] [--skip-storage]
 
 Parts (results printed as a table and merged into bench/results.json under "polling"):
@@ -335,8 +335,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--line-buses", type=int, default=8)
     parser.add_argument("--buses", type=int, default=3125, help="3,125 buses x 32 = 100,000 meters")
-    parser.add_argument("--sim-procs", type=int, default=1)
-    parser.add_argument("--collector-procs", type=int, default=1)
+    parser.add_argument("--sim-procs", type=int, default=2)
+    parser.add_argument("--collector-procs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=0.25, help="bus timeout, seconds")
     parser.add_argument("--storage-buses", type=int, default=100)
     parser.add_argument("--peer-buses", type=int, default=200, help="buses for the side-by-side with pymodbus")
