@@ -78,7 +78,7 @@ class InflightLimit:
         self.last_lag_s = lag_s
         timeouts, done = self.timeouts, self.done
         self.timeouts = self.done = 0
-        if lag_s > self.lag_high_s or (done >= 20 and timeouts > self.timeout_share * done):
+        if lag_s > self.lag_high_s or (self.timeout_share and done >= 20 and timeouts > self.timeout_share * done):
             self.limit = max(self.minimum, int(self.limit * 0.8))
         elif lag_s < self.lag_low_s and self.active >= self.limit:
             self.limit = min(self.maximum, self.limit + self.step)
