@@ -1,17 +1,21 @@
-"""Benchmark: charge 100,000 meters for one 30-minute interval (goal ≤ 5 s), set-based.
+"""Benchmark: charge 100,000 meters for one 30-minute interval (goal ≤ 5 s), set-based, in shards.
 
-    .venv/bin/python -m bench.bench_charging [--meters 100000]
+    .venv/bin/python -m bench.bench_charging [--meters 100000] [--shards 1,2]
 
 Builds a throwaway database (bench/common.py), loads N open prepaid accounts with one meter each, a
-14-period TOU plan and one new reading per meter (the interval crosses a TOU boundary, so every meter
-goes through the time split), then times ``charge_new_intervals`` in one transaction. Prints a table and
-merges the numbers into bench/results.json under "charging".
+14-period TOU plan and two new readings per meter (each interval crosses a TOU boundary, so every meter
+goes through the time split). Then charges one interval per run with ``charge_all`` — the first run with
+the first ``--shards`` value (default 1: one transaction), the second run the next interval with the
+second value (default 2 concurrent transactions + the sweep to revenue) — so single and sharded are
+timed side by side on the same machine load. Prints a table and merges the numbers into
+bench/results.json under "charging" (``charge_s`` is the last run's).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +25,8 @@ from sqlalchemy import create_engine, text
 from bench.common import print_table, service_url, throwaway_database, write_results
 
 log = logging.getLogger("bench")
-T0 = datetime(2026, 3, 2, 23, 45, tzinfo=UTC)  # 07:45 Shanghai; the interval crosses 08:00 (flat → peak)
+T0 = datetime(2026, 3, 2, 23, 45, tzinfo=UTC)  # 07:45 Shanghai; the first interval crosses 08:00 (flat → peak)
+READINGS = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=150))  # the second 09:45 → 10:15 (peak → sharp)
 PERIODS = ((0, 360, "valley"), (360, 480, "flat"), (480, 600, "peak"), (600, 660, "sharp"), (660, 720, "peak"),
            (720, 840, "flat"), (840, 900, "peak"), (900, 960, "sharp"), (960, 1020, "peak"),
            (1020, 1140, "flat"), (1140, 1260, "peak"), (1260, 1320, "flat"), (1320, 1380, "valley"),
@@ -62,6 +67,8 @@ LOAD = [
     "JOIN prepaid_accounts a ON a.number = 'A' || m.id",
     "INSERT INTO readings (group_id, meter_id, ts, energy_kwh, quality, source) SELECT group_id, meter_id, :t1, "
     "last_total + round((random() * 3)::numeric, 2), 0, 'poll' FROM prepaid_meter_state",
+    "INSERT INTO readings (group_id, meter_id, ts, energy_kwh, quality, source) SELECT group_id, meter_id, :t2, "
+    "energy_kwh + round((random() * 3)::numeric, 2), 0, 'poll' FROM readings WHERE ts = :t1",
     "ANALYZE",
 ]
 
@@ -71,8 +78,8 @@ def load(admin_url: str, n: int) -> None:
     engine = create_engine(admin_url)
     with engine.begin() as conn:
         for statement in LOAD:
-            conn.execute(text(statement), {"n": n, "per_gateway": n // 400 + 1, "t0": T0,
-                                           "t1": T0 + timedelta(minutes=30)})
+            conn.execute(text(statement), {"n": n, "per_gateway": n // 400 + 1, "t0": T0, "t1": READINGS[0],
+                                           "t2": READINGS[1]})
     engine.dispose()
 
 
@@ -89,10 +96,10 @@ def add_tariff(url: str) -> None:
         tariffs.assign(s, group_id, "property", property_id, tariff)
 
 
-def run(n: int) -> dict:
+def run(n: int, shards: tuple[int, int]) -> dict:
     from meterhub.db import dispose_service_engines, service_session
     from meterhub.ledger import check_ledger
-    from meterhub.modules.prepaid.charging import charge_new_intervals
+    from meterhub.modules.prepaid.charging import charge_all
 
     with throwaway_database() as admin_url:
         started = time.perf_counter()
@@ -100,33 +107,46 @@ def run(n: int) -> dict:
         url = service_url(admin_url)
         add_tariff(url)
         load_s = time.perf_counter() - started
-        until = T0 + timedelta(hours=1)
+        runs = []
+        for count, until in zip(shards, READINGS, strict=True):  # one interval per meter per run
+            started = time.perf_counter()
+            summary = charge_all(url, shards=count, until=until + timedelta(minutes=1))
+            runs.append((count, time.perf_counter() - started, summary))
         started = time.perf_counter()
-        with service_session(url) as s:
-            summary = charge_new_intervals(s, until=until)
-        charge_s = time.perf_counter() - started
-        started = time.perf_counter()
-        with service_session(url) as s:
-            again = charge_new_intervals(s, until=until)
+        again = charge_all(url, shards=shards[-1], until=READINGS[-1] + timedelta(minutes=1))
         rerun_s = time.perf_counter() - started
         with service_session(url) as s:
             ok = check_ledger(s).ok
-            charges = s.execute(text("SELECT count(*) FROM prepaid_charges")).scalar()
+            charges, charged = s.execute(text("SELECT count(*), sum(amount) FROM prepaid_charges")).one()
+            revenue = s.execute(text("SELECT sum(b.balance) FROM ledger_balances b JOIN ledger_accounts a "
+                                     "ON a.id = b.account_id WHERE a.kind LIKE 'revenue%'")).scalar()
+            clearing = s.execute(text("SELECT coalesce(sum(b.balance), 0) FROM ledger_balances b JOIN ledger_accounts "
+                                      "a ON a.id = b.account_id WHERE a.kind = 'charge_clearing'")).scalar()
         dispose_service_engines()
-    assert summary.intervals == n == charges and again.intervals == 0 and ok
-    return {"meters": n, "intervals": summary.intervals, "amount_cny": str(summary.amount),
-            "charge_s": round(charge_s, 3), "intervals_per_s": round(n / charge_s), "rerun_nothing_new_s":
-            round(rerun_s, 3), "load_s": round(load_s, 1), "ledger_consistent": ok, "goal_s": 5.0,
-            "goal_met": charge_s <= 5.0, "steps_s": summary.timings}
+    assert all(summary.intervals == n for _, _, summary in runs) and charges == 2 * n and again.intervals == 0
+    assert ok and charged == revenue and clearing == 0, (ok, charged, revenue, clearing)
+    count, charge_s, summary = runs[-1]
+    result = {"meters": n, "intervals": summary.intervals, "amount_cny": str(summary.amount), "shards": count,
+              "charge_s": round(charge_s, 3), "intervals_per_s": round(n / charge_s)}
+    for other, seconds, _ in runs[:-1]:
+        result[f"charge_s_{other}_shard{'s' if other > 1 else ''}_same_run"] = round(seconds, 3)
+    result.update({"rerun_nothing_new_s": round(rerun_s, 3), "load_s": round(load_s, 1), "ledger_consistent": ok,
+                   "charges_equal_revenue": charged == revenue, "goal_s": 5.0, "goal_met": charge_s <= 5.0,
+                   "steps_s": summary.timings, "load_average": os.getloadavg()[0]})
+    for count, seconds, part in runs:
+        log.info("%d shard(s): %.3f s, steps %s", count, seconds, part.timings)
+    return result
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=100_000)
+    parser.add_argument("--shards", default="1,2", help="shards of the first and the second run (default 1,2)")
     args = parser.parse_args()
-    result = run(args.meters)
-    print_table("charging: one interval for every meter (set-based SQL)", [result])
+    first, second = (int(x) for x in args.shards.split(","))
+    result = run(args.meters, (first, second))
+    print_table("charging: one interval for every meter (set-based SQL, sharded)", [result])
     write_results("charging", result)
 
 

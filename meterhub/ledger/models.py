@@ -32,6 +32,7 @@ ACCOUNT_KINDS = (
     "revenue_fees",  # billing items (收费项), meterhub.modules.billing_items
     "revenue_postpaid",  # post-paid bills (后付费), meterhub.modules.postpaid
     "receivable",  # what post-paid customers owe until they pay
+    "charge_clearing",  # charges of one shard of a sharded charging run, swept to revenue after the run
 )
 CHANNEL_ACCOUNT = {
     "cash": "cash_drawer",
@@ -40,6 +41,7 @@ CHANNEL_ACCOUNT = {
     "online": "online_clearing",
 }
 TRANSFER_KINDS = ("topup", "refund", "reversal", "charge", "settlement",  # prepaid core
+                  "charge_sweep",  # charges clearing -> revenue after a sharded charging run
                   "apportion", "fee", "bill", "bill_payment")  # operations modules
 
 

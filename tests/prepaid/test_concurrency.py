@@ -1,5 +1,6 @@
-"""Seeded concurrent simulation: top-ups, refunds, reversals and charging from several threads while a
-killer terminates backends (pg_terminate_backend) before/after commits. Invariants are checked after.
+"""Seeded concurrent simulation: top-ups, refunds, reversals and charging (one transaction, or sharded runs
+with their sweep) from several threads while a killer terminates backends (pg_terminate_backend)
+before/after commits. Invariants are checked after.
 
 Reproduce a failure with ``METERHUB_SIM_SEED=<seed printed on failure>``.
 """
@@ -20,7 +21,7 @@ from meterhub.extensions import db
 from meterhub.ledger import check_ledger, run_money_transaction
 from meterhub.ledger.errors import AlreadyReversed, InsufficientBalance
 from meterhub.modules.prepaid import accounts, cashier
-from meterhub.modules.prepaid.charging import charge_new_intervals
+from meterhub.modules.prepaid.charging import charge_all, charge_new_intervals
 
 from .conftest import EPOCH, write_readings
 
@@ -75,8 +76,12 @@ def _simulate(world, database_url: str, seed: int) -> None:
                                 rows.append((world.meters[1], clock["ts"] - timedelta(minutes=7), Decimal("0")))
                         with service_session() as s:
                             run_money_transaction(s, lambda s: write_readings(s, g, rows))
-                        with service_session() as s:
-                            run_money_transaction(s, lambda s: charge_new_intervals(s, until=clock["ts"]))
+                        shards = rnd.choice([0, 1, 2])
+                        if shards:  # the periodic job: shards (each retried) + the sweep to revenue
+                            charge_all(shards=shards, until=clock["ts"])
+                        else:  # one transaction (as account close and meter swap)
+                            with service_session() as s:
+                                run_money_transaction(s, lambda s: charge_new_intervals(s, until=clock["ts"]))
                         continue
                     account = rnd.choice(accounts_ids)
                     amount = f"{rnd.randint(1, 5000) / 100:.2f}"

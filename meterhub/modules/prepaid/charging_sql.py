@@ -37,6 +37,7 @@ WITH st AS MATERIALIZED (
   LEFT JOIN tariff_assignments ap ON ap.scope = 'property' AND ap.scope_id = s.property_id
        AND ap.utility = s.utility AND ap.group_id = s.group_id
   WHERE s.active AND (CAST(:meter_ids AS bigint[]) IS NULL OR s.meter_id = ANY(CAST(:meter_ids AS bigint[])))
+    AND s.account_id %% CAST(:shards AS int) = CAST(:shard AS int)  -- a shard: one wallet in one shard only
 ), ver AS MATERIALIZED (
   -- The versions in use. A TOU version's day as arrays over its minutes (periods are whole minutes and tile
   -- the day): mr[k + 1] is the rate code of minute k (1 sharp, 2 peak, 3 flat, 4 valley), c<code>[k + 1] the
@@ -171,13 +172,28 @@ FROM booked
 """ % {"minute": MINUTE_US, "s_sharp": _rate_us(1), "s_peak": _rate_us(2), "s_flat": _rate_us(3),
        "s_valley": _rate_us(4)}
 
-REVENUE_ACCOUNTS = """
+# Where a run credits its charges: the revenue account of each utility and property (one transaction at a
+# time: the single-transaction path), or the shard's own charges clearing account (shard k of a sharded
+# run), so that concurrent shards never update the same ledger_balances row; the sweep (SWEEP_*) moves
+# the clearing balances to revenue after the shards commit.
+REVENUE_CODE = "'revenue_' || utility || ':' || property_id"
+CLEARING_CODE = "'charge_clearing:' || utility || ':' || property_id || ':' || CAST(:shard AS int)"
+
+CREDIT_ACCOUNTS = {
+    "revenue": """
 INSERT INTO ledger_accounts (group_id, property_id, kind, code, name, created_at)
-SELECT DISTINCT group_id, property_id, 'revenue_' || utility, 'revenue_' || utility || ':' || property_id,
+SELECT DISTINCT group_id, property_id, 'revenue_' || utility, """ + REVENUE_CODE + """,
        'Revenue ' || utility || ' property ' || property_id, now()
 FROM _chg
 ON CONFLICT (group_id, code) DO NOTHING
-"""
+""",
+    "clearing": """
+INSERT INTO ledger_accounts (group_id, property_id, kind, code, name, created_at)
+SELECT DISTINCT group_id, property_id, 'charge_clearing', """ + CLEARING_CODE + """,
+       'Charges clearing ' || utility || ' property ' || property_id || ' shard ' || CAST(:shard AS int), now()
+FROM _chg
+ON CONFLICT (group_id, code) DO NOTHING
+"""}
 
 TRANSFERS = """
 INSERT INTO ledger_transfers (group_id, kind, idempotency_key, request_hash, amount, channel, reason, actor,
@@ -203,11 +219,11 @@ SELECT c.group_id, c.meter_id, c.account_id, t.id, c.version_id, c.t0, c.t1, c.u
 FROM _chg c LEFT JOIN run_transfers t ON t.group_id = c.group_id
 """
 
-ENTRIES = """
-WITH w AS (  -- aggregated first, then joined: one row per wallet and per revenue account
+ENTRIES_SQL = """
+WITH w AS (  -- aggregated first, then joined: one row per wallet and per credited account
   SELECT group_id, wallet_account_id, -sum(amount) AS amount FROM _chg GROUP BY group_id, wallet_account_id
 ), r AS (
-  SELECT group_id, 'revenue_' || utility || ':' || property_id AS code, sum(amount) AS amount
+  SELECT group_id, %s AS code, sum(amount) AS amount
   FROM _chg GROUP BY group_id, utility, property_id
 )
 INSERT INTO ledger_entries (group_id, transfer_id, account_id, amount, created_at)
@@ -220,6 +236,7 @@ FROM r JOIN ledger_accounts la ON la.group_id = r.group_id AND la.code = r.code
 JOIN ledger_transfers t ON t.group_id = r.group_id AND t.idempotency_key = :run_key || ':' || r.group_id
 WHERE r.amount <> 0
 """
+ENTRIES = {"revenue": ENTRIES_SQL % REVENUE_CODE, "clearing": ENTRIES_SQL % CLEARING_CODE}
 
 # The meter's last interval carries its new state. The amounts booked by the run telescope (docs/money.md):
 # their sum is round2(exact total after) - round2(exact total before).
@@ -245,4 +262,49 @@ SELECT c.group_id, count(*) AS intervals, sum(c.amount) AS amount, min(t.id) AS 
        array_agg(DISTINCT c.account_id) FILTER (WHERE c.amount <> 0) AS accounts
 FROM _chg c LEFT JOIN run_transfers t ON t.group_id = c.group_id
 GROUP BY c.group_id
+"""
+
+# The sweep: every charges clearing account's balance to the revenue account of its utility and property,
+# one transfer per group (kind charge_sweep, no wallet side). Locked rows: the clearing balances.
+SWEEP_BALANCES = """
+SELECT a.group_id, a.id AS account_id, a.property_id, split_part(a.code, ':', 2) AS utility, b.balance
+FROM ledger_accounts a JOIN ledger_balances b ON b.account_id = a.id
+WHERE a.kind = 'charge_clearing' AND b.balance <> 0
+ORDER BY a.group_id, a.id
+FOR UPDATE OF b
+"""
+
+SWEEP_REVENUE_ACCOUNTS = """
+INSERT INTO ledger_accounts (group_id, property_id, kind, code, name, created_at)
+SELECT DISTINCT g, p, 'revenue_' || u, 'revenue_' || u || ':' || p, 'Revenue ' || u || ' property ' || p, now()
+FROM unnest(CAST(:groups AS bigint[]), CAST(:properties AS bigint[]), CAST(:utilities AS text[])) x(g, p, u)
+ON CONFLICT (group_id, code) DO NOTHING
+"""
+
+SWEEP_TRANSFERS = """
+INSERT INTO ledger_transfers (group_id, kind, idempotency_key, request_hash, amount, channel, reason, actor,
+                              detail, created_at)
+SELECT g, 'charge_sweep', :key || ':' || g, md5(:key || ':' || g), 0, '', 'charges clearing to revenue',
+       'charging', jsonb_build_object('accounts', count(*), 'amount', sum(b)), now()
+FROM unnest(CAST(:groups AS bigint[]), CAST(:balances AS numeric[])) x(g, b)
+GROUP BY g
+RETURNING group_id, id
+"""
+
+SWEEP_ENTRIES = """
+WITH x AS (
+  SELECT * FROM unnest(CAST(:groups AS bigint[]), CAST(:accounts AS bigint[]), CAST(:properties AS bigint[]),
+                       CAST(:utilities AS text[]), CAST(:balances AS numeric[])) x(g, a, p, u, b)
+), t AS (
+  SELECT group_id, id FROM ledger_transfers
+  WHERE group_id = ANY(CAST(:groups AS bigint[])) AND idempotency_key IN (SELECT DISTINCT :key || ':' || g FROM x)
+), r AS (
+  SELECT g, 'revenue_' || u || ':' || p AS code, sum(b) AS amount FROM x GROUP BY g, u, p
+)
+INSERT INTO ledger_entries (group_id, transfer_id, account_id, amount, created_at)
+SELECT x.g, t.id, x.a, -x.b, now() FROM x JOIN t ON t.group_id = x.g
+UNION ALL
+SELECT r.g, t.id, la.id, r.amount, now()
+FROM r JOIN t ON t.group_id = r.g JOIN ledger_accounts la ON la.group_id = r.g AND la.code = r.code
+WHERE r.amount <> 0
 """

@@ -11,7 +11,7 @@ stays on the meter: :func:`reconcile_relays` re-queues it whenever a reading sho
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select, text
@@ -93,12 +93,18 @@ def account_meters(session: Session, account_ids: Iterable[int]) -> list[tuple[i
     return [(account_id, meter) for account_id, meter in rows]
 
 
-def evaluate_accounts(session: Session, account_ids: Sequence[int], *, actor: str = "prepaid") -> list[dict]:
-    """Apply the control loop to these accounts after their balance changed; returns the level changes."""
+def evaluate_accounts(session: Session, account_ids: Sequence[int], *, actor: str = "prepaid",
+                      before_commands: Callable[[], None] | None = None) -> list[dict]:
+    """Apply the control loop to these accounts after their balance changed; returns the level changes.
+
+    ``before_commands`` runs after the levels are stored and before any command is queued (the charging
+    run takes its groups' audit-chain locks there, in order: see ``charging``)."""
     if not account_ids:
         return []
     session.flush()
     changes = [dict(row._mapping) for row in session.execute(text(LEVEL_SQL), {"ids": list(account_ids)})]
+    if before_commands:
+        before_commands()
     changed_ids = {c["id"] for c in changes}
     for obj in list(session.identity_map.values()):  # the UPDATE ran in SQL: refresh loaded accounts
         if isinstance(obj, PrepaidAccount) and obj.id in changed_ids:

@@ -8,17 +8,16 @@ from sqlalchemy import text
 
 from ...commands.worker import dispatch
 from ...db import service_session
-from ...ledger import check_ledger, run_money_transaction
-from .charging import ChargeSummary, charge_new_intervals
+from ...ledger import check_ledger
+from .charging import DEFAULT_SHARDS, ChargeSummary, charge_all
 from .events import notify_balance
 
 log = logging.getLogger(__name__)
 
 
 def charge() -> ChargeSummary:
-    """Charge every new interval of every group (service role), then send the queued commands."""
-    with service_session() as session:
-        summary = run_money_transaction(session, lambda s: charge_new_intervals(s))
+    """Charge every new interval of every group (service role, concurrent shards), then send the queued commands."""
+    summary = charge_all(shards=DEFAULT_SHARDS)
     if summary.accounts:
         with service_session() as session:
             rows = session.execute(text(
