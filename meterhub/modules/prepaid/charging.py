@@ -125,7 +125,7 @@ def charge_new_intervals(session: Session, *, meter_ids: list[int] | None = None
     def lock_chains() -> None:
         started = time.perf_counter()
         _lock_audit_chains(session, sorted(summary.group_ids))
-        summary.timings["audit_lock"] = summary.timings.get("audit_lock", 0) + round(time.perf_counter() - started, 3)
+        summary.timings["audit_lock"] = round(summary.timings.get("audit_lock", 0) + time.perf_counter() - started, 3)
 
     if control and summary.accounts:
         started = time.perf_counter()
