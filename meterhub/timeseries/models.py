@@ -11,7 +11,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     Numeric,
@@ -61,12 +60,9 @@ class ReadingRow(_Quantities, db.Model):
     """One channel's values at one time (a fact: append-only; a re-sent reading is ignored)."""
 
     __tablename__ = "readings"
-    # One composite key (meter of this group) instead of two: one check per COPYed row (migration 0009).
-    __table_args__ = (
-        Index("ix_readings_received_at", "received_at", postgresql_using="brin"),
-        ForeignKeyConstraint(["meter_id", "group_id"], ["meters.id", "meters.group_id"], ondelete="CASCADE",
-                             name="fk_readings_meter_id_group_id_meters"),
-    )
+    # (meter, group) must be a meter: checked once per statement by a trigger, not per row by a foreign key
+    # (migration 0012; on a TimescaleDB hypertable the foreign key of migration 0009 stays).
+    __table_args__ = (Index("ix_readings_received_at", "received_at", postgresql_using="brin"),)
     # No index on group_id here: readings are always looked up by meter, and every index slows COPY.
     group_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     meter_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -126,3 +126,28 @@ def test_app_role_sees_only_its_groups_readings(app, group, other_group):
     assert seen == mine.meter_ids
     assert set(seen_latest) == set(mine.meter_ids)
 
+
+
+def test_readings_must_name_a_meter_of_their_group_checked_per_statement(app, group, other_group):
+    """Migration 0012: the per-row foreign key became one check per statement; its guarantees stay."""
+    from sqlalchemy.exc import DBAPIError
+
+    mine = make_fleet(app, group).meter_ids[0]
+    theirs = make_fleet(app, other_group).meter_ids[0]
+    insert = text("INSERT INTO readings (group_id, meter_id, ts, quality, source) VALUES (:g, :m, :ts, 0, 'poll')")
+    with app.app_context():
+        for meter_id in (theirs, 10**12):  # another group's meter; no meter at all
+            with service_session() as s, pytest.raises(DBAPIError, match="not a meter of that group") as err:
+                s.execute(insert, [{"g": group.group_id, "m": mine, "ts": T0},
+                                   {"g": group.group_id, "m": meter_id, "ts": T0}])
+                s.flush()
+            assert err.value.orig.pgcode == "23503"
+        assert _count(app, [mine, theirs]) == 0  # the whole statement was refused
+        ingest([Reading(group.group_id, mine, T0, {"energy_kwh": Decimal(1)})])
+        with service_session() as s, pytest.raises(DBAPIError, match="cannot change"):
+            s.execute(text("UPDATE meters SET group_id = :g WHERE id = :m"), {"g": other_group.group_id, "m": mine})
+        with service_session() as s:  # deleting a meter deletes its readings (the foreign key's cascade)
+            s.execute(text("DELETE FROM meter_latest WHERE meter_id = :m"), {"m": mine})
+            s.execute(text("DELETE FROM meters WHERE id = :m"), {"m": mine})
+            s.commit()
+        assert _count(app, [mine]) == 0
