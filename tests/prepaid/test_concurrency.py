@@ -118,15 +118,17 @@ def _simulate(world, database_url: str, seed: int) -> None:
         admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             while not stop.is_set():
-                # One victim at most per tick: chaos for every kind of transaction, but a long one (a
-                # charging run on a loaded CI machine) still finishes within its retries. Killing 30 % of
-                # all backends every 10-80 ms starved charging runs of 0.3 s (~1 in 4 runs failed).
-                time.sleep(rnd.uniform(0.03, 0.15))
+                # One victim at most per tick, every 0.1-0.4 s: chaos for every kind of transaction, but a
+                # long one (a charging run on a loaded CI machine, or the last worker left, which every tick
+                # then picks) still finishes within its 15 attempts. Killing 30 % of all backends every
+                # 10-80 ms starved 0.3 s transactions (~1 run in 4 failed); one victim every 30-150 ms still
+                # starved the last worker now and then in a loaded full run.
+                time.sleep(rnd.uniform(0.1, 0.4))
                 conn.execute(text(
                     "SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename <> current_user "
                     "AND state IN ('active', 'idle in transaction') ORDER BY random() LIMIT 1) victim "
-                    "WHERE random() < 0.6"))
+                    "WHERE random() < 0.5"))
         admin.dispose()
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
