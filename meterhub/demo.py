@@ -96,6 +96,7 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
     instance.mkdir(parents=True, exist_ok=True)
     os.environ["METERHUB_INSTANCE_PATH"] = str(instance)
     children = Children()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # same order as Ctrl-C: the children, then the servers
     try:
         os.environ.update(_resolve_services(instance))
         from flask_migrate import upgrade
@@ -127,6 +128,10 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
     finally:
         children.stop()
         services.stop_all()
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
