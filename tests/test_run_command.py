@@ -44,6 +44,8 @@ def test_run_starts_everything_and_sigterm_stops_it_cleanly(tmp_path):
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         assert "meterhub is running" in log.read_text(), log.read_text()[-3000:]
+        while not _listening(web) and time.monotonic() < deadline:  # the banner comes just before the bind
+            time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/login", timeout=10) as page:
             assert page.status == 200
         while not all(m in log.read_text() for m in ("Listening on", "starting (shard")) \
@@ -54,6 +56,7 @@ def test_run_starts_everything_and_sigterm_stops_it_cleanly(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert text.index("postgres: embedded server on port") > text.index(" stopped: CollectorStats"), \
