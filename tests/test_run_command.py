@@ -54,9 +54,13 @@ def test_run_starts_everything_and_sigterm_stops_it_cleanly(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) is not None
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        if proc.poll() is None:  # a failure above: stop it properly (SIGKILL would orphan its children)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert text.index("postgres: embedded server on port") > text.index(" stopped: CollectorStats"), \
