@@ -2,7 +2,7 @@
 
 :func:`poll` is the periodic job (registered through ``register_jobs``). It runs as the service role and
 scopes every statement by the group of the row it reads. Event tables are read past a watermark
-(``alarm_watermarks``) so each event is applied once; value checks (overload, purchase counter, valve,
+(``alarm_watermarks``: the inserting transaction and id) so each event is applied once, none skipped; value checks (overload, purchase counter, valve,
 abnormal usage) compare current values and raise or clear accordingly.
 """
 
@@ -44,6 +44,27 @@ def _set_watermark(session: Session, key: str, value: int) -> None:
     session.execute(text("UPDATE alarm_watermarks SET value = :v WHERE key = :k"), {"k": key, "v": value})
 
 
+def _finished_events(session: Session, table: str, columns: str) -> list[Any]:
+    """The next events of ``table`` (at most BATCH) whose transactions have all ended, in (txid, id) order.
+
+    Ids are taken at insert, not at commit, so reading past an id would skip the events of a transaction
+    that commits after a later one (two charging shards, a top-up beside a charging run). Reading by the
+    inserting transaction, below the oldest transaction still running, sees every event exactly once.
+    """
+    after_txid, after_id = _watermark(session, f"{table}:txid"), _watermark(session, f"{table}:id")
+    horizon = session.execute(text("SELECT txid_snapshot_xmin(txid_current_snapshot())")).scalar()
+    rows = session.execute(text(
+        f"SELECT {columns}, txid FROM {table} WHERE (txid, id) > (:t, :i) AND txid < :horizon "
+        "ORDER BY txid, id LIMIT :n"), {"t": after_txid, "i": after_id, "horizon": horizon, "n": BATCH}).all()
+    if len(rows) == BATCH:  # more to come: continue after the last one read
+        _set_watermark(session, f"{table}:txid", rows[-1].txid)
+        _set_watermark(session, f"{table}:id", rows[-1].id)
+    else:  # every transaction below the horizon is read; the next ones start there
+        _set_watermark(session, f"{table}:txid", max(int(horizon), after_txid))
+        _set_watermark(session, f"{table}:id", 0 if horizon > after_txid else after_id)
+    return rows
+
+
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
     try:
         fn(*args, **kwargs)
@@ -55,10 +76,7 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
 
 def from_health_events(session: Session) -> int:
     """Meter offline/online → offline alarm; device or gateway offline/online → communication fault."""
-    last = _watermark(session, "health_events")
-    rows = session.execute(text(
-        "SELECT id, group_id, object_type, object_id, event, at FROM health_events WHERE id > :w ORDER BY id "
-        "LIMIT :n"), {"w": last, "n": BATCH}).all()
+    rows = _finished_events(session, "health_events", "id, group_id, object_type, object_id, event, at")
     for row in rows:
         kind = "offline" if row.object_type == "meter" else "comm_fault"
         subject = {f"{row.object_type}_id": row.object_id}
@@ -67,25 +85,19 @@ def from_health_events(session: Session) -> int:
                   **subject)
         elif row.event == "online":
             clear_alarm(session, row.group_id, kind, at=row.at, note="back online", **subject)
-    if rows:
-        _set_watermark(session, "health_events", rows[-1].id)
     return len(rows)
 
 
 def from_prepaid_events(session: Session) -> int:
     """Balance level changes → low balance 1/2 and arrears alarms (one open level at a time); mismatches."""
-    last = _watermark(session, "prepaid_events")
-    rows = session.execute(text(
-        "SELECT id, group_id, account_id, meter_id, kind, level, balance, detail, at FROM prepaid_events "
-        "WHERE id > :w ORDER BY id LIMIT :n"), {"w": last, "n": BATCH}).all()
+    rows = _finished_events(session, "prepaid_events",
+                            "id, group_id, account_id, meter_id, kind, level, balance, detail, at")
     for row in rows:
         if row.kind == "mismatch" and row.meter_id is not None:
             _safe(raise_alarm, session, row.group_id, "purchase_mismatch", meter_id=row.meter_id,
                   detail=dict(row.detail or {}), at=row.at)
         elif row.level is not None and row.account_id is not None:
             apply_level(session, row.group_id, row.account_id, int(row.level), row.balance, row.at)
-    if rows:
-        _set_watermark(session, "prepaid_events", rows[-1].id)
     return len(rows)
 
 

@@ -128,12 +128,15 @@ class HealthEvent(TenantMixin, db.Model):
     """A health transition (offline / online) of a meter, device or gateway; alarms hook in here."""
 
     __tablename__ = "health_events"
+    __table_args__ = (Index("ix_health_events_txid_id", "txid", "id"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     object_type: Mapped[str] = mapped_column(String(16), nullable=False)
     object_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     event: Mapped[str] = mapped_column(String(16), nullable=False)
     detail: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
+    # the inserting transaction (txid_current()): the alarm job reads by it, gap-free (migration 0013)
+    txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=func.txid_current())
 
 
 class MqttSequence(TenantMixin, db.Model):

@@ -39,6 +39,7 @@ def test_health_events_raise_and_clear_offline_and_comm_fault(app, group):
             s.execute(text("INSERT INTO health_events (group_id, object_type, object_id, event, detail) VALUES "
                            "(:g, 'meter', :m, 'offline', '{}'), (:g, 'gateway', :gw, 'offline', '{}')"),
                       {"g": site.group_id, "m": m, "gw": site.gateway_id})
+            s.commit()  # the job reads the events of ended transactions only
             run_sources(s)
             assert _open(s, site.group_id) == [f"comm_fault@gateway:{site.gateway_id}", f"offline@meter:{m}"]
             run_sources(s)  # events are applied once
@@ -47,6 +48,7 @@ def test_health_events_raise_and_clear_offline_and_comm_fault(app, group):
         with service_session() as s:
             s.execute(text("INSERT INTO health_events (group_id, object_type, object_id, event, detail) VALUES "
                            "(:g, 'meter', :m, 'online', '{}')"), {"g": site.group_id, "m": m})
+            s.commit()
             run_sources(s)
             assert _open(s, site.group_id) == [f"comm_fault@gateway:{site.gateway_id}"]
 
@@ -57,6 +59,7 @@ def test_prepaid_levels_follow_the_control_loop(app, group):
     with app.app_context():
         with service_session() as s:
             evaluate_accounts(s, [site.account_id])  # balance 0 → arrears (trip line 0)
+            s.commit()
             run_sources(s)
             assert _open(s, site.group_id) == [f"arrears@{acc}"]
         with service_session() as s:
@@ -148,3 +151,27 @@ def test_reading_older_than_the_last_topup_write_is_not_a_mismatch(app, group):
             set_latest(s, site.group_id, m1, now + timedelta(seconds=1), purchase_count=3)
             run_sources(s)
             assert f"purchase_mismatch@meter:{m1}" in _open(s, site.group_id, "meter:")
+
+
+def test_events_committed_out_of_id_order_are_all_read(app, group, database_url):
+    """Two transactions insert events; the one with the lower id commits after a poll: it is still read."""
+    from sqlalchemy import create_engine
+
+    site = make_site(app, group, account=False)
+    m1, m2 = site.meters[0], site.meters[1]
+    insert = text("INSERT INTO health_events (group_id, object_type, object_id, event, detail) VALUES "
+                  "(:g, 'meter', :m, 'offline', '{}')")
+    engine = create_engine(database_url)
+    with engine.connect() as first, engine.connect() as second, app.app_context():
+        first.execute(insert, {"g": site.group_id, "m": m1})  # the lower id, still in flight
+        second.execute(insert, {"g": site.group_id, "m": m2})
+        second.commit()
+        with service_session() as s:
+            run_sources(s)
+            s.commit()
+        first.commit()
+        with service_session() as s:
+            run_sources(s)
+            s.commit()
+            assert _open(s, site.group_id, "meter:") == [f"offline@meter:{m1}", f"offline@meter:{m2}"]
+    engine.dispose()

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, SmallInteger,
-                        String, UniqueConstraint, text)
+                        String, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -102,6 +102,7 @@ class PrepaidEvent(TenantMixin, db.Model):
     """A prepaid event: alarm level crossings, counter resets, purchase-counter mismatches (append-only)."""
 
     __tablename__ = "prepaid_events"
+    __table_args__ = (Index("ix_prepaid_events_txid_id", "txid", "id"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("prepaid_accounts.id", ondelete="RESTRICT"),
                                                    index=True)
@@ -111,3 +112,5 @@ class PrepaidEvent(TenantMixin, db.Model):
     balance: Mapped[Decimal | None] = mapped_column(MONEY)
     detail: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    # the inserting transaction (txid_current()): the alarm job reads by it, gap-free (migration 0013)
+    txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=func.txid_current())
