@@ -32,8 +32,6 @@ class InflightLimit:
         self.limit, self.minimum, self.maximum, self.step = start, minimum, maximum, step
         self.lag_high_s, self.lag_low_s, self.period_s = lag_high_s, lag_low_s, period_s
         self.active = 0
-        self.peak_wait = 0
-        self.last_lag_s = 0.0
         self.done = 0  # transactions finished in this period
         self.timeouts = 0  # … of which timed out
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -51,7 +49,6 @@ class InflightLimit:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self.peak_wait = max(self.peak_wait, len(self._waiters))
         try:
             await waiter
         except asyncio.CancelledError:
@@ -75,7 +72,6 @@ class InflightLimit:
     def adjust(self, lag_s: float) -> None:
         """One control step from the measured loop lag and the period's share of timed-out transactions
         (more than ``timeout_share``: the gateways, or this host, cannot keep up with so many at once)."""
-        self.last_lag_s = lag_s
         timeouts, done = self.timeouts, self.done
         self.timeouts = self.done = 0
         if lag_s > self.lag_high_s or (self.timeout_share and done >= 20 and timeouts > self.timeout_share * done):

@@ -115,36 +115,6 @@ def _format(key: str, value: Any) -> str | None:
     return None
 
 
-def encode_row(reading: Reading) -> str:
-    """One reading as a line of PostgreSQL COPY text (invalid values move to ``extra.invalid``)."""
-    ts = reading.ts
-    if ts.tzinfo is None:
-        raise ValueError(f"Reading of meter {reading.meter_id} has a naive timestamp {ts}; give a time zone.")
-    row = ["\\N"] * len(COLUMNS)
-    row[0], row[1], row[2] = str(int(reading.group_id)), str(int(reading.meter_id)), ts.isoformat()
-    extra: dict[str, Any] | None = None
-    quality = reading.quality
-    for key, value in reading.values.items():
-        if value is None:
-            continue
-        index = _INDEX.get(key)
-        text = _format(key, value) if index is not None and index > 2 and index < _EXTRA else None
-        if text is not None:
-            row[index] = text
-            continue
-        extra = extra if extra is not None else {}
-        if index is None:
-            extra[key] = value
-        else:  # a standard quantity with an unusable value: keep it for inspection, never store it as a number
-            extra.setdefault("invalid", {})[key] = str(value)
-            quality = max(quality, QUALITY_SUSPECT)
-    if extra:
-        row[_EXTRA] = _escape(json.dumps(extra, default=str, ensure_ascii=False, separators=(",", ":")))
-    row[_QUALITY] = str(int(quality))
-    row[_SOURCE] = _escape(reading.source[:8])
-    return "\t".join(row)
-
-
 def _fast_exact(key: str) -> Callable[[Any], str | None]:
     """Formatter of an exact column whose limit is a power of ten: plain finite Decimals skip the general path."""
     exponent = len(str(_LIMITS[key])) - 1
@@ -187,7 +157,7 @@ _QUALITY_TEXT = {q: str(q) for q in range(3)}
 
 
 def encode_lines(readings: Iterable[Reading]) -> list[str]:
-    """COPY text lines of ``readings``, identical to ``encode_row`` per reading but with per-batch caches."""
+    """COPY text lines of ``readings`` (invalid values move to ``extra.invalid``), with per-batch caches."""
     lines: list[str] = []
     append = lines.append
     formatters, index_of, empty = _FORMATTERS, _INDEX, _EMPTY_ROW
