@@ -63,6 +63,7 @@ class BusPort:
         self.last_error: DeviceError | None = None
         self._last_end = 0.0
         self._busy = False
+        self._answered: set[Any] = set()  # units whose last transaction on this bus was answered
 
     def __getattr__(self, name: str) -> Any:  # di_order, name … of the wrapped client
         return getattr(self.transport, name)
@@ -90,25 +91,30 @@ class BusPort:
 
     # --- the transport surface drivers use ------------------------------------------------------
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
-        return await self._call(self.transport.read_holding_registers, (unit, address, count), (8, 5 + 2 * count))
+        return await self._call(self.transport.read_holding_registers, (unit, address, count), (8, 5 + 2 * count),
+                                unit)
 
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
-        await self._call(self.transport.write_registers, (unit, address, values), (9 + 2 * len(values), 8), write=True)
+        await self._call(self.transport.write_registers, (unit, address, values), (9 + 2 * len(values), 8), unit,
+                         write=True)
 
     async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
-        return await self._call(self.transport.read_coils, (unit, address, count), (8, 5 + (count + 7) // 8))
+        return await self._call(self.transport.read_coils, (unit, address, count), (8, 5 + (count + 7) // 8), unit)
 
     async def write_coil(self, unit: int, address: int, on: bool) -> None:
-        await self._call(self.transport.write_coil, (unit, address, on), (8, 8), write=True)
+        await self._call(self.transport.write_coil, (unit, address, on), (8, 8), unit, write=True)
 
     async def transact(self, request: Any, **kwargs: Any) -> Any:
         """CJ/T 188 request/reply (water meters); writes (valve) are not retried."""
         write = getattr(request, "control", 0) & 0x3F == 0x04
-        return await self._call(partial(self.transport.transact, **kwargs), (request,), None, write=write)
+        unit = getattr(request, "address", None)
+        return await self._call(partial(self.transport.transact, **kwargs), (request,), None, unit, write=write)
 
     # --- the policy ------------------------------------------------------------------------------
     async def _call(self, run: Callable[..., Awaitable[T]], args: tuple[Any, ...], frame: tuple[int, int] | None,
-                    write: bool = False) -> T:
+                    unit: Any, write: bool = False) -> T:
+        """One transaction with retries. A timeout tells the in-flight limit of congestion only when ``unit``
+        answered its last request here: a dead or unplugged meter times out every time, whatever the load."""
         if self._busy:  # the poller guarantees this; a driver that fans out requests is a bug
             raise RuntimeError("two outstanding requests on one bus")
         attempt = 0
@@ -124,7 +130,8 @@ class BusPort:
                 try:
                     result = await run(*args)
                 except DeviceTimeout:
-                    timed_out = True
+                    timed_out = unit in self._answered
+                    self._answered.discard(unit)
                     raise
                 finally:
                     if self.limit is not None:
@@ -144,6 +151,7 @@ class BusPort:
                 self._finish(start)
                 raise
             self._finish(start)
+            self._answered.add(unit)
             self.stats.ok += 1
             if frame is not None:
                 self.stats.add_frame(*frame)

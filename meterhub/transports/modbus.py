@@ -9,6 +9,14 @@
 The connection is an ``asyncio.Protocol`` that assembles reply frames as bytes arrive and hands a complete
 frame to the waiting request: no stream reader, task or timeout context per request. A collector runs
 thousands of these transactions a second, and this is where its CPU goes.
+
+A timeout keeps the connection: reconnecting cost more CPU than the rest of a faulty meter's read, and on a
+transparent RS485 gateway it does not even stop a late reply (the serial server hands the line's bytes to
+whichever connection is open). Late replies are told apart instead: MBAP by transaction id; RTU by dropping
+whatever arrived while no request was out and skipping a whole, CRC-valid frame of another unit. A late reply
+of the same unit arriving after the next request went out is the case left, as with every RTU master; the
+reply's function code, byte count and CRC must still match. The connection is closed when it is lost, when
+an MBAP stream is out of step, and when two units in a row time out (a half-open connection answers nobody).
 """
 
 from __future__ import annotations
@@ -114,6 +122,7 @@ class ModbusClient:
         self._link: _Link | None = None
         self._tid = 0
         self._broken_logged = False
+        self._silent: set[int] = set()  # units that timed out since the last reply on this connection
 
     @property
     def connected(self) -> bool:
@@ -137,8 +146,9 @@ class ModbusClient:
             self._broken_logged = False
 
     async def close(self) -> None:
-        """Close the connection; the next request reconnects (late bytes of a timed-out reply go with it)."""
+        """Close the connection; the next request reconnects."""
         link, self._link = self._link, None
+        self._silent.clear()
         if link is not None and link.transport is not None:
             link.transport.close()
 
@@ -155,7 +165,10 @@ class ModbusClient:
                 await self.connect()
             link = self._link
             assert link is not None
+            if link.buf:
+                link.buf.clear()  # bytes that came while no request was out: a late reply, line noise
             deadline = asyncio.get_running_loop().time() + self.timeout
+            other: int | None = None  # a unit whose (late) reply came while we waited for ``unit``
             try:
                 if self.framing == "tcp":
                     self._tid = (self._tid + 1) & 0xFFFF
@@ -167,10 +180,18 @@ class ModbusClient:
                             break  # stale replies of timed-out requests carry older ids
                 else:
                     link.transport.write(mb.rtu_frame(unit, pdu))
-                    frame = await _next_frame(link, rtu_reply_end, deadline)
-                    r_unit, reply = mb.rtu_split(frame, self._where(unit))
+                    while True:
+                        frame = await _next_frame(link, rtu_reply_end, deadline)
+                        r_unit, reply = mb.rtu_split(frame, self._where(unit))
+                        if r_unit == unit:
+                            break
+                        other = r_unit  # a late reply of another unit (RTU has no transaction id): skip it
             except TimeoutError as err:
-                await self.close()
+                if other is not None:
+                    raise FrameError(f"reply from unit {other}, expected {unit}", self._where(unit)) from err
+                self._silent.add(unit)
+                if len(self._silent) > 1:  # two units in a row said nothing: suspect the connection itself
+                    await self.close()
                 raise DeviceTimeout(
                     f"no reply within {self.timeout:.3f} s; check slave address, baud rate, wiring and power",
                     self._where(unit),
@@ -183,13 +204,17 @@ class ModbusClient:
                 raise DeviceTimeout(f"connection lost ({err.__class__.__name__}); will reconnect",
                                     self._where(unit)) from err
             except FrameError as err:
-                await self.close()
+                if self.framing == "tcp":
+                    await self.close()  # an MBAP stream out of step cannot be resynchronised
+                # RTU resynchronises on silence: what is left of the bad frame is dropped before the next request
                 if err.where:
                     raise
                 raise type(err)(str(err), self._where(unit)) from err
             finally:
                 if self.inter_frame_delay:
                     await asyncio.sleep(self.inter_frame_delay)
+            if self._silent:
+                self._silent.clear()
             if r_unit != unit:
                 raise FrameError(f"reply from unit {r_unit}, expected {unit}", self._where(unit))
             return reply

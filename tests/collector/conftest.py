@@ -21,16 +21,18 @@ DTSD = REGISTRY["acrel_dtsd1352"]
 class GatewayProxy:
     """A TCP proxy in front of a SimServer that records every request and checks one-at-a-time use.
 
-    ``overlaps`` counts requests sent while an earlier one on the bus had no reply yet (a closed connection
-    ends an outstanding request: the master gave up). ``down()`` closes the port and every connection;
+    ``overlaps`` counts requests sent while an earlier one on the bus had no reply yet and was younger than
+    ``give_up_s`` (the master's timeout; a closed connection also ends an outstanding request: the master gave
+    up). ``down()`` closes the port and every connection;
     ``up()`` listens again on the same port. ``delay[unit]`` delays replies of one RTU unit (a slow device).
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, give_up_s: float = 0.15) -> None:
         self.target_port = target_port
+        self.give_up_s = give_up_s
         self.port = 0
         self.requests: list[tuple[float, int]] = []  # (time, unit) of every request
-        self.outstanding = 0
+        self.pending: dict[int, float] = {}  # connection -> when its request without a reply was sent
         self.overlaps = 0
         self.max_connections = 0
         self.connections = 0
@@ -66,34 +68,31 @@ class GatewayProxy:
         self.connections += 1
         self.max_connections = max(self.max_connections, self.connections)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        mine = {"outstanding": False}
+        mine = id(writer)
 
         async def downstream() -> None:
             while data := await up_reader.read(4096):
                 unit = data[0]
                 if unit in self.delay:
                     await asyncio.sleep(self.delay[unit])
-                if mine["outstanding"]:
-                    mine["outstanding"] = False
-                    self.outstanding -= 1
+                self.pending.pop(mine, None)
                 writer.write(data)
                 await writer.drain()
 
         pump = asyncio.create_task(downstream())
         try:
             while data := await reader.read(4096):
-                if self.outstanding:
+                now = time.monotonic()
+                if any(now - sent < self.give_up_s for sent in self.pending.values()):
                     self.overlaps += 1
-                self.requests.append((time.monotonic(), data[0]))
-                mine["outstanding"] = True
-                self.outstanding += 1
+                self.requests.append((now, data[0]))
+                self.pending[mine] = now
                 up_writer.write(data)
                 await up_writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            if mine["outstanding"]:
-                self.outstanding -= 1
+            self.pending.pop(mine, None)
             pump.cancel()
             self.connections -= 1
             self._writers.discard(writer)

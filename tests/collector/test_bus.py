@@ -83,7 +83,7 @@ def test_timeouts_retried_with_growing_backoff_then_recovery(run):
         assert gaps[1] == pytest.approx(0.1 + 0.2, abs=0.05)  # timeout + backoff 0.2
         assert gaps[2] == pytest.approx(0.1 + 0.4, abs=0.05)
         server.faults.dead.clear()
-        assert len(await port.read_holding_registers(1, 0, 2)) == 2  # reconnected after the timeouts
+        assert len(await port.read_holding_registers(1, 0, 2)) == 2  # answers again after the timeouts
         await port.close()
         await proxy.down()
         await server.stop()

@@ -212,7 +212,115 @@ def test_hang_up_mid_frame_and_garbage_function_code():
         async with ModbusClient("127.0.0.1", port, framing="rtu", timeout=0.5) as bus:
             with pytest.raises(FrameError, match="unexpected function code 0x2B") as err:
                 await bus.read_holding_registers(1, 0, 2)
-            assert "unit 1" in str(err.value) and not bus.connected
+            assert "unit 1" in str(err.value) and bus.connected  # RTU resynchronises on silence
+        server.close()
+
+    run(go())
+
+
+def test_a_timeout_keeps_the_connection_and_a_late_reply_of_another_unit_is_skipped():
+    """A dead meter costs its timeouts, not a reconnect per try: a late reply is told apart from the next one."""
+    async def go():
+        connections, seen = 0, []
+
+        async def slow_unit_5(reader, writer):
+            nonlocal connections
+            connections += 1
+            while True:
+                request = await reader.readexactly(8)
+                seen.append(request[0])
+                if request[0] == 5:
+                    continue  # answered late, below, after the client gave up and asked unit 1
+                if seen[-2:] == [5, 1]:
+                    writer.write(mb.rtu_frame(5, bytes([3, 2, 0, 55])))  # the late reply comes first
+                writer.write(mb.rtu_frame(request[0], bytes([3, 2, 0, request[0]])))
+
+        server, port = await _gateway(slow_unit_5)
+        async with ModbusClient("127.0.0.1", port, framing="rtu", timeout=0.15) as bus:
+            for _ in range(3):  # a dead meter's tries
+                with pytest.raises(DeviceTimeout, match="unit 5"):
+                    await bus.read_holding_registers(5, 0, 1)
+            assert await bus.read_holding_registers(1, 0, 1) == [1]  # not [55]
+            assert await bus.read_holding_registers(2, 0, 1) == [2]
+        assert connections == 1
+        server.close()
+
+        async def mbap_late(reader, writer):
+            nonlocal connections
+            connections += 1
+            held = None
+            while True:
+                header = await reader.readexactly(7)
+                pdu = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                if held is None:
+                    held = header  # the first request is answered only after the second one came
+                    continue
+                writer.write(mb.mbap_frame(int.from_bytes(held[:2], "big"), held[6], bytes([3, 2, 0, 9])))
+                writer.write(mb.mbap_frame(int.from_bytes(header[:2], "big"), header[6], bytes([3, 2, 0, 7])))
+
+        connections = 0
+        server, port = await _gateway(mbap_late)
+        async with ModbusClient("127.0.0.1", port, framing="tcp", timeout=0.15) as bus:
+            with pytest.raises(DeviceTimeout):
+                await bus.read_holding_registers(1, 0, 1)
+            assert await bus.read_holding_registers(1, 0, 1) == [7]  # the late [9] has the older id
+        assert connections == 1
+        server.close()
+
+    run(go())
+
+
+def test_two_silent_units_in_a_row_close_the_connection():
+    """A half-open connection (gateway gone without a FIN) answers nobody: reconnect rather than time out forever."""
+    async def go():
+        connections = 0
+
+        async def mute(reader, writer):
+            nonlocal connections
+            connections += 1
+            while True:
+                await reader.readexactly(8)
+
+        server, port = await _gateway(mute)
+        async with ModbusClient("127.0.0.1", port, framing="rtu", timeout=0.1) as bus:
+            for _ in range(2):
+                with pytest.raises(DeviceTimeout):
+                    await bus.read_holding_registers(1, 0, 1)
+            assert bus.connected  # one meter silent: a dead meter, the line is fine
+            with pytest.raises(DeviceTimeout):
+                await bus.read_holding_registers(2, 0, 1)
+            assert not bus.connected
+            with pytest.raises(DeviceTimeout):
+                await bus.read_holding_registers(3, 0, 1)
+        assert connections == 2
+        server.close()
+
+    run(go())
+
+
+def test_a_crc_error_keeps_the_rtu_connection_and_the_next_reply_is_clean():
+    async def go():
+        connections, count = 0, 0
+
+        async def noisy(reader, writer):
+            nonlocal connections, count
+            connections += 1
+            while True:
+                await reader.readexactly(8)
+                count += 1
+                frame = bytearray(mb.rtu_frame(1, bytes([3, 2, 0, count])))
+                if count == 1:
+                    frame[-1] ^= 0x5A
+                    frame += b"\x00\x17"  # and noise after it
+                writer.write(bytes(frame))
+
+        server, port = await _gateway(noisy)
+        async with ModbusClient("127.0.0.1", port, framing="rtu", timeout=0.2) as bus:
+            with pytest.raises(FrameError, match="CRC"):
+                await bus.read_holding_registers(1, 0, 1)
+            await asyncio.sleep(0.05)
+            assert await bus.read_holding_registers(1, 0, 1) == [2]
+        assert connections == 1
         server.close()
 
     run(go())
