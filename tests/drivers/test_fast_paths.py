@@ -251,7 +251,7 @@ def test_a_timeout_keeps_the_connection_and_a_late_reply_of_another_unit_is_skip
             held = None
             while True:
                 header = await reader.readexactly(7)
-                pdu = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
                 if held is None:
                     held = header  # the first request is answered only after the second one came
                     continue
