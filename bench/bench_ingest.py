@@ -5,12 +5,13 @@
 Runs against a throwaway database on the local server (``METERHUB_DATABASE_URL`` admin URL, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), prints a table and merges results into ``bench/results.json``.
 Both sides encode the same ``Reading`` objects with the same encoder, so the ratio shows what staging,
-the idempotent ``INSERT … SELECT … ON CONFLICT``, the meter join and the ``meter_latest`` upsert cost.
+the idempotent ``INSERT … SELECT … ON CONFLICT``, the meter check and the ``meter_latest`` upsert cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from decimal import Decimal
 
 from sqlalchemy import create_engine, text
 
-from meterhub.timeseries.ingest import COLUMNS, Reading, encode_rows, ingest
+from meterhub.timeseries.ingest import COLUMNS, Reading, encode_batch, ingest
 
 from .common import print_table, service_url, throwaway_database, write_results
 
@@ -67,6 +68,16 @@ def make_readings(group: int, meter_ids: list[int], per_meter: int, offset: int)
     return out
 
 
+def settle(admin_url: str) -> None:
+    """Start a measurement from a quiet server: vacuum and analyze what the last phase wrote (else autovacuum
+    would, at a moment of its choosing, inside whichever phase comes next), then a checkpoint."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM (ANALYZE) readings, readings_raw, meter_latest"))
+        conn.execute(text("CHECKPOINT"))
+    engine.dispose()
+
+
 def raw_copy(admin_url: str, rows: list[Reading], batch: int) -> float:
     """Seconds to encode and COPY ``rows`` into ``readings_raw`` (same columns, keys, indexes, meter check)."""
     engine = create_engine(admin_url)
@@ -74,7 +85,7 @@ def raw_copy(admin_url: str, rows: list[Reading], batch: int) -> float:
     start = time.perf_counter()
     with raw.cursor() as cur:
         for i in range(0, len(rows), batch):
-            buffer, _ = encode_rows(rows[i:i + batch])
+            buffer = io.StringIO(encode_batch(rows[i:i + batch]).text)
             cur.copy_expert(f"COPY readings_raw ({', '.join(COLUMNS)}) FROM STDIN", buffer)
             raw.commit()
     elapsed = time.perf_counter() - start
@@ -103,15 +114,18 @@ def main() -> None:
         ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False)  # warm-up
         rows = make_readings(group, meter_ids, args.per_meter, 0)
         n = len(rows)
+        settle(admin_url)
         raw_s = raw_copy(admin_url, rows, args.batch)
+        settle(admin_url)
         start = time.perf_counter()
         result = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
         ours_s = time.perf_counter() - start
+        settle(admin_url)
         start = time.perf_counter()
         again = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
         dup_s = time.perf_counter() - start
         start = time.perf_counter()
-        encode_rows(rows)
+        encode_batch(rows)
         encode_s = time.perf_counter() - start
         engine.dispose()
     assert result.stored == n and again.duplicates == n, (result, again)

@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 
@@ -99,7 +99,10 @@ def _format(key: str, value: Any) -> str | None:
         return None
     if key in _FLOATS:
         if kind is float or kind is int or kind is Decimal:
-            number = float(value)
+            try:
+                number = float(value)  # a signalling NaN or a huge int raises
+            except (ValueError, OverflowError):
+                return None
             return repr(number) if math.isfinite(number) else None
         return None
     if kind is Decimal:
@@ -115,52 +118,36 @@ def _format(key: str, value: Any) -> str | None:
     return None
 
 
-def _fast_exact(key: str) -> Callable[[Any], str | None]:
-    """Formatter of an exact column whose limit is a power of ten: plain finite Decimals skip the general path."""
-    exponent = len(str(_LIMITS[key])) - 1
-
-    def fmt(value: Any) -> str | None:
-        # adjusted() < exponent  <=>  abs(value) < 10**exponent for a non-zero finite Decimal; others: general path.
-        if type(value) is Decimal and value.is_finite() and value.adjusted() < exponent:
-            return str(value)
-        return _format(key, value)
-    return fmt
+_EXACT_FAST, _FLOAT, _BOOL, _GENERAL = range(4)
+_FLOAT_EXPONENT = 300  # a Decimal for a double precision column goes as text when well inside its range
 
 
-def _fast_float(key: str) -> Callable[[Any], str | None]:
-    def fmt(value: Any) -> str | None:
-        if type(value) is float:
-            return repr(value) if value - value == 0.0 else None  # inf - inf and nan are nan
-        return _format(key, value)
-    return fmt
+def _spec(key: str) -> tuple[int, int, int]:
+    """(column index, kind, largest adjusted exponent) of a standard quantity key, for ``encode_lines``."""
+    if key in _BOOLS:
+        return _INDEX[key], _BOOL, 0
+    if key in _FLOATS:
+        return _INDEX[key], _FLOAT, _FLOAT_EXPONENT
+    if key in _EXACTS and str(_LIMITS[key]).rstrip("0") == "1":  # the limit is a power of ten
+        return _INDEX[key], _EXACT_FAST, len(str(_LIMITS[key])) - 1
+    return _INDEX[key], _GENERAL, 0
 
 
-def _fast_bool(key: str) -> Callable[[Any], str | None]:
-    def fmt(value: Any) -> str | None:
-        if value is True:
-            return "t"
-        if value is False:
-            return "f"
-        return _format(key, value)
-    return fmt
-
-
-#: Column index and formatter per standard quantity key (same results as ``_format``, common cases first).
-_FORMATTERS: dict[str, tuple[int, Callable[[Any], str | None]]] = {
-    key: (_INDEX[key], (_fast_bool if key in _BOOLS else _fast_float if key in _FLOATS else
-                        _fast_exact if key in _EXACTS and str(_LIMITS[key]).rstrip("0") == "1" else
-                        (lambda k: lambda v: _format(k, v)))(key))
-    for key in QUANTITY_COLUMNS
-}
-_EMPTY_ROW = ["\\N"] * len(COLUMNS)
+#: How ``encode_lines`` formats each standard quantity (the same text as ``_format``, common cases inline).
+_SPECS: dict[str, tuple[int, int, int]] = {key: _spec(key) for key in QUANTITY_COLUMNS}
+NULL = "\\N"
+_EMPTY_ROW = [NULL] * len(COLUMNS)
 _QUALITY_TEXT = {q: str(q) for q in range(3)}
 
 
-def encode_lines(readings: Iterable[Reading]) -> list[str]:
-    """COPY text lines of ``readings`` (invalid values move to ``extra.invalid``), with per-batch caches."""
+def encode_lines(readings: Iterable[Reading], newest: dict[tuple[int, int], list[Any]] | None = None) -> list[str]:
+    """COPY text lines of ``readings`` (invalid values move to ``extra.invalid``), with per-batch caches.
+
+    With ``newest``, also note per (group, meter) ``[newest ts, its line's index, newest good ts or None]``.
+    """
     lines: list[str] = []
     append = lines.append
-    formatters, index_of, empty = _FORMATTERS, _INDEX, _EMPTY_ROW
+    specs, index_of, empty = _SPECS, _INDEX, _EMPTY_ROW
     quality_text = _QUALITY_TEXT
     source_text: dict[str, str] = {}
     ids: dict[int, str] = {}
@@ -184,11 +171,24 @@ def encode_lines(readings: Iterable[Reading]) -> list[str]:
         for key, value in reading.values.items():
             if value is None:
                 continue
-            spec = formatters.get(key)
+            spec = specs.get(key)
             if spec is not None:
-                text = spec[1](value)
+                index, kind, exponent = spec
+                text = None
+                kind_of_value = type(value)
+                if kind_of_value is Decimal:
+                    # adjusted() < exponent  <=>  abs(value) < 10**exponent, for a finite Decimal
+                    if kind <= _FLOAT and value.is_finite() and -exponent < value.adjusted() < exponent:
+                        text = str(value)
+                elif kind_of_value is float:
+                    if kind == _FLOAT and value - value == 0.0:  # inf - inf and nan are nan
+                        text = repr(value)
+                elif kind == _BOOL and kind_of_value is bool:
+                    text = "t" if value else "f"
+                if text is None:
+                    text = _format(key, value)
                 if text is not None:
-                    row[spec[0]] = text
+                    row[index] = text
                     continue
             extra = extra if extra is not None else {}
             if key not in index_of:
@@ -205,20 +205,35 @@ def encode_lines(readings: Iterable[Reading]) -> list[str]:
         if text is None:
             text = source_text[source] = _escape(source[:8])
         row[_SOURCE] = text
+        if newest is not None:
+            good = ts if quality == QUALITY_GOOD else None
+            seen = newest.get((group_id, meter_id))
+            if seen is None:
+                newest[(group_id, meter_id)] = [ts, len(lines), good]
+            else:
+                if ts >= seen[0]:
+                    seen[0], seen[1] = ts, len(lines)
+                if good is not None and (seen[2] is None or good > seen[2]):
+                    seen[2] = good
         append("\t".join(row))
     return lines
 
 
-def encode_text(readings: Iterable[Reading]) -> tuple[str, int]:
-    """The COPY text of ``readings`` and how many rows it holds."""
-    lines = encode_lines(readings)
-    return ("\n".join(lines) + "\n" if lines else ""), len(lines)
+class EncodedBatch(NamedTuple):
+    """A batch as COPY text: every reading, and the newest one per meter with the batch's newest good time."""
+
+    text: str
+    count: int
+    latest: str
 
 
-def encode_rows(readings: Iterable[Reading]) -> tuple[io.StringIO, int]:
-    """A COPY text buffer of ``readings`` and how many rows it holds."""
-    text, count = encode_text(readings)
-    return io.StringIO(text), count
+def encode_batch(readings: Iterable[Reading]) -> EncodedBatch:
+    """Encode ``readings`` for :func:`store_encoded`."""
+    newest: dict[tuple[int, int], list[Any]] = {}
+    lines = encode_lines(readings, newest)
+    latest = [f"{lines[index]}\t{good.isoformat() if good is not None else NULL}" for _, index, good in newest.values()]
+    return EncodedBatch("\n".join(lines) + "\n" if lines else "", len(lines),
+                        "\n".join(latest) + "\n" if latest else "")
 
 
 _COLS = ", ".join(COLUMNS)
@@ -239,16 +254,18 @@ WITH ins AS (
 )
 SELECT group_id, array_agg(DISTINCT meter_id), count(*) FROM ins GROUP BY group_id
 """
+LATEST_STAGING = "readings_latest_staging"
+_CREATE_LATEST_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {LATEST_STAGING} ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLS}, NULL::timestamptz AS good_ts FROM readings WITH NO DATA"
+)
 _LATEST_COLS = ("group_id", "meter_id", "ts", "good_ts", "quality", *QUANTITY_COLUMNS, "extra")
-# Only the newest row per meter of the batch; the window is ordered like DISTINCT ON, so one sort serves both.
+# One row per meter (encode_batch picked each meter's newest reading), in meter order like the insert.
 _UPSERT_LATEST = f"""
 INSERT INTO meter_latest ({", ".join(_LATEST_COLS)})
-SELECT DISTINCT ON (s.meter_id) s.group_id, s.meter_id, s.ts,
-  max(s.ts) FILTER (WHERE s.quality = {QUALITY_GOOD}) OVER (
-    PARTITION BY s.meter_id ORDER BY s.ts DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING),
-  s.quality, {", ".join("s." + c for c in QUANTITY_COLUMNS)}, s.extra
-FROM {STAGING} s JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
-ORDER BY s.meter_id, s.ts DESC
+SELECT {", ".join("s." + c for c in _LATEST_COLS)}
+FROM {LATEST_STAGING} s JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
+ORDER BY s.meter_id
 ON CONFLICT (meter_id) DO UPDATE SET
   ts = excluded.ts, quality = excluded.quality,
   good_ts = GREATEST(meter_latest.good_ts, excluded.good_ts),
@@ -264,27 +281,31 @@ _UNMATCHED = (
 
 def store_batch(cursor: Any, readings: Iterable[Reading]) -> IngestResult:
     """Stage and merge ``readings`` in the caller's open transaction (``cursor``: psycopg2); no commit."""
-    return store_encoded(cursor, *encode_text(readings))
+    return store_encoded(cursor, encode_batch(readings))
 
 
-def store_encoded(cursor: Any, copy_text: str, count: int) -> IngestResult:
-    """Like :func:`store_batch` for rows already encoded as COPY text (``count`` lines)."""
+def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
+    """Like :func:`store_batch` for readings already encoded by :func:`encode_batch`."""
+    count = batch.count
     result = IngestResult(received=count, batches=1)
     if not count:
         return result
     cursor.execute(_CREATE_STAGING)
-    cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", io.StringIO(copy_text), size=_COPY_CHUNK)
+    cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", io.StringIO(batch.text), size=_COPY_CHUNK)
     cursor.execute(_MERGE)
     for group_id, meter_ids, stored in cursor.fetchall():
         result.stored += stored
         result.meter_ids_by_group[group_id] = set(meter_ids)
+    cursor.execute(_CREATE_LATEST_STAGING)
+    cursor.copy_expert(f"COPY {LATEST_STAGING} ({_COLS}, good_ts) FROM STDIN", io.StringIO(batch.latest),
+                       size=_COPY_CHUNK)
     cursor.execute(_UPSERT_LATEST)
     if result.stored < count:
         cursor.execute(_UNMATCHED)
         result.unmatched = cursor.fetchone()[0]
         if result.unmatched:
             log.warning("%d readings skipped: their meter does not exist in their group", result.unmatched)
-    cursor.execute(f"TRUNCATE {STAGING}")
+    cursor.execute(f"TRUNCATE {STAGING}, {LATEST_STAGING}")
     return result
 
 
@@ -380,11 +401,11 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest") as pool:
         try:
             for chunk in _chunks(readings, batch_size):
-                copy_text, count = encode_text(chunk)
+                encoded = encode_batch(chunk)
                 while len(pending) >= max(1, workers):
                     finish(pending.popleft())
                 pending.append(pool.submit(run_transaction, engine,
-                                           lambda cursor, t=copy_text, n=count: store_encoded(cursor, t, n)))
+                                           lambda cursor, batch=encoded: store_encoded(cursor, batch)))
             while pending:
                 finish(pending.popleft())
         finally:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from meterhub.db import service_session, use_group
 from meterhub.extensions import db
 from meterhub.timeseries import ingest as ingest_mod
+from meterhub.timeseries.columns import QUANTITY_COLUMNS
 from meterhub.timeseries.ingest import Reading, ingest
 from meterhub.timeseries.query import latest, readings_between
 
@@ -78,6 +82,27 @@ def test_invalid_values_and_unknown_meters_do_not_fail_the_batch(app, group, oth
     assert row.group_id == group.group_id
 
 
+def test_latest_takes_each_meters_newest_reading_of_the_batch_and_its_newest_good_time(app, group, other_group):
+    fleet = make_fleet(app, group, devices=1, channels=2)
+    m1, m2 = fleet.meter_ids
+    t = [T0 + timedelta(minutes=15 * i) for i in range(4)]
+    batch = [  # not in time order; the newest of m1 is suspect, and a reading claims m1 for another group
+        Reading(group.group_id, m1, t[1], {"energy_kwh": Decimal(11)}),
+        Reading(group.group_id, m2, t[3], {"energy_kwh": Decimal(23)}),
+        Reading(group.group_id, m1, t[2], {"power_kw": 2.5}, quality=1),
+        Reading(other_group.group_id, m1, t[3], {"energy_kwh": Decimal(99)}),
+        Reading(group.group_id, m1, t[0], {"energy_kwh": Decimal(10)}),
+        Reading(group.group_id, m2, t[2], {"energy_kwh": Decimal(22)}),
+    ]
+    with app.app_context():
+        assert ingest(batch).unmatched == 1
+        with service_session() as s:
+            values = latest(s, [m1, m2])
+    assert (values[m1].ts, values[m1].good_ts, values[m1].quality) == (t[2], t[1], 1)
+    assert values[m1].values == {"power_kw": 2.5}
+    assert (values[m2].ts, values[m2].good_ts, values[m2].values) == (t[3], t[3], {"energy_kwh": Decimal(23)})
+
+
 def test_naive_timestamps_are_refused(app, group):
     with app.app_context(), pytest.raises(ValueError, match="naive timestamp"):
         ingest([Reading(group.group_id, 1, datetime(2026, 1, 1), {})])
@@ -89,8 +114,8 @@ def test_lost_connection_retries_the_batch_without_loss_or_duplicates(app, group
     calls = []
     admin = create_engine(app.config["DATABASE_URL"], isolation_level="AUTOCOMMIT")
 
-    def store_then_lose_connection(cursor, copy_text, count):
-        result = real_store(cursor, copy_text, count)
+    def store_then_lose_connection(cursor, batch):
+        result = real_store(cursor, batch)
         calls.append(result.stored)
         if len(calls) == 1:  # first attempt: the server kills our backend before the commit
             pid = cursor.connection.get_backend_pid()
@@ -151,3 +176,44 @@ def test_readings_must_name_a_meter_of_their_group_checked_per_statement(app, gr
             s.execute(text("DELETE FROM meters WHERE id = :m"), {"m": mine})
             s.commit()
         assert _count(app, [mine]) == 0
+
+
+def test_a_reading_stored_by_another_path_is_not_stored_twice(app, group):
+    """A reading stored without ``meter_latest`` knowing (an import): the unique key decides, not the latest values."""
+    fleet = make_fleet(app, group)
+    (meter,) = fleet.meter_ids
+    with app.app_context():
+        with service_session() as s:
+            s.execute(text("INSERT INTO readings (group_id, meter_id, ts, energy_kwh, quality, source) "
+                           "VALUES (:g, :m, :ts, 7, 0, 'import')"), {"g": group.group_id, "m": meter, "ts": T0})
+            s.commit()
+        result = ingest([Reading(group.group_id, meter, T0 + timedelta(minutes=30 * i), {"energy_kwh": Decimal(10 + i)})
+                         for i in range(3)])
+        assert (result.stored, result.duplicates) == (2, 1)
+        with service_session() as s:
+            stored = s.execute(text("SELECT energy_kwh FROM readings WHERE meter_id = :m ORDER BY ts"),
+                               {"m": meter}).scalars().all()
+    assert stored == [7, 11, 12]  # the first stored value stays
+
+
+_VALUES = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True), st.floats(), st.integers(-10**16, 10**16), st.booleans(),
+    st.decimals(min_value=-10**6, max_value=10**6, places=4), st.text(max_size=3), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(QUANTITY_COLUMNS) + ["other_key"]), _VALUES, max_size=8))
+def test_the_encoder_gives_what_the_general_formatter_gives(values):
+    """Inline fast cases of ``encode_lines`` store the same values as ``_format`` (floats: the same double)."""
+    (line,) = ingest_mod.encode_lines([Reading(1, 2, T0, values)])
+    fields = line.split("\t")
+    for key, value in values.items():
+        if key not in ingest_mod._INDEX or value is None:
+            continue
+        want, got = ingest_mod._format(key, value), fields[ingest_mod._INDEX[key]]
+        if want is None:
+            assert got == "\\N" and key in json.loads(fields[ingest_mod._EXTRA].replace("\\\\", "\\"))["invalid"]
+        elif key in ingest_mod._FLOATS:
+            assert float(got) == float(want)
+        else:
+            assert got == want
