@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import repeat
+from itertools import chain, repeat
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
@@ -83,6 +83,7 @@ _LEVEL_SQL = {"meter": "m.id", "room": "coalesce(m.room_id, 0)", "building": "co
 _PERIOD_SQL = {"day": "YYYY-MM-DD", "month": "YYYY-MM", "year": "YYYY"}
 #: What the usage report reads of a bucket: total and TOU energy, and the water total of water meters.
 SERIES_COLUMNS = ("energy_kwh", *(f"energy_{r}_kwh" for r in RATES), "water_m3")
+_ENERGY_COLUMNS = SERIES_COLUMNS[:5]
 
 
 def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str, tz) -> Iterable[tuple]:
@@ -103,22 +104,23 @@ def _aggregate_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, b
     return _grouped_sql(session, meters, f, bucket)
 
 
-def _series_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> list[tuple] | None:
+def _series_rows(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> Iterable[tuple] | None:
     """Meter-level rows straight from the usage series (a sum over one bucket is that bucket's value), or None
     when some meter has two buckets in one period (then only a grouped sum gives the right numbers).
 
     Values arrive as ``Decimal`` already (converted while the database streams, :func:`query.usage_series`);
     the period labels are formatted once per distinct bucket list (one for a fleet read every day), and each
-    meter's rows are zipped together in C: no Python code runs per row.
+    meter's rows are zipped together in C as they are consumed: no Python code runs per row, and a consumer
+    that streams (API, export) never holds tens of thousands of row tuples for the garbage collector to walk.
     """
     if not meters:
         return []
-    with query.gc_paused():  # one collection afterwards instead of one between fetching and zipping
-        return _series_rows_of(meters, f, query.usage_series(
-            session, [m.id for m in meters], f.start_at(), f.end_at(), bucket, SERIES_COLUMNS, missing=ZERO))
+    return _series_rows_of(meters, f, query.usage_series(
+        session, [m.id for m in meters], f.start_at(), f.end_at(), bucket, SERIES_COLUMNS, missing=ZERO))
 
 
-def _series_rows_of(meters: list[MeterInfo], f: ReportFilter, series: list[query.MeterSeries]) -> list[tuple] | None:
+def _series_rows_of(meters: list[MeterInfo], f: ReportFilter, series: list[query.MeterSeries]
+                    ) -> Iterator[tuple] | None:
     tz, granularity = f.tz, f.granularity
     labels: dict[int, list[str]] = {}
     for s in series:
@@ -128,18 +130,17 @@ def _series_rows_of(meters: list[MeterInfo], f: ReportFilter, series: list[query
                 return None
             labels[id(s.buckets)] = periods
     by_meter = {s.meter_id: s for s in series}
-    rows: list[tuple] = []
     zeros = repeat(ZERO)
-    for m in meters:
-        s = by_meter.get(m.id)
-        if s is None:
-            continue
+
+    def meter_rows(m: MeterInfo) -> Iterator[tuple]:
+        s = by_meter[m.id]
         v = s.values
         amounts = ((v["water_m3"], zeros, zeros, zeros, zeros) if m.utility == "water"
-                   else (v["energy_kwh"], *(v[f"energy_{r}_kwh"] for r in RATES)))
-        rows += zip(labels[id(s.buckets)], repeat(m.property), repeat(m.building), repeat(m.room),
-                    repeat(m.name), repeat(m.utility), *amounts)
-    return rows
+                   else [v[c] for c in _ENERGY_COLUMNS])
+        return zip(labels[id(s.buckets)], repeat(m.property), repeat(m.building), repeat(m.room),
+                   repeat(m.name), repeat(m.utility), *amounts)
+
+    return chain.from_iterable(map(meter_rows, [m for m in meters if m.id in by_meter]))
 
 
 def _grouped_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, bucket: str) -> Iterator[tuple]:

@@ -56,7 +56,7 @@ def test_usage_from_bucket_end_counters(app, group, monkeypatch):
         rows = query.usage(s, [w, a], _day(0), _day(3), "day")
         f = ReportFilter(group.group_id, date(2026, 3, 1), date(2026, 3, 4))
         meters = selected_meters(s, f)
-        fast = report._series_rows(s, meters, f, "day")
+        fast = list(report._series_rows(s, meters, f, "day"))
         api = list(report._aggregate(s, meters, f, "day", f.tz))
         assert list(report.usage_rows(s, f)) == fast
     got = [(r.meter_id, r.bucket, r.energy_kwh, r.energy_peak_kwh, r.water_m3, r.resets) for r in rows]
