@@ -225,6 +225,7 @@ class EncodedBatch(NamedTuple):
     text: str
     count: int
     latest: str
+    meters: dict[int, set[int]]  # the meter ids of each group in the batch
 
 
 def encode_batch(readings: Iterable[Reading]) -> EncodedBatch:
@@ -232,8 +233,11 @@ def encode_batch(readings: Iterable[Reading]) -> EncodedBatch:
     newest: dict[tuple[int, int], list[Any]] = {}
     lines = encode_lines(readings, newest)
     latest = [f"{lines[index]}\t{good.isoformat() if good is not None else NULL}" for _, index, good in newest.values()]
+    meters: dict[int, set[int]] = {}
+    for group_id, meter_id in newest:
+        meters.setdefault(int(group_id), set()).add(int(meter_id))
     return EncodedBatch("\n".join(lines) + "\n" if lines else "", len(lines),
-                        "\n".join(latest) + "\n" if latest else "")
+                        "\n".join(latest) + "\n" if latest else "", meters)
 
 
 _COLS = ", ".join(COLUMNS)
@@ -290,12 +294,17 @@ def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
     result = IngestResult(received=count, batches=1)
     if not count:
         return result
-    cursor.execute(_CREATE_STAGING)
-    cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", io.StringIO(batch.text), size=_COPY_CHUNK)
-    cursor.execute(_MERGE)
-    for group_id, meter_ids, stored in cursor.fetchall():
-        result.stored += stored
-        result.meter_ids_by_group[group_id] = set(meter_ids)
+    staged = [LATEST_STAGING]
+    if _append(cursor, batch):
+        result.stored, result.meter_ids_by_group = count, {g: set(m) for g, m in batch.meters.items()}
+    else:
+        staged.append(STAGING)
+        cursor.execute(_CREATE_STAGING)
+        cursor.copy_expert(f"COPY {STAGING} ({_COLS}) FROM STDIN", io.StringIO(batch.text), size=_COPY_CHUNK)
+        cursor.execute(_MERGE)
+        for group_id, meter_ids, stored in cursor.fetchall():
+            result.stored += stored
+            result.meter_ids_by_group[group_id] = set(meter_ids)
     cursor.execute(_CREATE_LATEST_STAGING)
     cursor.copy_expert(f"COPY {LATEST_STAGING} ({_COLS}, good_ts) FROM STDIN", io.StringIO(batch.latest),
                        size=_COPY_CHUNK)
@@ -305,8 +314,32 @@ def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
         result.unmatched = cursor.fetchone()[0]
         if result.unmatched:
             log.warning("%d readings skipped: their meter does not exist in their group", result.unmatched)
-    cursor.execute(f"TRUNCATE {STAGING}, {LATEST_STAGING}")
+    cursor.execute(f"TRUNCATE {', '.join(staged)}")
     return result
+
+
+#: Why an append is refused: a reading already stored (unique key), a meter not of its group (the readings
+#: meter check), a deadlock with a concurrent batch holding some of the same readings (rows go in text order).
+_APPEND_REFUSED = frozenset({"23505", "23503", "40P01"})
+
+
+def _append(cursor: Any, batch: EncodedBatch) -> bool:
+    """COPY the batch straight into ``readings`` under a savepoint; False (rolled back) if any row is refused.
+
+    Most batches hold only new readings of known meters, and for them this is one COPY instead of a COPY into
+    staging plus an ``INSERT … ON CONFLICT`` that probes the key twice per row. The unique key and the meter
+    check decide, not a guess: a refused batch takes the general path.
+    """
+    cursor.execute("SAVEPOINT ingest_append")
+    try:
+        cursor.copy_expert(f"COPY readings ({_COLS}) FROM STDIN", io.StringIO(batch.text), size=_COPY_CHUNK)
+    except Exception as err:
+        if getattr(err, "pgcode", None) not in _APPEND_REFUSED:
+            raise
+        cursor.execute("ROLLBACK TO SAVEPOINT ingest_append")
+        return False
+    cursor.execute("RELEASE SAVEPOINT ingest_append")
+    return True
 
 
 def is_retriable(err: BaseException) -> bool:

@@ -178,6 +178,29 @@ def test_readings_must_name_a_meter_of_their_group_checked_per_statement(app, gr
         assert _count(app, [mine]) == 0
 
 
+def test_an_all_new_batch_is_copied_straight_into_readings(app, group, monkeypatch):
+    fleet = make_fleet(app, group, devices=1, channels=2)
+    batch = [Reading(group.group_id, m, T0 + timedelta(minutes=30 * i), {"energy_kwh": Decimal(i)})
+             for i in range(3) for m in fleet.meter_ids]
+    monkeypatch.setattr(ingest_mod, "_MERGE", "SELECT 1/0")  # the general path would fail the batch
+    with app.app_context():
+        result = ingest(batch)
+        assert (result.stored, result.duplicates, result.unmatched) == (6, 0, 0)
+        assert result.meter_ids_by_group == {group.group_id: set(fleet.meter_ids)}
+        assert _count(app, fleet.meter_ids) == 6
+
+
+def test_a_batch_repeating_a_reading_takes_the_general_path_and_stores_it_once(app, group):
+    fleet = make_fleet(app, group)
+    (meter,) = fleet.meter_ids
+    same = Reading(group.group_id, meter, T0, {"energy_kwh": Decimal(1)})
+    with app.app_context():
+        result = ingest([same, Reading(group.group_id, meter, T0 + timedelta(hours=1), {"energy_kwh": Decimal(2)}),
+                         same])
+    assert (result.stored, result.duplicates) == (2, 1)
+    assert _count(app, [meter]) == 2
+
+
 def test_a_reading_stored_by_another_path_is_not_stored_twice(app, group):
     """A reading stored without ``meter_latest`` knowing (an import): the unique key decides, not the latest values."""
     fleet = make_fleet(app, group)
