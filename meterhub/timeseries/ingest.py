@@ -1,13 +1,16 @@
-"""Batched ingest of readings: ``COPY`` into a staging table, then one idempotent ``INSERT … SELECT``.
+"""Batched, idempotent ingest of readings with ``COPY``.
 
     result = ingest([Reading(group_id, meter_id, ts, {"energy_kwh": Decimal("12.5")})])
 
-Each batch runs in one transaction as the service role: COPY into a per-connection temporary table,
-``INSERT INTO readings … ON CONFLICT DO NOTHING`` (a re-sent reading is not stored twice), and an upsert of
-``meter_latest``. A lost connection (server restart, terminated backend) or a deadlock retries the whole
-batch on a fresh connection; because the insert is idempotent a retry never duplicates rows, even when the
-first attempt had in fact committed. After commit the ``reading_stored`` plugin event fires per group.
-Readings whose meter does not exist in their group are skipped (counted in ``IngestResult.unmatched``).
+Each batch runs in one transaction as the service role. A batch of new readings is copied straight into
+``readings`` under a savepoint. If the unique key refuses a row (a re-sent reading), the meter check refuses
+one (a meter not of its group) or a concurrent batch deadlocks with it, the savepoint is rolled back and the
+batch takes the general path: COPY into a per-connection temporary table, then ``INSERT INTO readings …
+ON CONFLICT DO NOTHING`` (a re-sent reading is not stored twice; unknown meters are skipped and counted in
+``IngestResult.unmatched``). Then the newest reading of each meter (picked while encoding) is upserted into
+``meter_latest``. A lost connection (server restart, terminated backend) or a deadlock retries the whole batch
+on a fresh connection; because the insert is idempotent a retry never duplicates rows, even when the first
+attempt had in fact committed. After commit the ``reading_stored`` plugin event fires per group.
 """
 
 from __future__ import annotations
