@@ -152,7 +152,6 @@ def test_app_role_sees_only_its_groups_readings(app, group, other_group):
     assert set(seen_latest) == set(mine.meter_ids)
 
 
-
 def test_readings_must_name_a_meter_of_their_group_checked_per_statement(app, group, other_group):
     """Migration 0012: the per-row foreign key became one check per statement; its guarantees stay."""
     from sqlalchemy.exc import DBAPIError
