@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from sqlalchemy import create_engine, text
 
-from bench.common import print_table, service_url, throwaway_database, write_results
+from bench.common import print_table, service_url, settle, throwaway_database, write_results
 
 log = logging.getLogger("bench")
 T0 = datetime(2026, 3, 2, 23, 45, tzinfo=UTC)  # 07:45 Shanghai; the first interval crosses 08:00 (flat → peak)
@@ -95,17 +95,6 @@ def add_tariff(url: str) -> None:
         tariff = tariffs.create_tariff(s, group_id, "Bench TOU")
         tariffs.add_version(s, tariff, T0 - timedelta(days=30), PlanVersion("tou", prices, PERIODS))
         tariffs.assign(s, group_id, "property", property_id, tariff)
-
-
-def settle(admin_url: str) -> None:
-    """Start a run from a quiet server: vacuum and analyze what was loaded or charged before, then a checkpoint.
-    In production the runs are an interval apart (30 min by default) and autovacuum has long done this; back to
-    back, it would land inside the next run."""
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("VACUUM (ANALYZE)"))
-        conn.execute(text("CHECKPOINT"))
-    engine.dispose()
 
 
 def run(n: int, shards: tuple[int, int]) -> dict:

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from meterhub.timeseries import ingest as ingest_mod
 from meterhub.timeseries.ingest import COLUMNS, Reading, encode_batch, ingest
 
-from .common import print_table, service_url, throwaway_database, write_results
+from .common import print_table, service_url, settle, throwaway_database, write_results
 
 log = logging.getLogger("bench.ingest")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -69,16 +69,6 @@ def make_readings(group: int, meter_ids: list[int], per_meter: int, offset: int)
                 "energy_valley_kwh": base, "power_kw": Decimal("1.234"), "voltage_a_v": Decimal("229.8"),
                 "voltage_b_v": Decimal("230.1"), "voltage_c_v": Decimal("231.0")}))
     return out
-
-
-def settle(admin_url: str) -> None:
-    """Start a measurement from a quiet server: vacuum and analyze what the last phase wrote (else autovacuum
-    would, at a moment of its choosing, inside whichever phase comes next), then a checkpoint."""
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("VACUUM (ANALYZE) readings, readings_raw, meter_latest"))
-        conn.execute(text("CHECKPOINT"))
-    engine.dispose()
 
 
 def raw_copy(admin_url: str, rows: list[Reading], batch: int) -> float:

@@ -120,6 +120,19 @@ def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
         admin.dispose()
 
 
+def settle(admin_url: str) -> None:
+    """Start a measurement from a quiet server: VACUUM (ANALYZE) the throwaway database, then a checkpoint.
+
+    Whatever the previous phase wrote would otherwise be vacuumed by autovacuum at a moment of its choosing,
+    inside whichever phase comes next. In production the same work runs between charging runs (an interval
+    apart) and alongside a steady ingest, not in bursts landing on one measurement."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM (ANALYZE)"))
+        conn.execute(text("CHECKPOINT"))
+    engine.dispose()
+
+
 def service_url(admin_url: str) -> str:
     """The service-role URL of the database at ``admin_url``."""
     from meterhub.config import DEFAULTS, role_url

@@ -322,10 +322,8 @@ def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
 
 
 #: Why an append is refused: a reading already stored (unique key), a meter not of its group (the readings
-#: meter check), a deadlock with a concurrent batch holding some of the same readings (rows go in text order),
-#: a role subject to row-level security (COPY FROM is not allowed for it; ingest normally runs as the service
-#: role, which bypasses it).
-_APPEND_REFUSED = frozenset({"23505", "23503", "40P01", "0A000"})
+#: meter check), a deadlock with a concurrent batch holding some of the same readings (rows go in text order).
+_APPEND_REFUSED = frozenset({"23505", "23503", "40P01"})
 
 
 def _append(cursor: Any, batch: EncodedBatch) -> bool:
