@@ -3,7 +3,7 @@ download; scheduled reports by email."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from meterhub.reports.exports import create_export, enqueue_export
 from meterhub.reports.models import ReportExport, ScheduledReport
 from meterhub.reports.registry import ReportDefinition, all_reports, get_report
 from meterhub.tenants.models import Building, Group, Property, Room
-from meterhub.tenants.scoping import get_or_404, has_permission, property_ids
+from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, restrict
 
 from .util import permission_required, record
 
@@ -40,10 +40,12 @@ def _definition(key: str) -> ReportDefinition:
     return definition
 
 
-def _filter(args: Any) -> report_filters.ReportFilter:
-    """The operator's filter; objects outside their scope (or group) answer 404."""
+def _filter(args: Any, definition: ReportDefinition) -> report_filters.ReportFilter:
+    """The operator's filter for this report; objects outside their scope (or group) answer 404, a filter the
+    report cannot apply is refused (ValidationError)."""
     group = db.session.get(Group, current_user.group_id)
     f = report_filters.parse(args, current_user.group_id, property_ids(current_user), group.timezone)
+    definition.check(f)
     for model, value in ((Property, f.property_id), (Building, f.building_id), (Room, f.room_id),
                          (Meter, f.meter_id)):
         if value is not None:
@@ -61,21 +63,56 @@ def index():
     return render_template("reports/index.html", reports=_visible(), exports=mine, schedules=schedules)
 
 
-def _chart(definition: ReportDefinition, rows: list[tuple]) -> dict[str, Any] | None:
-    """Series for chart.js: the y columns summed per x value."""
-    if not definition.chart or not rows:
-        return None
-    keys = [c.key for c in definition.columns]
-    x, ys = definition.chart
-    totals: OrderedDict[str, list[float]] = OrderedDict()
-    for row in sorted(rows, key=lambda r: str(r[keys.index(x)])):
-        acc = totals.setdefault(str(row[keys.index(x)]), [0.0] * len(ys))
-        for i, y in enumerate(ys):
-            value = row[keys.index(y)]
-            acc[i] += float(value) if isinstance(value, (int, float, Decimal)) else 0.0
-    labels = {c.key: str(c.label) for c in definition.columns}
-    return {"labels": list(totals), "series": [{"label": labels[y], "data": [round(v[i], 3) for v in totals.values()]}
-                                              for i, y in enumerate(ys)]}
+def _places(f: report_filters.ReportFilter, definition: ReportDefinition) -> dict[str, list[tuple[int, str]]]:
+    """Choices for the place filters, each narrowing the next: the buildings in scope (of the chosen property),
+    the rooms of the chosen building, the meters of the chosen room."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    if "building" in definition.filters:
+        stmt = restrict(select(Building.id, Property.name, Building.name).join(Property), Building,
+                        permission="property.view").order_by(Property.name, Building.name)
+        if f.property_id is not None:
+            stmt = stmt.where(Building.property_id == f.property_id)
+        out["buildings"] = [(i, f"{p} / {b}") for i, p, b in db.session.execute(stmt)]
+    building_id = f.building_id
+    if building_id is None and f.room_id is not None:
+        building_id = db.session.execute(select(Room.building_id).where(Room.id == f.room_id)).scalar()
+    if "room" in definition.filters and building_id is not None:
+        stmt = restrict(select(Room.id, Room.number, Room.name).where(Room.building_id == building_id), Room,
+                        permission="property.view").order_by(Room.number)
+        out["rooms"] = [(i, f"{n} {name}".strip()) for i, n, name in db.session.execute(stmt)]
+    if "meter" in definition.filters and f.room_id is not None:
+        stmt = restrict(select(Meter.id, Meter.name).where(Meter.room_id == f.room_id), Meter).order_by(Meter.id)
+        out["meters"] = [(i, name or f"#{i}") for i, name in db.session.execute(stmt)]
+    return out
+
+
+class _Chart:
+    """Series for chart.js: the y columns summed per x value over every row of the report (the table shows only
+    the first rows, the trend is the whole selection's)."""
+
+    def __init__(self, definition: ReportDefinition) -> None:
+        keys = [c.key for c in definition.columns]
+        x, ys = definition.chart
+        self.x, self.ys = keys.index(x), [keys.index(y) for y in ys]
+        self.labels = [str(c.label) for c in definition.columns]
+        self.totals: dict[str, list[Decimal]] = {}
+
+    def add(self, row: tuple) -> None:
+        acc = self.totals.get(key := str(row[self.x]))
+        if acc is None:
+            acc = self.totals[key] = [Decimal(0)] * len(self.ys)
+        for i, column in enumerate(self.ys):
+            value = row[column]
+            if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+                acc[i] += Decimal(value) if isinstance(value, float) else value
+
+    def data(self) -> dict[str, Any] | None:
+        if not self.totals:
+            return None
+        xs = sorted(self.totals)
+        return {"labels": xs, "series": [{"label": self.labels[column],
+                                          "data": [round(float(self.totals[x][i]), 3) for x in xs]}
+                                         for i, column in enumerate(self.ys)]}
 
 
 @bp.route("/<key>")
@@ -83,17 +120,24 @@ def _chart(definition: ReportDefinition, rows: list[tuple]) -> dict[str, Any] | 
 def view(key: str):
     definition = _definition(key)
     try:
-        f = _filter(request.args)
+        f = _filter(request.args, definition)
     except ValidationError as err:
         flash(str(err), "error")
-        f = _filter({})
-    rows = []
+        f = _filter({}, definition)
+    chart = _Chart(definition) if definition.chart else None
+    rows: list[tuple] = []
+    total = 0
     for row in definition.rows(db.session, f):
-        rows.append(row)
-        if len(rows) > PREVIEW_ROWS:
-            break
-    return render_template("reports/view.html", report=definition, rows=rows[:PREVIEW_ROWS],
-                           more=len(rows) > PREVIEW_ROWS, f=f, chart=_chart(definition, rows[:PREVIEW_ROWS]),
+        total += 1
+        if chart is not None:
+            chart.add(row)
+        elif total > PREVIEW_ROWS:
+            break  # without a chart, nothing needs the rest
+        if total <= PREVIEW_ROWS:
+            rows.append(row)
+    return render_template("reports/view.html", report=definition, rows=rows, f=f, places=_places(f, definition),
+                           more=total > PREVIEW_ROWS, total=total if chart is not None else None,
+                           chart=chart.data() if chart is not None else None,
                            levels=report_filters.LEVELS, granularities=report_filters.GRANULARITIES)
 
 
@@ -102,7 +146,7 @@ def view(key: str):
 def export(key: str):
     definition = _definition(key)
     try:
-        f = _filter(request.form)
+        f = _filter(request.form, definition)
     except ValidationError as err:
         flash(str(err), "error")
         return redirect(url_for("reports.view", key=key))
@@ -145,7 +189,8 @@ def download(export_id: int):
 @permission_required("group.manage")
 def schedule_create():
     form = request.form
-    if get_report(form.get("report", "")) is None or form.get("frequency") not in ("daily", "monthly"):
+    definition = get_report(form.get("report", ""))
+    if definition is None or form.get("frequency") not in ("daily", "monthly"):
         abort(404)
     hour = form.get("hour", "7")
     recipients = [r.strip() for r in form.get("recipients", "").replace(",", "\n").splitlines() if "@" in r]
@@ -155,6 +200,13 @@ def schedule_create():
     params = {k: form.get(k) for k in ("level", "granularity", "utility") if form.get(k)}
     if form.get("property_id", "").isdigit():
         params["property_id"] = get_or_404(Property, int(form["property_id"]), "property.view").id
+    try:
+        today = date.today()
+        definition.check(report_filters.ReportFilter(current_user.group_id, today, today, property_id=params.get(
+            "property_id"), utility=params.get("utility")))
+    except ValidationError as err:
+        flash(str(err), "error")
+        return redirect(url_for("reports.index"))
     schedule = ScheduledReport(group_id=current_user.group_id, report=form["report"], params=params,
                                frequency=form["frequency"], hour=int(hour), recipients=recipients,
                                created_by=current_user.id, last_error="")

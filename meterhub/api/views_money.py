@@ -173,6 +173,7 @@ def report(key: str) -> Any:
     who = principal()
     group = db.session.get(Group, who.group_id)
     f = report_filters.parse(request.args, who.group_id, property_ids(who.operator), group.timezone)
+    definition.check(f)
     for model, value in ((Property, f.property_id), (Building, f.building_id), (Room, f.room_id),
                          (Meter, f.meter_id)):
         if value is not None:

@@ -6,7 +6,7 @@ runs exactly the query the operator asked for, inside the scope the operator had
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -77,6 +77,36 @@ class ReportFilter:
             parts.append(f"{column} = :property_id")
             params["property_id"] = self.property_id
         return (" AND " + " AND ".join(parts)) if parts else "", params
+
+    def place_sql(self, property_column: str, room: str | None = None, meter: str | None = None
+                  ) -> tuple[str, dict[str, Any]]:
+        """SQL conditions (``" AND ..."`` or ``""``) for the scope and the chosen property, building, room, meter.
+
+        ``room`` is an expression for a row's room id (the building and room filters go through it); ``meter``
+        a condition on ``:meter_id`` that holds for the rows of that meter. A report that has neither takes no
+        such filter (:meth:`unsupported` names what it was given anyway).
+        """
+        where, params = self.property_sql(property_column)
+        for name, value, condition in (
+                ("building", self.building_id,
+                 room and f"{room} IN (SELECT rb.id FROM rooms rb WHERE rb.building_id = :building_id)"),
+                ("room", self.room_id, room and f"{room} = :room_id"), ("meter", self.meter_id, meter)):
+            if value is None:
+                continue
+            if condition is None:
+                raise ValueError(f"this report cannot be filtered by {name}")
+            where += f" AND {condition}"
+            params[f"{name}_id"] = value
+        return where, params
+
+    def unsupported(self, accepted: Iterable[str]) -> list[str]:
+        """The filters set here that a report accepting ``accepted`` (its ``filters``) would not apply."""
+        return [name for name in FILTERABLE if getattr(self, FILTERABLE[name]) is not None and name not in accepted]
+
+
+#: The object filters a report may accept (``ReportDefinition.filters``) and the field each sets.
+FILTERABLE = {"property": "property_id", "building": "building_id", "room": "room_id", "meter": "meter_id",
+              "utility": "utility"}
 
 
 def _int(value: Any) -> int | None:

@@ -10,15 +10,21 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .filters import ReportFilter
-from .registry import Column, ReportDefinition
+from .registry import PLACE_FILTERS, Column, ReportDefinition
 
 STREAM = {"yield_per": 2000}
 _TRUNC = {"day": "day", "month": "month", "year": "year"}
 _FORMAT = {"day": "YYYY-MM-DD", "month": "YYYY-MM", "year": "YYYY"}
 
 
-def _scope(f: ReportFilter, column: str = "la.property_id") -> tuple[str, dict]:
-    where, params = f.property_sql(column)
+#: A wallet's room and "the account this meter is on", for money rows keyed by the wallet ledger account ``la``.
+_WALLET_ROOM = "(SELECT pa.room_id FROM prepaid_accounts pa WHERE pa.wallet_account_id = la.id)"
+_WALLET_METER = ("la.id IN (SELECT pa.wallet_account_id FROM prepaid_accounts pa JOIN prepaid_meter_state s "
+                 "ON s.account_id = pa.id WHERE s.meter_id = :meter_id)")
+
+
+def _scope(f: ReportFilter) -> tuple[str, dict]:
+    where, params = f.place_sql("la.property_id", _WALLET_ROOM, _WALLET_METER)
     params.update(g=f.group_id, start=f.start_at(), end=f.end_at(), tz=f.timezone)
     return where, params
 
@@ -58,7 +64,8 @@ def revenue_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
 
 def arrears_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """Open accounts at or below their trip line: who owes, how much, since when."""
-    where, params = f.property_sql("a.property_id")
+    where, params = f.place_sql("a.property_id", "a.room_id", "a.id IN (SELECT s.account_id FROM "
+                                "prepaid_meter_state s WHERE s.meter_id = :meter_id)")
     result = session.execute(text(
         "SELECT a.number, a.customer_name, a.phone, p.name, coalesce(b.name || '-' || r.number, ''), "
         "coalesce(lb.balance, 0), a.overdraft_limit, "
@@ -81,7 +88,7 @@ REPORTS = [
         (Column("day", _l("Day")), Column("property", _l("Property")), Column("cashier", _l("Cashier")),
          Column("channel", _l("Channel")), Column("kind", _l("Kind")), Column("count", _l("Count"), "number"),
          Column("amount", _l("Amount (CNY)"), "money")),
-        sales_rows, _l("Counter money movements per day, cashier and channel."), filters=("period", "property")),
+        sales_rows, _l("Counter money movements per day, cashier and channel (a room or meter: its account's).")),
     ReportDefinition(
         "revenue", _l("Revenue summary"), "report.finance",
         (Column("period", _l("Period")), Column("topups", _l("Top-ups"), "money"),
@@ -89,11 +96,11 @@ REPORTS = [
          Column("net", _l("Net receipts"), "money"), Column("consumption", _l("Consumption charged"), "money"),
          Column("transactions", _l("Transactions"), "number")),
         revenue_rows, _l("Receipts and consumption by day, month or year."),
-        chart=("period", ("topups", "net", "consumption")), filters=("period", "property", "granularity")),
+        chart=("period", ("topups", "net", "consumption")), filters=(*PLACE_FILTERS, "granularity")),
     ReportDefinition(
         "arrears", _l("Arrears list"), "report.finance",
         (Column("number", _l("Account")), Column("customer", _l("Customer")), Column("phone", _l("Phone")),
          Column("property", _l("Property")), Column("room", _l("Room")), Column("balance", _l("Balance"), "money"),
          Column("overdraft", _l("Overdraft limit"), "money"), Column("since", _l("In arrears since"), "date")),
-        arrears_rows, _l("Open accounts at or below the trip line (now)."), filters=("property",)),
+        arrears_rows, _l("Open accounts at or below the trip line (now)."), filters=PLACE_FILTERS[1:]),
 ]

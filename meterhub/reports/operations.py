@@ -30,11 +30,15 @@ def _stream(session: Session, sql: str, f: ReportFilter, params: dict[str, Any])
         yield tuple(_local(v, f) for v in row)
 
 
+def _meter_room(meter_id: str) -> str:
+    return f"(SELECT mr.room_id FROM meters mr WHERE mr.id = {meter_id})"
+
+
 def alarm_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
-    """Alarms raised in the period with who acknowledged and when they cleared."""
-    where, params = f.property_sql("a.property_id")
-    if f.meter_id is not None:
-        where, params["meter_id"] = where + " AND a.meter_id = :meter_id", f.meter_id
+    """Alarms raised in the period with who acknowledged and when they cleared; a room's alarms are those of
+    its meters and of its prepaid accounts."""
+    room = f"coalesce({_meter_room('a.meter_id')}, (SELECT ar.room_id FROM prepaid_accounts ar WHERE ar.id = a.account_id))"
+    where, params = f.place_sql("a.property_id", room, "a.meter_id = :meter_id")
     yield from _stream(session, (
         "SELECT a.id, a.raised_at, a.kind, a.state, a.subject_key, p.name, a.occurrences, a.acknowledged_by_name, "
         "a.acknowledged_at, a.cleared_at FROM alarms a JOIN properties p ON p.id = a.property_id "
@@ -43,9 +47,7 @@ def alarm_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
 
 def command_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """Commands created in the period, with their source (operator, prepaid, batch) and result."""
-    where, params = f.property_sql("c.property_id")
-    if f.meter_id is not None:
-        where, params["meter_id"] = where + " AND c.meter_id = :meter_id", f.meter_id
+    where, params = f.place_sql("c.property_id", _meter_room("c.meter_id"), "c.meter_id = :meter_id")
     if f.extra.get("source"):
         where, params["source"] = where + " AND c.source = :source", f.extra["source"]
     yield from _stream(session, (
@@ -56,7 +58,7 @@ def command_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
 
 def batch_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """Per-meter results of the batch operations created in the period."""
-    where, params = f.property_sql("b.property_id")
+    where, params = f.place_sql("b.property_id", _meter_room("i.meter_id"), "i.meter_id = :meter_id")
     yield from _stream(session, (
         "SELECT b.id, b.created_at, b.action, b.status, b.actor, i.meter_id, i.status, i.reason, c.state, "
         "i.attempts, i.updated_at FROM batches b JOIN batch_items i ON i.batch_id = b.id "
@@ -79,15 +81,14 @@ REPORTS = [
          Column("state", _l("State")), Column("subject", _l("Subject")), Column("property", _l("Property")),
          Column("times", _l("Times"), "number"), Column("ack_by", _l("Acknowledged by")),
          Column("ack_at", _l("Acknowledged"), "date"), Column("cleared", _l("Cleared"), "date")),
-        alarm_rows, _l("Alarms raised in the period."), filters=("period", "property", "meter")),
+        alarm_rows, _l("Alarms raised in the period.")),
     ReportDefinition(
         "commands", _l("Command and batch results"), "report.view",
         (Column("id", "#", "number"), Column("created", _l("Created"), "date"), Column("property", _l("Property")),
          Column("meter", _l("Meter"), "number"), Column("kind", _l("Command")), Column("source", _l("Source")),
          Column("state", _l("State")), Column("attempts", _l("Attempts"), "number"), Column("actor", _l("By")),
          Column("error", _l("Error")), Column("done", _l("Done"), "date")),
-        command_rows, _l("Commands with their per-meter result (source batch: batch operations)."),
-        filters=("period", "property", "meter")),
+        command_rows, _l("Commands with their per-meter result (source batch: batch operations).")),
     ReportDefinition(
         "batches", _l("Batch operation results"), "report.view",
         (Column("batch", _l("Batch"), "number"), Column("created", _l("Created"), "date"),
@@ -95,7 +96,7 @@ REPORTS = [
          Column("meter", _l("Meter"), "number"), Column("status", _l("Result")), Column("reason", _l("Reason")),
          Column("command", _l("Command state")), Column("attempts", _l("Attempts"), "number"),
          Column("updated", _l("Updated"), "date")),
-        batch_rows, _l("Every meter of every batch operation with its result."), filters=("period", "property")),
+        batch_rows, _l("Every meter of every batch operation with its result.")),
     ReportDefinition(
         "audit", _l("Audit log"), "audit.view",
         (Column("id", "#", "number"), Column("at", _l("Time"), "date"), Column("actor", _l("Operator")),

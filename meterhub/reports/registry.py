@@ -14,8 +14,13 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
+from ..errors import ValidationError
 from ..plugins import StartupError, get_plugin_manager
-from .filters import ReportFilter
+from .filters import FILTERABLE, ReportFilter
+
+
+#: The period and the place filters: what most reports take (``ReportDefinition.filters``).
+PLACE_FILTERS = ("period", "property", "building", "room", "meter")
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,18 @@ class ReportDefinition:
     rows: Callable[[Session, ReportFilter], Iterator[tuple]]
     description: Any = ""
     chart: tuple[str, tuple[str, ...]] | None = None
-    filters: tuple[str, ...] = ("period", "property", "building", "room", "meter")
+    filters: tuple[str, ...] = PLACE_FILTERS
     options: dict[str, Any] = field(default_factory=dict)
 
     def header(self) -> list[str]:
         return [str(c.label) for c in self.columns]
+
+    def check(self, f: ReportFilter) -> None:
+        """Refuse a filter this report cannot apply, rather than ignore it and show more than was asked for."""
+        if extra := f.unsupported(self.filters):
+            takes = ", ".join(n for n in ("period", *FILTERABLE) if n in self.filters)
+            raise ValidationError(f"The {self.key} report cannot be filtered by {', '.join(extra)}; it takes: {takes}.",
+                                  {FILTERABLE[name]: "not supported by this report" for name in extra})
 
 
 def builtin_reports() -> list[ReportDefinition]:

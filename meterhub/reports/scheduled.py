@@ -54,6 +54,7 @@ def build_xlsx(schedule: ScheduledReport, start: date, end: date, timezone: str)
                                  params.get("building_id"), params.get("room_id"), params.get("meter_id"),
                                  params.get("utility"), params.get("level", "meter"),
                                  params.get("granularity", "day"), timezone)
+    definition.check(report_filter)
     buffer = io.BytesIO()
     with force_locale(params.get("locale") or current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")), \
             service_session() as session:

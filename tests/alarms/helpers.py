@@ -27,25 +27,29 @@ class Site:
     account_id: int | None = None
 
 
-def make_site(app, tenant, n: int = 2, utility: str = "electricity", account: bool = True) -> Site:
-    """``n`` meters in ``tenant``'s first room, the first bound to a new open prepaid account."""
+def make_site(app, tenant, n: int = 2, utility: str = "electricity", account: bool = True,
+              second_room: bool = False) -> Site:
+    """``n`` meters in ``tenant``'s first room (or, with ``second_room``, its room in the second property), the
+    first bound to a new open prepaid account."""
     from meterhub.modules.prepaid import accounts
 
+    property_id, room_id = ((tenant.property2_id, tenant.room2_id) if second_room
+                            else (tenant.property_id, tenant.room_id))
     with app.app_context(), service_session() as s:
-        gw = Gateway(group_id=tenant.group_id, property_id=tenant.property_id, name=f"gw-{uuid.uuid4().hex[:6]}",
+        gw = Gateway(group_id=tenant.group_id, property_id=property_id, name=f"gw-{uuid.uuid4().hex[:6]}",
                      host="127.0.0.1", port=1)
         s.add(gw)
         s.flush()
-        meters = add_meters(s, tenant.group_id, tenant.property_id, gw.id, tenant.room_id, n, utility=utility)
-        site = Site(app, tenant.group_id, tenant.property_id, tenant.room_id, gw.id, meters)
+        meters = add_meters(s, tenant.group_id, property_id, gw.id, room_id, n, utility=utility)
+        site = Site(app, tenant.group_id, property_id, room_id, gw.id, meters)
         if account:
             from meterhub.tariffs import service as tariffs
             from meterhub.tariffs.pricing import PlanVersion
 
             tariff = tariffs.create_tariff(s, tenant.group_id, f"Flat {uuid.uuid4().hex[:6]}")
             tariffs.add_version(s, tariff, EPOCH, PlanVersion("flat", tariffs.flat_prices(Decimal("1.00"))))
-            tariffs.assign(s, tenant.group_id, "property", tenant.property_id, tariff)
-            acc = accounts.create_account(s, tenant.group_id, tenant.property_id, meters[:1], room_id=tenant.room_id,
+            tariffs.assign(s, tenant.group_id, "property", property_id, tariff)
+            acc = accounts.create_account(s, tenant.group_id, property_id, meters[:1], room_id=room_id,
                                           customer_name=f"Holder {tenant.marker}", phone="13800000000", actor="test")
             site.account_id = acc.id
         return site
