@@ -111,7 +111,7 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
             fleet_file.unlink(missing_ok=True)
             sim = children.start("simulators", "simulate", "--gateways", "3", "--devices", "4",
                                  "--driver", "acrel_adf300,acrel_dtsd1352,water_valve",
-                                 "--base-port", str(FLEET_PORT), "--onboarding-file", str(fleet_file))
+                                 "--base-port", str(FLEET_PORT), "--onboarding-file", str(fleet_file), "--installed")
             _wait_for_file(fleet_file, sim)
         with app.app_context():
             _seed(app, None if no_fleet else fleet_file)
@@ -136,13 +136,16 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
     from .db import service_session
-    from .demo_seed import load_fleet, onboard_fleet, seed_prepaid, seed_tenancy
+    from .demo_seed import load_fleet, onboard_fleet, seed_history, seed_prepaid, seed_tenancy
 
     with service_session() as session:
         group = seed_tenancy(session)
         if fleet_file is not None:
-            created = onboard_fleet(session, group, load_fleet(fleet_file))
+            fleet = load_fleet(fleet_file)
+            created = onboard_fleet(session, group, fleet)
             log.info("demo fleet: %d devices onboarded (each read before saving)", created)
+            log.info("demo history: %d past readings of the simulated meters stored and rolled up",
+                     seed_history(session, group, fleet))
             log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
 
 

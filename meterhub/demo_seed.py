@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from .devices.models import Device, Gateway
 from .devices.onboarding import TRANSPORT_FRAMING, DeviceSpec, create_gateway, onboard_device
 from .tenants import audit, service
 from .tenants.models import Building, Floor, Group, Property, Room
+from .timeseries.ingest import Reading
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,13 @@ DEMO_OPERATORS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 )
 
 
-def seed_tenancy(session: Session) -> Group:
-    """Create the demo group with a mall and a dorm campus, unless it exists."""
-    group = session.execute(select(Group).where(Group.code == DEMO_GROUP)).scalar()
+def seed_tenancy(session: Session, code: str = DEMO_GROUP) -> Group:
+    """Create the demo group (``code``) with a mall and a dorm campus, unless it exists."""
+    group = session.execute(select(Group).where(Group.code == code)).scalar()
     if group is not None:
         return group
-    group = service.create_group(session, "阳光物业集团 Sunshine Property Group", DEMO_GROUP)
+    group = service.create_group(session, "阳光物业集团 Sunshine Property Group" + ("" if code == DEMO_GROUP else f" {code}"),
+                                 code)
     # Read every minute (the default is 30) so that the demo's balances visibly move.
     mall = service.create_property(session, group.id, "星河购物中心 Galaxy Mall", "MALL", "深圳市南山区",
                                    reading_interval_min=1)
@@ -46,7 +51,8 @@ def seed_tenancy(session: Session) -> Group:
                               kind="dorm")
     for username, password, role, codes in DEMO_OPERATORS:
         ids = [p.id for p in (mall, dorm) if p.code in codes]
-        service.create_operator(session, group.id, username, password, role, username.title(),
+        login = username if code == DEMO_GROUP else f"{username}@{code}"  # usernames are unique platform-wide
+        service.create_operator(session, group.id, login, password, role, username.title(),
                                 all_properties=not codes, property_ids=ids)
     audit.record(session, group.id, "demo.seed", actor="demo")
     return group
@@ -87,6 +93,67 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
     return created
 
 
+#: How far back the demo's readings go (a year and a month: month-on-month and year-on-year have data).
+HISTORY_DAYS = 400
+HISTORY_STEP = timedelta(hours=1)
+
+
+def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], tuple[int, int, str]],
+                     days: int = HISTORY_DAYS, step: timedelta = HISTORY_STEP) -> Iterator[Reading]:
+    """Hourly readings of the simulated meters over the ``days`` before their simulator started, from the load
+    profiles in the onboarding file (``simulate --installed``): the counters each meter would have shown.
+
+    ``meters`` maps (gateway name, device serial, channel) to (meter id, group id, utility). Values are
+    floored to the registers' 0.01 so the last of them is never above the first live reading.
+    """
+    from .simulator.model import RATE_NAMES, profile_energy, profile_volume
+
+    end = datetime.fromisoformat(fleet["installed_at"])  # naive device time, as the simulator's clock
+    last = (end - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)  # the last full hour
+    count = int(timedelta(days=days) / step)
+    # device time is this machine's local time
+    times = [(t, t.astimezone()) for t in (last - step * (count - 1 - i) for i in range(count))]
+    cent = Decimal("0.01")
+    for device in fleet["devices"]:
+        for channel, profile in enumerate(device.get("profile") or (), start=1):
+            found = meters.get((device["gateway"], device["serial"], channel))
+            if found is None:
+                continue
+            meter_id, group_id, utility = found
+            for local, ts in times:
+                if "base_m3h" in profile:
+                    values = {"water_m3": profile_volume(profile["base_m3h"], local).quantize(cent, ROUND_FLOOR)}
+                else:
+                    energy = profile_energy(profile["base_kw"], local)
+                    values = {f"energy_{RATE_NAMES[r]}_kwh": v.quantize(cent, ROUND_FLOOR) for r, v in energy.items()}
+                    values["energy_kwh"] = sum(energy.values()).quantize(cent, ROUND_FLOOR)
+                yield Reading(group_id, meter_id, ts, values, source="import")
+
+
+def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: int = HISTORY_DAYS) -> int:
+    """Store the simulated meters' past readings (:func:`history_readings`) through the ingest path and roll
+    them up, so reports and charts have a year of history from the first start; meters that already have
+    readings are left alone (idempotent). Returns the number of readings stored."""
+    from .timeseries import rollups
+    from .timeseries.ingest import ingest
+
+    if not fleet.get("installed_at"):
+        return 0
+    rows = session.execute(text(
+        "SELECT g.name, d.serial, m.channel, m.id, m.group_id, m.utility FROM meters m "
+        "JOIN devices d ON d.id = m.device_id JOIN gateways g ON g.id = d.gateway_id "
+        "WHERE m.group_id = :g AND NOT EXISTS (SELECT 1 FROM meter_latest l WHERE l.meter_id = m.id)"),
+        {"g": group.id}).all()
+    if not rows:
+        return 0
+    started = datetime.now(timezone.utc)
+    session.commit()  # the meters are visible to the ingest connections
+    result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}, days),
+                    notify=False)
+    rollups.refresh_rollups(session, started)
+    return result.stored
+
+
 #: The demo shop owner's portal login (the first demo account is opened with this phone).
 DEMO_PORTAL = ("13800000000", "demo-shop")
 
@@ -97,9 +164,6 @@ DEMO_TOU = ((0, 480, "valley"), (480, 600, "flat"), (600, 690, "peak"), (690, 78
 
 def seed_prepaid(session: Session, group: Group) -> int:
     """Price plans, and prepaid accounts on the metered rooms with varied balances (idempotent)."""
-    from datetime import datetime, timezone
-    from decimal import Decimal
-
     from .devices.models import Meter
     from .modules.prepaid import accounts, cashier
     from .modules.prepaid.models import PrepaidAccount

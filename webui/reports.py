@@ -23,6 +23,7 @@ from meterhub.reports.registry import ReportDefinition, all_reports, get_report
 from meterhub.tenants.models import Building, Group, Property, Room
 from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, restrict
 
+from .labels import label
 from .util import permission_required, record
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
@@ -88,17 +89,21 @@ def _places(f: report_filters.ReportFilter, definition: ReportDefinition) -> dic
 
 class _Chart:
     """Series for chart.js: the y columns summed per x value over every row of the report (the table shows only
-    the first rows, the trend is the whole selection's)."""
+    the first rows, the trend is the whole selection's); rows of different ``chart_split`` values (electricity
+    and water) are never added together, and a series that is zero throughout is left out."""
 
     def __init__(self, definition: ReportDefinition) -> None:
         keys = [c.key for c in definition.columns]
         x, ys = definition.chart
         self.x, self.ys = keys.index(x), [keys.index(y) for y in ys]
+        self.split = keys.index(definition.chart_split) if definition.chart_split else None
         self.labels = [str(c.label) for c in definition.columns]
-        self.totals: dict[str, list[Decimal]] = {}
+        self.family = definition.chart_split
+        self.totals: dict[tuple[str, Any], list[Decimal]] = {}
 
     def add(self, row: tuple) -> None:
-        acc = self.totals.get(key := str(row[self.x]))
+        key = (str(row[self.x]), None if self.split is None else row[self.split])
+        acc = self.totals.get(key)
         if acc is None:
             acc = self.totals[key] = [Decimal(0)] * len(self.ys)
         for i, column in enumerate(self.ys):
@@ -109,10 +114,17 @@ class _Chart:
     def data(self) -> dict[str, Any] | None:
         if not self.totals:
             return None
-        xs = sorted(self.totals)
-        return {"labels": xs, "series": [{"label": self.labels[column],
-                                          "data": [round(float(self.totals[x][i]), 3) for x in xs]}
-                                         for i, column in enumerate(self.ys)]}
+        xs = sorted({x for x, _ in self.totals})
+        groups = sorted({g for _, g in self.totals}, key=str)
+        series = []
+        for group in groups:
+            suffix = "" if group is None or len(groups) == 1 else f" · {label(group, self.family)}"
+            for i, column in enumerate(self.ys):
+                values = [self.totals.get((x, group)) for x in xs]
+                if any(v is not None and v[i] for v in values):
+                    series.append({"label": self.labels[column] + suffix,
+                                   "data": [None if v is None else round(float(v[i]), 3) for v in values]})
+        return {"labels": xs, "series": series} if series else None
 
 
 @bp.route("/<key>")

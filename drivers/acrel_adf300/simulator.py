@@ -41,6 +41,9 @@ class Adf300Sim(RegisterSimDevice):
         """Phase ids of a three-phase circuit answer with the circuit's values."""
         return self.channels[(unit - self.address) // self.step]
 
+    def meter_channels(self) -> list[Any]:
+        return list(self.channels)
+
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
         ch = self.channel_of(unit)
         ch.advance(self.clock.now())

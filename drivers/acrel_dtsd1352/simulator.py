@@ -60,6 +60,9 @@ class AcrelMeterSim(RegisterSimDevice):
         self.serial = f"DTSD1352-{address}" if self.variant == "dtsd1352" else f"{self.meter_number:012d}"
         self.channel.advance(self.clock.now())
 
+    def meter_channels(self) -> list[Any]:
+        return [self.channel]
+
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
         self.channel.advance(self.clock.now())
         values = electric_values(self.channel, self.phases, self.pt, self.ct)

@@ -34,6 +34,9 @@ class WaterMeterSim(RegisterSimDevice):
             return (str(self.address).lstrip("0") or "0",)
         return (self.address,)
 
+    def meter_channels(self) -> list[Any]:
+        return [self.channel]
+
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
         self.channel.advance(self.clock.now())
         valve = self.config["valve_open_value"] if self.channel.valve_open else self.config["valve_close_value"]

@@ -34,8 +34,10 @@ def plugins_command() -> None:
 @click.option("--line-timing/--no-line-timing", default=False, help="simulate RS485 timing")
 @click.option("--acceleration", default=1.0, show_default=True, help="simulated seconds per real second")
 @click.option("--onboarding-file", type=click.Path(dir_okay=False), help="write gateways/devices (.json or .xlsx)")
+@click.option("--installed/--new", default=False, show_default=True,
+              help="start meters with the counters of meters in use since 2024 (and list their load profiles)")
 def simulate_command(gateways: int, devices: int, drivers: str, base_port: int, host: str, line_timing: bool,
-                     acceleration: float, onboarding_file: str | None) -> None:
+                     acceleration: float, onboarding_file: str | None, installed: bool) -> None:
     """Run a simulated fleet of gateways and devices until Ctrl-C."""
     from meterhub.plugins import driver_registry
     from meterhub.simulator.fleet import Fleet
@@ -43,7 +45,7 @@ def simulate_command(gateways: int, devices: int, drivers: str, base_port: int, 
     try:
         fleet = Fleet(driver_registry(), gateways=gateways, devices=devices,
                       drivers=[k.strip() for k in drivers.split(",") if k.strip()], base_port=base_port, host=host,
-                      line_timing=line_timing, acceleration=acceleration)
+                      line_timing=line_timing, acceleration=acceleration, installed=installed)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
 

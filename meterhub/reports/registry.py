@@ -41,6 +41,7 @@ class ReportDefinition:
     rows: Callable[[Session, ReportFilter], Iterator[tuple]]
     description: Any = ""
     chart: tuple[str, tuple[str, ...]] | None = None
+    chart_split: str | None = None  # a column whose values get series of their own (never add kWh to m³)
     filters: tuple[str, ...] = PLACE_FILTERS
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -262,7 +262,7 @@ MONTHLY_COLUMNS = USAGE_COLUMNS + (
 REPORTS = [
     ReportDefinition("usage", _l("Energy and water usage"), "report.view", USAGE_COLUMNS, usage_rows,
                      _l("Daily, monthly or yearly usage per meter, room, building or property with the TOU split."),
-                     chart=("period", ("total", "peak", "valley")),
+                     chart=("period", ("total", "peak", "valley")), chart_split="utility",
                      filters=("period", "property", "building", "room", "meter", "level", "granularity", "utility")),
     ReportDefinition("monthly", _l("Comprehensive monthly report"), "report.view", MONTHLY_COLUMNS, monthly_rows,
                      _l("Usage, peak/valley split, cost, month-on-month and year-on-year for the month of the "

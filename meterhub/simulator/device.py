@@ -48,6 +48,11 @@ class SimDevice:
         """Reply frame for a CJ/T 188 request, or None for no reply."""
         return None
 
+    def meter_channels(self) -> list[Any]:
+        """The physical channels (``ElectricChannel``/``WaterChannel``) in the driver's channel order: what
+        :class:`~meterhub.simulator.fleet.Fleet` installs and describes; none by default."""
+        return []
+
 
 class RegisterSimDevice(SimDevice):
     """Serves a register map; addresses outside ``address_space`` answer exception 02."""

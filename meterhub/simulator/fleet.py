@@ -11,6 +11,11 @@ Onboarding file (JSON, ``format: meterhub-onboarding/1``; the .xlsx variant has 
                    "bus": {"baud": 9600, "parity": "N", "stop_bits": 1, "line_timing": false}}],
      "devices":  [{"gateway": "sim-gw-1", "driver": "acrel_dtsd1352", "address": 1 | "12345678",
                    "serial": "002300007920", "channels": 1, "config": {...}}]}
+
+With ``installed``, every meter starts with the counters of a meter that has run on its noise-free load profile
+since ``PROFILE_EPOCH`` (not at zero, as a meter in a building never is), and each device entry also lists its
+channels' profiles (``"profile": [{"base_kw": 2.1}, …]``): with :func:`meterhub.simulator.model.profile_energy`
+they give any past counter value of the meter, which is how the demo fills in its history.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class Fleet:
     def __init__(self, registry: dict[str, Any], gateways: int = 1, devices: int = 1,
                  drivers: list[str] | None = None, base_port: int = 0, host: str = "127.0.0.1",
                  line_timing: bool = False, acceleration: float = 1.0, seed: int = 1,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, installed: bool = False) -> None:
         keys = drivers or sorted(registry)
         unknown = [k for k in keys if k not in registry]
         if unknown:
@@ -40,6 +45,7 @@ class Fleet:
         if base_port and base_port + gateways - 1 > MAX_PORT:
             raise ValueError(f"ports {base_port}..{base_port + gateways - 1} must stay below 32768")
         self.registry, self.host, self.clock = registry, host, SimClock(acceleration=acceleration)
+        self.installed = installed
         self.servers: list[SimServer] = []
         self.gateways: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
@@ -62,9 +68,15 @@ class Fleet:
                         raise ValueError(f"{devices} {key} devices do not fit in slave ids 1..247 on one bus")
                 sim = driver.simulator(address, config, clock=self.clock, seed=seed + g * 100 + d)
                 sims.append(sim)
-                self.devices.append({"gateway": name, "driver": key, "address": address,
-                                     "serial": getattr(sim, "serial", str(address)),
-                                     "channels": driver.channels(config), "config": driver.mask_config(config)})
+                device = {"gateway": name, "driver": key, "address": address,
+                          "serial": getattr(sim, "serial", str(address)),
+                          "channels": driver.channels(config), "config": driver.mask_config(config)}
+                if installed:
+                    now = self.clock.now()
+                    for channel in sim.meter_channels():
+                        channel.install(now)
+                    device["profile"] = [channel.profile() for channel in sim.meter_channels()]
+                self.devices.append(device)
             timing = LineTiming(int(line.get("baud", 9600))) if line_timing and framing != "tcp" else None
             port = base_port + g if base_port else 0
             self.servers.append(SimServer(sims, framing=framing, host=host, port=port, line=timing,
@@ -83,7 +95,10 @@ class Fleet:
             await server.stop()
 
     def onboarding(self) -> dict[str, Any]:
-        return {"format": FORMAT, "gateways": self.gateways, "devices": self.devices}
+        data = {"format": FORMAT, "gateways": self.gateways, "devices": self.devices}
+        if self.installed:
+            data["installed_at"] = self.clock.start.isoformat()  # device time the installed counters are of
+        return data
 
     def write_onboarding(self, path: str | Path) -> Path:
         """Write the onboarding file as JSON, or as .xlsx when the name ends so."""

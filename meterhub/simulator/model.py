@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import functools
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 SHARP, PEAK, FLAT, VALLEY = 1, 2, 3, 4
@@ -61,6 +62,81 @@ def day_curve(when: datetime) -> float:
     return max(math.exp(-((h - 10.5) ** 2) / 8), math.exp(-((h - 19.5) ** 2) / 4.5))
 
 
+#: A meter started with ``installed`` counters has run on its noise-free load profile since this device time.
+PROFILE_EPOCH = datetime(2024, 1, 1)
+
+
+def electric_shape(when: datetime) -> float:
+    """Demand as a share of a channel's ``base_kw`` before the day's factor and noise (base load + day curve)."""
+    return 0.3 + 0.7 * day_curve(when)
+
+
+def water_shape(when: datetime) -> float:
+    """Flow as a share of a channel's ``base_m3h`` before the day's factor and noise."""
+    return 0.1 + 0.9 * day_curve(when)
+
+
+def day_factor(day: date, key: float) -> float:
+    """How much a channel (``key``: its base load) uses on ``day`` relative to its base: more in summer (air
+    conditioning), more at weekends, and a deterministic jitter of its own of ±10 %."""
+    season = 1 + 0.3 * math.cos(2 * math.pi * (day.timetuple().tm_yday - 205) / 365.25)
+    weekend = 1.12 if day.weekday() >= 5 else 1.0
+    jitter = math.sin(key * 12.9898 + day.toordinal() * 78.233) * 43758.5453
+    return season * weekend * (0.9 + 0.2 * (jitter - math.floor(jitter)))
+
+
+@functools.cache
+def _day_table(shape: str, tou: tuple[tuple[int, int, int], ...]) -> tuple[tuple[float, ...], ...]:
+    """Per rate (index 0 all, 1..4 the TOU rates): the integral of the shape (hours) from midnight to each
+    minute of a day, 1441 points."""
+    curve = electric_shape if shape == "electric" else water_shape
+    table = [[0.0] * 1441 for _ in range(5)]
+    for minute in range(1440):
+        mid = datetime(2024, 1, 1, minute // 60, minute % 60, 30)
+        share, rate = curve(mid) / 60, tou_rate(mid, tou) if shape == "electric" else 0
+        for r in range(5):
+            table[r][minute + 1] = table[r][minute] + (share if r in (0, rate) else 0.0)
+    return tuple(tuple(row) for row in table)
+
+
+_FACTOR_SUMS: dict[float, list[float]] = {}
+
+
+def _factor_sum(key: float, days: int) -> float:
+    """The sum of :func:`day_factor` over the first ``days`` days from :data:`PROFILE_EPOCH` (cached prefix)."""
+    sums = _FACTOR_SUMS.setdefault(key, [0.0])
+    epoch = PROFILE_EPOCH.date().toordinal()
+    while len(sums) <= days:
+        sums.append(sums[-1] + day_factor(date.fromordinal(epoch + len(sums) - 1), key))
+    return sums[days]
+
+
+def _profile_hours(shape: str, key: float, when: datetime, rate: int, tou: tuple[tuple[int, int, int], ...]
+                   ) -> float:
+    """Hours at full base from :data:`PROFILE_EPOCH` (a midnight) to ``when`` at ``rate`` (0: all), in closed
+    form: the day's integral times the sum of the past days' factors, plus the part of today."""
+    if when <= PROFILE_EPOCH:
+        return 0.0
+    table = _day_table(shape, tou)[rate]
+    minute, fraction = divmod(when.hour * 60 + when.minute + when.second / 60 + when.microsecond / 6e7, 1)
+    today = table[int(minute)] + (table[int(minute) + 1] - table[int(minute)]) * fraction
+    days = (when.date() - PROFILE_EPOCH.date()).days
+    return _factor_sum(key, days) * table[1440] + today * day_factor(when.date(), key)
+
+
+def profile_energy(base_kw: float, when: datetime, tou: tuple[tuple[int, int, int], ...] = DEFAULT_TOU
+                   ) -> dict[int, Decimal]:
+    """kWh per TOU rate a channel of ``base_kw`` has counted from :data:`PROFILE_EPOCH` to ``when`` on its
+    noise-free profile (:func:`electric_shape` times :func:`day_factor`)."""
+    return {rate: Decimal(repr(round(base_kw * _profile_hours("electric", base_kw, when, rate, tou), 6)))
+            for rate in RATE_NAMES}
+
+
+def profile_volume(base_m3h: float, when: datetime) -> Decimal:
+    """m³ a water channel of ``base_m3h`` has counted from :data:`PROFILE_EPOCH` to ``when`` (noise-free)."""
+    return Decimal(repr(round(base_m3h * _profile_hours("water", base_m3h, when, 0, DEFAULT_TOU), 6)))
+
+
 def integration_steps(last: datetime | None, now: datetime) -> Iterator[tuple[datetime, float]]:
     """(time, seconds) steps from ``last`` to ``now`` (none on the first call or when time did not move)."""
     if last is None or now <= last:
@@ -93,7 +169,9 @@ class ElectricChannel:
     export_kwh: Decimal = Decimal("0")
     power_kw: float = 0.0
     noise: float = 0.05
+    installed: bool = False  # runs on its day factors (see install)
     _last: datetime | None = None
+    _day: tuple[date, float] | None = None
 
     @property
     def relay_closed(self) -> bool:
@@ -108,7 +186,25 @@ class ElectricChannel:
     def demand_kw(self, when: datetime) -> float:
         if not self.relay_closed:
             return 0.0
-        return self.base_kw * (0.3 + 0.7 * day_curve(when)) * (1 + self.rng.uniform(-self.noise, self.noise))
+        return self.base_kw * electric_shape(when) * self._factor(when) * (
+            1 + self.rng.uniform(-self.noise, self.noise))
+
+    def _factor(self, when: datetime) -> float:
+        """The day's factor (:func:`day_factor`) of an installed meter; 1 for a new one."""
+        if not self.installed:
+            return 1.0
+        if self._day is None or self._day[0] != when.date():
+            self._day = (when.date(), day_factor(when.date(), self.base_kw))
+        return self._day[1]
+
+    def install(self, now: datetime) -> None:
+        """Counters of a meter that has run on its profile since :data:`PROFILE_EPOCH` (as a meter in a
+        building does), instead of a new meter's zeros."""
+        self.energy = profile_energy(self.base_kw, now)
+        self._last, self.installed = now, True
+
+    def profile(self) -> dict[str, float]:
+        return {"base_kw": self.base_kw}
 
     def advance(self, now: datetime) -> None:
         """Integrate consumption from the last call up to ``now``."""
@@ -144,12 +240,22 @@ class WaterChannel:
     volume_m3: Decimal = Decimal("0")
     settlement_m3: Decimal = Decimal("0")
     flow_m3h: float = 0.0
+    installed: bool = False  # runs on its day factors (see install)
     _last: datetime | None = None
 
     def rate(self, when: datetime) -> float:
         if not self.valve_open:
             return 0.0
-        return self.base_m3h * (0.1 + 0.9 * day_curve(when)) * (1 + self.rng.uniform(-0.1, 0.1))
+        factor = day_factor(when.date(), self.base_m3h) if self.installed else 1.0
+        return self.base_m3h * water_shape(when) * factor * (1 + self.rng.uniform(-0.1, 0.1))
+
+    def install(self, now: datetime) -> None:
+        """Volume of a meter that has run on its profile since :data:`PROFILE_EPOCH`."""
+        self.volume_m3 = profile_volume(self.base_m3h, now)
+        self._last, self.installed = now, True
+
+    def profile(self) -> dict[str, float]:
+        return {"base_m3h": self.base_m3h}
 
     def advance(self, now: datetime) -> None:
         """Integrate the flow from the last call up to ``now``."""

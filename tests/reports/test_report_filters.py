@@ -156,3 +156,17 @@ def test_place_choices_narrow_building_room_meter(app, client, group, operator):
     assert 'name="room_id"' in page and f'<option value="{group.room_id}"' in page and 'name="meter_id"' not in page
     page = client.get(f"/reports/usage?room_id={group.room_id}").get_data(as_text=True)
     assert all(f'<option value="{m}"' in page for m in site.meters)
+
+
+def test_the_chart_never_adds_kwh_to_cubic_metres(app, client, group, operator):
+    power, water = make_site(app, group, n=1), make_site(app, group, n=1, utility="water", account=False)
+    day = date(2026, 2, 3)
+    with app.app_context(), service_session() as s:
+        for meter, column, value in ((power.meters[0], "energy_kwh", 10), (water.meters[0], "water_m3", 2)):
+            s.execute(text(f"INSERT INTO usage_daily (group_id, meter_id, bucket, {column}, readings, resets) "
+                           "VALUES (:g, :m, CAST(:d AS timestamp) AT TIME ZONE 'Asia/Shanghai', :v, 96, 0)"),
+                      {"g": group.group_id, "m": meter, "d": day, "v": value})
+    operator("group_admin")
+    page = client.get(f"/reports/usage?start={day}&end={day}&level=property").get_data(as_text=True)
+    series = _chart(page)["series"]
+    assert series == {"Total (kWh / m³) · Electricity": [10.0], "Total (kWh / m³) · Water": [2.0]}
