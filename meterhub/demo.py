@@ -144,9 +144,9 @@ def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
             fleet = load_fleet(fleet_file)
             created = onboard_fleet(session, group, fleet)
             log.info("demo fleet: %d devices onboarded (each read before saving)", created)
+            log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
             log.info("demo history: %d past readings of the simulated meters stored and rolled up",
                      seed_history(session, group, fleet))
-            log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
 
 
 def _banner(host: str, port: int) -> None:

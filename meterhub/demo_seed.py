@@ -96,6 +96,7 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
 #: How far back the demo's readings go (a year and a month: month-on-month and year-on-year have data).
 HISTORY_DAYS = 400
 HISTORY_STEP = timedelta(hours=1)
+HISTORY_MARGIN = Decimal("0.2")  # 0.01 kWh steps at a CT ratio of 20
 
 
 def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], tuple[int, int, str]],
@@ -103,8 +104,9 @@ def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], t
     """Hourly readings of the simulated meters over the ``days`` before their simulator started, from the load
     profiles in the onboarding file (``simulate --installed``): the counters each meter would have shown.
 
-    ``meters`` maps (gateway name, device serial, channel) to (meter id, group id, utility). Values are
-    floored to the registers' 0.01 so the last of them is never above the first live reading.
+    ``meters`` maps (gateway name, device serial, channel) to (meter id, group id, utility). Every value is
+    :data:`HISTORY_MARGIN` below the profile, so the last of them is never above the first live reading, whose
+    registers count in steps of 0.01 times the CT/PT ratio (a constant offset: no usage changes).
     """
     from .simulator.model import RATE_NAMES, profile_energy, profile_volume
 
@@ -114,6 +116,9 @@ def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], t
     # device time is this machine's local time
     times = [(t, t.astimezone()) for t in (last - step * (count - 1 - i) for i in range(count))]
     cent = Decimal("0.01")
+
+    def below(value: Decimal) -> Decimal:
+        return max(value - HISTORY_MARGIN, Decimal(0)).quantize(cent, ROUND_FLOOR)
     for device in fleet["devices"]:
         for channel, profile in enumerate(device.get("profile") or (), start=1):
             found = meters.get((device["gateway"], device["serial"], channel))
@@ -122,18 +127,22 @@ def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], t
             meter_id, group_id, utility = found
             for local, ts in times:
                 if "base_m3h" in profile:
-                    values = {"water_m3": profile_volume(profile["base_m3h"], local).quantize(cent, ROUND_FLOOR)}
+                    values = {"water_m3": below(profile_volume(profile["base_m3h"], local))}
                 else:
                     energy = profile_energy(profile["base_kw"], local)
-                    values = {f"energy_{RATE_NAMES[r]}_kwh": v.quantize(cent, ROUND_FLOOR) for r, v in energy.items()}
-                    values["energy_kwh"] = sum(energy.values()).quantize(cent, ROUND_FLOOR)
+                    values = {f"energy_{RATE_NAMES[r]}_kwh": below(v) for r, v in energy.items()}
+                    values["energy_kwh"] = below(sum(energy.values()))
                 yield Reading(group_id, meter_id, ts, values, source="import")
 
 
 def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: int = HISTORY_DAYS) -> int:
     """Store the simulated meters' past readings (:func:`history_readings`) through the ingest path and roll
     them up, so reports and charts have a year of history from the first start; meters that already have
-    readings are left alone (idempotent). Returns the number of readings stored."""
+    readings are left alone (idempotent). Returns the number of readings stored.
+
+    Run it after the demo's accounts are opened: an account opened on a meter without readings takes the first
+    live reading as its baseline, so the past is never charged.
+    """
     from .timeseries import rollups
     from .timeseries.ingest import ingest
 
