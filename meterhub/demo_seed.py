@@ -101,8 +101,9 @@ HISTORY_MARGIN = Decimal("0.2")  # 0.01 kWh steps at a CT ratio of 20
 
 def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], tuple[int, int, str]],
                      days: int = HISTORY_DAYS, step: timedelta = HISTORY_STEP) -> Iterator[Reading]:
-    """Hourly readings of the simulated meters over the ``days`` before their simulator started, from the load
-    profiles in the onboarding file (``simulate --installed``): the counters each meter would have shown.
+    """Hourly readings of the simulated meters over the ``days`` before their simulator started, and one at its
+    start, from the load profiles in the onboarding file (``simulate --installed``): the counters each meter
+    would have shown.
 
     ``meters`` maps (gateway name, device serial, channel) to (meter id, group id, utility). Every value is
     :data:`HISTORY_MARGIN` below the profile, so the last of them is never above the first live reading, whose
@@ -113,8 +114,9 @@ def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], t
     end = datetime.fromisoformat(fleet["installed_at"])  # naive device time, as the simulator's clock
     last = (end - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)  # the last full hour
     count = int(timedelta(days=days) / step)
-    # device time is this machine's local time
-    times = [(t, t.astimezone()) for t in (last - step * (count - 1 - i) for i in range(count))]
+    # device time is this machine's local time; the last reading is at the start of the simulator (the meter
+    # was heard from until then, so the platform does not take it for offline before its first live poll)
+    times = [(t, t.astimezone()) for t in [*(last - step * (count - 1 - i) for i in range(count)), end]]
     cent = Decimal("0.01")
 
     def below(value: Decimal) -> Decimal:
