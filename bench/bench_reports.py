@@ -241,11 +241,13 @@ def _query_only(session: Session, f) -> list:
                               missing=ZERO)
 
 
-def time_report(url: str, runs: int, baseline: bool = False, **kw) -> dict:
+def time_report(url: str, runs: int, baseline: bool = False, grouped: bool = False, **kw) -> dict:
     """p50/p95 of one report run (every row produced and consumed once, as the API and the export consume
     them) over ``runs`` runs.
 
-    With ``baseline``, the same rows through the previous meter-level path (:func:`previous_meter_rows`) and
+    With ``grouped``, the same rows summed by the database (:func:`usage._grouped_sql`) are timed alternated
+    (the room, building and property reports' path before the series sums). With ``baseline``, the same rows
+    through the previous meter-level path (:func:`previous_meter_rows`) and
     through the grouped query alone (:func:`usage._grouped_sql`, the path before that) are timed too,
     alternating with the report run by run so all see the same machine load; the rows are checked to be
     equal (values and their types) first. Returns ``{"report": ..., "previous": ..., "baseline": ...}``.
@@ -254,7 +256,7 @@ def time_report(url: str, runs: int, baseline: bool = False, **kw) -> dict:
     from meterhub.reports.usage import _grouped_sql, usage_rows
     from meterhub.timeseries import query
 
-    def grouped(session: Session, f) -> list:
+    def grouped_rows(session: Session, f) -> list:
         bucket = "day" if f.granularity == "day" else "month"
         return list(_grouped_sql(session, selected_meters(session, f), f, bucket))
 
@@ -264,11 +266,13 @@ def time_report(url: str, runs: int, baseline: bool = False, **kw) -> dict:
         return a == b and [tuple(map(type, r)) for r in a] == [tuple(map(type, r)) for r in b]
 
     cases = {"report": usage_rows}
+    if grouped:
+        cases["grouped"] = grouped_rows
     if baseline:
         cases["materialised"] = lambda session, f: list(usage_rows(session, f))
         cases["query"] = _query_only
         cases["previous"] = previous_meter_rows
-        cases["baseline"] = grouped
+        cases["baseline"] = grouped_rows
     engine = create_engine(url)
     try:
         return _timed(engine, runs, cases, kw, same)
@@ -319,7 +323,8 @@ def main() -> None:
         daily_list, daily_query = daily_runs["materialised"], daily_runs["query"]
         api = time_usage_api(url, args.runs)
         load_after = os.getloadavg()
-        rooms = time_report(url, args.runs, start=start, end=END, level="room")["report"]
+        rooms = time_report(url, args.runs, grouped=True, start=start, end=END, level="room")
+        buildings = time_report(url, args.runs, grouped=True, start=start, end=END, level="building")
         monthly = time_report(url, max(5, args.runs // 3), start=END - timedelta(days=365), end=END,
                               level="property", granularity="month")["report"]
         days = -(-args.export_rows // args.meters)
@@ -336,7 +341,10 @@ def main() -> None:
         {"case": "  same rows, grouped query (before that; alternated)", **daily_before},
         {"case": f"query.usage, {args.meters} meters x 30 daily buckets", **api["now"]},
         {"case": "  same rows, previous query.usage (alternated)", **api["before"]},
-        {"case": "daily per room, 30 days", **rooms},
+        {"case": "daily per room (1 meter each), 30 days", **rooms["report"]},
+        {"case": "  same rows, summed by the database (alternated)", **rooms["grouped"]},
+        {"case": "daily per building (100 meters each), 30 days", **buildings["report"]},
+        {"case": "  same rows, summed by the database (alternated)", **buildings["grouped"]},
         {"case": "monthly per property, 12 months", **monthly},
     ]
     load_note = f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after; {os.cpu_count()} CPUs"
@@ -353,7 +361,9 @@ def main() -> None:
                          "previous_path": daily_previous,
                          "grouped_query_before": daily_before},
         "usage_api_daily": {**api["now"], "before": api["before"]},
-        "room_report": rooms, "monthly_property_report": monthly,
+        "room_report": {**rooms["report"], "grouped_query": rooms["grouped"]},
+        "building_report": {**buildings["report"], "grouped_query": buildings["grouped"]},
+        "monthly_property_report": monthly,
         "xlsx_export": {**export, "bound_mb": RSS_BOUND_MB, "met": export["peak_rss_mb"] <= RSS_BOUND_MB},
     })
 

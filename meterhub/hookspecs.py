@@ -49,7 +49,7 @@ def register_payment_providers():
 
 @hookspec
 def register_reports():
-    """Return report definitions (key, name, permission, callable producing rows)."""
+    """Return ``ReportDefinition`` objects (key, name, permission, columns, rows generator, filters it applies)."""
 
 
 # --- Lifecycle ------------------------------------------------------------------------------------

@@ -71,3 +71,43 @@ def test_two_buckets_of_a_meter_in_one_period_fall_back_to_the_sums(app, usage_s
     assert rows == grouped == api
     first = rows[0]
     assert first[0] == "2026-03-01" and first[6:] == (D("11.5"), D(1), D("3.5"), D(5), D(2))
+
+
+@pytest.mark.parametrize("level", ["room", "building", "property"])
+@pytest.mark.parametrize("same_buckets", [True, False])
+def test_level_rows_from_the_series_equal_the_grouped_sums(app, group, usage_site, level, same_buckets):
+    """Above meter level the series of a room's (building's, property's) meters are added bucket by bucket: in C
+    when they share their buckets, by bucket otherwise; a water meter and a meter of another room stay apart."""
+    from tests.alarms.helpers import make_site
+    from tests.reports.test_usage_reports import put_daily
+
+    site = usage_site
+    other = make_site(app, group, n=1, account=False, second_room=True)
+    with app.app_context(), service_session() as s:
+        if same_buckets:  # the second meter gets the first one's days: one shared bucket list
+            s.execute(text("DELETE FROM usage_daily WHERE meter_id = :m"), {"m": site.meters[1]})
+            for day in (date(2026, 3, 1), date(2026, 3, 2), date(2026, 2, 10), date(2025, 3, 15)):
+                put_daily(s, site.group_id, site.meters[1], day, "2.125", "0.125", 1, 1, 0)
+        put_daily(s, site.group_id, other.meters[0], date(2026, 3, 1), 7, 1, 2, 3, 1)
+        water = make_site(app, group, n=1, utility="water", account=False)
+        s.execute(text("INSERT INTO usage_daily (group_id, meter_id, bucket, water_m3, readings, resets) VALUES "
+                       "(:g, :m, :b, 1.25, 96, 0)"), {"g": site.group_id, "m": water.meters[0],
+                                                      "b": datetime(2026, 3, 1, tzinfo=TZ)})
+        f = _filter(site, level=level)
+        assert usage._from_series(selected_meters(s, f), f, "day") == (level == "room")
+        meters = selected_meters(s, f)
+        series = usage.query.usage_series(s, [m.id for m in meters], f.start_at(), f.end_at(), "day",
+                                          usage.SERIES_COLUMNS, missing=usage.ZERO)
+        shared = len({id(x.buckets) for x in series if x.meter_id in site.meters}) == 1
+        assert shared == same_buckets
+        api, grouped, fast = _three_ways(s, f)
+        assert fast is not None and len(fast) < len(series[0].buckets) * len(series)
+        assert fast == grouped == api
+        assert [tuple(map(str, r)) for r in fast] == [tuple(map(str, r)) for r in grouped]  # same scale
+        assert _types(fast) == _types(grouped)
+        assert list(usage.usage_rows(s, f)) == fast
+    march_first = [r for r in fast if r[0] == "2026-03-01" and r[5] == "electricity"]
+    expected = {"room": [D(10) + (D("2.125") if same_buckets else D(5)), D(7)],
+                "building": [D(10) + (D("2.125") if same_buckets else D(5)), D(7)],
+                "property": [D(10) + (D("2.125") if same_buckets else D(5)), D(7)]}[level]
+    assert sorted(r[6] for r in march_first) == sorted(expected)
