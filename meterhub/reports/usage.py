@@ -53,8 +53,9 @@ def usage_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
 
     A meter- or room-level report whose periods are the rollup's own buckets (daily report from the daily
     buckets, monthly from the monthly ones) is built from the column-wise usage series (:func:`_series_rows`,
-    both backends; :func:`_from_series` says when). Otherwise, on plain PostgreSQL the rollup tables are summed in SQL (:func:`_grouped_sql`);
-    on TimescaleDB the rows come through :func:`query.usage` (continuous aggregates).
+    both backends; :func:`_from_series` says when). Otherwise, on plain PostgreSQL the rollup tables are summed
+    in SQL (:func:`_grouped_sql`); on TimescaleDB the rows come through :func:`query.usage` (continuous
+    aggregates).
     Meter-level rows stream per chunk of meters so an export of any length runs in bounded memory.
     """
     meters = selected_meters(session, f)

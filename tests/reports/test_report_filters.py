@@ -24,6 +24,7 @@ from meterhub.reports.filters import ReportFilter
 from meterhub.reports.registry import get_report
 from tests.alarms.helpers import make_site
 from tests.api.world import bearer, make_token
+from tests.conftest import csrf_token
 
 D = Decimal
 
@@ -115,6 +116,18 @@ def test_a_filter_a_report_cannot_apply_is_refused(app, client, group, operator)
     operator("group_admin")
     page = client.get(f"/reports/audit?room_id={group.room_id}").get_data(as_text=True)
     assert "cannot be filtered by room" in page
+    # and scheduling: an audit log e-mailed "for one property" would hold the whole group's log
+    with app.app_context(), service_session() as s:
+        before = s.execute(text("SELECT count(*) FROM scheduled_reports WHERE group_id = :g"),
+                           {"g": group.group_id}).scalar()
+    token = csrf_token(client, "/reports/")
+    response = client.post("/reports/schedules", data={
+        "csrf_token": token, "report": "audit", "frequency": "daily", "hour": "7",
+        "recipients": "boss@example.com", "property_id": str(group.property_id)}, follow_redirects=True)
+    assert "audit report cannot be filtered by property" in response.get_data(as_text=True)
+    with app.app_context(), service_session() as s:
+        assert s.execute(text("SELECT count(*) FROM scheduled_reports WHERE group_id = :g"),
+                         {"g": group.group_id}).scalar() == before
 
 
 def _chart(page: str) -> dict:
