@@ -99,13 +99,13 @@ HISTORY_STEP = timedelta(hours=1)
 HISTORY_MARGIN = Decimal("0.2")  # 0.01 kWh steps at a CT ratio of 20
 
 
-def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], tuple[int, int, str]],
+def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], tuple[int, int]],
                      days: int = HISTORY_DAYS, step: timedelta = HISTORY_STEP) -> Iterator[Reading]:
     """Hourly readings of the simulated meters over the ``days`` before their simulator started, and one at its
     start, from the load profiles in the onboarding file (``simulate --installed``): the counters each meter
     would have shown.
 
-    ``meters`` maps (gateway name, device serial, channel) to (meter id, group id, utility). Every value is
+    ``meters`` maps (gateway name, device serial, channel) to (meter id, group id). Every value is
     :data:`HISTORY_MARGIN` below the profile, so the last of them is never above the first live reading, whose
     registers count in steps of 0.01 times the CT/PT ratio (a constant offset: no usage changes).
     """
@@ -126,7 +126,7 @@ def history_readings(fleet: dict[str, Any], meters: dict[tuple[str, str, int], t
             found = meters.get((device["gateway"], device["serial"], channel))
             if found is None:
                 continue
-            meter_id, group_id, utility = found
+            meter_id, group_id = found
             for local, ts in times:
                 if "base_m3h" in profile:
                     values = {"water_m3": below(profile_volume(profile["base_m3h"], local))}
@@ -151,7 +151,7 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     if not fleet.get("installed_at"):
         return 0
     rows = session.execute(text(
-        "SELECT g.name, d.serial, m.channel, m.id, m.group_id, m.utility FROM meters m "
+        "SELECT g.name, d.serial, m.channel, m.id, m.group_id FROM meters m "
         "JOIN devices d ON d.id = m.device_id JOIN gateways g ON g.id = d.gateway_id "
         "WHERE m.group_id = :g AND NOT EXISTS (SELECT 1 FROM meter_latest l WHERE l.meter_id = m.id)"),
         {"g": group.id}).all()
@@ -159,7 +159,7 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
         return 0
     started = datetime.now(timezone.utc)
     session.commit()  # the meters are visible to the ingest connections
-    result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}, days),
+    result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}, days),
                     notify=False)
     rollups.refresh_rollups(session, started)
     return result.stored

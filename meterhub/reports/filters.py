@@ -157,13 +157,9 @@ class MeterInfo(NamedTuple):
 
 def selected_meters(session: Session, f: ReportFilter) -> list[MeterInfo]:
     """The meters the filter selects, ordered by property, building, room, meter."""
-    where, params = f.property_sql("m.property_id")
-    for column, value in (("r.building_id", f.building_id), ("m.room_id", f.room_id), ("m.id", f.meter_id),
-                          ("m.utility", f.utility)):
-        if value is not None:
-            key = column.replace(".", "_")
-            where += f" AND {column} = :{key}"
-            params[key] = value
+    where, params = f.place_sql("m.property_id", "m.room_id", "m.id = :meter_id")
+    if f.utility is not None:
+        where, params["utility"] = where + " AND m.utility = :utility", f.utility
     rows = session.execute(text(
         "SELECT m.id, coalesce(nullif(m.name, ''), d.serial || '/' || m.channel), m.utility, m.room_id, "
         "coalesce(r.number, ''), r.building_id, coalesce(b.name, ''), m.property_id, p.name "

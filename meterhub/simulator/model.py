@@ -171,7 +171,6 @@ class ElectricChannel:
     noise: float = 0.05
     installed: bool = False  # runs on its day factors (see install)
     _last: datetime | None = None
-    _day: tuple[date, float] | None = None
 
     @property
     def relay_closed(self) -> bool:
@@ -186,16 +185,8 @@ class ElectricChannel:
     def demand_kw(self, when: datetime) -> float:
         if not self.relay_closed:
             return 0.0
-        return self.base_kw * electric_shape(when) * self._factor(when) * (
-            1 + self.rng.uniform(-self.noise, self.noise))
-
-    def _factor(self, when: datetime) -> float:
-        """The day's factor (:func:`day_factor`) of an installed meter; 1 for a new one."""
-        if not self.installed:
-            return 1.0
-        if self._day is None or self._day[0] != when.date():
-            self._day = (when.date(), day_factor(when.date(), self.base_kw))
-        return self._day[1]
+        factor = day_factor(when.date(), self.base_kw) if self.installed else 1.0
+        return self.base_kw * electric_shape(when) * factor * (1 + self.rng.uniform(-self.noise, self.noise))
 
     def install(self, now: datetime) -> None:
         """Counters of a meter that has run on its profile since :data:`PROFILE_EPOCH` (as a meter in a
