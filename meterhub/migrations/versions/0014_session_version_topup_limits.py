@@ -24,12 +24,12 @@ def upgrade():
     op.add_column("groups", sa.Column("topup_max", sa.Numeric(14, 2), nullable=False, server_default="50000.00"))
     op.add_column("groups", sa.Column("topup_confirm_above", sa.Numeric(14, 2), nullable=False,
                                       server_default="5000.00"))
-    op.create_check_constraint("topup_limits", "groups",
-                               "topup_max > 0 AND topup_confirm_above >= 0 AND topup_confirm_above <= topup_max")
+    op.execute("ALTER TABLE groups ADD CONSTRAINT ck_groups_topup_limits "
+               "CHECK (topup_max > 0 AND topup_confirm_above >= 0 AND topup_confirm_above <= topup_max)")
 
 
 def downgrade():
-    op.drop_constraint("ck_groups_topup_limits", "groups")
+    op.execute("ALTER TABLE groups DROP CONSTRAINT ck_groups_topup_limits")
     op.drop_column("groups", "topup_confirm_above")
     op.drop_column("groups", "topup_max")
     for table in ("operators", "portal_users"):
