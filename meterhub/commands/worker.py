@@ -98,9 +98,10 @@ def _through_collector(gateway_id: int, meter_id: int, kind: str, params: dict[s
     """Hand the command to the collector that owns the bus and wait for its reply."""
     if kind == "read_now":
         result = wait_read_now(request_read_now([meter_id]), timeout=COLLECTOR_WAIT)
-        if result is None or not result.ok:
-            raise TimeoutError(f"read now of meter {meter_id}: {getattr(result, 'error', '') or 'no reply'}")
-        return {"via": "collector"}
+        answer = result.meters.get(meter_id) or {"ok": False, "error": "no reply"}
+        if not answer.get("ok"):
+            raise TimeoutError(f"read now of meter {meter_id}: {answer.get('error') or 'no reply'}")
+        return {"via": "collector", "ts": answer.get("ts"), "values": answer.get("values") or {}}
     for method, kwargs in driver_calls(kind, params):
         payload = {k: (v if isinstance(v, bool | int) else [str(x) for x in v] if isinstance(v, list) else str(v))
                    for k, v in kwargs.items()}

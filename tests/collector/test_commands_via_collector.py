@@ -79,3 +79,23 @@ def test_without_a_collector_the_worker_holds_the_bus_itself(app, group):
             assert bus_owner(group.gateway_id) is None  # the lease was released
     finally:
         bus.close()
+
+
+def test_read_now_through_the_collector_is_confirmed_with_the_reading(app, group):
+    bus = PrepaidBus()
+    try:
+        meter_id = _point(app, group, bus.server.port)
+        with Running(_collector(app, group, interval_s=3600)), app.app_context():
+            _wait(lambda: bus_owner(group.gateway_id) is not None)
+            with service_session() as s:
+                command_id = create_command(s, s.get(Meter, meter_id), "read_now", {}).id
+            assert worker.execute(command_id) == "confirmed"
+            from meterhub.tenants.audit import AuditEntry
+
+            with service_session() as s:
+                detail = s.execute(select(AuditEntry.detail).where(
+                    AuditEntry.object_type == "command", AuditEntry.object_id == str(command_id),
+                    AuditEntry.action == "command.confirmed")).scalar_one()
+            assert detail["via"] == "collector" and detail["values"], detail
+    finally:
+        bus.close()
