@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -22,11 +32,14 @@ SCOPES = ("meter", "room", "building", "property")  # most specific first
 
 
 class Tariff(TenantMixin, Timestamps, db.Model):
-    """A named price plan for one utility."""
+    """A named price plan for one utility, of one property or (``property_id`` NULL) of the whole group."""
 
     __tablename__ = "tariffs"
-    __table_args__ = (UniqueConstraint("group_id", "name"),)
+    __table_args__ = (UniqueConstraint("group_id", "name"),
+                      ForeignKeyConstraint(["group_id", "property_id"], ["properties.group_id", "properties.id"],
+                                           name="fk_tariffs_group_property", ondelete="RESTRICT"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    property_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     utility: Mapped[str] = mapped_column(String(16), nullable=False, default="electricity")
     versions: Mapped[list[TariffVersion]] = relationship(order_by="TariffVersion.effective_from")

@@ -32,13 +32,20 @@ class Group(Timestamps, db.Model):
     code: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="Asia/Shanghai")
     modules: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
+    # The largest single top-up (counter, API, online) and the amount above which it must be confirmed.
+    topup_max: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False, default=Decimal("50000.00"),
+                                               server_default="50000.00")
+    topup_confirm_above: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False,
+                                                         default=Decimal("5000.00"), server_default="5000.00")
 
 
 class Property(TenantMixin, Timestamps, db.Model):
     """One site of a group (项目): a mall, a dorm campus."""
 
     __tablename__ = "properties"
-    __table_args__ = (UniqueConstraint("group_id", "code"),)
+    # (group_id, id) is unique so that a price plan can point at "this property of this group" (migration 0015).
+    __table_args__ = (UniqueConstraint("group_id", "code"),
+                      UniqueConstraint("group_id", "id", name="uq_properties_group_id_id"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     code: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -113,10 +120,12 @@ class Operator(UserMixin, TenantMixin, Timestamps, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     locale: Mapped[str | None] = mapped_column(String(10))
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Part of every signed-in session; bumped at sign-out and password change so older sessions end.
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     scopes: Mapped[list[OperatorProperty]] = relationship(cascade="all, delete-orphan")
 
     def get_id(self) -> str:
-        return f"{self.group_id}:{self.id}"
+        return f"{self.group_id}:{self.id}:{self.session_version}"
 
     @property
     def is_active(self) -> bool:  # type: ignore[override]
