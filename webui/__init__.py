@@ -16,13 +16,17 @@ from meterhub.tenants.scoping import has_permission, visible_properties
 
 
 def _load_operator(user_id: str) -> Operator | None:
+    """The session's operator while the session's version is current (sign-out and password change end it)."""
     try:
-        group_id, operator_id = (int(part) for part in user_id.split(":"))
+        group_id, operator_id, version = (int(part) for part in user_id.split(":"))
     except ValueError:
         return None
     use_group(group_id)
     operator = db.session.get(Operator, operator_id)
-    return operator if operator is not None and operator.active else None
+    if operator is None or not operator.active or operator.session_version != version:
+        use_group(None)
+        return None
+    return operator
 
 
 def _disabled(operator: Operator) -> set[str]:

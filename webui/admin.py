@@ -12,7 +12,7 @@ from sqlalchemy import select
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.tenants import service
-from meterhub.tenants.auth import hash_password
+from meterhub.tenants.auth import end_sessions, hash_password
 from meterhub.tenants.models import Operator
 from meterhub.tenants.permissions import ROLES
 from meterhub.tenants.scoping import get_or_404, visible_properties
@@ -58,6 +58,7 @@ def operator_detail(operator_id: int):
         if action == "reset_password":
             password = secrets.token_urlsafe(9)
             operator.password_hash = hash_password(password)
+            end_sessions(operator)
             record("operator.reset_password", operator)
             db.session.commit()
             flash(_("New password for %(user)s: %(password)s (shown once).", user=operator.username,

@@ -12,7 +12,7 @@ from meterhub.errors import RateLimited, ValidationError
 from meterhub.extensions import db
 from meterhub.models import utcnow
 from meterhub.redis_conn import get_redis
-from meterhub.tenants.auth import LoginThrottle, burn_time, hash_password, lookup, verify_password
+from meterhub.tenants.auth import LoginThrottle, burn_time, end_sessions, hash_password, lookup, verify_password
 from meterhub.tenants.models import Operator
 
 from .util import client_ip, record
@@ -31,28 +31,40 @@ def _safe_next(target: str | None) -> str:
     return url_for("console.dashboard")
 
 
+def too_many_attempts(err: RateLimited, template: str, **context: object):
+    """The 429 answer to a throttled sign-in: the page with the wait in words and ``Retry-After``."""
+    message = _("Too many failed sign-ins. Try again in %(wait)s or ask your group admin to reset your password.",
+                wait=wait_words(err.retry_after))
+    return render_template(template, error=message, **context), 429, {"Retry-After": str(err.retry_after)}
+
+
+def wait_words(seconds: int) -> str:
+    """A wait in the UI's language: "45 seconds", "3 minutes"."""
+    if seconds < 60:
+        return _("%(n)d seconds", n=seconds)
+    return _("%(n)d minutes", n=-(-seconds // 60))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    if request.method == "GET":
+    if request.method != "POST":
         return render_template("auth/login.html")
-    username = request.form.get("username", "").strip().lower()
+    username = request.form.get("username", "").strip().lower()[:64]
     password = request.form.get("password", "")
     throttle = _throttle()
     try:
         throttle.check(username, client_ip())
     except RateLimited as err:
-        message = _("Too many failed sign-ins. Try again in %(minutes)d minutes or ask your group admin to reset "
-                    "your password.", minutes=err.retry_after // 60 + 1)
-        return render_template("auth/login.html", error=message, username=username), 429
+        return too_many_attempts(err, "auth/login.html", username=username)
     target = lookup(db.session, username) if username else None
     operator = None
     if target is not None:
         use_group(target.group_id)
         operator = db.session.get(Operator, target.operator_id)
-    if operator is None or not operator.active or not verify_password(operator.password_hash, password):
-        if operator is None:
-            burn_time(password)
-        else:
+    # Known, unknown and deactivated users cost one hash verification each (no timing oracle).
+    matches = verify_password(operator.password_hash, password) if operator is not None else burn_time(password)
+    if operator is None or not operator.active or not matches:
+        if operator is not None:
             record("login.failed", operator, {"username": username}, group_id=operator.group_id,
                    actor=username, operator_id=operator.id)
             db.session.commit()
@@ -69,7 +81,10 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    record("logout", current_user._get_current_object())
+    """Sign out: this session and every copy of its cookie stop working (the session version moves on)."""
+    operator = current_user._get_current_object()
+    record("logout", operator)
+    end_sessions(operator)
     db.session.commit()
     logout_user()
     session.clear()
@@ -93,8 +108,10 @@ def change_password():
                 flash(_("Use at least 8 characters."), "error")
             else:
                 operator.password_changed_at = utcnow()
+                end_sessions(operator)  # every other session ends; this one goes on under the new version
                 record("password.change", operator)
                 db.session.commit()
+                login_user(operator)
                 flash(_("Password changed."), "ok")
                 return redirect(url_for("console.dashboard"))
     return render_template("auth/password.html")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from argon2 import PasswordHasher
@@ -49,40 +50,61 @@ def lookup(session: Session, username: str) -> LoginTarget | None:
     return LoginTarget(row.operator_id, row.group_id) if row else None
 
 
-def burn_time(password: str) -> None:
-    """Spend a hash verification for an unknown username (no timing oracle)."""
+def burn_time(password: str) -> bool:
+    """Spend a hash verification for an unknown username (no timing oracle); always False."""
     verify_password(_DUMMY_HASH, password)
+    return False
+
+
+def end_sessions(user: Any) -> None:
+    """End every signed-in session of an operator or portal user (their session version moves on)."""
+    user.session_version = (user.session_version or 1) + 1
 
 
 class LoginThrottle:
-    """At most ``max_failures`` failed logins per username and per client address in ``window``."""
+    """At most ``max_failures`` failed sign-ins per account (username, phone) and four times as many per
+    client address in ``window`` seconds.
+
+    Counting uses only commands every supported Redis has (``SET ... NX EX`` then ``INCR``, which keeps the
+    expiry): Redis 6.2, which the embedded server is, rejects ``EXPIRE ... NX`` and with it the whole MULTI.
+    """
 
     def __init__(self, client: redis.Redis, max_failures: int, window: int, namespace: str = "meterhub") -> None:
         self.client, self.max_failures, self.window = client, max_failures, window
         self.namespace = namespace
 
-    def _keys(self, username: str, ip: str) -> list[str]:
-        return [f"{self.namespace}:login:user:{username.lower()}", f"{self.namespace}:login:ip:{ip}"]
+    def _keys(self, account: str, ip: str) -> list[tuple[str, int]]:
+        return [(f"{self.namespace}:login:user:{account.lower()}", self.max_failures),
+                (f"{self.namespace}:login:ip:{ip}", self.max_failures * 4)]
 
-    def check(self, username: str, ip: str) -> None:
-        """Raise :class:`RateLimited` when either counter is exhausted."""
-        for key in self._keys(username, ip):
-            count = int(self.client.get(key) or 0)
-            limit = self.max_failures * (4 if ":ip:" in key else 1)
-            if count >= limit:
-                ttl = max(int(self.client.ttl(key)), 1)
+    def check(self, account: str, ip: str) -> None:
+        """Raise :class:`RateLimited` (with the seconds to wait) when either counter is exhausted."""
+        for key, limit in self._keys(account, ip):
+            if int(self.client.get(key) or 0) >= limit:
+                ttl = int(self.client.ttl(key))
+                wait = ttl if ttl > 0 else self.window
                 raise RateLimited(
-                    f"Too many failed sign-ins. Try again in {ttl // 60 + 1} minutes "
+                    f"Too many failed sign-ins. Try again in {wait_text(wait)} "
                     "or ask your group admin to reset your password.",
-                    retry_after=ttl,
+                    retry_after=wait,
                 )
 
-    def failed(self, username: str, ip: str) -> None:
+    def failed(self, account: str, ip: str) -> None:
+        """Count one failed sign-in for the account and the address (the window starts at the first)."""
         pipe = self.client.pipeline()
-        for key in self._keys(username, ip):
+        for key, _limit in self._keys(account, ip):
+            pipe.set(key, 0, ex=self.window, nx=True)
             pipe.incr(key)
-            pipe.expire(key, self.window, nx=True)
         pipe.execute()
 
-    def succeeded(self, username: str, ip: str) -> None:
-        self.client.delete(self._keys(username, ip)[0])
+    def succeeded(self, account: str, ip: str) -> None:
+        """Forget the account's failures (the address keeps its count)."""
+        self.client.delete(self._keys(account, ip)[0][0])
+
+
+def wait_text(seconds: int) -> str:
+    """``seconds`` as people say it: "45 seconds", "3 minutes"."""
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
