@@ -68,7 +68,9 @@ def _schemas() -> dict[str, Any]:
                           "receipt_no": {"type": "string", "nullable": True}, "created_at": TS,
                           "actor": {"type": "string"}}),
         "TopupRequest": _obj({"amount": {"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "example": "50.00"},
-                              "channel": {"type": "string", "enum": ["cash", "card", "transfer", "online"]}},
+                              "channel": {"type": "string", "enum": ["cash", "card", "transfer", "online"]},
+                              "confirm": {"type": "boolean", "description": "true to top up more than the "
+                                          "group's confirmation threshold (422 without it)"}},
                              ["amount"]),
         "TopupResult": _obj({"transfer": _ref("Transfer"), "balance": MONEY, "replayed": {"type": "boolean"}}),
         "CommandRequest": _obj({"kind": {"type": "string", "enum": ["switch_on", "switch_off", "keep_power",

@@ -78,14 +78,16 @@ def create_topup(account_id: int) -> Any:
         raise ApiError(422, "Send an Idempotency-Key header (1–150 characters) with every top-up.",
                        {"Idempotency-Key": "required"})
     body = json_body()
-    amount, channel = body.get("amount"), body.get("channel", "transfer")
+    amount, channel, confirm = body.get("amount"), body.get("channel", "transfer"), body.get("confirm", False)
     if not isinstance(amount, (str, int)) or isinstance(amount, bool) or not isinstance(channel, str):
         raise ApiError(422, "amount must be a decimal string such as \"50.00\"; channel a string.",
                        {"amount": "invalid"})
+    if not isinstance(confirm, bool):
+        raise ApiError(422, "confirm must be true or false.", {"confirm": "invalid"})
     who = principal()
     result = run_money_transaction(db.session, lambda s: cashier.topup(
         s, acc.group_id, acc.id, str(amount), channel, f"api:{key}", actor=who.actor,
-        operator_id=who.operator.id))
+        operator_id=who.operator.id, confirmed=confirm))
     if result.created:
         notify_balance(acc.group_id, acc.id, result.balance)
     transfer = db.session.get(Transfer, result.transfer_id)

@@ -31,6 +31,7 @@ from ..ledger.errors import LedgerError
 from ..ledger.money import parse_amount
 from ..models import utcnow
 from ..modules.prepaid import cashier
+from ..modules.prepaid.limits import check_topup
 from ..modules.prepaid.models import PrepaidAccount
 from ..redis_conn import get_redis, redis_key
 from ..tenants import audit
@@ -41,7 +42,6 @@ from .providers import (Channel, ForgedNotification, InvalidNotification, OrderR
 log = logging.getLogger(__name__)
 ORDER_TTL = timedelta(minutes=30)
 CLOCK_SKEW = 300  # seconds a callback's timestamp may differ from our clock
-MAX_TOPUP = Decimal("50000.00")
 
 
 def owner(channel: PaymentChannel) -> str:
@@ -86,8 +86,7 @@ def create_order(session: Session, account: PrepaidAccount, channel: PaymentChan
     """An order to top up ``account``; the provider tells where to pay (pay URL or QR code). The payer
     returns to ``return_url`` (``OUT_TRADE_NO`` in it is replaced by the order's number)."""
     value = parse_amount(amount)
-    if value > MAX_TOPUP:
-        raise PaymentError(f"an online top-up is at most {MAX_TOPUP} CNY")
+    check_topup(session, account.group_id, value, confirmed=True)
     if account.status != "open":
         raise PaymentError(f"account {account.number} is {account.status}; it cannot be topped up")
     if not channel.enabled:
@@ -188,7 +187,7 @@ def _apply(session: Session, channel: PaymentChannel, order: PaymentOrder, note:
     def work(s: Session) -> Any:
         locked = s.execute(select(PaymentOrder).where(PaymentOrder.id == order_id).with_for_update()).scalar_one()
         result = cashier.topup(s, group_id, account_id, locked.amount, "online", key,
-                               actor=f"payment:{channel.provider}")
+                               actor=f"payment:{channel.provider}", enforce_limits=False)
         locked.state, locked.provider_txn_id, locked.transfer_id = "paid", note.txn_id, result.transfer_id
         locked.paid_at = note.paid_at or utcnow()
         _log(s, channel, "late" if late else "accepted", f"top-up {result.receipt_no}", body, remote, order_id,

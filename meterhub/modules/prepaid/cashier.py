@@ -21,6 +21,7 @@ from ...ledger.models import CHANNEL_ACCOUNT, Entry, Transfer
 from ...ledger.money import parse_amount
 from ...tenants import audit
 from .control import evaluate_accounts
+from .limits import check_topup
 from .models import MeterState, PrepaidAccount
 
 REFUND_ACCOUNT = {"cash": "cash_drawer", "card": "refunds_payable", "transfer": "refunds_payable",
@@ -66,8 +67,12 @@ def _replay(session: Session, account: PrepaidAccount, key: str, request: dict) 
 
 
 def topup(session: Session, group_id: int, account_id: int, amount: object, channel: str, key: str, *,
-          actor: str, operator_id: int | None = None) -> MoneyResult:
-    """Money into the account from a payment channel (cash, card, transfer, online)."""
+          actor: str, operator_id: int | None = None, confirmed: bool = True,
+          enforce_limits: bool = True) -> MoneyResult:
+    """Money into the account from a payment channel (cash, card, transfer, online), within the group's
+    top-up limits; above the confirmation threshold only when ``confirmed`` (the counter and the API pass
+    what the person confirmed). A paid online order passes ``enforce_limits=False``: it was checked when
+    placed, and the customer's money has arrived."""
     value = parse_amount(amount)
     funding_kind = _channel(channel, CHANNEL_ACCOUNT)
     account = load_account(session, group_id, account_id)
@@ -75,6 +80,8 @@ def topup(session: Session, group_id: int, account_id: int, amount: object, chan
     request = {"op": "topup", "account": account.id, "amount": str(value), "channel": channel}
     if (replayed := _replay(session, account, key, request)) is not None:
         return replayed
+    if enforce_limits:
+        check_topup(session, group_id, value, confirmed=confirmed, what=f" for account {account.number}")
     if account.status != "open":
         raise LedgerError(f"account {account.number} is {account.status}; open it before topping up")
     funding = ledger.ensure_account(session, group_id, funding_kind, f"{funding_kind}:{account.property_id}",
