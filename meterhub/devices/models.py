@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -21,7 +21,10 @@ class Gateway(TenantMixin, Timestamps, db.Model):
     """A bus: one RS485 line behind a serial server / gateway, or a push gateway over MQTT."""
 
     __tablename__ = "gateways"
-    __table_args__ = (UniqueConstraint("group_id", "name"),)
+    # The MQTT client id is the gateway's broker user name and its topic level: unique across groups.
+    __table_args__ = (UniqueConstraint("group_id", "name"),
+                      Index("uq_gateways_mqtt_client_id", "mqtt_client_id", unique=True,
+                            postgresql_where=text("mqtt_client_id IS NOT NULL")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -30,10 +33,15 @@ class Gateway(TenantMixin, Timestamps, db.Model):
     framing: Mapped[str] = mapped_column(String(32), nullable=False, default="modbus-rtu-over-tcp")
     bus: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)  # baud, parity, pause_ms...
     mqtt_client_id: Mapped[str | None] = mapped_column(String(100))
+    # PBKDF2-SHA512 ($7$, Mosquitto's format) of the broker password, shown once when issued; None: cannot sign in.
+    mqtt_password_hash: Mapped[str | None] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="unknown")
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     fault_count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # polling | down (no collector heartbeat for this bus) | NULL (never polled): meterhub.collector.liveness
+    collector_state: Mapped[str | None] = mapped_column(String(16))
+    collector_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     devices: Mapped[list[Device]] = relationship(back_populates="gateway", order_by="Device.address")
 
 
@@ -66,7 +74,8 @@ class Meter(Timestamps, db.Model):
     # (group_id, id) is unique so that readings can reference "this meter of this group" (migration 0009);
     # it also serves look-ups by group, so group_id has no index of its own.
     __table_args__ = (UniqueConstraint("device_id", "channel"),
-                      UniqueConstraint("group_id", "id", name="uq_meters_group_id_id"))
+                      UniqueConstraint("group_id", "id", name="uq_meters_group_id_id"),
+                      Index("ix_meters_installed_at", "installed_at", postgresql_where=text("installed_at IS NOT NULL")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     group_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False,
                                           default=current_group_id)
@@ -83,4 +92,5 @@ class Meter(Timestamps, db.Model):
     keep_power: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     overload_limit_kw: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    installed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # readings before it are refused
     device: Mapped[Device] = relationship(back_populates="meters")
