@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 @click.command("mqtt-ingest")
-@click.option("--url", default=None, help="Broker URL (default: the MQTT_URL setting).")
+@click.option("--url", default=None, help="Broker URL (default: the MQTT_URL setting); without a user name in it, "
+              "the instance's MQTT service user signs in.")
 @click.option("--client-id", default=DEFAULT_CLIENT_ID, show_default=True,
               help="Fixed client id of the persistent session; unique per worker.")
 @click.option("--shared/--no-shared", default=False, show_default=True,
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 def mqtt_ingest_command(url: str | None, client_id: str, shared: bool, batch_size: int, batch_ms: int) -> None:
     """Store readings pushed by MQTT gateways; acknowledges each message only after the database commit."""
     from meterhub.db import service_engine
+    from meterhub.mqtt_auth.credentials import service_credentials, with_credentials
     from meterhub.redis_conn import get_redis, redis_key
 
-    settings = Settings(url or current_app.config["MQTT_URL"], client_id, shared, batch_size, batch_ms)
+    broker_url = with_credentials(url or current_app.config["MQTT_URL"], service_credentials(current_app.instance_path))
+    settings = Settings(broker_url, client_id, shared, batch_size, batch_ms)
     worker = MqttIngestWorker(settings, service_engine(), get_redis(), redis_key("mqtt", "rejected"))
 
     def stop(signum: int, frame: Any) -> None:

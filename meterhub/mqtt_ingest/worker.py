@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -72,7 +72,7 @@ class MqttIngestWorker:
                                   protocol=mqtt.MQTTv311, manual_ack=True)
         url = urlparse(settings.mqtt_url)
         if url.username:
-            self.client.username_pw_set(url.username, url.password)
+            self.client.username_pw_set(unquote(url.username), unquote(url.password or ""))
         self._host, self._port = url.hostname or "127.0.0.1", url.port or 1883
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
