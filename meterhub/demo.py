@@ -28,10 +28,16 @@ def _resolve_services(instance: Path) -> dict[str, str]:
     """Configured URLs win; otherwise embedded servers (data kept under ``instance/``)."""
     pg = services.resolve_postgres(os.environ.get("METERHUB_DATABASE_URL"), instance, allow_local=False)
     redis = services.resolve_redis(os.environ.get("METERHUB_REDIS_URL"), instance, allow_local=False)
-    mqtt = services.resolve_mqtt(os.environ.get("METERHUB_MQTT_URL"), instance, allow_local=False)
     db_url = pg.url
     if pg.source != "configured":
         db_url = make_url(pg.url).set(database="meterhub").render_as_string(hide_password=False)
+    os.environ["METERHUB_DATABASE_URL"] = db_url
+    from .app import create_app
+
+    # The embedded broker signs gateways in against their password hashes, read as the service role.
+    auth_db = create_app().config["SERVICE_DATABASE_URL"]
+    mqtt = services.resolve_mqtt(os.environ.get("METERHUB_MQTT_URL"), instance, allow_local=False,
+                                 auth_database_url=auth_db)
     for svc in (pg, redis, mqtt):
         log.info("%s: %s (%s)", svc.name, svc.url, svc.source)
     return {"METERHUB_DATABASE_URL": db_url, "METERHUB_REDIS_URL": redis.url, "METERHUB_MQTT_URL": mqtt.url}
