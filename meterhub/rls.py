@@ -29,14 +29,27 @@ def mark_append_only(table: str) -> None:
     op.execute(f"COMMENT ON TABLE {table} IS '{APPEND_ONLY}'")
 
 
-def ensure_roles(conn: Connection, app_user: str, app_password: str, service_user: str, service_password: str) -> None:
-    """Create (or fix) the app role (no BYPASSRLS, owns nothing) and the service role (BYPASSRLS)."""
+def scram_verifier(conn: Connection, password: str, user: str) -> str:
+    """The SCRAM-SHA-256 verifier of ``password`` (what PostgreSQL stores), computed by libpq on our side."""
+    from psycopg2.extensions import encrypt_password
+
+    return encrypt_password(password, user, conn.connection.dbapi_connection, "scram-sha-256")
+
+
+def ensure_roles(conn: Connection, app_user: str, app_password: str | None, service_user: str,
+                 service_password: str | None) -> None:
+    """Create (or fix) the app role (no BYPASSRLS, owns nothing) and the service role (BYPASSRLS).
+
+    A password of ``None`` leaves the role's password as it is (managed outside meterhub)."""
     for user, password, bypass in ((app_user, app_password, False), (service_user, service_password, True)):
         exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": user}).scalar()
         verb = "ALTER" if exists else "CREATE"
         flags = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE " + ("BYPASSRLS" if bypass else "NOBYPASSRLS")
-        pw = conn.execute(text("SELECT quote_literal(:p)"), {"p": password}).scalar()
-        conn.execute(text(f'{verb} ROLE "{user}" {flags} PASSWORD {pw}'))
+        if password:
+            # Hashed here (SCRAM-SHA-256), so the clear password never reaches the server's logs.
+            flags += " PASSWORD " + conn.execute(text("SELECT quote_literal(:p)"),
+                                                 {"p": scram_verifier(conn, password, user)}).scalar()
+        conn.exec_driver_sql(f'{verb} ROLE "{user}" {flags}')  # no bind parsing: a verifier holds ':'s
 
 
 def ensure_grants(conn: Connection, app_user: str, service_user: str) -> None:
@@ -59,6 +72,8 @@ def ensure_grants(conn: Connection, app_user: str, service_user: str) -> None:
     ).scalars()
     for table in append_only:
         conn.execute(text(f'REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM "{app_user}"'))
+    # The audit log is append-only for the service role too: only its owner (migrations) may change rows.
+    conn.execute(text(f'REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM "{service_user}"'))
     # SECURITY DEFINER look-ups run as the service role, which may read across groups.
     functions = conn.execute(
         text(
