@@ -11,3 +11,5 @@ from .modules.apportion import models as _apportion_models  # noqa: F401
 from .modules.billing_items import models as _billing_item_models  # noqa: F401
 from .modules.postpaid import models as _postpaid_models  # noqa: F401
 from .modules.batch import models as _batch_models  # noqa: F401
+from .process_events import ProcessEvent  # noqa: F401,E402
+from .outbox import OutboxJob  # noqa: F401

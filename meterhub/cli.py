@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
@@ -90,50 +89,25 @@ def create_operator_command(group_code: str, username: str, password: str, role:
     click.echo(f"operator {username} created")
 
 
-@click.command("audit-verify")
-@click.option("--group", "group_code", default=None, help="Group code (default: every group).")
-@with_appcontext
-def audit_verify_command(group_code: str | None) -> None:
-    """Verify the audit hash chain; exit 1 and name the first broken entry if it does not verify."""
-    from sqlalchemy import select
-
-    from .db import service_session
-    from .tenants.audit import verify_chain
-    from .tenants.models import Group
-
-    broken = False
-    with service_session() as session:
-        stmt = select(Group).order_by(Group.id)
-        if group_code:
-            stmt = stmt.where(Group.code == group_code)
-        for group in session.execute(stmt).scalars():
-            report = verify_chain(session, group.id)
-            if report.ok:
-                click.echo(f"{group.code}: {report.checked} entries, chain intact")
-            else:
-                broken = True
-                click.echo(f"{group.code}: BROKEN at entry {report.first_broken_id}: {report.reason}")
-    if broken:
-        sys.exit(1)
-
-
 @click.command("worker")
 @click.option("--queue", "queues", multiple=True, default=("commands", "default", "reports"), show_default=True)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @with_appcontext
 def worker_command(queues: tuple[str, ...], burst: bool) -> None:
-    """Run an rq worker for the given queues (start as many as you like, on any host)."""
-    from rq import Worker
+    """Run an rq worker for the given queues (start as many as you like, on any host).
 
-    from .redis_conn import get_queue, get_redis
+    The worker outlives Redis restarts: when rq gives up on a lost connection the worker waits with back-off
+    and starts again; it ends only on SIGTERM/SIGINT (or, with ``--burst``, when the queues are empty).
+    """
+    from .rq_worker import run_worker
 
-    worker = Worker([get_queue(q) for q in queues], connection=get_redis())
-    worker.work(burst=burst, with_scheduler=True)
+    run_worker(queues, burst=burst)
 
 
 def register_commands(app) -> None:  # noqa: ANN001
     """Attach every command to ``app.cli`` (the ``meterhub`` group finds them there)."""
     from .demo import seed_demo_command
+    from .tenants.audit_cli import audit_anchor_command, audit_verify_command
     from .devices.cli import plugins_command, simulate_command
     from .collector.cli import collector_command
     from .mqtt_ingest.cli import mqtt_ingest_command
@@ -141,7 +115,7 @@ def register_commands(app) -> None:  # noqa: ANN001
 
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
                     plugins_command, simulate_command, seed_demo_command, scheduler_command,
-                    mqtt_ingest_command, collector_command):
+                    mqtt_ingest_command, collector_command, audit_anchor_command):
         app.cli.add_command(command)
 
 

@@ -1,8 +1,10 @@
 """``meterhub run``: the whole platform in one process tree on embedded defaults, with a simulated fleet.
 
 Resolves PostgreSQL, Redis and MQTT (configured URLs, else real embedded servers with data under
-``instance/``), applies migrations, seeds the demo group, starts the simulators, rq worker, scheduler and
-collectors as child processes, serves the console, and stops everything on Ctrl-C.
+``instance/``), applies migrations, seeds the demo group, starts the simulators, rq workers (one per queue,
+so commands waiting on a hung gateway never hold up charging and offline detection), scheduler and
+collectors as supervised child processes (a child that dies is restarted with back-off and recorded in
+``process_events``), serves the console, and stops everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +20,11 @@ import click
 from sqlalchemy.engine import make_url
 
 from . import services
+from . import process_events
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+WORKER_QUEUES = ("commands", "default", "reports")  # one worker process each
 FLEET_PORT = int(os.environ.get("METERHUB_DEMO_FLEET_PORT", "15020"))
 
 
@@ -41,37 +45,6 @@ def _resolve_services(instance: Path) -> dict[str, str]:
     for svc in (pg, redis, mqtt):
         log.info("%s: %s (%s)", svc.name, svc.url, svc.source)
     return {"METERHUB_DATABASE_URL": db_url, "METERHUB_REDIS_URL": redis.url, "METERHUB_MQTT_URL": mqtt.url}
-
-
-class Children:
-    """Child processes that live and die with the parent."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "meterhub", *args], env=os.environ.copy(),
-                                start_new_session=True)
-        self.procs.append((name, proc))
-        log.info("started %s (pid %d)", name, proc.pid)
-        return proc
-
-    def check(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise click.ClickException(f"{name} exited with code {proc.returncode}; see the log above.")
-
-    def stop(self) -> None:
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.time() + 10
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(max(deadline - time.time(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                log.warning("%s did not stop in time; killed", name)
 
 
 def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -101,7 +74,7 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
     instance = Path(os.environ.get("METERHUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
     instance.mkdir(parents=True, exist_ok=True)
     os.environ["METERHUB_INSTANCE_PATH"] = str(instance)
-    children = Children()
+    children = Supervisor()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # same order as Ctrl-C: the children, then the servers
     try:
         os.environ.update(_resolve_services(instance))
@@ -121,10 +94,14 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
             _wait_for_file(fleet_file, sim)
         with app.app_context():
             _seed(app, None if no_fleet else fleet_file)
-        children.start("worker", "worker")
+        service_url = app.config["SERVICE_DATABASE_URL"]
+        children.on_event = lambda name, event, detail: process_events.record(service_url, name, event, detail)
+        for queue in WORKER_QUEUES:
+            children.start(f"worker-{queue}", "worker", "--queue", queue)
         children.start("scheduler", "scheduler")
         for name, args in _optional_commands():
             children.start(name, *args)
+        children.watch()
         _banner(host, port)
         from waitress import serve
 

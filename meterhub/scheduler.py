@@ -1,7 +1,8 @@
 """The scheduler process: enqueues the plugins' periodic jobs into rq when they are due.
 
 Several schedulers may run (for availability); a Redis lock per job and period makes sure each run is
-enqueued once. The jobs themselves run in any number of ``meterhub worker`` processes.
+enqueued once. The jobs themselves run in any number of ``meterhub worker`` processes. A Redis fault never ends the process:
+the tick is retried with back-off until Redis answers again.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import time
 from dataclasses import dataclass
 
 import click
+import redis
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from .collector.policy import Backoff
 from .plugins import get_plugin_manager
 from .redis_conn import get_queue, get_redis, redis_key
 
@@ -61,9 +64,20 @@ def scheduler_command(once: bool) -> None:
     app = current_app._get_current_object()
     jobs = periodic_jobs()
     log.info("scheduler: %d periodic jobs: %s", len(jobs), ", ".join(f"{j.name}/{j.interval}s" for j in jobs))
+    retry = Backoff(first_s=1.0, max_s=30.0)
     while True:
-        for name in tick(app, jobs, time.time()):
-            log.info("enqueued %s", name)
+        try:
+            for name in tick(app, jobs, time.time()):
+                log.info("enqueued %s", name)
+        except redis.RedisError as err:  # Redis restarting: wait and go on, never exit
+            wait = retry.next()
+            (log.warning if retry.failures == 1 else log.debug)(
+                "scheduler: Redis unavailable (%s: %s); retrying in %.0f s", type(err).__name__, err, wait)
+            time.sleep(wait)
+            continue
+        if retry.failures:
+            log.info("scheduler: Redis is back; enqueueing again")
+            retry.reset()
         if once:
             return
         time.sleep(1.0)

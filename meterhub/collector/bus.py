@@ -8,8 +8,11 @@
 
 Everything that touches the bus goes through the poller's task — scheduled cycles, "read now" and commands —
 so the bus never sees two masters. Between two devices the poller runs queued jobs first, so a "read now"
-waits for at most one device read. A device that fails is quarantined (skipped 30 s, 60 s, … 15 min) so it
-cannot stall the others; a gateway that refuses the connection is retried with exponential backoff.
+waits for at most one device read. A device that fails is quarantined (skipped 30 s, 60 s, … at most one
+interval) so it cannot stall the others; when a device answers again every quarantined device of the bus is
+tried again at once (a hung gateway made them all fail). A gateway that refuses the connection is retried
+with exponential backoff. ``alive_at`` moves on whenever the task makes progress (the collector's per-bus
+heartbeat); a sink that says it is not ``accepting()`` (its buffer is full) postpones the cycle.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class BusPoller:
                  limit: InflightLimit | None = None) -> None:
         self.spec, self.devices, self.sink, self.clock = spec, list(devices), sink, clock
         self.quarantine = quarantine or Quarantine()
+        self.quarantine.max_s = min(self.quarantine.max_s, max(spec.interval_s, self.quarantine.base_s))
         self.reconnect = reconnect or Backoff()
         transport = transport or open_transport(spec.host, spec.port, spec.framing)
         self.port = BusPort(transport, policy, pause_s=spec.pause_s, timeout_s=spec.timeout_s, clock=clock,
@@ -158,6 +162,8 @@ class BusPoller:
         self.overruns = 0
         self.last_report: CycleReport | None = None
         self.down = False
+        self.alive_at = clock()
+        self._backlog_logged = False
         self._due = 0.0
         self._stopping = False
         self._wake = asyncio.Event()
@@ -170,6 +176,7 @@ class BusPoller:
         """New settings and device list (from a reload); used from the next cycle on."""
         self.spec, self.devices = spec, list(devices)
         self.port.pause_s, self.port.transport.timeout = spec.pause_s, spec.timeout_s
+        self.quarantine.max_s = min(900.0, max(spec.interval_s, self.quarantine.base_s))
 
     def submit(self, job: BusJob) -> asyncio.Future[dict[str, Any]]:
         """Queue ``job`` for the bus task; the future gets a result dict (never an exception)."""
@@ -206,12 +213,13 @@ class BusPoller:
     async def _wait_for_work(self) -> BusJob | None:
         """The next job, or None when a cycle is due."""
         while not self._stopping:
+            self.alive_at = self.clock()
             if not self.jobs.empty():
                 return self.jobs.get_nowait()
             delay = self._due - self.clock()
             if delay <= 0:
                 return None
-            job = await self._wait(delay)
+            job = await self._wait(min(delay, 5.0))
             if job is not None:
                 return job
         return None
@@ -230,6 +238,16 @@ class BusPoller:
         return None
 
     async def _cycle(self) -> None:
+        if not getattr(self.sink, "accepting", lambda: True)():
+            if not self._backlog_logged:
+                log.warning("%s: the collector's buffer of unstored readings is full (database down?); "
+                            "cycles are postponed until it drains", self.name)
+            self._backlog_logged = True
+            self._due = next_due(self._due, self.spec.interval_s, self.clock())
+            return
+        if self._backlog_logged:
+            log.info("%s: readings are stored again; polling resumes", self.name)
+            self._backlog_logged = False
         start, started_at = self.clock(), datetime.now(UTC)
         transactions = self.port.stats.transactions
         read = failed = skipped = 0
@@ -271,9 +289,11 @@ class BusPoller:
         except Exception as err:  # a driver bug must not kill the bus task
             log.exception("%s: driver %s failed on device %s", self.name, device.driver.key, device.ref.address)
             error = f"driver error: {type(err).__name__}: {err}"
+        self.alive_at = self.clock()
         if error is None:
             if self.quarantine.succeeded(device.device_id):
                 log.info("%s: device %s answers again", self.name, device.ref.address)
+                self.quarantine.release_all()  # the bus recovered: the others are tried again now
         else:
             first = self.quarantine.failures(device.device_id) == 0
             span = self.quarantine.failed(device.device_id, self.clock())
@@ -344,9 +364,11 @@ class BusPoller:
         self.down = True
         self.sink.gateway_fault(self.spec, str(err))
         while not self._stopping:
+            self.alive_at = self.clock()
             deadline = self.clock() + self.reconnect.next()
             while not self._stopping and (left := deadline - self.clock()) > 0:
-                job = await self._wait(left)
+                self.alive_at = self.clock()
+                job = await self._wait(min(left, 5.0))
                 if job is not None:
                     _resolve(job, {"ok": False, "error": f"{self.name} is unreachable; retrying the connection"})
             if self._stopping:

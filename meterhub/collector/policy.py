@@ -92,6 +92,11 @@ class Quarantine:
         """Forget the device's failures; True if it had been failing (it recovered)."""
         return self.entries.pop(device_id, None) is not None
 
+    def release_all(self) -> None:
+        """End every device's skip now (their failure counts stay, so a still dead one backs off again)."""
+        for entry in self.entries.values():
+            entry.until = 0.0
+
     def failures(self, device_id: int) -> int:
         entry = self.entries.get(device_id)
         return entry.failures if entry else 0

@@ -7,6 +7,11 @@ Every ``reload_s`` the gateway/device/meter lists are read again (service role) 
 updated or stopped. A bus is polled only while this process holds its Redis lease (see ``jobs.py``), so
 two collectors with overlapping shards, or a command worker holding the bus, never double-master a line.
 Jobs for a bus ("read now", commands) are taken from its Redis list and run by its poller.
+
+The process never ends on a transient fault: a reload that cannot reach the database or Redis is retried
+with back-off while the pollers go on with what they have, a poller task that died is started again, and
+readings stay buffered (bounded, see ``StorageSink``) until they are stored. Every 5 s each live bus
+heartbeats (``liveness.publish``), which is how a dead or stuck collector is told from an offline gateway.
 """
 
 from __future__ import annotations
@@ -22,18 +27,22 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from meterhub.collector import jobs as jobkeys
+from meterhub.collector import liveness
 from meterhub.collector.bus import BusDevice, BusJob, BusPoller, BusSpec
 from meterhub.collector.limit import InflightLimit
-from meterhub.collector.policy import Quarantine, RetryPolicy
+from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
 from meterhub.collector.schedule import DEFAULT_STAGGER_S, Shard, interval_seconds, stagger
 from meterhub.collector.store import StorageSink
 from meterhub.driver import DeviceRef
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 0.5
+TICK_S = 5.0  # leases renewed, heartbeats published and dead poller tasks restarted this often
+TRANSIENT = (OSError, aioredis.RedisError, SQLAlchemyError)
 _RENEW = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -110,6 +119,7 @@ class Collector:
         self.stop_event = asyncio.Event()
         self.redis: aioredis.Redis | None = None
         self.loaded = asyncio.Event()
+        self._redis_down = False
 
     @classmethod
     def from_app(cls, app: Any, **kwargs: Any) -> Collector:
@@ -123,22 +133,32 @@ class Collector:
         self.stop_event.set()
 
     async def run(self) -> None:
-        """Run until ``request_stop()``: reload, leases, job intake, flushing."""
-        self.redis = aioredis.from_url(self.redis_url)
+        """Run until ``request_stop()``: reload, leases, heartbeats, job intake, flushing; never ends on a fault."""
+        self.redis = aioredis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
         flusher = asyncio.create_task(self.sink.run(self.stop_event))
         intake = asyncio.create_task(self._intake())
         regulator = asyncio.create_task(self.limit.regulate())
         log.info("collector %s starting (shard %s)", self.owner, self.shard)
+        retry = Backoff(first_s=1.0, max_s=30.0)
         try:
             while not self.stop_event.is_set():
-                await self.reload()
-                self.loaded.set()
-                deadline = time.monotonic() + self.reload_s
+                try:
+                    await self.reload()
+                except TRANSIENT as err:
+                    wait = retry.next()
+                    log.warning("collector %s: reloading the gateways failed (%s: %s); polling goes on with the "
+                                "last list, next try in %.0f s", self.owner, type(err).__name__, err, wait)
+                    deadline = time.monotonic() + wait
+                else:
+                    if retry.failures:
+                        log.info("collector %s: gateways reloaded again", self.owner)
+                    retry.reset()
+                    self.loaded.set()
+                    deadline = time.monotonic() + self.reload_s
                 while not self.stop_event.is_set() and time.monotonic() < deadline:
-                    await self._renew_leases()
-                    await self._heartbeat()
+                    await self._tick()
                     try:
-                        await asyncio.wait_for(self.stop_event.wait(), min(10.0, self.reload_s))
+                        await asyncio.wait_for(self.stop_event.wait(), min(TICK_S, self.reload_s))
                     except TimeoutError:
                         pass
         finally:
@@ -150,6 +170,35 @@ class Collector:
             await flusher
             await self.redis.aclose()
             log.info("collector %s stopped: %s", self.owner, self.sink.stats)
+
+    async def _tick(self) -> None:
+        """Restart dead poller tasks, renew leases, heartbeat; a Redis fault is logged and tried next tick."""
+        self._restart_dead_pollers()
+        try:
+            await self._renew_leases()
+            await self._heartbeat()
+        except TRANSIENT as err:
+            if not self._redis_down:
+                log.warning("collector %s: Redis unavailable (%s: %s); polling and storing go on, leases and "
+                            "heartbeats resume when it is back", self.owner, type(err).__name__, err)
+            self._redis_down = True
+        else:
+            if self._redis_down:
+                log.info("collector %s: Redis is back", self.owner)
+            self._redis_down = False
+
+    def _restart_dead_pollers(self) -> None:
+        for gateway_id, task in list(self.tasks.items()):
+            if not task.done():
+                continue
+            error = task.exception() if not task.cancelled() else None
+            log.error("collector %s: the poller of gateway %s ended (%s); starting it again", self.owner,
+                      gateway_id, f"{type(error).__name__}: {error}" if error else "cancelled")
+            poller = self.pollers[gateway_id]
+            fresh = BusPoller(poller.spec, poller.devices, self.sink, policy=self.policy, limit=self.limit,
+                              quarantine=Quarantine(base_s=self.quarantine_s))
+            self.pollers[gateway_id] = fresh
+            self.tasks[gateway_id] = asyncio.create_task(fresh.run(), name=f"bus-{gateway_id}")
 
     async def reload(self) -> None:
         """Read the shard's buses from the database and start, update or stop pollers."""
@@ -186,8 +235,11 @@ class Collector:
         assert self.redis is not None
         for gid in gateway_ids:
             del self.pollers[gid], self.tasks[gid]
-            await self.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-                                  "end return 0", 1, jobkeys.lease_key(self.ns, gid), self.owner)  # type: ignore[misc]
+            try:
+                await self.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', "
+                                      "KEYS[1]) end return 0", 1, jobkeys.lease_key(self.ns, gid), self.owner)  # type: ignore[misc]
+            except TRANSIENT as err:  # the lease expires by itself
+                log.warning("collector %s: could not release the lease of gateway %s (%s)", self.owner, gid, err)
 
     async def _acquire(self, gateway_id: int) -> bool:
         assert self.redis is not None
@@ -198,24 +250,30 @@ class Collector:
         return (await self.redis.get(key) or b"").decode() == self.owner
 
     async def _renew_leases(self) -> None:
-        """Keep our leases; a poller whose lease was lost (Redis flushed, clock jump) stops."""
+        """Keep our leases; a lease that vanished (Redis restarted empty) is taken again, and a poller whose
+        lease another process now holds stops."""
         assert self.redis is not None
         ids = list(self.pollers)
         if not ids:
             return
         keys = [jobkeys.lease_key(self.ns, gid) for gid in ids]
         kept = await self.redis.eval(_RENEW, len(keys), *keys, self.owner, int(jobkeys.LEASE_TTL_S * 1000))  # type: ignore[misc]
-        lost = [gid for gid, ok in zip(ids, kept) if not ok]
+        lost = [gid for gid, ok in zip(ids, kept) if not ok and not await self._acquire(gid)]
         if lost:
             log.warning("collector %s lost the lease of gateways %s; stopping their pollers", self.owner, lost)
             await self._stop_pollers(lost)
 
     async def _heartbeat(self) -> None:
         assert self.redis is not None
+        now = time.monotonic()
         state = {"owner": self.owner, "shard": str(self.shard), "buses": len(self.pollers), "at": time.time(),
-                 "quarantined": sum(p.quarantine.count(time.monotonic()) for p in self.pollers.values()),
-                 "down": sum(p.down for p in self.pollers.values()), **self.sink.stats.__dict__}
+                 "quarantined": sum(p.quarantine.count(now) for p in self.pollers.values()),
+                 "down": sum(p.down for p in self.pollers.values()), "buffered": len(self.sink.pending.readings),
+                 **self.sink.stats.__dict__}
         await self.redis.set(f"{self.ns}:collector:heartbeat:{self.owner}", json.dumps(state), ex=60)
+        alive = [gid for gid, p in self.pollers.items()
+                 if not self.tasks[gid].done() and now - p.alive_at < liveness.STALE_S]
+        await liveness.publish(self.redis, self.ns, alive, self.owner)
 
     # --- jobs from other processes -----------------------------------------------------------------------
     async def _intake(self) -> None:
@@ -229,8 +287,8 @@ class Collector:
                 continue
             try:
                 item = await self.redis.blpop(keys, timeout=1)
-            except (aioredis.ConnectionError, aioredis.TimeoutError) as err:
-                log.warning("collector: Redis unavailable for jobs (%s); retrying", err)
+            except TRANSIENT as err:
+                log.debug("collector: Redis unavailable for jobs (%s); retrying", err)
                 await asyncio.sleep(1.0)
                 continue
             if item is None:
@@ -252,7 +310,12 @@ class Collector:
             task.cancel()
 
     async def _reply(self, job: dict[str, Any], gateway_id: int, pending: Any) -> None:
-        result = await pending
+        try:
+            await self._send_reply(job, gateway_id, await pending)
+        except TRANSIENT as err:  # the requester times out and retries
+            log.warning("collector %s: could not reply to job %s (%s)", self.owner, job.get("id"), err)
+
+    async def _send_reply(self, job: dict[str, Any], gateway_id: int, result: dict[str, Any]) -> None:
         assert self.redis is not None
         _, results, done = jobkeys.reply_keys(self.ns, job["id"])
         pipe = self.redis.pipeline()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +23,10 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from meterhub.collector.bus import BusSpec, CycleReport, DeviceOutcome
+from meterhub.collector.policy import Backoff
 from meterhub.timeseries.ingest import Reading, ingest
 
 log = logging.getLogger(__name__)
@@ -84,11 +87,19 @@ class CollectorStats:
 class StorageSink:
     """Buffers poller results and writes them in batches from a thread."""
 
-    def __init__(self, engine: Engine, *, flush_s: float = 1.0, batch_size: int = 20_000) -> None:
-        self.engine, self.flush_s, self.batch_size = engine, flush_s, batch_size
+    def __init__(self, engine: Engine, *, flush_s: float = 1.0, batch_size: int = 20_000,
+                 max_buffered: int = 500_000) -> None:
+        self.engine, self.flush_s, self.batch_size, self.max_buffered = engine, flush_s, batch_size, max_buffered
         self.pending = Pending()
         self.stats = CollectorStats()
         self._full = asyncio.Event()
+        self._retry = Backoff(first_s=flush_s, max_s=15.0)
+        self._failing_since: float | None = None
+
+    def accepting(self) -> bool:
+        """False while ``max_buffered`` readings wait to be stored: the pollers postpone their cycles (a
+        reading not taken yet is taken later from the meter's counters; one taken is never dropped)."""
+        return len(self.pending.readings) < self.max_buffered
 
     # --- the Sink protocol (called from bus tasks; cheap, never blocks) ----------------------------
     def device_done(self, outcome: DeviceOutcome) -> None:
@@ -125,13 +136,17 @@ class StorageSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every ``flush_s`` (sooner when a batch is full) until ``stop``; then a last flush."""
         while not stop.is_set():
+            wait = self.flush_s if self._failing_since is None else self._retry.next()
             try:
-                await asyncio.wait_for(self._full.wait(), self.flush_s)
+                await asyncio.wait_for(stop.wait() if self._failing_since else self._full.wait(), wait)
             except TimeoutError:
                 pass
             self._full.clear()
             await self.flush()
         await self.flush()
+        if not self.pending.empty():
+            log.error("collector: stopping with %d readings not stored (the database is unreachable)",
+                      len(self.pending.readings))
 
     async def flush(self) -> None:
         """Write what is pending (in a thread); on failure keep it for the next flush."""
@@ -140,10 +155,19 @@ class StorageSink:
             return
         try:
             await asyncio.to_thread(self.write, batch)
-        except Exception:
+        except Exception as err:
             self.stats.flush_errors += 1
-            log.exception("collector: writing %d readings failed; will retry", len(batch.readings))
             _merge_back(self.pending, batch)
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                (log.warning if isinstance(err, OperationalError) else log.exception)(
+                    "collector: storing %d readings failed (%s: %s); they stay buffered and are retried with "
+                    "back-off", len(self.pending.readings), type(err).__name__, str(err).splitlines()[0])
+            return
+        if self._failing_since is not None:
+            log.info("collector: storing works again after %.0f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
+            self._retry.reset()
 
     def write(self, batch: Pending) -> None:
         """Store one batch (blocking; runs in a thread)."""

@@ -115,7 +115,7 @@ def test_quarantine_grows_and_ends_when_the_device_answers(run):
     async def go():
         server, proxy = await start_bus([1, 2], faults=Faults(dead={2}))
         sink = NullSink()
-        bus = poller(proxy, [1, 2], sink, interval_s=0.02, timeout_s=0.05, quarantine_s=0.3, retries=0)
+        bus = poller(proxy, [1, 2], sink, interval_s=1.0, timeout_s=0.05, quarantine_s=0.3, retries=0)
         task = asyncio.create_task(bus.run())
         await until(lambda: bus.quarantine.failures(2) >= 2, timeout=3)
         assert bus.quarantine.entries[2].until - time.monotonic() > 0.35  # second span 0.6 s
