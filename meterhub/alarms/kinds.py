@@ -36,6 +36,9 @@ KINDS: dict[str, AlarmKind] = {k.key: k for k in (
               "[{group}] communication fault on {subject}."),
     AlarmKind("purchase_mismatch", _l("Purchase counter mismatch"), "critical", "#e377c2", "alarm", 48, "meter",
               "[{group}] {meter}: purchase counter on the meter {meter_count} differs from ours {our_count}."),
+    AlarmKind("topup_not_on_meter", _l("Top-up not on the meter"), "critical", "#c2185b", "alarm", 49, "meter",
+              "[{group}] {meter}: top-ups of {amount} are not on the meter (meter count {meter_count}, ours "
+              "{our_count}): {reason}"),
     AlarmKind("valve_fault", _l("Valve fault"), "critical", "#17becf", "alarm", 47, "meter",
               "[{group}] {meter}: the valve is not in the wanted position."),
     AlarmKind("abnormal_usage", _l("Abnormal usage"), "warning", "#bcbd22", "alarm", 35, "meter",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,6 +25,7 @@ class Command(TenantMixin, db.Model):
     __table_args__ = (
         Index("ix_commands_open", "state", "created_at", postgresql_where="state IN ('queued','sent')"),
         Index("ix_commands_meter_created", "meter_id", "created_at"),
+        Index("ix_commands_meter_open", "meter_id", "id", postgresql_where=text("state IN ('queued','sent')")),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"), index=True)
@@ -45,3 +46,7 @@ class Command(TenantMixin, db.Model):
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str | None] = mapped_column(String(64))  # the rq job carrying it while queued
+    owner: Mapped[str | None] = mapped_column(String(120))  # the worker that sent it (host:pid)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the owner's last sign of life
+    verify_first: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())

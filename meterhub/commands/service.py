@@ -102,6 +102,10 @@ def expire_overdue(session: Session, now: datetime | None = None) -> list[int]:
     ).scalars().all()
     for command in overdue:
         transition(session, command, "expired", error="time-to-live passed", actor="scheduler")
+        if command.kind == "write_topup":
+            from .resync import raise_not_on_meter
+
+            raise_not_on_meter(session, command, "its time-to-live passed before it reached the meter")
     return [c.id for c in overdue]
 
 

@@ -1,11 +1,17 @@
-"""Executing commands in rq workers through the device's driver, one bus at a time.
+"""Executing commands in rq workers through the device's driver, one bus at a time, one meter at a time.
 
 One master per bus: when a collector owns the gateway (its Redis lease, ``meterhub.collector.jobs``), the
 command is handed to that collector, which sends it between two device reads; otherwise the worker takes the
 same lease with ``hold_bus`` for the transaction. Two processes never talk on one RS485 line at once.
 
-Jobs: ``meterhub.commands.worker:dispatch`` (periodic: enqueue queued commands, expire overdue ones) and
-``meterhub.commands.worker:execute`` (one command).
+One outstanding command per meter, in the order issued: only a meter's oldest open command is handed to rq
+(``dispatch``), a job for a newer one steps back while an older one is open, and the end of a command hands
+over the meter's next one at once. The job that sends a command owns it and heartbeats (``ownership``), so
+a worker that dies mid-command is noticed in seconds and the command is resolved by reading the meter. A
+meter-side top-up the meter refuses is re-synced from the meter's purchase count (``resync``).
+
+Jobs: ``meterhub.commands.worker:dispatch`` (periodic: expire overdue commands, resolve orphaned ones,
+enqueue each meter's next command) and ``meterhub.commands.worker:execute`` (one command).
 """
 
 from __future__ import annotations
@@ -13,52 +19,90 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from ..db import service_session
 from ..devices.models import Device, Gateway, Meter
 from ..driver.base import DeviceRef
 from ..models import utcnow
 from ..protocols.errors import UnsupportedCommand
-from ..collector.jobs import bus_owner, hold_bus, request_read_now, submit_command, wait_command, wait_read_now
-from ..devices.onboarding import TRANSPORT_FRAMING
+from ..collector.jobs import bus_owner, hold_bus
 from ..redis_conn import get_queue
-from .models import Command
+from . import ownership, resync
+from .links import CollectorLink, DeviceRefused, Target, direct
+from .models import OPEN_STATES, Command
 from .service import expire_overdue, transition
+from .verify import purchase_count, shown
 
 log = logging.getLogger(__name__)
-COLLECTOR_WAIT = 30  # seconds to wait for the owning collector's reply
 STALE_ENQUEUE = timedelta(minutes=10)
+EXECUTE_TIMEOUT = 300  # seconds rq gives one command job (a re-sync writes several top-ups)
 
 
 def enqueue(command_ids: list[int], delay: timedelta | None = None) -> None:
-    """Hand commands to the rq ``commands`` queue (after their rows are committed)."""
+    """Hand commands to the rq ``commands`` queue (after their rows are committed); records their job ids."""
     queue = get_queue("commands")
+    jobs: dict[int, str] = {}
     for command_id in command_ids:
+        job_id = f"command-{command_id}-{uuid.uuid4().hex[:12]}"
+        options = {"job_id": job_id, "job_timeout": EXECUTE_TIMEOUT, "description": f"command {command_id}"}
         if delay:
-            queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id)
+            queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id,
+                             **options)
         else:
-            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id)
+            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id, **options)
+        jobs[command_id] = job_id
+    if jobs:
+        with service_session() as session:
+            for command_id, job_id in jobs.items():
+                session.execute(update(Command).where(Command.id == command_id, Command.state == "queued")
+                                .values(job_id=job_id))
+
+
+def _heads(session: Session, *conditions: Any, limit: int = 5000) -> list[Command]:
+    """Queued commands that are their meter's oldest open one, not (recently) handed to rq; locked."""
+    older = aliased(Command)
+    waits = exists().where(older.meter_id == Command.meter_id, older.state.in_(OPEN_STATES), older.id < Command.id)
+    return list(session.execute(
+        select(Command).where(Command.state == "queued", ~waits, *conditions,
+                              or_(Command.enqueued_at.is_(None), Command.enqueued_at < utcnow() - STALE_ENQUEUE))
+        .order_by(Command.id).limit(limit).with_for_update(skip_locked=True)
+    ).scalars())
 
 
 def dispatch(limit: int = 5000) -> list[int]:
-    """Expire overdue commands and enqueue queued ones not (recently) enqueued; never drops a command."""
+    """Expire overdue commands, resolve orphaned ones, enqueue each meter's next command; never drops one."""
     with service_session() as session:
         expire_overdue(session)
-        rows = session.execute(
-            select(Command).where(Command.state == "queued", or_(Command.enqueued_at.is_(None),
-                                                                 Command.enqueued_at < utcnow() - STALE_ENQUEUE))
-            .order_by(Command.id).limit(limit).with_for_update(skip_locked=True)
-        ).scalars().all()
+        swept = ownership.sweep(session)
+        if swept["orphaned"] or swept["lost"]:
+            log.warning("commands: %d orphaned by a dead worker, %d lost rq jobs; queued again",
+                        len(swept["orphaned"]), len(swept["lost"]))
+        rows = _heads(session, limit=limit)
         for command in rows:
             command.enqueued_at = utcnow()
         ids = [c.id for c in rows]
     enqueue(ids)
+    return ids
+
+
+def hand_over(meter_id: int) -> list[int]:
+    """Enqueue the meter's next command, if it has one waiting (after one of its commands ended)."""
+    with service_session() as session:
+        rows = _heads(session, Command.meter_id == meter_id, limit=1)
+        for command in rows:
+            command.enqueued_at = utcnow()
+        ids = [c.id for c in rows]
+    if ids:
+        enqueue(ids)
     return ids
 
 
@@ -94,104 +138,196 @@ async def call_driver(driver: Any, transport: Any, device: DeviceRef, channel: i
     return {}
 
 
-def _through_collector(gateway_id: int, meter_id: int, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Hand the command to the collector that owns the bus and wait for its reply."""
-    if kind == "read_now":
-        result = wait_read_now(request_read_now([meter_id]), timeout=COLLECTOR_WAIT)
-        answer = result.meters.get(meter_id) or {"ok": False, "error": "no reply"}
-        if not answer.get("ok"):
-            raise TimeoutError(f"read now of meter {meter_id}: {answer.get('error') or 'no reply'}")
-        return {"via": "collector", "ts": answer.get("ts"), "values": answer.get("values") or {}}
-    for method, kwargs in driver_calls(kind, params):
-        payload = {k: (v if isinstance(v, bool | int) else [str(x) for x in v] if isinstance(v, list) else str(v))
-                   for k, v in kwargs.items()}
-        reply = wait_command(submit_command(gateway_id, meter_id, method, payload), timeout=COLLECTOR_WAIT)
-        if reply is None:
-            raise TimeoutError(f"the collector of gateway {gateway_id} did not answer within {COLLECTOR_WAIT}s")
-        if not reply.get("ok"):
-            if reply.get("retryable", True):
-                raise TimeoutError(reply.get("error") or "collector reported a transient failure")
-            raise UnsupportedCommand(reply.get("error") or "the device refused the command")
-    return {"via": "collector"}
+@dataclass
+class Outcome:
+    """What one job achieved: an error (``permanent`` or transient), details, earlier writes re-synced."""
+
+    error: str = ""
+    permanent: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    resynced: list[int] = field(default_factory=list)
+    meter_count: int | None = None
+    needs_person: bool = False
 
 
-def _open_transport(gateway: Gateway) -> Any:
-    from ..transports import open_transport
+def _target(session: Session, command: Command) -> Target:
+    device, gateway = session.get(Device, command.device_id), session.get(Gateway, command.gateway_id)
+    meter = session.get(Meter, command.meter_id)
+    return Target(command.id, command.group_id, meter.id, command.kind, dict(command.params), device.driver_key,
+                  DeviceRef(address=device.address, config=dict(device.config), serial=device.serial), meter.channel,
+                  Gateway(id=gateway.id, name=gateway.name, host=gateway.host, port=gateway.port,
+                          framing=gateway.framing))
 
-    if gateway.framing not in TRANSPORT_FRAMING:
-        raise UnsupportedCommand(f"gateway {gateway.name} ({gateway.framing}) cannot take polled commands yet",
-                                 where=f"gateway {gateway.id}")
-    return open_transport(gateway.host, gateway.port, TRANSPORT_FRAMING[gateway.framing])
+
+def _waits_for_older(session: Session, command: Command) -> bool:
+    return session.execute(select(Command.id).where(
+        Command.meter_id == command.meter_id, Command.state.in_(OPEN_STATES), Command.id < command.id).limit(1)
+    ).scalar() is not None
 
 
 def execute(command_id: int, *, registry: dict[str, Any] | None = None,
             transport_factory: Callable[[Gateway], Any] | None = None) -> str:
     """Send one queued command through its driver (holding the bus lock); returns the new state."""
+    me = ownership.worker_id()
     with service_session() as session:
         command = session.execute(select(Command).where(Command.id == command_id).with_for_update()).scalar()
         if command is None or command.state != "queued":
             return command.state if command else "missing"
         if command.expires_at < utcnow():
             transition(session, command, "expired", error="time-to-live passed before sending")
-            return _done(command)
-        transition(session, command, "sent")
-        device, gateway = session.get(Device, command.device_id), session.get(Gateway, command.gateway_id)
-        meter = session.get(Meter, command.meter_id)
-        ref = DeviceRef(address=device.address, config=dict(device.config), serial=device.serial)
-        driver_key, channel, kind, params = device.driver_key, meter.channel, command.kind, dict(command.params)
-        meter_id = meter.id
-        gateway_snapshot = Gateway(id=gateway.id, name=gateway.name, host=gateway.host, port=gateway.port,
-                                   framing=gateway.framing)
-    error, permanent, detail = "", False, {}
+            if command.kind == "write_topup":
+                resync.raise_not_on_meter(session, command, "its time-to-live passed before it reached the meter")
+            meter_id = command.meter_id
+        elif _waits_for_older(session, command):
+            command.enqueued_at, command.job_id = None, None  # handed over when the older one ends
+            log.info("command %s waits for an older command of meter %s", command_id, command.meter_id)
+            return "queued"
+        else:
+            verify = command.verify_first
+            transition(session, command, "sent", detail={"owner": me, "verify_first": verify})
+            command.owner, command.heartbeat_at, command.verify_first = me, utcnow(), False
+            target = _target(session, command)
+            meter_id = None
+    if meter_id is not None:
+        return _finished(command_id, meter_id)
+    with ownership.heartbeat("commands", command_id, me):
+        outcome = _carry_out(target, verify, registry, transport_factory)
+    return _record(target, me, outcome)
+
+
+def _carry_out(target: Target, verify: bool, registry: dict[str, Any] | None,
+               transport_factory: Callable[[Gateway], Any] | None) -> Outcome:
+    """Talk to the meter; every error becomes part of the outcome."""
     try:
         if registry is None:
             from ..plugins import driver_registry
 
             registry = driver_registry()
-        driver = registry.get(driver_key)
+        driver = registry.get(target.driver_key)
         if driver is None:
-            raise UnsupportedCommand(f"driver {driver_key!r} is not installed", where=f"device {ref.address}")
-        if transport_factory is None and bus_owner(gateway_snapshot.id):
-            detail = _through_collector(gateway_snapshot.id, meter_id, kind, params)
-        else:
-            with hold_bus(gateway_snapshot.id, owner=f"worker:{os.getpid()}:{command_id}"):
-                detail = asyncio.run(_send(driver, gateway_snapshot, ref, channel, kind, params, transport_factory))
+            raise UnsupportedCommand(f"driver {target.driver_key!r} is not installed", where=f"device {target.ref.address}")
+        if transport_factory is None and bus_owner(target.gateway.id):
+            return asyncio.run(_steps(CollectorLink(target), target, verify))
+        with hold_bus(target.gateway.id, owner=f"worker:{os.getpid()}:{target.command_id}"):
+            return asyncio.run(_direct_steps(target, driver, verify, transport_factory))
     except UnsupportedCommand as err:
-        error, permanent = str(err), True
+        return Outcome(str(err), permanent=True)
     except Exception as err:  # transient: timeouts, CRC, busy bus — retried while attempts and TTL remain
-        error = f"{type(err).__name__}: {err}"
+        return Outcome(f"{type(err).__name__}: {err}")
+
+
+async def _direct_steps(target: Target, driver: Any, verify: bool,
+                        transport_factory: Callable[[Gateway], Any] | None) -> Outcome:
+    async with direct(target, driver, transport_factory) as link:
+        return await _steps(link, target, verify)
+
+
+async def _steps(link: Any, target: Target, verify: bool) -> Outcome:
+    """Verify (after an orphaned send), send, and re-sync a refused top-up."""
+    if target.kind == "read_now":
+        values = await link.read()
+        detail = {"via": link.via, "ts": values.pop("ts", None), "values": {k: _plain(v) for k, v in values.items()}}
+        return Outcome(detail=detail)
+    if verify:
+        values = await link.read()
+        if shown(target.kind, target.params, values):
+            return Outcome(detail={"via": link.via, "verified": "the meter already shows it",
+                                   "purchase_count": _plain(values.get("purchase_count"))})
+    try:
+        for method, kwargs in driver_calls(target.kind, target.params):
+            await link.call(method, **kwargs)
+    except DeviceRefused as err:
+        if target.kind != "write_topup":
+            raise
+        return await _resync(link, target, str(err))
+    return Outcome(detail={"via": link.via})
+
+
+async def _resync(link: Any, target: Target, refusal: str) -> Outcome:
+    """The meter refused a top-up write: read its count, then write what it misses, in order."""
+    count = purchase_count(await link.read())
+    if count is None:
+        return Outcome(f"the meter refused the top-up ({refusal}) and reports no purchase count", permanent=True,
+                       needs_person=True)
     with service_session() as session:
-        command = session.execute(select(Command).where(Command.id == command_id).with_for_update()).scalar_one()
-        if not error:
-            transition(session, command, "confirmed", detail=detail)
-            meter = session.get(Meter, command.meter_id)
-            if kind in ("switch", "resume_prepaid"):
-                meter.relay_closed = bool(params["closed"])
-            elif kind == "valve":
-                meter.relay_closed = bool(params["open"])
-            elif kind == "keep_power" and params.get("on", True):
-                meter.relay_closed = True
-        elif not permanent and command.attempts < command.max_attempts and command.expires_at > utcnow():
-            transition(session, command, "queued", error=error)
+        plan = resync.plan(session, session.get(Command, target.command_id), count)
+    if plan.applied:
+        return Outcome(detail={"via": link.via, "verified": "already on the meter", "meter_count": count},
+                       meter_count=count)
+    if plan.problem:
+        return Outcome(plan.problem, permanent=True, meter_count=count, needs_person=True)
+    done: list[int] = []
+    for number, amount, carrier in plan.writes:
+        try:
+            await link.call("write_topup", amount=amount, purchase_count=number)
+        except DeviceRefused as err:
+            return Outcome(f"re-sync: the meter refused purchase count {number}: {err}", permanent=True,
+                           resynced=done, meter_count=count, needs_person=True)
+        except Exception as err:
+            return Outcome(f"re-sync interrupted at purchase count {number}: {type(err).__name__}: {err}",
+                           resynced=done, meter_count=count)
+        if carrier != target.command_id:
+            done.append(carrier)
+    log.warning("meter %s re-synced from purchase count %s: wrote %s", target.meter_id, count,
+                [n for n, _, _ in plan.writes])
+    return Outcome(detail={"via": link.via, "resync_from": count, "written": [n for n, _, _ in plan.writes]},
+                   resynced=done, meter_count=count)
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str) or value is None else str(value)
+
+
+def _record(target: Target, me: str, outcome: Outcome) -> str:
+    """Store the outcome on the command (unless the sweep took it over meanwhile); hand over the meter."""
+    retry_in = timedelta(0)
+    with service_session() as session:
+        command = session.execute(select(Command).where(Command.id == target.command_id).with_for_update()).scalar_one()
+        for earlier in outcome.resynced:
+            resync.mark_resynced(session, earlier, by=command.id)
+        if command.state != "sent" or command.owner != me:
+            log.warning("command %s was taken over while %s sent it (now %s); its outcome is not recorded: %s",
+                        command.id, me, command.state, outcome.error or "done")
+            return command.state
+        if not outcome.error:
+            transition(session, command, "confirmed", detail=outcome.detail)
+            _follow(session.get(Meter, command.meter_id), command.kind, target.params)
+            if command.kind == "write_topup":
+                resync.clear_not_on_meter(session, command)
+        elif not outcome.permanent and command.attempts < command.max_attempts and command.expires_at > utcnow():
+            transition(session, command, "queued", error=outcome.error)
             command.enqueued_at = utcnow()
             retry_in = timedelta(seconds=5 * 2 ** command.attempts)
         else:
-            transition(session, command, "failed", error=error)
+            transition(session, command, "failed", error=outcome.error)
+            if command.kind == "write_topup":
+                resync.raise_not_on_meter(session, command, outcome.error, outcome.meter_count)
         state = command.state
     if state == "queued":
-        enqueue([command_id], delay=retry_in)
-    else:
-        with service_session() as session:
-            _done(session.get(Command, command_id))
+        enqueue([target.command_id], delay=retry_in)
+        return state
+    return _finished(target.command_id, target.meter_id)
+
+
+def _follow(meter: Meter, kind: str, params: dict[str, Any]) -> None:
+    """A confirmed relay command sets the meter's known relay state."""
+    if kind in ("switch", "resume_prepaid"):
+        meter.relay_closed = bool(params["closed"])
+    elif kind == "valve":
+        meter.relay_closed = bool(params["open"])
+    elif kind == "keep_power" and params.get("on", True):
+        meter.relay_closed = True
+
+
+def _finished(command_id: int, meter_id: int) -> str:
+    """After a final state: fire ``command_done`` and hand the meter's next command to rq."""
+    with service_session() as session:
+        state = _done(session.get(Command, command_id))
+    try:
+        hand_over(meter_id)
+    except Exception as err:  # Redis down: dispatch hands it over later
+        log.warning("meter %s: next command not handed over now (%s); dispatch will", meter_id, err)
     return state
-
-
-async def _send(driver: Any, gateway: Gateway, ref: DeviceRef, channel: int, kind: str, params: dict[str, Any],
-                transport_factory: Callable[[Gateway], Any] | None) -> dict[str, Any]:
-    transport = (transport_factory or _open_transport)(gateway)
-    async with transport as bus:
-        return await call_driver(driver, bus, ref, channel, kind, params)
-
 
 def _done(command: Command) -> str:
     """Fire ``command_done`` for a final state (plugin failures are logged, never raised)."""

@@ -47,7 +47,7 @@ def upgrade():
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text(), nullable=False, server_default=""),
     )
-    op.create_index("ix_job_outbox_group", "job_outbox", ["group_id"])
+    op.create_index("ix_job_outbox_group_id", "job_outbox", ["group_id"])
     enable_tenant_rls("job_outbox")
 
 
