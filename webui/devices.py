@@ -18,6 +18,7 @@ from meterhub.devices.onboarding import (
     onboard_device,
 )
 from meterhub.errors import ValidationError
+from meterhub.mqtt_auth.credentials import Credentials, issue_gateway_password
 from meterhub.extensions import db
 from meterhub.plugins import driver_registry
 from meterhub.timeseries import query
@@ -52,10 +53,37 @@ def _create_gateway():
         db.session.rollback()
         flash(str(err), "error")
         return redirect(url_for("devices.gateways"))
+    credentials = issue_gateway_password(gateway) if gateway.framing == "mqtt" else None
     record("gateway.create", gateway, {"name": gateway.name, "host": gateway.host, "port": gateway.port})
     db.session.commit()
     flash(_("Gateway created."), "ok")
+    if credentials is not None:
+        return _show_password(gateway, credentials, 201)
     return redirect(url_for("devices.gateway_detail", gateway_id=gateway.id))
+
+
+def _show_password(gateway: Gateway, credentials: Credentials, status: int = 200) -> Response:
+    """The gateway page with its new broker password: shown in this answer only, never in a redirect, a flash
+    message (the session cookie) or a cache."""
+    response = Response(render_template("devices/gateway.html", gateway=gateway, credentials=credentials), status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/gateways/<int:gateway_id>/mqtt-password", methods=["POST"])
+@permission_required("device.manage")
+def reset_mqtt_password(gateway_id: int):
+    """Issue a new broker password to an MQTT gateway (the old one stops working at once)."""
+    gateway = get_or_404(Gateway, gateway_id, "device.manage")
+    try:
+        credentials = issue_gateway_password(gateway)
+    except ValidationError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("devices.gateway_detail", gateway_id=gateway.id))
+    record("gateway.mqtt_password", gateway, {"username": credentials.username})
+    db.session.commit()
+    return _show_password(gateway, credentials)
 
 
 @bp.route("/gateways/<int:gateway_id>")
@@ -140,6 +168,10 @@ def import_devices():
             record("device.import", None, {"gateways": report.gateways, "devices": report.devices})
             db.session.commit()
             flash(_("Imported %(g)d gateways and %(d)d devices.", g=report.gateways, d=report.devices), "ok")
+            if report.credentials:  # the MQTT gateways' passwords: shown in this answer only
+                response = Response(render_template("devices/import.html", report=report))
+                response.headers["Cache-Control"] = "no-store"
+                return response
             return redirect(url_for("devices.gateways"))
         db.session.rollback()
     return render_template("devices/import.html", report=report), (422 if report else 200)

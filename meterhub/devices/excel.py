@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ..errors import ValidationError
 from ..tenants.models import Building, Property, Room
 from .models import Gateway
+from ..mqtt_auth.credentials import Credentials, issue_gateway_password
 from .onboarding import DeviceSpec, create_gateway, onboard_device
 
 GATEWAY_COLUMNS = ["property_code", "name", "host", "port", "framing", "baud", "parity", "mqtt_client_id"]
@@ -32,6 +33,8 @@ class ImportReport:
     gateways: int = 0
     devices: int = 0
     errors: list[tuple[str, int, str]] = field(default_factory=list)  # sheet, row number, message
+    # the broker passwords of the MQTT gateways created, to show once (only their hashes are stored)
+    credentials: list[tuple[str, Credentials]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,9 +128,11 @@ def import_workbook(session: Session, group_id: int, data: bytes, *, verify: boo
             if "baud" in bus:
                 bus["baud"] = int(bus["baud"])
             with session.begin_nested():
-                create_gateway(session, prop, _text(row.get("name")), _text(row.get("host")),
-                               _text(row.get("port")) or 502, _text(row.get("framing")), bus,
-                               _text(row.get("mqtt_client_id")) or None)
+                gateway = create_gateway(session, prop, _text(row.get("name")), _text(row.get("host")),
+                                         _text(row.get("port")) or 502, _text(row.get("framing")), bus,
+                                         _text(row.get("mqtt_client_id")) or None)
+                if gateway.framing == "mqtt":
+                    report.credentials.append((gateway.name, issue_gateway_password(gateway)))
             report.gateways += 1
         except (ValidationError, ValueError) as err:
             report.errors.append(("Gateways", number, str(err)))

@@ -12,13 +12,16 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jsonschema
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import ValidationError
+from ..mqtt_auth.rules import check_client_id
 from ..plugins import driver_registry
 from ..protocols.errors import DeviceError
 from ..tenants.models import Property, Room
@@ -70,12 +73,21 @@ def create_gateway(session: Session, prop: Property, name: str, host: str, port:
             raise ValidationError(f"Port {port} is out of range 1–65535.", {"port": "range"})
     elif not (mqtt_client_id or "").strip():
         raise ValidationError("An MQTT gateway needs its client id.", {"mqtt_client_id": "required"})
+    else:
+        mqtt_client_id = check_client_id(mqtt_client_id or "")
     if session.execute(select(Gateway.id).where(Gateway.group_id == prop.group_id, Gateway.name == name)).first():
         raise ValidationError(f"A gateway named '{name}' exists already.", {"name": "taken"})
     gateway = Gateway(group_id=prop.group_id, property_id=prop.id, name=name, host=host or "", port=port,
                       framing=framing, bus=dict(bus or {}), mqtt_client_id=(mqtt_client_id or None))
-    session.add(gateway)
-    session.flush()
+    try:
+        with session.begin_nested():  # the client id is unique across groups (it is the broker user name)
+            session.add(gateway)
+            session.flush()
+    except IntegrityError as err:
+        if "mqtt_client_id" not in str(err.orig):
+            raise
+        raise ValidationError(f"MQTT client id '{mqtt_client_id}' is already used by another gateway; every "
+                              "gateway needs its own.", {"mqtt_client_id": "taken"}) from err
     return gateway
 
 
@@ -143,6 +155,7 @@ class DeviceSpec:
     config: dict[str, Any]
     room_ids: Sequence[int | None] = ()  # per channel; missing channels have no room yet
     name: str = ""
+    installed_at: datetime | None = None  # readings dated before it are refused; None: not known
 
 
 def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, verify: bool = True) -> Device:
@@ -186,7 +199,7 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
     for channel in range(1, channels + 1):
         room_id = room_ids[channel - 1] if channel <= len(room_ids) else None
         session.add(Meter(group_id=gateway.group_id, property_id=gateway.property_id, device_id=device.id,
-                          room_id=room_id, channel=channel, utility=utility,
+                          room_id=room_id, channel=channel, utility=utility, installed_at=spec.installed_at,
                           name=spec.name or f"{driver.model} {serial}" + (f" #{channel}" if channels > 1 else "")))
     session.flush()
     return device
