@@ -26,9 +26,10 @@ EIGHT_PERIODS = """00:00-07:00 valley
 TOU_PRICES = {"price_sharp": "1.2345", "price_peak": "0.950000", "price_flat": "0.62", "price_valley": "0.31"}
 
 
-def _create_plan(client, name: str, utility: str = "electricity") -> int:
+def _create_plan(client, name: str, utility: str = "electricity", property_id: int | str = "") -> int:
     token = csrf_token(client, "/tariffs/new")
-    response = client.post("/tariffs/new", data={"csrf_token": token, "name": name, "utility": utility})
+    response = client.post("/tariffs/new", data={"csrf_token": token, "name": name, "utility": utility,
+                                                 "property_id": str(property_id)})
     assert response.status_code == 302, response.get_data(as_text=True)
     location = response.headers["Location"]
     assert location.endswith("/versions/new")
@@ -53,7 +54,7 @@ def _versions(app, tariff_id: int) -> list[TariffVersion]:
 
 def test_create_tou_plan_with_eight_periods_through_the_forms(app, client, operator, group):
     operator("property_manager")
-    tariff_id = _create_plan(client, f"TOU {group.marker}")
+    tariff_id = _create_plan(client, f"TOU {group.marker}", property_id=group.property_id)
     response = _add_version(client, tariff_id)
     assert response.status_code == 302, response.get_data(as_text=True)
 
@@ -126,7 +127,7 @@ def test_tiered_and_tiered_tou_versions(app, client, operator, group):
 def test_bad_version_input_is_refused_with_a_clear_message_and_nothing_stored(app, client, operator, group,
                                                                                fields, message):
     operator("property_manager")
-    tariff_id = _create_plan(client, f"Bad {group.marker}")
+    tariff_id = _create_plan(client, f"Bad {group.marker}", property_id=group.property_id)
     response = _add_version(client, tariff_id, **fields)
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
@@ -135,7 +136,7 @@ def test_bad_version_input_is_refused_with_a_clear_message_and_nothing_stored(ap
 
 def test_water_plan_is_flat_or_tiered(app, client, operator, group):
     operator("property_manager")
-    tariff_id = _create_plan(client, f"Water {group.marker}", "water")
+    tariff_id = _create_plan(client, f"Water {group.marker}", "water", group.property_id)
     response = _add_version(client, tariff_id)
     assert response.status_code == 400 and "water plan is flat or tiered" in response.get_data(as_text=True)
     assert _add_version(client, tariff_id, kind="flat", price_flat="3.45").status_code == 302
@@ -144,7 +145,7 @@ def test_water_plan_is_flat_or_tiered(app, client, operator, group):
 
 def test_effective_date_before_the_newest_version_is_refused(app, client, operator, group):
     operator("property_manager")
-    tariff_id = _create_plan(client, f"Dated {group.marker}")
+    tariff_id = _create_plan(client, f"Dated {group.marker}", property_id=group.property_id)
     assert _add_version(client, tariff_id, effective_date="2030-06-01").status_code == 302
     for day in ("2030-05-01", "2030-06-01"):
         response = _add_version(client, tariff_id, effective_date=day, price_peak="1.1")
@@ -157,12 +158,13 @@ def test_effective_date_before_the_newest_version_is_refused(app, client, operat
 
 def test_create_plan_validation(client, operator, group):
     operator("property_manager")
-    _create_plan(client, f"Dup {group.marker}")
+    _create_plan(client, f"Dup {group.marker}", property_id=group.property_id)
     token = csrf_token(client, "/tariffs/new")
     response = client.post("/tariffs/new", data={"csrf_token": token, "name": f"Dup {group.marker}",
-                                                 "utility": "electricity"})
+                                                 "utility": "electricity", "property_id": group.property_id})
     assert response.status_code == 400 and "exists already" in response.get_data(as_text=True)
-    response = client.post("/tariffs/new", data={"csrf_token": token, "name": "Gas", "utility": "gas"})
+    response = client.post("/tariffs/new", data={"csrf_token": token, "name": "Gas", "utility": "gas",
+                                                 "property_id": group.property_id})
     assert response.status_code == 400 and "electricity or water" in response.get_data(as_text=True)
     response = client.post("/tariffs/new", data={"name": "No token", "utility": "water"})
     assert response.status_code == 400

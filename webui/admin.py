@@ -15,7 +15,8 @@ from meterhub.tenants import service
 from meterhub.tenants.auth import end_sessions, hash_password
 from meterhub.tenants.models import Operator
 from meterhub.tenants.permissions import ROLES
-from meterhub.tenants.scoping import get_or_404, visible_properties
+from meterhub.tenants.models import Property
+from meterhub.tenants.scoping import get_or_404, requested_all, visible_properties
 
 from .util import permission_required, record
 
@@ -23,7 +24,8 @@ bp = Blueprint("admin", __name__, url_prefix="/operators")
 
 
 def _property_ids() -> list[int]:
-    return [int(v) for v in request.form.getlist("property_ids") if v.isdigit()]
+    """The properties the form puts in scope, each resolved in the admin's own scope (404 otherwise)."""
+    return [p.id for p in requested_all(Property, "property_ids", "operator.manage")]
 
 
 @bp.route("/", methods=["GET", "POST"])

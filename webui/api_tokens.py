@@ -15,6 +15,7 @@ from meterhub.errors import MeterhubError
 from meterhub.extensions import db
 from meterhub.models import utcnow
 from meterhub.tenants.models import Operator
+from meterhub.tenants.scoping import requested
 
 from .util import client_ip, permission_required
 
@@ -31,9 +32,7 @@ def index():
     created = None
     if request.method == "POST":
         form = request.form
-        operator = db.session.get(Operator, form.get("operator_id", type=int) or current_user.id)
-        if operator is None or operator.group_id != current_user.group_id:
-            abort(404)
+        operator = requested(Operator, "operator_id", "group.manage", required=False) or current_user._get_current_object()
         days = form.get("expires_days", type=int)
         try:
             new = tokens.create_token(db.session, operator, form.get("name", ""), form.getlist("scopes"),

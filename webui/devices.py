@@ -24,7 +24,7 @@ from meterhub.plugins import driver_registry
 from meterhub.timeseries import query
 from meterhub.protocols.errors import QRCodeError
 from meterhub.tenants.models import Building, Floor, Property, Room
-from meterhub.tenants.scoping import get_or_404, property_ids, restrict, visible_properties
+from meterhub.tenants.scoping import get_or_404, objects_or_404, property_ids, requested, restrict, visible_properties
 
 from .util import permission_required, record
 
@@ -44,7 +44,7 @@ def gateways():
 @permission_required("device.manage")
 def _create_gateway():
     form = request.form
-    prop = get_or_404(Property, int(form.get("property_id") or 0), "device.manage")
+    prop = requested(Property, "property_id", "device.manage")
     bus = {"baud": int(form.get("baud") or 9600), "parity": form.get("parity") or "N"}
     try:
         gateway = create_gateway(db.session, prop, form.get("name", ""), form.get("host", ""), form.get("port") or 502,
@@ -121,7 +121,12 @@ def onboard():
     context = {"drivers": drivers, "gateways": gateways_, "form": form, "rooms": []}
     if request.method == "GET":
         return render_template("devices/onboard.html", **context)
-    gateway = get_or_404(Gateway, int(form.get("gateway_id") or 0), "device.manage")
+    gateway = requested(Gateway, "gateway_id", "device.manage")
+    # the room of each channel ("" for none) is resolved in scope and must be in the gateway's property
+    room_ids = [int(v) if v.isdigit() else None for v in form.getlist("room_ids")]
+    rooms = objects_or_404(Room, [r for r in room_ids if r is not None], "device.manage")
+    if any(room.property_id != gateway.property_id for room in rooms):
+        abort(404)
     context["rooms"] = _rooms_for(gateway.property_id)
     driver = drivers.get(form.get("driver_key", ""))
     try:
@@ -137,7 +142,6 @@ def onboard():
         address = form.get("address", "").strip() or info.address
         if not address:
             raise ValidationError(_("The QR code has no bus address; type the address set on the device."))
-        room_ids = [int(v) if v.isdigit() else None for v in form.getlist("room_ids")]
         config = config_from_qr(driver, info.model)
         device = onboard_device(db.session, gateway, DeviceSpec(driver.key, address, info.serial, config, room_ids),
                                 verify=True)

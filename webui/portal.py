@@ -20,11 +20,14 @@ from meterhub.ledger.models import Transfer
 from meterhub.models import utcnow
 from meterhub.modules.prepaid.models import PrepaidAccount
 from meterhub.payments import orders
-from meterhub.payments.models import PaymentChannel, PaymentOrder
+from meterhub.payments.models import PaymentOrder
 from meterhub.portal import access, auth, dashboard, service
 from meterhub.portal.models import PortalUser
 from meterhub.tenants.auth import burn_time, verify_password
 from meterhub.tenants.models import Room
+
+from .auth import too_many_attempts
+from meterhub.tenants.scoping import requested_id
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 AMOUNTS = ("20", "50", "100", "200", "500", "1000")
@@ -46,24 +49,35 @@ def _ip() -> str:
     return request.remote_addr or ""
 
 
+def _too_many(err: RateLimited, template: str, **context: object):
+    """429 with ``Retry-After`` and the wait in words, the same for known and unknown phones."""
+    return too_many_attempts(err, template, next=_next(), **context)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    if request.method == "GET":
+    if request.method != "POST":
         return render_template("portal/login.html", next=_next())
     throttle = auth.throttle()
     try:
         phone = auth.normalize_phone(request.form.get("phone", ""))
         throttle.check(phone, _ip())
-    except (ValidationError, RateLimited) as err:
+    except ValidationError as err:
         return render_template("portal/login.html", error=str(err), next=_next()), 400
+    except RateLimited as err:
+        return _too_many(err, "portal/login.html")
     password = request.form.get("password", "")
+    verified = 0  # a known and an unknown phone each cost (at least) one hash verification
     for user_id, group_id in auth.portal_users(db.session, phone):
         use_group(group_id)
         user = db.session.get(PortalUser, user_id)
-        if user is not None and user.password_hash and verify_password(user.password_hash, password):
-            throttle.succeeded(phone, _ip())
-            return _signed_in(user)
-    burn_time(password)
+        if user is not None and user.password_hash:
+            verified += 1
+            if verify_password(user.password_hash, password):
+                throttle.succeeded(phone, _ip())
+                return _signed_in(user)
+    if not verified:
+        burn_time(password)
     throttle.failed(phone, _ip())
     return render_template("portal/login.html", error=_("Wrong phone number or password."), phone=phone,
                            next=_next()), 401
@@ -82,14 +96,11 @@ def send_code():
     try:
         phone = auth.normalize_phone(request.form.get("phone", ""))
         auth.throttle().check(phone, _ip())
-        groups = auth.candidate_groups(db.session, phone)
-        if groups:
-            code = auth.issue_code(phone)
-            sent = auth.deliver_code(db.session, groups, phone, code)
-            if not sent and current_app.config.get("PORTAL_SHOW_CODES"):
-                flash(_("Demo mode: your code is %(code)s", code=code), "ok")
-    except (ValidationError, RateLimited) as err:
+        auth.request_code(phone, _ip())  # a job sends it, to known phones only
+    except ValidationError as err:
         return render_template("portal/login.html", error=str(err), next=_next()), 400
+    except RateLimited as err:
+        return _too_many(err, "portal/login.html")
     session["portal_pending"] = {"phone": phone}
     return render_template("portal/code.html", phone=phone, next=_next())
 
@@ -102,7 +113,7 @@ def verify_code():
     try:
         throttle.check(phone, _ip())
     except RateLimited as err:
-        return render_template("portal/code.html", phone=phone, error=str(err), next=_next()), 429
+        return _too_many(err, "portal/code.html", phone=phone)
     if not phone or not auth.check_code(phone, request.form.get("code", "")):
         throttle.failed(phone or "-", _ip())
         return render_template("portal/code.html", phone=phone, error=_("Wrong or expired code."), next=_next()), 401
@@ -187,10 +198,11 @@ def bill_pdf(number: str, bill_no: str):
 
 def _pay(acc: PrepaidAccount, back: str, user_id: int | None) -> tuple[object, PaymentOrder | None]:
     """Create an order for the posted amount and send the payer to the provider (or to the order's QR)."""
-    channel = db.session.get(PaymentChannel, request.form.get("channel_id", type=int) or 0)
-    if channel is None:
-        channels = orders.enabled_channels(db.session)
-        channel = channels[0] if channels else None
+    channels = orders.enabled_channels(db.session)
+    channel_id = requested_id("channel_id")
+    channel = channels[0] if channels and channel_id is None else None
+    if channel_id is not None:  # a named channel must be one of the account's group's enabled channels
+        channel = next((c for c in channels if c.id == channel_id), None) or abort(404)
     if channel is None:
         flash(_("Online payment is not set up for this property yet."), "error")
         return redirect(back), None
@@ -259,8 +271,10 @@ def members(number: str):
 def password():
     if request.method == "POST":
         try:
-            service.set_password(db.session, access.current(), request.form.get("password", ""))
+            user = access.current()
+            service.set_password(db.session, user, request.form.get("password", ""))
             db.session.commit()
+            access.sign_in(user)  # other sessions ended; this one goes on
             flash(_("Password saved."), "ok")
             return redirect(url_for("portal.home"))
         except MeterhubError as err:

@@ -1,8 +1,10 @@
 """Price plans (电价/费率方案) in the console: list, detail, create, add a version, assign.
 
 Rules (docs/money.md): a version is never edited; a change is a new version with a later effective date,
-so intervals already charged are never repriced. Plans belong to the group; assignments point at a
-property, building or room the operator can see (out-of-scope ids answer 404).
+so intervals already charged are never repriced. A plan belongs to one property or to the whole group: a
+scoped operator sees the group-wide plans and those of their properties, and changes only the latter; only
+group-level roles change a group-wide plan. Assignments point at a property, building or room the operator can
+see, inside the plan's property (out-of-scope ids answer 404).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from meterhub.tariffs.forms import (
 from meterhub.tariffs.models import PLAN_KINDS, RATES, Tariff, TariffAssignment, TariffVersion
 from meterhub.tariffs.pricing import MAX_PERIODS, TIER_KINDS, TOU_KINDS
 from meterhub.tenants.models import Building, Property, Room
-from meterhub.tenants.scoping import get_or_404, has_permission, restrict
+from meterhub.tenants.scoping import find_in_scope, get_or_404, has_permission, requested, restrict, visible_properties, whole_group
 
 from .util import permission_required, record
 
@@ -159,7 +161,7 @@ def _template_helpers() -> dict:
 @bp.route("/")
 @view_required
 def index():
-    plans = db.session.execute(select(Tariff).order_by(Tariff.utility, Tariff.name)).scalars().all()
+    plans = db.session.execute(restrict(select(Tariff).order_by(Tariff.utility, Tariff.name), Tariff)).scalars().all()
     ids = [t.id for t in plans]
     return render_template("tariffs/index.html", plans=plans, current=_current_versions(ids),
                            assignments=_assignments(ids), tz=ZoneInfo(_display_tz()), tz_name=_display_tz())
@@ -169,9 +171,16 @@ def index():
 @permission_required("tariff.manage")
 def create():
     name, utility, error = "", "electricity", None
+    chosen = None
     if request.method == "POST":
         name = request.form.get("name", "").strip()
         utility = request.form.get("utility", "")
+        prop = requested(Property, "property_id", "tariff.manage", required=False)
+        chosen = prop.id if prop is not None else None
+        if prop is None and not whole_group(current_user):
+            error = _("Choose one of your properties: only group-level roles create group-wide price plans.")
+            return render_template("tariffs/new.html", name=name, utility=utility, utilities=UTILITIES, error=error,
+                                   properties=visible_properties(), chosen=chosen, group_wide=False), 403
         try:
             if not name or len(name) > 100:
                 raise ValidationError(_("Enter a name of 1 to 100 characters."))
@@ -179,8 +188,8 @@ def create():
                 raise ValidationError(_("Choose electricity or water."))
             if db.session.execute(select(Tariff.id).where(Tariff.name == name)).first():
                 raise ValidationError(_("A price plan named %(name)s exists already.", name=repr(name)))
-            tariff = tariffs.create_tariff(db.session, current_user.group_id, name, utility)
-            record("tariff.created", tariff, {"name": name, "utility": utility})
+            tariff = tariffs.create_tariff(db.session, current_user.group_id, name, utility, chosen)
+            record("tariff.created", tariff, {"name": name, "utility": utility, "property_id": chosen})
             db.session.commit()
         except ValidationError as err:
             db.session.rollback()
@@ -188,7 +197,8 @@ def create():
         else:
             flash(_("Price plan created. Add its first version."), "ok")
             return redirect(url_for("tariffs.add_version", tariff_id=tariff.id))
-    return render_template("tariffs/new.html", name=name, utility=utility, utilities=UTILITIES, error=error), \
+    return render_template("tariffs/new.html", name=name, utility=utility, utilities=UTILITIES, error=error,
+                           properties=visible_properties(), chosen=chosen, group_wide=whole_group(current_user)), \
         (400 if error else 200)
 
 
@@ -196,19 +206,21 @@ def create():
 @view_required
 def detail(tariff_id: int):
     tariff = get_or_404(Tariff, tariff_id)
+    writable = find_in_scope(Tariff, tariff.id, None, "tariff.manage", write=True) is not None
+    owner = db.session.get(Property, tariff.property_id) if tariff.property_id else None
     versions = list(reversed(tariff.versions))
     current = _current_versions([tariff.id]).get(tariff.id)
     tz_name = _display_tz()
     return render_template("tariffs/detail.html", tariff=tariff, versions=versions, current=current,
                            assignments=_assignments([tariff.id])[tariff.id], targets=_visible_targets(),
                            target_label=_target_label, tz=ZoneInfo(tz_name), tz_name=tz_name, rates=RATES,
-                           tier_kinds=TIER_KINDS, tou_kinds=TOU_KINDS)
+                           tier_kinds=TIER_KINDS, tou_kinds=TOU_KINDS, writable=writable, owner=owner)
 
 
 @bp.route("/<int:tariff_id>/versions/new", methods=["GET", "POST"])
 @permission_required("tariff.manage")
 def add_version(tariff_id: int):
-    tariff = get_or_404(Tariff, tariff_id)
+    tariff = get_or_404(Tariff, tariff_id, "tariff.manage", write=True)
     newest = _newest_version(tariff)
     error = None
     if request.method == "POST":
@@ -252,13 +264,15 @@ def add_version(tariff_id: int):
 @bp.route("/<int:tariff_id>/assign", methods=["POST"])
 @permission_required("tariff.manage")
 def assign(tariff_id: int):
-    tariff = get_or_404(Tariff, tariff_id)
+    tariff = get_or_404(Tariff, tariff_id, "tariff.manage")
     scope, _sep, raw_id = request.form.get("target", "").partition(":")
     model = ASSIGN_SCOPES.get(scope)
     if model is None or not raw_id.isdigit():
         flash(_("Choose a property, building or room."), "error")
         return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
-    target = get_or_404(model, int(raw_id), "property.view")
+    target = get_or_404(model, int(raw_id), "tariff.manage")
+    if tariff.property_id is not None and tariffs.target_property_id(db.session, scope, target.id) != tariff.property_id:
+        abort(404)  # a property's plan is usable only inside that property
     if _newest_version(tariff) is None:
         flash(_("Add a version with prices before assigning this plan."), "error")
         return redirect(url_for("tariffs.detail", tariff_id=tariff.id))

@@ -11,14 +11,14 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 
 from ..db import use_group
 from ..extensions import db
 from ..models import utcnow
 from ..redis_conn import get_redis, redis_key
 from ..tenants.models import Operator
-from ..tenants.scoping import has_permission, restrict
+from ..tenants.scoping import find_in_scope, has_permission, restrict
 from . import tokens
 from .errors import ApiError
 from .models import ApiToken
@@ -121,7 +121,7 @@ def scoped(stmt: Select, model: Any, permission: str | None = None) -> Select:
 
 def get_in_scope(model: type[M], object_id: int, permission: str | None = None) -> M:
     """One object in the caller's scope or a 404."""
-    obj = db.session.execute(scoped(select(model).where(model.id == object_id), model, permission)).scalar()  # type: ignore[attr-defined]
+    obj = find_in_scope(model, object_id, principal().operator, permission or g.api_permission)
     if obj is None:
         raise ApiError(404, "Not found.")
     return obj

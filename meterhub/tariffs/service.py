@@ -16,11 +16,12 @@ from .models import RATES, SCOPES, Tariff, TariffAssignment, TariffPeriod, Tarif
 from .pricing import PlanVersion, validate_version
 
 
-def create_tariff(session: Session, group_id: int, name: str, utility: str = "electricity") -> Tariff:
-    """A new, empty price plan."""
+def create_tariff(session: Session, group_id: int, name: str, utility: str = "electricity",
+                  property_id: int | None = None) -> Tariff:
+    """A new, empty price plan of one property, or of the whole group when ``property_id`` is None."""
     if utility not in ("electricity", "water"):
         raise ValidationError(f"utility {utility!r} must be electricity or water", {"utility": "invalid"})
-    tariff = Tariff(group_id=group_id, name=name, utility=utility)
+    tariff = Tariff(group_id=group_id, name=name, utility=utility, property_id=property_id)
     session.add(tariff)
     session.flush()
     return tariff
@@ -57,10 +58,23 @@ def assign(session: Session, group_id: int, scope: str, scope_id: int, tariff: T
     """Make ``tariff`` the plan of a property, building, room or meter (replacing the previous one)."""
     if scope not in SCOPES:
         raise ValidationError(f"scope {scope!r} must be one of {', '.join(SCOPES)}", {"scope": "invalid"})
+    if tariff.property_id is not None and target_property_id(session, scope, scope_id) != tariff.property_id:
+        raise ValidationError(f"price plan {tariff.name!r} belongs to another property; assign it only inside its "
+                              "own property or use a group-wide plan", {"tariff": "property"})
     stmt = pg_insert(TariffAssignment).values(group_id=group_id, scope=scope, scope_id=scope_id,
                                               utility=tariff.utility, tariff_id=tariff.id)
     session.execute(stmt.on_conflict_do_update(index_elements=["scope", "scope_id", "utility"],
                                                set_={"tariff_id": tariff.id}))
+
+
+def target_property_id(session: Session, scope: str, scope_id: int) -> int | None:
+    """The property of an assignment target (a property, building, room or meter), None if there is none."""
+    from ..tenants.models import Building, Property
+
+    if scope == "property":
+        return session.execute(select(Property.id).where(Property.id == scope_id)).scalar()
+    model = {"building": Building, "room": Room, "meter": Meter}[scope]
+    return session.execute(select(model.property_id).where(model.id == scope_id)).scalar()
 
 
 def as_plan(version: TariffVersion) -> PlanVersion:

@@ -14,7 +14,7 @@ from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tariffs.models import Tariff
 from meterhub.tenants.models import Property
-from meterhub.tenants.scoping import get_or_404, restrict
+from meterhub.tenants.scoping import get_or_404, objects_or_404, requested, requested_all, restrict
 from webui.util import permission_required, record
 
 from ..prepaid.models import PrepaidAccount
@@ -54,22 +54,29 @@ def _period(rule: ApportionRule) -> tuple:
 def rules():
     rows = db.session.execute(restrict(select(ApportionRule).order_by(ApportionRule.id), ApportionRule)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
-    tariffs = db.session.execute(select(Tariff).order_by(Tariff.name)).scalars().all()
+    tariffs = db.session.execute(restrict(select(Tariff).order_by(Tariff.name), Tariff)).scalars().all()
     return render_template("apportion/rules.html", rules=rows, properties=props, tariffs=tariffs, methods=METHODS)
 
 
 @bp.route("/rules/new", methods=["POST"])
 @permission_required("tariff.manage")
 def create():
-    prop = get_or_404(Property, request.form.get("property_id", type=int) or 0)
+    prop = requested(Property, "property_id", "tariff.manage")
+    # every meter, account and plan the form names is resolved in the operator's scope (404 otherwise)
+    parent = requested(Meter, "parent_meter_id", "device.view")
+    subs = requested_all(Meter, "sub_meter_ids", "device.view")
+    tariff = requested(Tariff, "tariff_id", "tariff.manage")
+    remainder = requested(PrepaidAccount, "remainder_account_id", "money.view", required=False)
     try:
         members = [(a, r) for a, _, r in (m.partition(":") for m in request.form.get("members", "").split())]
         members = [(int(a), r or "1") for a, r in members]
+        objects_or_404(PrepaidAccount, [a for a, _ in members], "money.view")
+        if tariff.property_id not in (None, prop.id):
+            raise ValidationError(_("The price plan %(plan)s belongs to another property.", plan=tariff.name))
         rule = create_rule(db.session, current_user.group_id, prop.id, name=request.form.get("name", ""),
-                           parent_meter_id=request.form.get("parent_meter_id", type=int) or 0,
-                           sub_meter_ids=ids(request.form.get("sub_meter_ids", "")),
-                           method=request.form.get("method", ""), tariff_id=request.form.get("tariff_id", type=int) or 0,
-                           members=members, remainder_account_id=request.form.get("remainder_account_id", type=int),
+                           parent_meter_id=parent.id, sub_meter_ids=[m.id for m in subs],
+                           method=request.form.get("method", ""), tariff_id=tariff.id,
+                           members=members, remainder_account_id=remainder.id if remainder else None,
                            subtract_sub_meters=request.form.get("subtract") == "1",
                            post_mode=request.form.get("post_mode", "deduct"), actor=current_user.username,
                            operator_id=current_user.id)

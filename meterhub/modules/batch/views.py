@@ -13,11 +13,11 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tariffs.models import Tariff
-from meterhub.tenants.models import Property
-from meterhub.tenants.scoping import get_or_404, has_permission, restrict
+from meterhub.devices.models import Meter
+from meterhub.tenants.models import Building, Floor, Property
+from meterhub.tenants.scoping import get_or_404, has_permission, requested, requested_all, restrict
 from webui.util import permission_required
 
-from ..apportion.views import ids
 from .actions import ACTIONS
 from .export import results_rows, results_xlsx
 from .models import Batch
@@ -40,12 +40,23 @@ def _enqueue(command_ids: list[int]) -> None:
         flash(_("Commands are queued; the dispatcher will send them when the queue is reachable."), "warning")
 
 
-def _criteria(form) -> dict:  # noqa: ANN001
-    criteria = {k: form.get(k, type=int) for k in ("building_id", "floor_id") if form.get(k)}
+def _criteria(form, prop: Property) -> dict:  # noqa: ANN001
+    """The selection the form describes; every building, floor and meter it names is in scope and of ``prop``
+    (else 404)."""
+    criteria: dict = {}
+    for key, model in (("building_id", Building), ("floor_id", Floor)):
+        place = requested(model, key, "batch.run", required=False)
+        if place is not None:
+            if place.property_id != prop.id:
+                abort(404)
+            criteria[key] = place.id
     if form.get("status"):
         criteria["status"] = form["status"]
-    if form.get("meter_ids", "").strip():
-        criteria["meter_ids"] = ids(form["meter_ids"])
+    meters = requested_all(Meter, "meter_ids", "batch.run")
+    if any(m.property_id != prop.id for m in meters):
+        abort(404)
+    if meters:
+        criteria["meter_ids"] = [m.id for m in meters]
     upload = request.files.get("file")
     if upload and upload.filename:
         criteria["keys"] = keys_from_excel(upload.read())
@@ -57,17 +68,20 @@ def _criteria(form) -> dict:  # noqa: ANN001
 def index():
     batches = db.session.execute(restrict(select(Batch).order_by(Batch.id.desc()).limit(200), Batch)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
-    tariffs = db.session.execute(select(Tariff).order_by(Tariff.name)).scalars().all()
+    tariffs = db.session.execute(restrict(select(Tariff).order_by(Tariff.name), Tariff)).scalars().all()
     return render_template("batch/index.html", batches=batches, properties=props, actions=ACTIONS, tariffs=tariffs)
 
 
 @bp.route("/new", methods=["POST"])
 @permission_required("batch.run")
 def create():
-    prop = get_or_404(Property, request.form.get("property_id", type=int) or 0)
+    prop = requested(Property, "property_id", "batch.run")
     action = request.form.get("action", "")
     if action in EXTRA_PERMISSION and not has_permission(current_user, EXTRA_PERMISSION[action]):
         abort(404)
+    tariff = requested(Tariff, "tariff_id", required=False)
+    if tariff is not None and tariff.property_id not in (None, prop.id):
+        abort(404)  # a plan of another property is not usable here
     params = {k: request.form.get(k, "") for k in ("tariff_id", "alarm1", "alarm2", "overdraft", "limit_kw",
                                                     "amount", "channel") if request.form.get(k)}
     try:
@@ -77,7 +91,7 @@ def create():
                 at = datetime.fromisoformat(request.form["at"]).replace(tzinfo=ZoneInfo(prop.timezone))
             except ValueError as err:
                 raise ValidationError("the time must be YYYY-MM-DDTHH:MM", {"at": "time"}) from err
-        batch = create_batch(db.session, current_user.group_id, prop.id, action, params, _criteria(request.form),
+        batch = create_batch(db.session, current_user.group_id, prop.id, action, params, _criteria(request.form, prop),
                              at=at, actor=current_user.username, operator_id=current_user.id)
         command_ids = start_batch(db.session, batch) if at is None else []
     except MeterhubError as err:

@@ -11,10 +11,9 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.models import Property
-from meterhub.tenants.scoping import get_or_404, restrict
+from meterhub.tenants.scoping import get_or_404, requested, requested_all, restrict
 from webui.util import permission_required
 
-from ..apportion.views import ids
 from ..prepaid.models import PrepaidAccount
 from .models import BASES, CATEGORIES, MODES, RECURRENCES, BillingCharge, BillingItem
 from .service import create_item
@@ -46,7 +45,8 @@ def index():
 @bp.route("/new", methods=["POST"])
 @permission_required("account.manage")
 def create():
-    prop = get_or_404(Property, request.form.get("property_id", type=int) or 0)
+    prop = requested(Property, "property_id", "account.manage")
+    accounts = requested_all(PrepaidAccount, "account_ids", "account.manage")
     form = request.form
     try:
         item = create_item(db.session, current_user.group_id, prop.id, name=form.get("name", ""),
@@ -55,7 +55,7 @@ def create():
                            day=form.get("day", type=int) or 1, anchor_month=form.get("anchor_month", type=int) or 1,
                            start_date=_date("start_date"), end_date=_date("end_date", required=False),
                            mode=form.get("mode", "deduct"), may_trip=form.get("may_trip") == "1",
-                           account_ids=ids(form.get("account_ids", "")), actor=current_user.username,
+                           account_ids=[a.id for a in accounts], actor=current_user.username,
                            operator_id=current_user.id)
     except MeterhubError as err:
         db.session.rollback()

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
-from meterhub.tenants.scoping import get_or_404, restrict
+from meterhub.tenants.scoping import get_or_404, requested, restrict
 from webui.util import permission_required
 
 from ..prepaid.models import PrepaidAccount
@@ -53,7 +53,7 @@ def export_unpaid():
 @bp.route("/generate", methods=["POST"])
 @permission_required("account.manage")
 def generate():
-    account = get_or_404(PrepaidAccount, request.form.get("account_id", type=int) or 0)
+    account = requested(PrepaidAccount, "account_id", "account.manage")
     try:
         try:
             first, end = date.fromisoformat(request.form["start"]), date.fromisoformat(request.form["end"])

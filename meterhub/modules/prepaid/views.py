@@ -19,11 +19,12 @@ from ...ledger import run_money_transaction
 from ...ledger.models import Transfer
 from ...ledger.post import balance_of
 from ...tenants.models import Room
-from ...tenants.scoping import get_or_404, restrict
+from ...tenants.scoping import get_or_404, requested, requested_all, restrict
 from webui.util import permission_required
 from . import accounts, cashier, control
 from .events import notify_balance
 from .models import LEVELS, Charge, MeterState, PrepaidAccount
+from .topup_confirm import answer_outside_limits
 
 bp = Blueprint("prepaid", __name__, url_prefix="/prepaid")
 STATUS_CLASS = {0: "opened", 1: "alarm1", 2: "alarm2", 3: "arrears"}
@@ -136,8 +137,13 @@ def _who() -> dict:
 @bp.route("/accounts/<int:account_id>/topup", methods=["POST"])
 @permission_required("money.topup")
 def topup(account_id: int):
+    outside_limits = answer_outside_limits(db.session, _account(account_id), request.form)
+    if outside_limits is not None:  # above the group's maximum, or above its threshold and not yet confirmed
+        return outside_limits
+    confirmed = request.form.get("confirm") == "1"
     return _money(lambda s, acc, f: cashier.topup(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
-                                                  f.get("key", ""), **_who()), "money.topup", account_id)
+                                                  f.get("key", ""), confirmed=confirmed, **_who()),
+                  "money.topup", account_id)
 
 
 @bp.route("/accounts/<int:account_id>/refund", methods=["POST"])
@@ -151,8 +157,12 @@ def refund(account_id: int):
 @bp.route("/accounts/<int:account_id>/reverse", methods=["POST"])
 @permission_required("money.reverse")
 def reverse(account_id: int):
-    return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, int(f.get("transfer_id", "0") or 0),
-                                                    f.get("reason", ""), f.get("key", ""), **_who()),
+    acc = _account(account_id)
+    original = requested(Transfer, "transfer_id", "money.reverse")
+    if original.wallet_account_id != acc.wallet_account_id:
+        abort(404)  # a top-up of another account, even one in scope, is not this account's to reverse
+    return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, original.id, f.get("reason", ""),
+                                                    f.get("key", ""), **_who()),
                   "money.reverse", account_id)
 
 
@@ -173,8 +183,8 @@ def receipt(transfer_id: int):
 def open_account():
     if request.method == "POST":
         f = request.form
-        room = get_or_404(Room, int(f.get("room_id", "0") or 0), "property.view")
-        meter_ids = [int(m) for m in f.getlist("meter_id") if m.isdigit()]
+        room = requested(Room, "room_id", "property.view")
+        meter_ids = [m.id for m in requested_all(Meter, "meter_id", "account.manage")]
         try:
             acc = accounts.create_account(db.session, room.group_id, room.property_id, meter_ids, room_id=room.id,
                                           customer_name=f.get("customer_name", ""), phone=f.get("phone", ""),
@@ -212,8 +222,14 @@ def close(account_id: int):
 @permission_required("account.manage")
 def swap(account_id: int):
     acc, f = _account(account_id), request.form
+    old = requested(Meter, "old_meter_id", "account.manage")
+    new = requested(Meter, "new_meter_id", "account.manage")
+    bound = db.session.execute(select(MeterState.meter_id).where(
+        MeterState.meter_id == old.id, MeterState.account_id == acc.id, MeterState.active)).scalar()
+    if bound is None or new.property_id != acc.property_id:
+        abort(404)  # the old meter must be this account's, the new one of its property
     return _manage(lambda: accounts.swap_meter(
-        db.session, acc.group_id, int(f.get("old_meter_id", 0)), int(f.get("new_meter_id", 0) or 0),
+        db.session, acc.group_id, old.id, new.id,
         final_reading=Decimal(f.get("final_reading", "0") or 0), new_initial_reading=f.get("new_initial_reading", "0"),
         **_who()), acc)
 
@@ -223,7 +239,8 @@ def swap(account_id: int):
 def command(meter_id: int):
     meter = get_or_404(Meter, meter_id, "device.control")
     kind = request.form.get("kind", "")
-    account_id = request.form.get("account_id", type=int)
+    back = requested(PrepaidAccount, "account_id", "money.view", required=False)
+    account_id = back.id if back is not None else None
 
     def run():
         if kind == "keep_power":
