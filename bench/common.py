@@ -27,6 +27,9 @@ RESULTS = Path(__file__).with_name("results.json")
 MOSQUITTO = os.environ.get("METERHUB_MOSQUITTO", "/usr/sbin/mosquitto")
 
 
+BENCH_INSTANCE = Path(__file__).resolve().parent / "instance"  # generated role passwords and audit key
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
@@ -99,10 +102,10 @@ def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
     from meterhub.config import DEFAULTS, finish
     from meterhub.extensions import db
 
-    app = Flask("bench", root_path=str(Path(__file__).resolve().parent))
+    app = Flask("bench", root_path=str(Path(__file__).resolve().parent), instance_path=str(BENCH_INSTANCE))
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = url
-    finish(app.config)
+    finish(app.config, app.instance_path)  # role passwords generated into bench/instance (see service_url)
     db.init_app(app)
     migrations = str(Path(__file__).resolve().parent.parent / "meterhub" / "migrations")
     Migrate(app, db, directory=migrations)
@@ -134,10 +137,12 @@ def settle(admin_url: str) -> None:
 
 
 def service_url(admin_url: str) -> str:
-    """The service-role URL of the database at ``admin_url``."""
+    """The service-role URL of the database at ``admin_url`` (password: the one throwaway_database gave it)."""
     from meterhub.config import DEFAULTS, role_url
+    from meterhub.instance_secrets import instance_secret
 
-    return role_url(admin_url, DEFAULTS["SERVICE_DB_USER"], DEFAULTS["SERVICE_DB_PASSWORD"])
+    password = instance_secret(BENCH_INSTANCE, "service_db_password")
+    return role_url(admin_url, DEFAULTS["SERVICE_DB_USER"], password)
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
