@@ -11,6 +11,10 @@ ON CONFLICT DO NOTHING`` (a re-sent reading is not stored twice; unknown meters 
 ``meter_latest``. A lost connection (server restart, terminated backend) or a deadlock retries the whole batch
 on a fresh connection; because the insert is idempotent a retry never duplicates rows, even when the first
 attempt had in fact committed. After commit the ``reading_stored`` plugin event fires per group.
+
+Readings dated outside the believable window (:mod:`meterhub.timeseries.window`: too far in the future, before
+``READING_EARLIEST``, or before their meter's ``installed_at``) are refused: never stored, never the meter's
+latest, counted in ``IngestResult.refused`` and recorded as ``time_refused`` health events.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Engine
 
 from .columns import COUNTERS, EXACT, INSTANT, QUALITY_GOOD, QUALITY_SUSPECT, QUANTITY_COLUMNS, STATES
+from .window import BEFORE_INSTALLATION, EVENT, ReadingWindow, configured_window
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class IngestResult:
     received: int = 0
     stored: int = 0
     unmatched: int = 0
+    refused: int = 0  # dated outside the believable window (future, too old, before the meter's installation)
     batches: int = 0
     retries: int = 0
     meter_ids_by_group: dict[int, set[int]] = field(default_factory=dict)
@@ -76,13 +82,14 @@ class IngestResult:
     @property
     def duplicates(self) -> int:
         """Readings already stored before (same meter and time)."""
-        return self.received - self.stored - self.unmatched
+        return self.received - self.stored - self.unmatched - self.refused
 
     def merge(self, other: IngestResult) -> None:
         """Add ``other``'s counts into this result."""
         self.received += other.received
         self.stored += other.stored
         self.unmatched += other.unmatched
+        self.refused += other.refused
         self.batches += other.batches
         self.retries += other.retries
         for group_id, meters in other.meter_ids_by_group.items():
@@ -143,10 +150,14 @@ _EMPTY_ROW = [NULL] * len(COLUMNS)
 _QUALITY_TEXT = {q: str(q) for q in range(3)}
 
 
-def encode_lines(readings: Iterable[Reading], newest: dict[tuple[int, int], list[Any]] | None = None) -> list[str]:
+def encode_lines(readings: Iterable[Reading], newest: dict[tuple[int, int], list[Any]] | None = None,
+                 bounds: tuple[datetime, datetime] | None = None,
+                 refused: list[tuple[int, int, datetime, str]] | None = None) -> list[str]:
     """COPY text lines of ``readings`` (invalid values move to ``extra.invalid``), with per-batch caches.
 
-    With ``newest``, also note per (group, meter) ``[newest ts, its line's index, newest good ts or None]``.
+    With ``newest``, also note per (group, meter) ``[newest ts, its line's index, newest good ts or None, oldest
+    ts]``. With ``bounds`` (earliest, latest), a reading dated outside them is left out and, with ``refused``,
+    noted there as (group, meter, ts, reason).
     """
     lines: list[str] = []
     append = lines.append
@@ -156,12 +167,18 @@ def encode_lines(readings: Iterable[Reading], newest: dict[tuple[int, int], list
     ids: dict[int, str] = {}
     last_ts: Any = None
     ts_text = ""
+    ts_ok = True
     for reading in readings:
         ts = reading.ts
         if ts is not last_ts:
             if ts.tzinfo is None:
                 raise ValueError(f"Reading of meter {reading.meter_id} has a naive timestamp {ts}; give a time zone.")
             ts_text, last_ts = ts.isoformat(), ts
+            ts_ok = bounds is None or bounds[0] <= ts <= bounds[1]
+        if not ts_ok:
+            if refused is not None:
+                refused.append((reading.group_id, reading.meter_id, ts, ReadingWindow.reason(ts, bounds)))
+            continue
         row = empty.copy()
         group_id, meter_id = reading.group_id, reading.meter_id
         row[0] = (ids.get(group_id) or ids.setdefault(group_id, str(int(group_id)))) if type(group_id) is int \
@@ -212,10 +229,12 @@ def encode_lines(readings: Iterable[Reading], newest: dict[tuple[int, int], list
             good = ts if quality == QUALITY_GOOD else None
             seen = newest.get((group_id, meter_id))
             if seen is None:
-                newest[(group_id, meter_id)] = [ts, len(lines), good]
+                newest[(group_id, meter_id)] = [ts, len(lines), good, ts]
             else:
                 if ts >= seen[0]:
                     seen[0], seen[1] = ts, len(lines)
+                elif ts < seen[3]:
+                    seen[3] = ts
                 if good is not None and (seen[2] is None or good > seen[2]):
                     seen[2] = good
         append("\t".join(row))
@@ -229,18 +248,23 @@ class EncodedBatch(NamedTuple):
     count: int
     latest: str
     meters: dict[int, set[int]]  # the meter ids of each group in the batch
+    refused: tuple[tuple[int, int, datetime, str], ...] = ()  # (group, meter, ts, reason) dated outside the window
+    oldest: datetime | None = None  # the oldest reading kept (meters installed after it are checked)
 
 
-def encode_batch(readings: Iterable[Reading]) -> EncodedBatch:
-    """Encode ``readings`` for :func:`store_encoded`."""
+def encode_batch(readings: Iterable[Reading], window: ReadingWindow | None = None) -> EncodedBatch:
+    """Encode ``readings`` for :func:`store_encoded`, leaving out those dated outside ``window`` (default: the
+    configured one)."""
     newest: dict[tuple[int, int], list[Any]] = {}
-    lines = encode_lines(readings, newest)
-    latest = [f"{lines[index]}\t{good.isoformat() if good is not None else NULL}" for _, index, good in newest.values()]
+    refused: list[tuple[int, int, datetime, str]] = []
+    lines = encode_lines(readings, newest, (window or configured_window()).bounds(), refused)
+    latest = [f"{lines[entry[1]]}\t{entry[2].isoformat() if entry[2] is not None else NULL}" for entry in newest.values()]
     meters: dict[int, set[int]] = {}
     for group_id, meter_id in newest:
         meters.setdefault(int(group_id), set()).add(int(meter_id))
+    oldest = min((entry[3] for entry in newest.values()), default=None)
     return EncodedBatch("\n".join(lines) + "\n" if lines else "", len(lines),
-                        "\n".join(latest) + "\n" if latest else "", meters)
+                        "\n".join(latest) + "\n" if latest else "", meters, tuple(refused), oldest)
 
 
 _COLS = ", ".join(COLUMNS)
@@ -254,7 +278,7 @@ _MERGE = f"""
 WITH ins AS (
   INSERT INTO readings ({_COLS})
   SELECT {", ".join("s." + c for c in COLUMNS)} FROM {STAGING} s
-  JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
+  JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id AND s.ts >= COALESCE(m.installed_at, '-infinity')
   ORDER BY s.meter_id, s.ts
   ON CONFLICT (meter_id, ts) DO NOTHING
   RETURNING group_id, meter_id
@@ -267,11 +291,14 @@ _CREATE_LATEST_STAGING = (
     f"SELECT {_COLS}, NULL::timestamptz AS good_ts FROM readings WITH NO DATA"
 )
 _LATEST_COLS = ("group_id", "meter_id", "ts", "good_ts", "quality", *QUANTITY_COLUMNS, "extra")
-# One row per meter (encode_batch picked each meter's newest reading), in meter order like the insert.
+_INSTALLED = "COALESCE(m.installed_at, '-infinity')"
+_LATEST_SELECT = {"good_ts": f"CASE WHEN s.good_ts >= {_INSTALLED} THEN s.good_ts END"}
+# One row per meter (encode_batch picked each meter's newest reading), in meter order like the insert; a meter
+# whose newest reading predates its installation has no reading of this batch stored (nothing moves).
 _UPSERT_LATEST = f"""
 INSERT INTO meter_latest ({", ".join(_LATEST_COLS)})
-SELECT {", ".join("s." + c for c in _LATEST_COLS)}
-FROM {LATEST_STAGING} s JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
+SELECT {", ".join(_LATEST_SELECT.get(c, "s." + c) for c in _LATEST_COLS)}
+FROM {LATEST_STAGING} s JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id AND s.ts >= {_INSTALLED}
 ORDER BY s.meter_id
 ON CONFLICT (meter_id) DO UPDATE SET
   ts = excluded.ts, quality = excluded.quality,
@@ -284,6 +311,54 @@ _UNMATCHED = (
     f"SELECT count(*) FROM {STAGING} s WHERE NOT EXISTS "
     f"(SELECT 1 FROM meters m WHERE m.id = s.meter_id AND m.group_id = s.group_id)"
 )
+# Meters of the batch installed after its oldest reading (indexed; almost always none).
+_INSTALLED_AFTER = "SELECT 1 FROM meters WHERE installed_at > %s AND id = ANY(%s) LIMIT 1"
+_REFUSED_EVENTS = f"""
+INSERT INTO health_events (group_id, object_type, object_id, event, detail)
+SELECT m.group_id, 'meter', m.id, '{EVENT}',
+       jsonb_build_object('reason', r.reason, 'count', r.n, 'first', r.first, 'last', r.last)
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+     AS r(group_id, meter_id, reason, n, first, last)
+JOIN meters m ON m.id = r.meter_id AND m.group_id = r.group_id
+"""
+_BEFORE_INSTALLATION_EVENTS = f"""
+WITH ev AS (
+  INSERT INTO health_events (group_id, object_type, object_id, event, detail)
+  SELECT s.group_id, 'meter', s.meter_id, '{EVENT}',
+         jsonb_build_object('reason', '{BEFORE_INSTALLATION}', 'count', count(*), 'first', min(s.ts),
+                            'last', max(s.ts), 'installed_at', min(m.installed_at))
+  FROM {STAGING} s JOIN meters m ON m.id = s.meter_id AND m.group_id = s.group_id
+  WHERE s.ts < m.installed_at GROUP BY s.group_id, s.meter_id
+  RETURNING (detail->>'count')::bigint AS n
+)
+SELECT COALESCE(sum(n), 0) FROM ev
+"""
+
+
+def _record_refused(cursor: Any, refused: Iterable[tuple[int, int, datetime, str]]) -> None:
+    """One ``time_refused`` health event per meter and reason: how many, the first and last time."""
+    summary: dict[tuple[int, int, str], list[Any]] = {}
+    for group_id, meter_id, ts, reason in refused:
+        entry = summary.get((group_id, meter_id, reason))
+        if entry is None:
+            summary[(group_id, meter_id, reason)] = [1, ts, ts]
+        else:
+            entry[0] += 1
+            entry[1], entry[2] = min(entry[1], ts), max(entry[2], ts)
+    keys = list(summary)
+    cursor.execute(_REFUSED_EVENTS, ([int(k[0]) for k in keys], [int(k[1]) for k in keys], [k[2] for k in keys],
+                                     [summary[k][0] for k in keys], [summary[k][1] for k in keys],
+                                     [summary[k][2] for k in keys]))
+    log.warning("%d readings refused: dated outside the believable window (%s)",
+                sum(v[0] for v in summary.values()), ", ".join(sorted({k[2] for k in keys})))
+
+
+def _installed_after(cursor: Any, batch: EncodedBatch) -> bool:
+    """True when a meter of ``batch`` was installed after its oldest reading (those readings are refused)."""
+    if batch.oldest is None:
+        return False
+    cursor.execute(_INSTALLED_AFTER, (batch.oldest, sorted({m for ids in batch.meters.values() for m in ids})))
+    return cursor.fetchone() is not None
 
 
 def store_batch(cursor: Any, readings: Iterable[Reading]) -> IngestResult:
@@ -294,11 +369,14 @@ def store_batch(cursor: Any, readings: Iterable[Reading]) -> IngestResult:
 def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
     """Like :func:`store_batch` for readings already encoded by :func:`encode_batch`."""
     count = batch.count
-    result = IngestResult(received=count, batches=1)
+    result = IngestResult(received=count + len(batch.refused), refused=len(batch.refused), batches=1)
+    if batch.refused:
+        _record_refused(cursor, batch.refused)
     if not count:
         return result
     staged = [LATEST_STAGING]
-    if _append(cursor, batch):
+    early = _installed_after(cursor, batch)
+    if not early and _append(cursor, batch):
         result.stored, result.meter_ids_by_group = count, {g: set(m) for g, m in batch.meters.items()}
     else:
         staged.append(STAGING)
@@ -308,6 +386,12 @@ def store_encoded(cursor: Any, batch: EncodedBatch) -> IngestResult:
         for group_id, meter_ids, stored in cursor.fetchall():
             result.stored += stored
             result.meter_ids_by_group[group_id] = set(meter_ids)
+        if early:
+            cursor.execute(_BEFORE_INSTALLATION_EVENTS)
+            before = int(cursor.fetchone()[0])
+            result.refused += before
+            if before:
+                log.warning("%d readings refused: dated before their meter's installation", before)
     cursor.execute(_CREATE_LATEST_STAGING)
     cursor.copy_expert(f"COPY {LATEST_STAGING} ({_COLS}, good_ts) FROM STDIN", io.StringIO(batch.latest),
                        size=_COPY_CHUNK)
