@@ -2,7 +2,10 @@
 
 The wheel's own Python helper only listens on a Unix socket, so the binaries it bundles (``initdb``,
 ``postgres``) are driven directly: the cluster lives in ``<instance>/postgres/data`` (kept between runs),
-listens on 127.0.0.1 only, trusts loopback connections and has the superuser ``postgres``.
+listens on 127.0.0.1 only and has the superuser ``postgres``. Every login needs a password (SCRAM-SHA-256
+in a ``pg_hba.conf`` rewritten at each start); the superuser's is generated into
+``<instance>/postgres/superuser_password`` on first start (a cluster made by an older meterhub, which trusted
+loopback logins, gets one offline, in single-user mode, before it next listens).
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+from ..instance_secrets import instance_secret
 from ._base import Service, _register, choose_port, resolve
 from ._proc import (
     ServiceError,
     chown_tree,
     log,
     make_traversable,
+    mask_url,
     package_dir,
     pid_alive,
     proc_comm,
@@ -89,8 +95,48 @@ def embedded_bin_dir() -> Path:
     return bindir
 
 
-def _url(port: int) -> str:
-    return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
+PASSWORD_FILE = "superuser_password"
+HBA = """# Written by meterhub at every start of the embedded server: every login needs a password.
+local   all all                scram-sha-256
+host    all all 127.0.0.1/32   scram-sha-256
+host    all all ::1/128        scram-sha-256
+"""
+
+
+def _url(port: int, password: str) -> str:
+    return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
+
+
+def _write_hba(data: Path, user) -> None:  # noqa: ANN001
+    """Replace the cluster's ``pg_hba.conf`` (older clusters trusted loopback logins)."""
+    path = data / "pg_hba.conf"
+    if path.exists() and path.read_text() == HBA:
+        return
+    scratch = data / "pg_hba.conf.meterhub-tmp"
+    scratch.write_text(HBA)
+    scratch.chmod(0o600)
+    if user is not None:
+        os.chown(scratch, user.pw_uid, user.pw_gid)
+    os.replace(scratch, path)
+
+
+def _set_password_offline(bindir: Path, data: Path, user, password: str, log_path: Path) -> None:  # noqa: ANN001
+    """Give the superuser ``password`` in single-user mode (nothing listens meanwhile)."""
+    kwargs: dict = {}
+    if user is not None and user.pw_uid != os.geteuid():
+        kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    res = subprocess.run(
+        [str(bindir / "postgres"), "--single", "-D", str(data), "-c", "password_encryption=scram-sha-256",
+         "postgres"],
+        input=f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n", capture_output=True, text=True, env=_env(),
+        cwd=data, timeout=120, check=False, **kwargs,
+    )
+    with open(log_path, "a") as f:
+        f.write(f"--- single-user mode: superuser password set (exit {res.returncode})\n{res.stderr}")
+    if res.returncode != 0 or "ERROR" in res.stdout + res.stderr:
+        raise ServiceError(f"could not give the superuser of {data} a password (exit {res.returncode}); see "
+                           f"{log_path}")
+    log.info("postgres: the superuser of %s now needs a password (kept in %s)", data, data.parent / PASSWORD_FILE)
 
 
 def _env() -> dict[str, str]:
@@ -155,7 +201,7 @@ def _running_postmaster(data: Path) -> tuple[int, int] | None:
     return None
 
 
-def _initdb(bindir: Path, base: Path, data: Path, user, log_path: Path) -> None:
+def _initdb(bindir: Path, base: Path, data: Path, user, log_path: Path, password: str) -> None:
     """Create the cluster in a scratch directory and rename it into place, so an interrupted initdb never
     leaves a half-made ``data`` directory behind."""
     if data.exists():
@@ -169,13 +215,22 @@ def _initdb(bindir: Path, base: Path, data: Path, user, log_path: Path) -> None:
     scratch.mkdir(mode=0o700)
     if user is not None:
         os.chown(scratch, user.pw_uid, user.pw_gid)
+    pwfile = base / "initdb-pwfile.tmp"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    if user is not None:
+        os.chown(pwfile, user.pw_uid, user.pw_gid)
     t0 = time.monotonic()
-    res = run_as(
-        [str(bindir / "initdb"), "-D", str(scratch), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-         "--locale=C", "--no-instructions"],
-        user=user,
-        env=_env(),
-    )
+    try:
+        res = run_as(
+            [str(bindir / "initdb"), "-D", str(scratch), "-U", SUPERUSER, "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-instructions"],
+            user=user,
+            env=_env(),
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     with open(log_path, "a") as f:
         f.write(f"--- initdb (exit {res.returncode})\n{res.stdout}{res.stderr}")
     if res.returncode != 0:
@@ -198,12 +253,18 @@ def _check_major_version(bindir: Path, data: Path) -> None:
         )
 
 
-def _ready(port: int, data: Path) -> bool:
+def _ready(port: int, data: Path, password: str) -> bool:
     """The server on ``port`` accepts connections and is the one on ``data`` (not a stranger)."""
     import psycopg2
 
     try:
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2)
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, password=password, dbname="postgres",
+                                connect_timeout=2)
+    except psycopg2.OperationalError as err:
+        if "password authentication failed" in str(err):
+            raise ServiceError(f"the embedded PostgreSQL on {data} refuses the superuser password in "
+                               f"{data.parent / PASSWORD_FILE}: restore that file, or set {URL_ENV}") from err
+        return False
     except psycopg2.Error:
         return False
     try:
@@ -233,18 +294,20 @@ def start_embedded_postgres(instance_path: Path, *, port: int | None = None) -> 
             make_traversable(needed, user)
     requested = port
     port = choose_port(port, PORT_ENV, DEFAULT_PORT)
+    had_password = (base / PASSWORD_FILE).exists()
+    password = instance_secret(base, PASSWORD_FILE)
 
     running = _running_postmaster(data)
     if running is not None:
         rpid, rport = running
         if requested == 0 or rport == port:
-            url = _url(rport)
+            url = _url(rport, password)
             problem = superuser_problem(url)
             if problem:
                 raise ServiceError(f"the embedded PostgreSQL already running on {data} (pid {rpid}) "
-                                   f"does not accept {url}: {problem}")
+                                   f"does not accept {mask_url(url)}: {problem}")
             log.info("postgres: embedded at %s already running (pid %d, data in %s); reusing it "
-                     "(this process will not stop it)", url, rpid, data)
+                     "(this process will not stop it)", mask_url(url), rpid, data)
             return Service("postgres", url, "embedded", pid=rpid, data_dir=data)
         raise ServiceError(f"the embedded PostgreSQL for {data} is already running on port {rport} "
                            f"(pid {rpid}), not {port}: stop it, or set {PORT_ENV}={rport}")
@@ -257,12 +320,15 @@ def start_embedded_postgres(instance_path: Path, *, port: int | None = None) -> 
         )
 
     if not (data / "PG_VERSION").exists():
-        _initdb(bindir, base, data, user, log_path)
+        _initdb(bindir, base, data, user, log_path, password)
     else:
         _check_major_version(bindir, data)
         if user is not None and data.stat().st_uid != user.pw_uid:
             log.warning("postgres: giving %s to user %s", data, user.pw_name)
             chown_tree(data, user)
+        if not had_password:  # made by an older meterhub, which trusted loopback logins
+            _set_password_offline(bindir, data, user, password, log_path)
+    _write_hba(data, user)
 
     argv = [
         str(bindir / "postgres"), "-D", str(data), "-p", str(port),
@@ -273,7 +339,7 @@ def start_embedded_postgres(instance_path: Path, *, port: int | None = None) -> 
     proc = spawn(argv, log_path=log_path, deathsig=signal.SIGINT, env=_env(), cwd=data, user=user)
     what = f"embedded PostgreSQL (pid {proc.pid}, port {port})"
     try:
-        wait_ready(proc, lambda: _ready(port, data), what=what, log_path=log_path, timeout=START_TIMEOUT)
+        wait_ready(proc, lambda: _ready(port, data, password), what=what, log_path=log_path, timeout=START_TIMEOUT)
     except BaseException:
         stop_process(proc, [(signal.SIGINT, 10), (signal.SIGQUIT, 5)], "postgres")
         raise
@@ -284,9 +350,9 @@ def start_embedded_postgres(instance_path: Path, *, port: int | None = None) -> 
         stop_process(proc, [(signal.SIGINT, 30), (signal.SIGQUIT, 5)], "postgres")
         log.info("postgres: embedded server on port %d stopped", port)
 
-    service = Service("postgres", _url(port), "embedded", pid=proc.pid, data_dir=data, _stopper=stopper)
+    service = Service("postgres", _url(port, password), "embedded", pid=proc.pid, data_dir=data, _stopper=stopper)
     _register(service)
     log.info("postgres: embedded at %s (data in %s, running as %s, pid %d, ready in %.1f s)",
-             service.url, data, user.pw_name if user else "current user", proc.pid,
+             mask_url(service.url), data, user.pw_name if user else "current user", proc.pid,
              time.monotonic() - t0)
     return service
