@@ -15,7 +15,7 @@ die by SIGKILL, by the kernel's parent-death signal (when started from the main 
 """
 
 from ._base import Service, install_signal_handlers, stop_all
-from ._proc import ServiceError, reachable
+from ._proc import ServiceError, mask_url, reachable
 from .mqtt import resolve_mqtt
 from .postgres import resolve_postgres
 from .redis import resolve_redis
@@ -24,6 +24,7 @@ __all__ = [
     "Service",
     "ServiceError",
     "install_signal_handlers",
+    "mask_url",
     "reachable",
     "resolve_mqtt",
     "resolve_postgres",
