@@ -43,7 +43,7 @@ def _resolve_services(instance: Path) -> dict[str, str]:
     mqtt = services.resolve_mqtt(os.environ.get("METERHUB_MQTT_URL"), instance, allow_local=False,
                                  auth_database_url=auth_db)
     for svc in (pg, redis, mqtt):
-        log.info("%s: %s (%s)", svc.name, svc.url, svc.source)
+        log.info("%s: %s (%s)", svc.name, services.mask_url(svc.url), svc.source)
     return {"METERHUB_DATABASE_URL": db_url, "METERHUB_REDIS_URL": redis.url, "METERHUB_MQTT_URL": mqtt.url}
 
 
@@ -68,7 +68,9 @@ def _optional_commands() -> list[tuple[str, list[str]]]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-fleet", is_flag=True, help="Do not start the simulated devices.")
-def demo_command(host: str, port: int, no_fleet: bool) -> None:
+@click.option("--collector-interval", type=float, default=None,
+              help="Poll every meter this often (seconds) instead of the properties' intervals (tests, demos).")
+def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float | None) -> None:
     """Start the whole platform with simulated devices (Ctrl-C stops everything)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Path(os.environ.get("METERHUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
@@ -100,6 +102,8 @@ def demo_command(host: str, port: int, no_fleet: bool) -> None:
             children.start(f"worker-{queue}", "worker", "--queue", queue)
         children.start("scheduler", "scheduler")
         for name, args in _optional_commands():
+            if name == "collector" and collector_interval:
+                args = [*args, "--interval", str(collector_interval), "--stagger", str(min(collector_interval, 60))]
             children.start(name, *args)
         children.watch()
         _banner(host, port)
