@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -37,17 +38,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Mosquitto:
-    """A private Mosquitto broker: persistence in a temp dir, unlimited queues, restartable on the same port."""
+def low_port() -> int:
+    """A TCP port below the kernel's ephemeral range (32768+), free on 127.0.0.1 right now: a broker restarted
+    on it never finds it taken by an outgoing connection."""
+    import random
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    for port in random.sample(range(20000, 32768), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
+class Mosquitto:
+    """A private Mosquitto broker: persistence in a temp dir, unlimited queues, restartable on the same port.
+
+    With ``auth``, anonymous clients are refused and users and topics come from ``passwd`` and ``acl`` in the
+    work dir (as ``meterhub mqtt export-auth`` writes them; write them before ``start``, ``reload`` after)."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None, *, auth: bool = False) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="meterhub-mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        self.port = port or low_port()
         self.conf = self.workdir / "mosquitto.conf"
+        self.passwd, self.acl = self.workdir / "passwd", self.workdir / "acl"
+        access = (f"allow_anonymous false\npassword_file {self.passwd}\nacl_file {self.acl}\n" if auth
+                  else "allow_anonymous true\n")
         self.conf.write_text(
             # ``user``: when started as root Mosquitto would switch to "mosquitto", which cannot write here.
-            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n{access}"
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
             "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
             f"log_dest file {self.workdir}/mosquitto.log\n",
@@ -84,6 +106,11 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def reload(self) -> None:
+        """Re-read the password file and ACL (SIGHUP)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def cleanup(self) -> None:
         self.stop()

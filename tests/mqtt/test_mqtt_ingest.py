@@ -39,7 +39,7 @@ def test_valid_payload_is_stored_before_it_is_acked(app, group, broker, ingest_w
         return real_ack(mid, qos)
 
     ingest_worker.worker.client.ack = ack
-    pub = publisher(broker)
+    pub = publisher(broker, broker.gateway(fleet.gateway_id))
     pub.publish(f"meterhub/{fleet.client_id}/readings", payload(1, "12.5", channel=2), qos=1).wait_for_publish(5)
     ingest_worker.wait_acked(1)
     pub.disconnect()
@@ -52,7 +52,7 @@ def test_valid_payload_is_stored_before_it_is_acked(app, group, broker, ingest_w
 
 def test_duplicate_sequence_is_not_stored_twice(app, group, broker, ingest_worker):
     fleet = make_fleet(app, group)
-    pub = publisher(broker)
+    pub = publisher(broker, broker.gateway(fleet.gateway_id))
     topic = f"meterhub/{fleet.client_id}/readings"
     pub.publish(topic, payload(7, "10"), qos=1).wait_for_publish(5)
     ingest_worker.wait_acked(1)
@@ -66,15 +66,20 @@ def test_duplicate_sequence_is_not_stored_twice(app, group, broker, ingest_worke
 
 def test_invalid_payloads_are_counted_acked_and_do_not_stop_ingest(app, group, broker, ingest_worker):
     fleet = make_fleet(app, group)
-    pub = publisher(broker)
+    gone = make_fleet(app, group)  # signed in, then disabled: the broker still knows it, the ingest does not
+    pub = publisher(broker, broker.gateway(fleet.gateway_id))
+    gone_pub = publisher(broker, broker.gateway(gone.gateway_id))
+    with app.app_context(), service_session() as s:
+        s.execute(text("UPDATE gateways SET enabled = false WHERE id = :g"), {"g": gone.gateway_id})
     topic = f"meterhub/{fleet.client_id}/readings"
     for bad in (b"not json", b"[1, 2]", json.dumps({"seq": -1, "readings": []}).encode(),
                 json.dumps({"seq": 1, "readings": [{"address": "1", "values": {"energy_kwh": 1}}]}).encode()):
         pub.publish(topic, bad, qos=1).wait_for_publish(5)
-    pub.publish("meterhub/no-such-gateway/readings", payload(1), qos=1).wait_for_publish(5)
+    gone_pub.publish(f"meterhub/{gone.client_id}/readings", payload(1), qos=1).wait_for_publish(5)
     pub.publish(topic, payload(2, "5"), qos=1).wait_for_publish(5)
     ingest_worker.wait_acked(6)
     pub.disconnect()
+    gone_pub.disconnect()
     assert [r[2] for r in stored(app, fleet.meter_ids)] == [Decimal("5")]
     counts = {k.decode(): int(v) for k, v in ingest_worker.redis.hgetall(ingest_worker.key).items()}
     assert counts == {"bad_json": 2, "bad_seq": 1, "bad_ts": 1, "unknown_gateway": 1}
@@ -82,7 +87,7 @@ def test_invalid_payloads_are_counted_acked_and_do_not_stop_ingest(app, group, b
 
 def test_broker_restart_mid_stream_loses_nothing(app, group, broker, ingest_worker):
     fleet = make_fleet(app, group, devices=4, channels=1)
-    pub = publisher(broker, "restart-publisher")
+    pub = publisher(broker, broker.gateway(fleet.gateway_id))
     total = 400
     infos = []
     for seq in range(total):
