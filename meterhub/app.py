@@ -47,6 +47,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(Path(__file__).resolve().parent.parent / "webui" / "templates"),
         static_folder=str(Path(__file__).resolve().parent.parent / "webui" / "static"),
     )
+    from . import request_input
+
+    request_input.init_app(app)
     app.config.from_mapping(config_module.DEFAULTS)
     if test_config is None:
         app.config.from_pyfile("meterhub.cfg", silent=True)

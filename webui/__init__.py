@@ -7,6 +7,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import BadRequest
 
 from meterhub.db import use_group
 from meterhub.extensions import db, login_manager
@@ -77,6 +78,13 @@ def register_web(app: Flask) -> None:
         use_group(None)
 
     @app.before_request
+    def _head_is_get() -> None:
+        """HEAD takes a view's GET branch (the server drops the body), never its POST branch, which a view
+        testing ``method == "GET"`` would run for HEAD without the CSRF check."""
+        if request.method == "HEAD":
+            request.method = "GET"
+
+    @app.before_request
     def _module_switched_off() -> None:
         """A feature module's pages answer 404 for a group that switched the module off (Settings)."""
         if request.blueprint and current_user.is_authenticated and request.blueprint in _disabled(current_user):
@@ -127,6 +135,14 @@ def register_web(app: Flask) -> None:
         return render_template(
             "errors/error.html", code=400, message=_("The form expired or was not sent from this site. Reload the page and try again.")
         ), 400
+
+    @app.errorhandler(BadRequest)
+    def _bad_request(err):  # noqa: ANN001, ANN202
+        """Malformed input (a bad page number, a NUL byte, deep JSON): 400 saying what to fix."""
+        message = err.description if err.description != BadRequest.description else _("The request is malformed.")
+        if request.path.startswith("/api/") or request.is_json:
+            return {"error": {"code": "bad_request", "message": message, "fields": {}}}, 400
+        return render_template("errors/error.html", code=400, message=message), 400
 
     @app.errorhandler(413)
     def _too_large(_err):  # noqa: ANN001, ANN202

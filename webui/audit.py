@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import datetime
 
@@ -11,6 +10,8 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from meterhub.extensions import db
+from meterhub.request_input import page_number
+from meterhub.spreadsheets import CsvWriter
 from meterhub.tenants.audit import AuditEntry, verify_chain
 
 from .util import permission_required
@@ -37,7 +38,7 @@ def _filtered():
 @bp.route("/")
 @permission_required("audit.view")
 def index():
-    page = max(int(request.args.get("page", 1) or 1) if str(request.args.get("page", "1")).isdigit() else 1, 1)
+    page = page_number()
     rows = db.session.execute(_filtered().limit(101).offset((page - 1) * 100)).scalars().all()
     report = verify_chain(db.session, current_user.group_id) if request.args.get("verify") else None
     return render_template("audit/index.html", entries=rows[:100], page=page, has_next=len(rows) > 100,
@@ -48,7 +49,7 @@ def index():
 @permission_required("audit.view")
 def export():
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = CsvWriter(buffer)
     writer.writerow(["id", "at", "actor", "action", "object_type", "object_id", "detail", "ip", "hash"])
     for e in db.session.execute(_filtered()).scalars().yield_per(1000):
         writer.writerow([e.id, e.at.isoformat(), e.actor, e.action, e.object_type, e.object_id, e.detail, e.ip, e.hash])

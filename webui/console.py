@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from meterhub.devices.models import Device, Gateway, Meter
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.request_input import page_number
 from meterhub.tenants import service
 from meterhub.tenants.models import Building, Floor, Property, Room
 from meterhub.tenants.scoping import get_or_404, restrict
@@ -173,7 +174,7 @@ def rooms():
     q = request.args.get("q", "").strip()
     if q:
         stmt = stmt.where(Room.number.ilike(f"%{q}%") | Room.name.ilike(f"%{q}%"))
-    page = max(int(request.args.get("page", 1) or 1), 1)
+    page = page_number()
     size = 100
     rows = db.session.execute(stmt.limit(size + 1).offset((page - 1) * size)).scalars().all()
     return render_template("console/rooms.html", rooms=rows[:size], page=page, has_next=len(rows) > size, q=q)

@@ -8,9 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
+from ..spreadsheets import append_row, new_workbook
 
 log = logging.getLogger(__name__)
 FORMATS = {"money": "#,##0.00", "date": "yyyy-mm-dd hh:mm:ss"}
@@ -29,33 +27,17 @@ def write_xlsx(target: str | Path | IO[bytes], title: str, header: Sequence[str]
                kinds: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
                every: int = 5000) -> int:
     """Write ``rows`` under ``header`` to one sheet; returns the number of data rows written."""
-    workbook = Workbook(write_only=True)
+    workbook = new_workbook()
     safe = "".join(" " if ch in '\\/*?:[]' else ch for ch in title).strip()[:31]
     sheet = workbook.create_sheet(title=safe or "report")
-    bold = Font(bold=True)
-    cells = []
-    for label in header:
-        cell = WriteOnlyCell(sheet, value=str(label))
-        cell.font = bold
-        cells.append(cell)
-    sheet.append(cells)
+    append_row(sheet, [str(label) for label in header], bold=True)
     formats = [FORMATS.get(k) for k in (kinds or [])]
     count = 0
     for row in rows:
         if count >= MAX_ROWS:
             log.warning("xlsx %s truncated at %d rows (Excel's limit)", title, MAX_ROWS)
             break
-        if formats and any(formats):
-            out: list[Any] = []
-            for i, value in enumerate(row):
-                value = _cell_value(value)
-                if i < len(formats) and formats[i] and value is not None:
-                    value = WriteOnlyCell(sheet, value=value)
-                    value.number_format = formats[i]
-                out.append(value)
-            sheet.append(out)
-        else:
-            sheet.append([_cell_value(v) for v in row])
+        append_row(sheet, [_cell_value(v) for v in row], formats)
         count += 1
         if progress is not None and count % every == 0:
             progress(count)

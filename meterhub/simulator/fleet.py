@@ -105,19 +105,18 @@ class Fleet:
         path = Path(path)
         data = self.onboarding()
         if path.suffix.lower() == ".xlsx":
-            from openpyxl import Workbook
+            from ..spreadsheets import append_row, new_workbook
 
-            book = Workbook()
-            sheet = book.active
-            sheet.title = "gateways"
-            sheet.append(["name", "host", "port", "framing", "bus"])
+            book = new_workbook()
+            sheet = book.create_sheet("gateways")
+            append_row(sheet, ["name", "host", "port", "framing", "bus"])
             for gw in data["gateways"]:
-                sheet.append([gw["name"], gw["host"], gw["port"], gw["framing"], json.dumps(gw["bus"])])
+                append_row(sheet, [gw["name"], gw["host"], gw["port"], gw["framing"], json.dumps(gw["bus"])])
             sheet = book.create_sheet("devices")
-            sheet.append(["gateway", "driver", "address", "serial", "channels", "config"])
+            append_row(sheet, ["gateway", "driver", "address", "serial", "channels", "config"])
             for dev in data["devices"]:
-                sheet.append([dev["gateway"], dev["driver"], str(dev["address"]), dev["serial"], dev["channels"],
-                              json.dumps(dev["config"])])
+                append_row(sheet, [dev["gateway"], dev["driver"], str(dev["address"]), dev["serial"], dev["channels"],
+                                   json.dumps(dev["config"])])
             book.save(path)
         else:
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
-from openpyxl import Workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ...commands.models import Command
 from ...devices.models import Device, Meter
 from ...tenants.models import Room
+from ...spreadsheets import append_row, new_workbook, workbook_bytes
 from .models import Batch, BatchItem
 
 HEADER = ("meter_id", "serial", "channel", "room", "status", "reason", "command_id", "command_state", "attempts")
@@ -28,16 +26,14 @@ def results_rows(session: Session, batch_id: int) -> list[tuple]:
 
 def results_xlsx(session: Session, batch: Batch) -> bytes:
     """The batch's results as .xlsx bytes (sheet ``results``; a ``batch`` sheet describes the batch)."""
-    book = Workbook(write_only=True)
+    book = new_workbook()
     sheet = book.create_sheet("results")
-    sheet.append(HEADER)
+    append_row(sheet, HEADER, bold=True)
     for row in results_rows(session, batch.id):
-        sheet.append(row)
+        append_row(sheet, row)
     about = book.create_sheet("batch")
     for key in ("id", "action", "status", "scheduled_at", "started_at", "finished_at", "actor", "total"):
         value = getattr(batch, key)
-        about.append((key, value.isoformat() if hasattr(value, "isoformat") else value))
-    about.append(("params", str(batch.params)))
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+        append_row(about, (key, value.isoformat() if hasattr(value, "isoformat") else value))
+    append_row(about, ("params", str(batch.params)))
+    return workbook_bytes(book)

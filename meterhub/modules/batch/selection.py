@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from openpyxl import load_workbook
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ...devices.models import Device, Meter
-from ...errors import ValidationError
+from ...spreadsheets import open_workbook, stream_rows
 from ...tenants.models import Room
 
 MAX_ROWS = 20_000
@@ -65,21 +63,19 @@ def match_keys(session: Session, group_id: int, property_id: int, keys: Iterable
 
 
 def keys_from_excel(data: bytes) -> list[str]:
-    """The first column of the first sheet (a header row is skipped when it is not a key)."""
-    try:
-        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as err:  # openpyxl raises many kinds for a bad file
-        raise ValidationError(f"the file is not a readable .xlsx workbook ({type(err).__name__})",
-                              {"file": "not xlsx"}) from err
+    """The first column of the first sheet (a header row is skipped when it is not a key); streamed, at most
+    ``MAX_ROWS`` rows (refused before the rest of the sheet is read)."""
+    book = open_workbook(data)
     keys = []
-    for i, row in enumerate(book.active.iter_rows(values_only=True)):
-        if i >= MAX_ROWS:
-            raise ValidationError(f"at most {MAX_ROWS} rows per list", {"file": "too many rows"})
-        value = row[0] if row else None
-        if value is None:
-            continue
-        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
-        if i == 0 and text.lower() in ("meter", "meter_id", "serial", "room", "表号", "房间", "id"):
-            continue
-        keys.append(text)
+    try:
+        for number, row in stream_rows(book.active, MAX_ROWS, "list"):
+            value = row[0] if row else None
+            if value is None:
+                continue
+            text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
+            if number == 1 and text.lower() in ("meter", "meter_id", "serial", "room", "表号", "房间", "id"):
+                continue
+            keys.append(text)
+    finally:
+        book.close()
     return keys

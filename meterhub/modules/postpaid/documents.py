@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 
-from openpyxl import Workbook
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
@@ -15,6 +14,7 @@ from reportlab.pdfgen import canvas
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...spreadsheets import sheet_bytes
 from ...tenants.models import Property
 from ..prepaid.models import PrepaidAccount
 from .models import UNPAID, Bill, BillLine
@@ -92,11 +92,4 @@ def unpaid_xlsx(session: Session, stmt_filter=None) -> bytes:  # noqa: ANN001
     stmt = select(Bill).where(Bill.status.in_(UNPAID)).order_by(Bill.due_date, Bill.id)
     if stmt_filter is not None:
         stmt = stmt_filter(stmt)
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("unpaid")
-    sheet.append(UNPAID_HEADER)
-    for row in unpaid_rows(session, session.execute(stmt).scalars()):
-        sheet.append(row)
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    return sheet_bytes("unpaid", UNPAID_HEADER, unpaid_rows(session, session.execute(stmt).scalars()))
