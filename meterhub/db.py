@@ -13,11 +13,12 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import current_app
+from flask import current_app, has_request_context
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from .errors import ConfigError
 from .extensions import db
 
 GROUP_SETTING = "meterhub.group_id"
@@ -37,11 +38,10 @@ def _apply(executor: Session | Connection, group_id: int | None) -> None:
     )
 
 
-def use_group(group_id: int | None, session: Session | scoped_session | None = None) -> None:
+def use_group(group_id: int | None, session: Session | None = None) -> None:
     """Act for ``group_id`` from now on: applied to the open transaction and every later one."""
     _current_group.set(group_id)
-    if session is None or isinstance(session, scoped_session):  # db.session is a registry of sessions
-        session = (session or db.session)()
+    session = session or db.session()
     if session.in_transaction():
         _apply(session, group_id)
 
@@ -56,16 +56,27 @@ _service_engines: dict[str, Engine] = {}
 
 
 def service_engine(url: str | None = None) -> Engine:
-    """The engine of the service role (one per URL, created lazily)."""
+def _refuse_in_requests() -> None:
+    """The service role bypasses RLS: a web request never uses it, so a web process needs no service password."""
+    if has_request_context():
+        raise ConfigError("the service database role (BYPASSRLS) is not used while serving a web request: use "
+                          "db.session (the app role, under row-level security) or enqueue an rq job")
+
+
+    """The engine of the service role (one per URL, created lazily; never inside a web request)."""
+    _refuse_in_requests()
     url = url or current_app.config["SERVICE_DATABASE_URL"]
     if url not in _service_engines:
+    if not url:
+        raise ConfigError("this process has no service database role: this is a WEB_ONLY host; run "
+                          "background work (worker, scheduler, collector, CLI) where METERHUB_WEB_ONLY is unset")
         _service_engines[url] = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     return _service_engines[url]
 
 
 @contextmanager
 def service_session(url: str | None = None) -> Iterator[Session]:
-    """A session of the service role; commits on success, rolls back on error."""
+    """A session of the service role; commits on success, rolls back on error (never inside a web request)."""
     factory = sessionmaker(bind=service_engine(url), info={"service": True}, expire_on_commit=False)
     session = factory()
     try:
