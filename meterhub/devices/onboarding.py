@@ -205,22 +205,50 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
     return device
 
 
+MAX_PHOTO_BYTES = 15 * 1024 * 1024
+MAX_PHOTO_PIXELS = 30_000_000  # a 12 MP phone photo is 4000 x 3000; refused from the header, before decoding
+QR_PHOTO_SIDE = 3000  # photos are decoded (JPEG) or shrunk (others) to about this size before the QR search
+
+
 def decode_qr_image(data: bytes) -> str:
-    """The text of the first QR code in a photo; ValidationError when there is none or it is not an image."""
+    """The text of the first QR code in a photo; ValidationError when there is none or it is not an image.
+
+    The pixel count is read from the header and checked before anything is decoded (a small PNG can claim
+    12000 x 12000 pixels and take gigabytes); headers that lie or files that end early are refused too.
+    """
     import io
 
     import zxingcpp
     from PIL import Image, UnidentifiedImageError
 
-    if len(data) > 15 * 1024 * 1024:
+    not_image = ValidationError("The upload is not a readable image (JPEG or PNG).", {"photo": "not an image"})
+    too_big = ValidationError(f"The photo has more than {MAX_PHOTO_PIXELS // 1_000_000} megapixels; take it at a "
+                              "lower resolution or crop it to the label.", {"photo": "too many pixels"})
+    if len(data) > MAX_PHOTO_BYTES:
         raise ValidationError("The photo is larger than 15 MB; take a smaller one.", {"photo": "too large"})
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise too_big from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        raise not_image from err
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise not_image
+    if width * height > MAX_PHOTO_PIXELS:
+        raise too_big
+    try:
+        if image.format == "JPEG":
+            image.draft("RGB", (QR_PHOTO_SIDE, QR_PHOTO_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that fits
         image.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValidationError("The upload is not a readable image (JPEG or PNG).", {"photo": "not an image"}) from err
-    results = zxingcpp.read_barcodes(image.convert("RGB"))
-    for result in results:
+        if max(image.size) > QR_PHOTO_SIDE:
+            image.thumbnail((QR_PHOTO_SIDE, QR_PHOTO_SIDE))
+        rgb = image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise too_big from err
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as err:  # truncated or malformed
+        raise not_image from err
+    for result in zxingcpp.read_barcodes(rgb):
         if result.text:
             return result.text
     raise ValidationError("No QR code found in the photo; hold the camera closer and keep the label flat.",
