@@ -63,6 +63,10 @@ def ensure_grants(conn: Connection, app_user: str, service_user: str) -> None:
     conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{service_user}"'))
     conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{app_user}"'))
     conn.execute(text(f'REVOKE ALL ON alembic_version FROM "{app_user}"'))
+    # readings, rollups, aggregates: no privilege for the app, which reads them through the tenant views
+    from meterhub.timeseries.tenant_views import apply_grants
+
+    apply_grants(conn, app_user, service_user)
     append_only = conn.execute(
         text(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

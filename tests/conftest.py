@@ -60,6 +60,32 @@ def database_url(service_urls: dict[str, str]) -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def uses_timescaledb(database_url: str) -> bool:
+    """True when the test database took the TimescaleDB path (the server has the extension)."""
+    from meterhub.timeseries.timescale import timescale_installed
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        installed = timescale_installed(conn)
+    engine.dispose()
+    return installed
+
+
+@pytest.fixture(autouse=True)
+def _backend_markers(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.timescaledb`` / ``@pytest.mark.plain_postgres``: run on that backend only."""
+    wants_timescale = request.node.get_closest_marker("timescaledb") is not None
+    wants_plain = request.node.get_closest_marker("plain_postgres") is not None
+    if not (wants_timescale or wants_plain):
+        return
+    on_timescale = request.getfixturevalue("uses_timescaledb")
+    if wants_timescale and not on_timescale:
+        pytest.skip("needs TimescaleDB: point METERHUB_DATABASE_URL at a server with the extension (README)")
+    if wants_plain and on_timescale:
+        pytest.skip("assumes plain PostgreSQL (rollup tables written by hand); TimescaleDB reads the aggregates")
+
+
 def _config(url: str, service_urls: dict[str, str]) -> dict:
     return {
         "TESTING": True,
@@ -69,6 +95,7 @@ def _config(url: str, service_urls: dict[str, str]) -> dict:
         "REDIS_NAMESPACE": f"meterhub-test-{RUN_ID}",
         "MQTT_URL": service_urls["mqtt"],
         "BABEL_DEFAULT_LOCALE": "en",
+        "PUBLIC_BASE_URL": "http://localhost",  # the test client's host: payment notify URLs come from here
     }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from meterhub import all_models  # noqa: F401  (complete metadata for autogenerate)
 from meterhub.extensions import db
 from meterhub.rls import ensure_grants, ensure_roles
+from meterhub.timeseries.tenant_views import ensure_timescale
 
 log = logging.getLogger("alembic.env")
 
@@ -38,6 +39,7 @@ def run_migrations_online() -> None:
         context.configure(connection=connection, target_metadata=db.metadata, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
+        ensure_timescale(engine)  # a server that gained TimescaleDB after this database was migrated
         ensure_grants(connection, cfg["APP_DB_USER"], cfg["SERVICE_DB_USER"])
         connection.commit()
     engine.dispose()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from meterhub.timeseries.freshness import database_now, refresh_after_ingest
 from meterhub.timeseries.ingest import IngestResult, Reading, run_transaction, store_batch
 
 from .payload import InvalidPayload, Message
@@ -108,6 +110,8 @@ def store_messages(engine: Engine, directory: GatewayDirectory, messages: list[M
         unique.setdefault((gateway.gateway_id, message.seq), (message, gateway))
     if not unique:
         return outcome
+    since = database_now(engine)
+    oldest: list[datetime] = []
 
     def work(cursor: Any) -> IngestResult:
         keys = list(unique)
@@ -122,12 +126,16 @@ def store_messages(engine: Engine, directory: GatewayDirectory, messages: list[M
                 readings.extend(rows)
                 unknown += missing
         result = store_batch(cursor, readings)
+        oldest[:] = [min((r.ts for r in readings), default=since)]
         cursor.execute(_SEEN, (sorted({k[0] for k in keys}),))
         outcome.stored_messages = len(new)
         outcome.unknown_meters = unknown
         return result
 
     outcome.readings = run_transaction(engine, work)
+    if outcome.readings.stored:  # usage fresh before the worker sends reading_stored
+        refresh_after_ingest(engine, since, {m for ms in outcome.readings.meter_ids_by_group.values() for m in ms},
+                             oldest[0] if oldest else None)
     outcome.duplicate_messages = len(messages) - len(outcome.rejected) - outcome.stored_messages
     if outcome.unknown_meters:
         log.warning("%d MQTT readings name a device address/channel with no meter", outcome.unknown_meters)

@@ -228,7 +228,8 @@ def _grouped_sql(session: Session, meters: list[MeterInfo], f: ReportFilter, buc
     rates = ", ".join(f"coalesce(sum(u.energy_{r}_kwh) FILTER (WHERE m.utility <> 'water'), 0)" for r in RATES)
     sql = (f"SELECT {_LEVEL_SQL[f.level]}, m.utility, to_char(date_trunc('{f.granularity}', u.bucket AT TIME ZONE "
            f"%(tz)s), '{_PERIOD_SQL[f.granularity]}'), coalesce(sum({water}), 0), {rates} "
-           f"FROM {query.BUCKETS[bucket]} u JOIN meters m ON m.id = u.meter_id LEFT JOIN rooms r ON r.id = m.room_id "
+           f"FROM {query.usage_relation(session, bucket)} u JOIN meters m ON m.id = u.meter_id "
+           "LEFT JOIN rooms r ON r.id = m.room_id "
            "WHERE u.meter_id = ANY(%(ids)s) AND u.bucket >= %(start)s AND u.bucket < %(end)s GROUP BY 1, 2, 3")
     rows = _fetch(session, sql, f, meters)
     rows.sort(key=lambda r: (order[(r[0], r[1])], r[2]))

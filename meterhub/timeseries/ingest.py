@@ -497,38 +497,47 @@ def _chunks(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
 
 
 def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_size: int = 20_000,
-           notify: bool = True, workers: int = 2) -> IngestResult:
+           notify: bool = True, workers: int = 2, fresh: bool = True) -> IngestResult:
     """Store ``readings`` in batches (each one transaction, retried on a lost connection); idempotent.
 
     Encoding the next batch (Python) overlaps with the database work on up to ``workers`` earlier batches
-    (each on its own connection and thread). Batches are finished (merged, ``reading_stored`` sent) in order.
-    Concurrent batches are safe: the insert is ``ON CONFLICT DO NOTHING``, ``meter_latest`` only moves forward
-    in time, and a deadlock between two batches is retried like a lost connection.
+    (each on its own connection and thread). Batches are finished (merged, usage refreshed, ``reading_stored``
+    sent) in order. Concurrent batches are safe: the insert is ``ON CONFLICT DO NOTHING``, ``meter_latest``
+    only moves forward in time, and a deadlock between two batches is retried like a lost connection.
+    With ``fresh``, the usage of the buckets a batch touched is brought up to date before ``reading_stored``
+    (:mod:`freshness`), so that reports, charts and alarm sources see the readings at once.
     """
+    from .freshness import database_now, refresh_after_ingest
+
     if engine is None:
         from meterhub.db import service_engine
 
         engine = service_engine()
     total = IngestResult()
+    since = database_now(engine) if fresh else None
 
-    def finish(future: Future[IngestResult]) -> None:
+    def finish(item: tuple[Future[IngestResult], datetime | None]) -> None:
+        future, oldest = item
         result = future.result()
         total.merge(result)
+        if since is not None and result.stored:
+            refresh_after_ingest(engine, since, {m for ms in result.meter_ids_by_group.values() for m in ms}, oldest)
         if notify:
             notify_stored(result.meter_ids_by_group)
 
-    pending: deque[Future[IngestResult]] = deque()
+    pending: deque[tuple[Future[IngestResult], datetime | None]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest") as pool:
         try:
             for chunk in _chunks(readings, batch_size):
                 encoded = encode_batch(chunk)
                 while len(pending) >= max(1, workers):
                     finish(pending.popleft())
-                pending.append(pool.submit(run_transaction, engine,
-                                           lambda cursor, batch=encoded: store_encoded(cursor, batch)))
+                pending.append((pool.submit(run_transaction, engine,
+                                            lambda cursor, batch=encoded: store_encoded(cursor, batch)),
+                                encoded.oldest))
             while pending:
                 finish(pending.popleft())
         finally:
-            for future in pending:  # an error: let the batches in flight finish, keep the first error
+            for future, _ in pending:  # an error: let the batches in flight finish, keep the first error
                 future.exception()
     return total

@@ -1,9 +1,9 @@
 """The one query API over readings: usage per bucket, totals, latest values, raw series.
 
-Callers never know the backend: on TimescaleDB usage comes from the continuous aggregates, on plain
-PostgreSQL from the rollup tables kept by :func:`rollups.refresh_rollups`. Row-level security applies when
-called with the web app's session: the rollup tables carry ``group_id`` under their own policy, and the
-aggregate queries join ``meters`` (the aggregates have no RLS of their own).
+Callers never know the backend: on TimescaleDB usage comes from the continuous aggregates (:mod:`cagg_usage`),
+on plain PostgreSQL from the rollup tables kept by :func:`rollups.refresh_rollups`, with the same numbers.
+Both are read through the ``tenant_*`` views (:mod:`tenant_views`): with the web app's session they show the
+transaction's group only; the app role has no privilege on the tables and aggregates themselves.
 
 Usage over many buckets is fetched column-wise (:func:`usage_series`): one row per meter holding arrays of
 its buckets and of each counter, streamed with ``COPY ... TO STDOUT`` and converted while the database is
@@ -28,11 +28,13 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from .columns import COUNTERS, QUANTITY_COLUMNS
-from .timescale import CAGGS, timescale_installed
+from .cagg_usage import usage_rows_sql
+from .tenant_views import READINGS_VIEW, USAGE_VIEWS
+from .timescale import timescale_installed
 
-BUCKETS = {"hour": "usage_hourly", "day": "usage_daily", "month": "usage_monthly"}
-#: How far before ``start`` the TimescaleDB path looks for the previous bucket-end counter.
-_LOOKBACK = {"hour": "7 days", "day": "62 days", "month": "400 days"}
+#: The view of the rollup table of each bucket (plain PostgreSQL), see :mod:`tenant_views`.
+BUCKETS = {"hour": USAGE_VIEWS["usage_hourly"], "day": USAGE_VIEWS["usage_daily"],
+           "month": USAGE_VIEWS["usage_monthly"]}
 #: Columns :func:`usage_series` can return: the counters' usage (exact) and the bucket's reading/reset counts.
 SERIES_COLUMNS: tuple[str, ...] = (*COUNTERS, "readings", "resets")
 _INTS = frozenset(("readings", "resets"))
@@ -125,21 +127,19 @@ def _series_rollup_sql(bucket: str, columns: Sequence[str]) -> str:
 
 
 def _series_cagg_sql(bucket: str, columns: Sequence[str]) -> str:
-    """The same shape as :func:`_series_rollup_sql` from the continuous aggregates: usage is the difference
-    between consecutive bucket-end counters (clipped at zero; a drop counts as a reset)."""
-    # NULL stays NULL (the meter has no such counter), as in the rollup tables; GREATEST alone would make it 0
-    deltas = ", ".join(f"CASE WHEN c.{col} IS NOT NULL THEN GREATEST(c.{col} - lag(c.{col}) OVER w, 0) END AS {col}"
-                       for col in COUNTERS)
-    # per counter, so that a counter the meter does not have (NULL) does not make the whole sum NULL
-    resets = " + ".join(f"COALESCE((c.{col} < lag(c.{col}) OVER w)::int, 0)" for col in COUNTERS)
+    """The same shape as :func:`_series_rollup_sql` from the continuous aggregates (:mod:`cagg_usage`)."""
     return (
         f"SELECT x.meter_id, array_agg(date_part('epoch', x.bucket)::int8), {_arrays(columns, 'x')} "
-        f"FROM (SELECT c.meter_id, c.bucket, {deltas}, c.readings::int AS readings, "
-        f"{resets} AS resets FROM {CAGGS[bucket]} c JOIN meters m ON m.id = c.meter_id "
-        f"WHERE c.meter_id = ANY(%(ids)s) AND c.bucket >= CAST(%(start)s AS timestamptz) - interval "
-        f"'{_LOOKBACK[bucket]}' AND c.bucket < %(end)s WINDOW w AS (PARTITION BY c.meter_id ORDER BY c.bucket) "
-        f"ORDER BY c.meter_id, c.bucket) x WHERE x.bucket >= %(start)s GROUP BY x.meter_id ORDER BY x.meter_id"
+        f"FROM ({usage_rows_sql(bucket)} ORDER BY 1, 2) x GROUP BY x.meter_id ORDER BY x.meter_id"
     )
+
+
+def usage_relation(session: Session, bucket: str) -> str:
+    """A relation (table, view or parenthesized query) of usage rows ``(meter_id, bucket, <counters>,
+    readings, resets)`` for SQL that binds ``%(ids)s``, ``%(start)s`` and ``%(end)s`` and filters on them,
+    read through the tenant views on either backend."""
+    _check_bucket(bucket)
+    return f"({usage_rows_sql(bucket)})" if uses_timescale(session) else BUCKETS[bucket]
 
 
 class _SeriesSink(io.TextIOBase):
@@ -284,7 +284,7 @@ def readings_between(session: Session, meter_id: int, start: datetime, end: date
     """Raw readings of one meter with ``start <= ts < end``, oldest first (for charts and audits)."""
     cols = ", ".join(f"r.{c}" for c in QUANTITY_COLUMNS)
     rows = session.execute(text(
-        f"SELECT r.ts, r.quality, r.source, {cols}, r.extra FROM readings r JOIN meters m ON m.id = r.meter_id "
+        f"SELECT r.ts, r.quality, r.source, {cols}, r.extra FROM {READINGS_VIEW} r JOIN meters m ON m.id = r.meter_id "
         f"WHERE r.meter_id = :meter AND r.ts >= :start AND r.ts < :end ORDER BY r.ts LIMIT :limit"
     ), {"meter": meter_id, "start": start, "end": end, "limit": limit})
     out = []

@@ -17,6 +17,7 @@ reading, then the affected days from the hours and the affected months from the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -34,7 +35,7 @@ _SCOPE = """
 CREATE TEMP TABLE rollup_scope ON COMMIT DROP AS
 SELECT c.meter_id, m.group_id, p.timezone AS tz,
        date_trunc('hour', c.first_ts AT TIME ZONE p.timezone) AT TIME ZONE p.timezone AS start_hour
-FROM (SELECT meter_id, min(ts) AS first_ts FROM readings WHERE received_at >= :since GROUP BY meter_id) c
+FROM (SELECT meter_id, min(ts) AS first_ts FROM readings WHERE received_at >= :since {meters} GROUP BY meter_id) c
 JOIN meters m ON m.id = c.meter_id JOIN properties p ON p.id = m.property_id
 """
 _VALUES = ", ".join(f"('{c}', r.{c})" for c in COUNTERS)
@@ -82,14 +83,20 @@ GROUP BY 1, 2, 3
 """
 
 
-def refresh_rollups(session: Session, since: datetime) -> int:
-    """Recompute the usage rollups of every meter with readings received at or after ``since``.
+def refresh_rollups(session: Session, since: datetime, meter_ids: Collection[int] | None = None) -> int:
+    """Recompute the usage rollups of every meter (of ``meter_ids``, if given) with readings received at or
+    after ``since``.
 
-    Idempotent and safe to overlap; returns how many meters were refreshed. Runs in the caller's
-    transaction (service role).
+    Idempotent; runs after any other refresh in progress (a transaction-level advisory lock: two refreshes of
+    the same meters would both insert their buckets). Returns how many meters were refreshed. Runs in the
+    caller's transaction (service role).
     """
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('meterhub.rollups'))"))
     session.execute(text("DROP TABLE IF EXISTS rollup_deltas, rollup_scope"))
-    session.execute(text(_SCOPE), {"since": since})
+    params: dict = {"since": since}
+    if meter_ids is not None:
+        params["ids"] = sorted({int(m) for m in meter_ids})
+    session.execute(text(_SCOPE.format(meters="AND meter_id = ANY(:ids)" if meter_ids is not None else "")), params)
     meters = session.execute(text("SELECT count(*) FROM rollup_scope")).scalar_one()
     if not meters:
         return 0

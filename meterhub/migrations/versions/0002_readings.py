@@ -118,18 +118,14 @@ def upgrade():
         enable_tenant_rls(table)
     for table in ("readings", "health_events", "mqtt_sequences"):
         mark_append_only(table)
-    conn = op.get_bind()
-    if timescale.timescale_available(conn):
-        # Continuous aggregates cannot be created inside a transaction block.
-        with op.get_context().autocommit_block():
-            for stmt in timescale.upgrade_statements():
-                op.execute(stmt)
+    # The TimescaleDB objects (hypertable, compression, aggregates) come with migration 0020, which also
+    # converts a database made here on plain PostgreSQL: RLS on ``readings`` (above) goes there.
 
 
 def downgrade():
     conn = op.get_bind()
     if timescale.timescale_installed(conn):
-        for stmt in timescale.downgrade_statements():
+        for stmt in timescale.drop_cagg_statements():
             op.execute(stmt)
     for table in ('timeseries_state', 'mqtt_sequences', 'health_events', 'usage_monthly', 'usage_daily',
                   'usage_hourly', 'meter_latest', 'readings'):

@@ -27,12 +27,12 @@ WITH w AS (
          AS w(meter_id, ws, we)
 ), b AS (
   SELECT w.meter_id, w.ws, w.we,
-         coalesce((SELECT max(r.ts) FROM readings r WHERE r.meter_id = w.meter_id AND r.quality = 0
+         coalesce((SELECT max(r.ts) FROM tenant_readings r WHERE r.meter_id = w.meter_id AND r.quality = 0
                    AND r.{col} IS NOT NULL AND r.ts <= w.ws), w.ws) AS t0
   FROM w
 ), steps AS (
   SELECT b.meter_id, b.ws, r.ts, r.{col} - lag(r.{col}) OVER (PARTITION BY b.meter_id, b.ws ORDER BY r.ts) AS d
-  FROM b JOIN readings r ON r.meter_id = b.meter_id AND r.quality = 0 AND r.{col} IS NOT NULL
+  FROM b JOIN tenant_readings r ON r.meter_id = b.meter_id AND r.quality = 0 AND r.{col} IS NOT NULL
    AND r.ts >= b.t0 AND r.ts <= b.we
 )
 SELECT meter_id, ws, coalesce(sum(greatest(d, 0)), 0) AS usage, max(ts) AS last_ts, count(*) AS readings

@@ -46,7 +46,7 @@ def _baseline(session: Session, meter: Meter) -> tuple[datetime, Decimal | None,
     column = READING_COLUMN[meter.utility]
     row = session.execute(text(
         f"SELECT ts, {column} AS total, energy_sharp_kwh, energy_peak_kwh, energy_flat_kwh, energy_valley_kwh "
-        f"FROM readings WHERE meter_id = :m AND quality = 0 AND {column} IS NOT NULL ORDER BY ts DESC LIMIT 1"),
+        f"FROM tenant_readings WHERE meter_id = :m AND quality = 0 AND {column} IS NOT NULL ORDER BY ts DESC LIMIT 1"),
         {"m": meter.id}).first()
     if row is None:
         return utcnow(), None, {}

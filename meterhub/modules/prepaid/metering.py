@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 MISMATCH_SQL = """
 WITH latest AS (
   SELECT DISTINCT ON (r.meter_id) r.meter_id, r.purchase_count
-  FROM readings r WHERE r.meter_id = ANY(:ids) AND r.purchase_count IS NOT NULL AND r.group_id = :g
+  FROM tenant_readings r WHERE r.meter_id = ANY(:ids) AND r.purchase_count IS NOT NULL AND r.group_id = :g
   ORDER BY r.meter_id, r.ts DESC
 ), cmp AS (
   SELECT s.meter_id, s.account_id, s.group_id, l.purchase_count AS meter_count, a.purchase_count AS our_count,
