@@ -23,11 +23,11 @@ from tests.conftest import csrf_token
 class BusThread:
     """A simulated RS485 bus (our SimServer) on its own event loop in a thread."""
 
-    def __init__(self, devices, framing: str = "rtu") -> None:
+    def __init__(self, devices, framing: str = "rtu", **server_options) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = SimServer(devices, framing=framing)
+        self.server = SimServer(devices, framing=framing, **server_options)
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
         self.port = self.server.port
 
@@ -213,3 +213,30 @@ def test_oversized_upload_is_refused_before_it_is_read(app, client, operator):
     response = client.post("/devices/import", data={"csrf_token": token, "file": (big, "big.xlsx")},
                            content_type="multipart/form-data")
     assert response.status_code == 413 and "larger than 100 KB" in response.get_data(as_text=True)
+
+
+def test_onboarding_stores_what_the_device_answered(app, group):
+    """CJ/T 188 DI byte order, ADF300 circuit-count coding and DTSY1352 PT/CT are read off the device and
+    stored with it (REGISTERS.md §10), not assumed."""
+    from meterhub.devices.onboarding import DeviceSpec, onboard_device
+
+    registry = driver_registry()
+    water = registry["water_valve"].simulator("12345678", {"protocol": "cjt188"})
+    box = registry["acrel_adf300"].simulator(1, {"circuits": 24, "circuit_coding": "code"})
+    meter = registry["acrel_dtsd1352"].simulator(40, {"variant": "dtsy1352", "ct": 40})
+    buses = [BusThread([box, meter]), BusThread([water], framing="cjt188", di_order="high_first")]
+    try:
+        with app.app_context(), service_session() as s:
+            prop = s.get(Property, group.property_id)
+            rtu = create_gateway(s, prop, f"GW-DET-{group.marker}", "127.0.0.1", buses[0].server.port,
+                                 "modbus-rtu-over-tcp")
+            cjt = create_gateway(s, prop, f"GW-CJT-{group.marker}", "127.0.0.1", buses[1].port, "cjt188-over-tcp")
+            w = onboard_device(s, cjt, DeviceSpec("water_valve", "12345678", "12345678", {"protocol": "cjt188"}))
+            b = onboard_device(s, rtu, DeviceSpec("acrel_adf300", 1, box.serial, {"circuits": 24}))
+            m = onboard_device(s, rtu, DeviceSpec("acrel_dtsd1352", 40, meter.serial, {"variant": "dtsy1352"}))
+            assert w.config["di_order"] == "high_first"
+            assert b.config["circuit_coding"] == "code"
+            assert (m.config["pt"], m.config["ct"]) == (1, 40)
+    finally:
+        for bus in buses:
+            bus.stop()

@@ -18,6 +18,19 @@ from meterhub.hookspecs import hookimpl
 from meterhub.protocols.errors import DeviceMismatch, QRCodeError
 
 
+#: 0x0910 as a code ([T] summary block, register 47 high byte): 0 = 36, 1 = 24, 2 = 12 circuits.
+CIRCUIT_CODES = {0: 36, 1: 24, 2: 12}
+
+
+def circuit_count(raw: int, where: str) -> tuple[int, str]:
+    """(circuits, coding) from the box's 0x0910: the literal count or the 0/1/2 code; DeviceMismatch otherwise."""
+    if raw in (12, 24, 36):
+        return raw, "count"
+    if raw in CIRCUIT_CODES:
+        return CIRCUIT_CODES[raw], "code"
+    raise DeviceMismatch(f"circuit count register 0x0910 reads {raw}, neither 12/24/36 nor a code 0/1/2", where)
+
+
 class AcrelAdf300(Driver):
     """ADF300 box over Modbus RTU (through a serial server) or Modbus TCP."""
 
@@ -28,6 +41,9 @@ class AcrelAdf300(Driver):
 
     def register_maps(self) -> dict[str, tuple[RegisterSpec, ...]]:
         return dict(MAPS)
+
+    def capabilities_for(self, config: Mapping[str, Any]) -> frozenset[str]:
+        return prepaid.capabilities(frozenset(self.capabilities), config)
 
     def channels(self, config: Mapping[str, Any]) -> int:
         circuits = int(config.get("circuits", 12))
@@ -52,34 +68,42 @@ class AcrelAdf300(Driver):
 
     async def read(self, transport: Any, device: Any) -> list[ChannelReading]:
         config = self.validate_config(device.config)
-        specs = [s for s in self.registers_for(config) if s.quantity or s.key in prepaid.STATE_KEYS]
+        specs = prepaid.polled(self.registers_for(config), config)
         readings = []
         for channel in range(1, self.channels(config) + 1):
             raw = await self.read_specs(transport, self.unit_of(device, channel, config), specs)
             values: dict[str, Decimal | bool] = to_quantities(specs, raw, Decimal(1), Decimal(1))
-            values.update(prepaid.relay_values(raw))
+            values.update(prepaid.relay_values(raw, config))
             readings.append(ChannelReading(channel, now_utc(), values))
         return readings
 
     async def read_identity(self, transport: Any, device: Any) -> str:
-        """Box number (0x0905, BCD); checks the circuit-count code against the config."""
+        """Box number (0x0905, BCD); checks the box's circuit count against the config."""
         config = self.validate_config(device.config)
         raw = await self.read_specs(transport, int(device.address), [s for s in BOX if s.key in
                                                                     ("box_number", "circuit_code")])
-        if int(raw["circuit_code"]) != config["circuits"]:
-            raise DeviceMismatch(
-                f"box reports {int(raw['circuit_code'])} circuits, config says {config['circuits']}; fix the config",
-                f"ADF300 at id {device.address}",
-            )
+        circuits, _ = circuit_count(int(raw["circuit_code"]), f"ADF300 at id {device.address}")
+        if circuits != config["circuits"]:
+            raise DeviceMismatch(f"box reports {circuits} circuits, config says {config['circuits']}; fix the config",
+                                 f"ADF300 at id {device.address}")
         return f"{int(raw['box_number']):012d}"
+
+    async def detect(self, transport: Any, device: Any) -> dict[str, Any]:
+        """How this box codes its circuit count at 0x0910 (literal 12/24/36, or 0/1/2 as in the summary block)."""
+        raw = await self.read_specs(transport, int(device.address), [s for s in BOX if s.key == "circuit_code"])
+        return {"circuit_coding": circuit_count(int(raw["circuit_code"]), f"ADF300 at id {device.address}")[1]}
 
     async def switch(self, transport: Any, device: Any, channel: int, closed: bool) -> None:
         config = self.validate_config(device.config)
-        await prepaid.switch(transport, self.unit_of(device, channel, config), closed, config["restore_mode"])
+        unit = self.unit_of(device, channel, config)
+        await prepaid.switch(transport, unit, closed, config)
+        await prepaid.confirm_relay(self, transport, unit, self.registers_for(config), closed)
 
     async def keep_power(self, transport: Any, device: Any, channel: int, on: bool) -> None:
         config = self.validate_config(device.config)
-        await prepaid.keep_power(transport, self.unit_of(device, channel, config), on)
+        unit = self.unit_of(device, channel, config)
+        if await prepaid.keep_power(transport, unit, on, config) and on:
+            await prepaid.confirm_relay(self, transport, unit, self.registers_for(config), True)
 
     async def write_topup(self, transport: Any, device: Any, channel: int, amount: Decimal,
                           purchase_count: int) -> None:

@@ -21,6 +21,9 @@ class Adf300Sim(RegisterSimDevice):
                  base_kw: float = 1.5, **_: Any) -> None:
         self.wiring = config.get("wiring", "single")
         self.circuits = int(config.get("circuits", 12))
+        # how the box codes 0x0910: the literal count, or 0/1/2 = 36/24/12 (REGISTERS.md §10 [T])
+        self.circuit_code = self.circuits if config.get("circuit_coding", "count") == "count" else \
+            {36: 0, 24: 1, 12: 2}[self.circuits]
         super().__init__(address, MAPS[self.wiring], clock, address_space=[(0, 0x0100), (0x0900, 0x0960)])
         self.step = 3 if self.wiring == "three" else 1
         rng = random.Random(seed)
@@ -49,7 +52,7 @@ class Adf300Sim(RegisterSimDevice):
         ch.advance(self.clock.now())
         values = electric_values(ch, 1)
         values.update(prepaid.sim_values(ch))
-        values.update(box_number=int(self.serial), circuit_code=self.circuits, box_mode=0,
+        values.update(box_number=int(self.serial), circuit_code=self.circuit_code, box_mode=0,
                       com_main=self.address << 16 | 1, com_secondary=self.address << 16 | 1,
                       meter_number=int(self.serial) + unit - self.address + 1)
         return values

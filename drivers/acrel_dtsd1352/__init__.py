@@ -16,10 +16,10 @@ from meterhub.protocols.errors import DeviceMismatch
 
 
 @lru_cache(maxsize=None)
-def _polled(variant: str, read_ratios: bool) -> tuple[RegisterSpec, ...]:
-    """The registers a poll reads: every quantity and the prepaid state (+ PT/CT when asked to)."""
+def _polled(variant: str, read_ratios: bool, prepaid_mode: str) -> tuple[RegisterSpec, ...]:
+    """The registers a poll reads: quantities and the relay state (money rows in meter mode; PT/CT when asked)."""
     specs = VARIANTS[variant]
-    wanted = [s for s in specs if s.quantity or s.key in prepaid.STATE_KEYS]
+    wanted = prepaid.polled(specs, {"prepaid_mode": prepaid_mode})
     if read_ratios and variant == "dtsd1352":
         wanted += [s for s in specs if s.key in ("pt", "ct")]
     return tuple(wanted)
@@ -37,7 +37,8 @@ class AcrelDtsd1352(Driver):
         return dict(VARIANTS)
 
     def capabilities_for(self, config: Mapping[str, Any]) -> frozenset[str]:
-        return frozenset(self.manifest["capabilities_by_variant"][config.get("variant", "dtsd1352")])
+        base = frozenset(self.manifest["capabilities_by_variant"][config.get("variant", "dtsd1352")])
+        return prepaid.capabilities(base, config)
 
     def simulator(self, address: Any, config: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         from drivers.acrel_dtsd1352.simulator import AcrelMeterSim
@@ -47,13 +48,13 @@ class AcrelDtsd1352(Driver):
     async def read(self, transport: Any, device: Any) -> list[ChannelReading]:
         config = self.validate_config(device.config)
         specs = self.registers_for(config)
-        wanted = _polled(config["variant"], bool(config["read_ratios"]))
+        wanted = _polled(config["variant"], bool(config["read_ratios"]), config["prepaid_mode"])
         raw = await self.read_specs(transport, int(device.address), wanted)
         pt = raw.get("pt", Decimal(config["pt"])) if config["variant"] == "dtsd1352" else Decimal(1)
         ct = raw.get("ct", Decimal(config["ct"])) if config["variant"] == "dtsd1352" else Decimal(1)
         values: dict[str, Decimal | bool] = to_quantities(specs, raw, pt, ct)
         if "relay" in self.capabilities_for(config):
-            values.update(prepaid.relay_values(raw))
+            values.update(prepaid.relay_values(raw, config))
         return [ChannelReading(1, now_utc(), values)]
 
     async def read_identity(self, transport: Any, device: Any) -> str:
@@ -71,13 +72,24 @@ class AcrelDtsd1352(Driver):
         raw = await self.read_specs(transport, unit, [spec])
         return f"{int(raw['meter_number']):012d}"
 
+    async def detect(self, transport: Any, device: Any) -> dict[str, Any]:
+        """PT and CT as the meter holds them (DTSD1352: 0x008D/0x008E; prepaid variants: 0x0037/0x0038)."""
+        config = self.validate_config(device.config)
+        specs = [s for s in self.registers_for(config) if s.key in ("pt", "ct")]
+        raw = await self.read_specs(transport, int(device.address), specs)
+        return {"pt": max(int(raw["pt"]), 1), "ct": max(int(raw["ct"]), 1)}
+
     async def switch(self, transport: Any, device: Any, channel: int, closed: bool) -> None:
         config = self._command_config(device, "switch")
-        await prepaid.switch(transport, int(device.address), closed, config["restore_mode"])
+        unit = int(device.address)
+        await prepaid.switch(transport, unit, closed, config)
+        await prepaid.confirm_relay(self, transport, unit, self.registers_for(config), closed)
 
     async def keep_power(self, transport: Any, device: Any, channel: int, on: bool) -> None:
-        self._command_config(device, "keep_power")
-        await prepaid.keep_power(transport, int(device.address), on)
+        config = self._command_config(device, "keep_power")
+        unit = int(device.address)
+        if await prepaid.keep_power(transport, unit, on, config) and on:
+            await prepaid.confirm_relay(self, transport, unit, self.registers_for(config), True)
 
     async def write_topup(self, transport: Any, device: Any, channel: int, amount: Decimal,
                           purchase_count: int) -> None:

@@ -1,9 +1,18 @@
-"""Acrel meter-side prepaid: commands and simulated behaviour, shared with the ADF300 driver.
+"""Acrel prepaid meters: relay commands, meter-side money, and simulated behaviour, shared with the ADF300 driver.
 
-Relay forced control (0x0057/0x0058, FC16, HIGH): cut off = [1, 1], restore = [1, 0] (test vectors);
-keep-power = forced close [1, 0] and back to automatic = [0, 0] (both INFERRED).
-Top-up (INFERRED): one FC16 write of purchase count (0x004E) + amount (0x004F–50); the meter accepts
-it only when the count is the next one. The real meter may need proprietary FC 0x20 — verify.
+Two modes (config ``prepaid_mode``):
+
+- ``platform`` (default, as the production platform in REGISTERS.md §10 [J] runs these meters): the balance
+  lives on the platform; the only frames sent are cut-off [1, 1] and restore [1, 0] to 0x0057/0x0058 (FC16,
+  HIGH, test vectors of §4). Keep-power is the platform's own rule (the control loop never cuts a kept meter);
+  turning it on sends a restore, and nothing is read back as "keep-power" (a restored meter and a kept one
+  look the same on the wire). Money registers are neither written nor polled.
+- ``meter`` (explicit per meter, VERIFY ON HARDWARE): meter-side money as well — top-up as one FC16 write of
+  purchase count (0x004E) + amount (0x004F–50), INFERRED (no public implementation does it; the real meter
+  may need proprietary FC 0x20); thresholds and prices; keep-power as forced close [1, 0] and back to
+  automatic [0, 0] (INFERRED); purchase counters polled for the anti-cheat check.
+
+Every relay command is confirmed by reading the relay state back.
 """
 
 from __future__ import annotations
@@ -14,31 +23,72 @@ from typing import Any
 
 from meterhub.driver import RegisterSpec, encode_value
 from meterhub.driver.base import spec_index
-from meterhub.protocols.errors import ModbusExceptionReply
+from meterhub.protocols.errors import CommandNotApplied, ModbusExceptionReply
 from meterhub.simulator.model import ElectricChannel
 
 CUT_OFF = [1, 1]
 RESTORE = [1, 0]
 AUTOMATIC = [0, 0]
 STATE_KEYS = ("relay_forced_enable", "relay_forced_trip", "load_control_state")
+#: Meter-side money: written and polled only in ``meter`` mode.
+MONEY_QUANTITIES = frozenset({"remaining_money", "purchase_count", "alarm1_money", "alarm2_money", "overdraft_money"})
+METER_MODE_ONLY = frozenset({"meter_side_prepaid", "prices"})
 
 
-def relay_values(raw: Mapping[str, Decimal]) -> dict[str, bool]:
-    """relay_closed / keep_power from the forced-control registers and the load-control state."""
+def platform_side(config: Mapping[str, Any]) -> bool:
+    """True when the platform keeps the money and the meter only switches (the default)."""
+    return config.get("prepaid_mode", "platform") == "platform"
+
+
+def capabilities(base: frozenset[str], config: Mapping[str, Any]) -> frozenset[str]:
+    """What a prepaid meter in this mode may be asked to do."""
+    return base - METER_MODE_ONLY if platform_side(config) else base
+
+
+def polled(specs: Sequence[RegisterSpec], config: Mapping[str, Any]) -> list[RegisterSpec]:
+    """The rows a poll reads: quantities and relay state; money rows only in ``meter`` mode."""
+    money = platform_side(config)
+    return [s for s in specs if (s.quantity and not (money and s.quantity in MONEY_QUANTITIES))
+            or s.key in STATE_KEYS]
+
+
+def relay_values(raw: Mapping[str, Decimal], config: Mapping[str, Any] | None = None) -> dict[str, bool]:
+    """relay_closed from the forced-control registers and the load-control state (+ keep_power in meter mode)."""
     forced = int(raw.get("relay_forced_enable", 0)) == 1
     trip = int(raw.get("relay_forced_trip", 0)) == 1
     tripped_by_meter = int(raw.get("load_control_state", 0)) >> 8 != 0
     closed = (not trip) if forced else not tripped_by_meter
+    if platform_side(config or {}):
+        return {"relay_closed": closed}
     return {"relay_closed": closed, "keep_power": forced and not trip}
 
 
-async def switch(transport: Any, unit: int, closed: bool, restore_mode: str = "forced") -> None:
-    values = CUT_OFF if not closed else (RESTORE if restore_mode == "forced" else AUTOMATIC)
+async def switch(transport: Any, unit: int, closed: bool, config: Mapping[str, Any]) -> None:
+    """Cut off [1, 1] or restore: [1, 0] (always in platform mode), or [0, 0] when ``restore_mode`` is automatic."""
+    automatic = not platform_side(config) and config.get("restore_mode") == "automatic"
+    values = CUT_OFF if not closed else (AUTOMATIC if automatic else RESTORE)
     await transport.write_registers(unit, 0x0057, values)
 
 
-async def keep_power(transport: Any, unit: int, on: bool) -> None:
+async def keep_power(transport: Any, unit: int, on: bool, config: Mapping[str, Any]) -> bool:
+    """Platform mode: a restore when turned on, nothing when turned off (the platform's rule decides the relay
+    again). Meter mode: forced close / automatic. Returns whether a frame was sent."""
+    if platform_side(config):
+        if not on:
+            return False
+        await transport.write_registers(unit, 0x0057, RESTORE)
+        return True
     await transport.write_registers(unit, 0x0057, RESTORE if on else AUTOMATIC)
+    return True
+
+
+async def confirm_relay(driver: Any, transport: Any, unit: int, specs: Sequence[RegisterSpec], closed: bool) -> None:
+    """Read the relay state back; CommandNotApplied when it is not what was commanded."""
+    state = [s for s in specs if s.key in STATE_KEYS]
+    now_closed = relay_values(await driver.read_specs(transport, unit, state))["relay_closed"]
+    if now_closed != closed:
+        raise CommandNotApplied(f"relay {'restore' if closed else 'cut-off'} was acknowledged but the meter reads its "
+                                f"relay {'closed' if now_closed else 'open'}", where=f"unit {unit}")
 
 
 async def write_topup(transport: Any, unit: int, specs: Sequence[RegisterSpec], amount: Decimal,

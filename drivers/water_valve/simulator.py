@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from drivers.water_valve.registers import modbus_map
+from drivers.water_valve.registers import modbus_map, st_byte, valve_profile
 from meterhub.protocols import cjt188
 from meterhub.protocols.errors import ModbusExceptionReply
 from meterhub.simulator.device import RegisterSimDevice
@@ -15,7 +15,11 @@ from meterhub.simulator.model import SimClock, WaterChannel
 
 
 class WaterMeterSim(RegisterSimDevice):
-    """Volume grows while the valve is open; closing the valve stops flow."""
+    """Volume grows while the valve is open; closing the valve stops flow.
+
+    ``stuck`` models a valve whose motor does not move (the write is acknowledged, the state stays): what
+    the driver's read-back must catch. A CJ/T 188 meter stays silent on a request in the other DI byte order.
+    """
 
     def __init__(self, address: Any, config: Mapping[str, Any], clock: SimClock | None = None, seed: int = 1,
                  base_m3h: float = 0.5, **_: Any) -> None:
@@ -27,6 +31,9 @@ class WaterMeterSim(RegisterSimDevice):
         self.channel = WaterChannel(random.Random(seed), base_m3h=base_m3h)
         self.serial = str(address)
         self.channel.advance(self.clock.now())
+        self.profile = valve_profile(self.config) if self.protocol == "modbus" else None
+        self.stuck = False
+        self.low_battery = False
 
     @property
     def unit_ids(self) -> tuple[Any, ...]:
@@ -39,35 +46,47 @@ class WaterMeterSim(RegisterSimDevice):
 
     def current_values(self, unit: int) -> dict[str, Decimal | int]:
         self.channel.advance(self.clock.now())
-        valve = self.config["valve_open_value"] if self.channel.valve_open else self.config["valve_close_value"]
-        return {"flow_total": self.channel.volume_m3, "flow_rate": Decimal(repr(round(self.channel.flow_m3h, 4))),
-                "valve": valve}
+        values: dict[str, Decimal | int] = {"flow_total": self.channel.volume_m3,
+                                            "flow_rate": Decimal(repr(round(self.channel.flow_m3h, 4)))}
+        if self.profile is not None and self.profile.function != 5:
+            values["valve"] = self.profile.status_word(self.channel.valve_open, self.low_battery)
+        return values
 
     def apply_write(self, unit: int, values: dict[str, Decimal]) -> None:
-        if set(values) != {"valve"}:
+        if self.profile is None or self.profile.function != 16 or set(values) != {"valve"}:
             raise ModbusExceptionReply(2)
-        value = int(values["valve"])
-        if value not in (self.config["valve_open_value"], self.config["valve_close_value"]):
+        self._command(int(values["valve"]))
+
+    def write_single(self, unit: int, address: int, value: int) -> None:
+        if self.profile is None or self.profile.function != 6 or address != self.profile.address:
+            raise ModbusExceptionReply(2)
+        self._command(value)
+
+    def _command(self, value: int) -> None:
+        assert self.profile is not None
+        if value not in (self.profile.open_value, self.profile.close_value):
             raise ModbusExceptionReply(3)
-        self.set_valve(value == self.config["valve_open_value"])
+        self.set_valve(value == self.profile.open_value)
 
     def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
-        if self.config.get("valve_kind") != "coil" or address != self.config["valve_address"] or count != 1:
+        if self.profile is None or self.profile.function != 5 or address != self.profile.address or count != 1:
             raise ModbusExceptionReply(2)
         return [self.channel.valve_open]
 
     def write_coil(self, unit: int, address: int, on: bool) -> None:
-        if self.config.get("valve_kind") != "coil" or address != self.config["valve_address"]:
+        if self.profile is None or self.profile.function != 5 or address != self.profile.address:
             raise ModbusExceptionReply(2)
         self.set_valve(on)
 
     def set_valve(self, open_valve: bool) -> None:
+        if self.stuck:
+            return
         self.channel.advance(self.clock.now())
         self.channel.valve_open = open_valve
         self.invalidate()
 
     def status(self) -> int:
-        return cjt188.ST_VALVE_OPEN if self.channel.valve_open else cjt188.ST_VALVE_CLOSED
+        return st_byte(self.channel.valve_open, self.config.get("st_convention", "d0d1"))
 
     def handle_cjt188(self, frame: cjt188.Cjt188Frame) -> cjt188.Cjt188Frame | None:
         if frame.meter_type not in (self.config["meter_type"], cjt188.WILDCARD_TYPE):
@@ -83,6 +102,8 @@ class WaterMeterSim(RegisterSimDevice):
                 self.set_valve(frame.data[0] == cjt188.VALVE_OPEN)
                 return cjt188.Cjt188Frame(reply_type, self.serial, 0x84, frame.di, frame.ser,
                                           bytes([self.status(), 0]))
+        if frame.di not in (cjt188.DI_METER_DATA, cjt188.DI_VALVE):
+            return None  # an identifier it does not know (e.g. the other byte order): the meter stays silent
         return cjt188.Cjt188Frame(reply_type, self.serial, frame.control | 0xC0, None, 0, b"\x01")
 
 

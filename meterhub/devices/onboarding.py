@@ -105,18 +105,21 @@ def normalise_address(driver: Any, framing: str, address: Any) -> str:
     return str(int(text))
 
 
-async def _probe(gateway: Gateway, driver: Any, address: str, config: dict[str, Any]) -> str:
+async def _probe(gateway: Gateway, driver: Any, address: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from ..driver import DeviceRef
     from ..transports import open_transport
 
-    ref = DeviceRef(address=address, config=config)
     bus_settings = {k: v for k, v in (gateway.bus or {}).items() if k in ("timeout",)}
     async with open_transport(gateway.host, gateway.port, TRANSPORT_FRAMING[gateway.framing], **bus_settings) as bus:
-        return await asyncio.wait_for(driver.read_identity(bus, ref), PROBE_TIMEOUT_S)
+        detected = await asyncio.wait_for(driver.detect(bus, DeviceRef(address=address, config=config)),
+                                          2 * PROBE_TIMEOUT_S)
+        ref = DeviceRef(address=address, config={**config, **detected})
+        return await asyncio.wait_for(driver.read_identity(bus, ref), PROBE_TIMEOUT_S), detected
 
 
-def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[str, Any]) -> str:
-    """Read the device's serial through its gateway; raise ValidationError saying why it failed."""
+def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Read the device's serial (and what the driver detects of its config) through its gateway; raise
+    ValidationError saying why it failed."""
     if gateway.framing not in TRANSPORT_FRAMING:
         raise ValidationError(f"Gateway {gateway.name} is a push gateway; its devices cannot be read on demand.",
                               {"gateway_id": "push"})
@@ -185,7 +188,8 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
         if wanted - found:
             raise ValidationError("A room in the mapping is not in this gateway's property.", {"room_ids": "unknown"})
     if verify:
-        answered = probe_device(gateway, driver.key, address, config)
+        answered, detected = probe_device(gateway, driver.key, address, config)
+        config = driver.validate_config({**config, **detected})
         if not same_serial(answered, serial):
             raise ValidationError(
                 f"The device at address {address} answers with serial {answered}, but {serial} was given. "

@@ -227,6 +227,10 @@ class Driver:
     async def read_identity(self, transport: Any, device: DeviceLike) -> str:
         raise NotImplementedError
 
+    async def detect(self, transport: Any, device: DeviceLike) -> dict[str, Any]:
+        """Config values read off the device at onboarding (how it talks, how it is built); stored with it."""
+        return {}
+
     async def switch(self, transport: Any, device: DeviceLike, channel: int, closed: bool) -> None:
         self._unsupported("switch", device)
 

@@ -81,3 +81,9 @@ class QRCodeError(DeviceError):
 
 class UnsupportedCommand(DeviceError):
     """The driver or this device configuration cannot perform the command."""
+
+
+class CommandNotApplied(DeviceError):
+    """The device accepted a command but reading its state back shows it did not take effect."""
+
+    retryable = True

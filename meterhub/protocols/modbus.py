@@ -21,6 +21,7 @@ from meterhub.protocols.errors import CrcError, FrameError, ModbusExceptionReply
 READ_COILS = 0x01
 READ_HOLDING = 0x03
 WRITE_COIL = 0x05
+WRITE_SINGLE = 0x06
 WRITE_MULTIPLE = 0x10
 MAX_READ = 125
 MAX_WRITE = 123
@@ -114,6 +115,13 @@ def write_request(address: int, values: list[int]) -> bytes:
     return struct.pack(f">BHHB{len(values)}H", WRITE_MULTIPLE, address, len(values), 2 * len(values), *values)
 
 
+def write_single_request(address: int, value: int) -> bytes:
+    """PDU for FC06 (write single register)."""
+    if not 0 <= address <= 0xFFFF or not 0 <= value <= 0xFFFF:
+        raise ValueError(f"bad FC06 write address={address} value={value}")
+    return struct.pack(">BHH", WRITE_SINGLE, address, value)
+
+
 def write_coil_request(address: int, on: bool) -> bytes:
     """PDU for FC05 (write single coil)."""
     return struct.pack(">BHH", WRITE_COIL, address, 0xFF00 if on else 0x0000)
@@ -149,7 +157,7 @@ def parse_coils_reply(pdu: bytes, count: int, where: str = "") -> list[bool]:
 
 
 def parse_echo_reply(pdu: bytes, request: bytes, where: str = "") -> None:
-    """Check an FC05/FC16 reply, which echoes the first 5 bytes of the request."""
+    """Check an FC05/FC06/FC16 reply, which echoes the first 5 bytes of the request."""
     check_exception(pdu, request[0], where)
     if pdu != request[:5]:
         raise FrameError(f"write reply {pdu.hex(' ')} does not echo request {request[:5].hex(' ')}", where)

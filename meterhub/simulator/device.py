@@ -38,6 +38,10 @@ class SimDevice:
     def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
         raise ModbusExceptionReply(ILLEGAL_FUNCTION)
 
+    def write_single(self, unit: int, address: int, value: int) -> None:
+        """FC06; devices that take only FC16 (Acrel) answer exception 01."""
+        raise ModbusExceptionReply(ILLEGAL_FUNCTION)
+
     def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
         raise ModbusExceptionReply(ILLEGAL_FUNCTION)
 

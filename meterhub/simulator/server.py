@@ -192,6 +192,9 @@ class SimServer:
                 values = [int.from_bytes(pdu[6 + 2 * i : 8 + 2 * i], "big") for i in range(count)]
                 device.write_registers(unit, address, values)
                 return pdu[:5]
+            if fc == mb.WRITE_SINGLE and len(pdu) == 5:
+                device.write_single(unit, int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big"))
+                return pdu
             if fc == mb.READ_COILS and len(pdu) == 5:
                 address, count = int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big")
                 bits = device.read_coils(unit, address, count)

@@ -5,6 +5,7 @@
     await bus.write_registers(unit, address, values)        # FC16 (Acrel writes only with FC16)
     await bus.read_coils(unit, address, count) -> list[bool]
     await bus.write_coil(unit, address, on)
+    await bus.write_register(unit, address, value)   # FC06 (valve water meters)
 
 The connection is an ``asyncio.Protocol`` that assembles reply frames as bytes arrive and hands a complete
 frame to the waiting request: no stream reader, task or timeout context per request. A collector runs
@@ -230,6 +231,12 @@ class ModbusClient:
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
         """FC16; the reply must echo address and count."""
         pdu = mb.write_request(address, list(values))
+        reply = await self.request(unit, pdu)
+        mb.parse_echo_reply(reply, pdu, self._where(unit))
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """FC06; the reply must echo address and value."""
+        pdu = mb.write_single_request(address, value)
         reply = await self.request(unit, pdu)
         mb.parse_echo_reply(reply, pdu, self._where(unit))
 

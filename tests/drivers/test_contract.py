@@ -72,8 +72,8 @@ def test_simulator_round_trip(key, index):
     sim = drv.simulator(example["address"], config, clock=clock)
     device = DeviceRef(example["address"], config)
     caps = drv.capabilities_for(config)
-    growing = "water_m3" if "valve" in caps else "energy_kwh"
-    flow = "flow_m3h" if "valve" in caps else "power_kw"
+    growing = "water_m3" if "valve" in drv.capabilities else "energy_kwh"
+    flow = "flow_m3h" if "valve" in drv.capabilities else "power_kw"
 
     async def scenario():
         async with bus_with([sim], example["framing"]) as (_, bus):
@@ -93,7 +93,15 @@ def test_simulator_round_trip(key, index):
                 assert off.get(flow, Decimal(0)) == 0
                 await drv.switch(bus, device, last, closed=True)
                 assert (await drv.read(bus, device))[-1].values["relay_closed"] is True
-            if "keep_power" in caps:
+            if "keep_power" in caps and config.get("prepaid_mode", "platform") == "platform":
+                # keep-power lives on the platform: a restore is sent, and no reading claims keep-power
+                await drv.switch(bus, device, last, closed=False)
+                await drv.keep_power(bus, device, last, on=True)
+                kept = (await drv.read(bus, device))[-1].values
+                assert kept["relay_closed"] is True and "keep_power" not in kept
+                await drv.keep_power(bus, device, last, on=False)
+                assert (await drv.read(bus, device))[-1].values["relay_closed"] is True  # nothing was sent
+            elif "keep_power" in caps:
                 await drv.keep_power(bus, device, last, on=True)
                 assert (await drv.read(bus, device))[-1].values["keep_power"] is True
                 await drv.keep_power(bus, device, last, on=False)

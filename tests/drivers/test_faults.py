@@ -155,9 +155,10 @@ def test_line_timing_serialises_the_bus():
 def test_prepaid_meter_trips_at_zero_and_topup_restores():
     # A fixed morning start: 4 h over the day's load peak use far more than 5 CNY (a night start would not).
     clock = SimClock(start=datetime(2026, 3, 2, 8, 0), acceleration=0.0)
-    sim = DTSD.simulator(4, {"variant": "dtsy1352"}, clock=clock, base_kw=10.0)
+    meter_side = {"variant": "dtsy1352", "prepaid_mode": "meter"}
+    sim = DTSD.simulator(4, meter_side, clock=clock, base_kw=10.0)
     sim.channel.remaining_money = Decimal("5.00")
-    device = DeviceRef(4, DTSD.validate_config({"variant": "dtsy1352"}))
+    device = DeviceRef(4, DTSD.validate_config(meter_side))
 
     async def go():
         async with bus_with([sim], "rtu") as (_, bus):
