@@ -99,3 +99,43 @@ def test_read_now_through_the_collector_is_confirmed_with_the_reading(app, group
             assert detail["via"] == "collector" and detail["values"], detail
     finally:
         bus.close()
+
+
+def test_a_valve_that_does_not_move_ends_failed_with_the_reason_never_confirmed(app, group):
+    """Read-back after every valve command: the stuck valve's command fails and says what the meter reads."""
+    from drivers.water_valve.registers import XINTAI
+    from meterhub.commands.models import Command
+    from meterhub.plugins import driver_registry
+
+    config = {"protocol": "modbus", "valve_profile": "xintai"}
+    sim = driver_registry()["water_valve"].simulator(5, config)
+    sim.stuck = True
+    loop = asyncio.new_event_loop()
+    server = SimServer([sim], framing="rtu")
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with app.app_context():
+            with service_session() as s:
+                gw = s.get(Gateway, group.gateway_id)
+                gw.port, gw.bus = server.port, {"timeout": 0.3}
+                device = s.get(Device, group.device_id)
+                device.driver_key, device.address, device.config = "water_valve", "5", config
+                meter = s.execute(select(Meter).where(Meter.device_id == group.device_id)).scalar_one()
+                command_id = create_command(s, meter, "valve", {"open": False}, max_attempts=1).id
+            assert worker.execute(command_id) == "failed"
+            with service_session() as s:
+                error = s.get(Command, command_id).error
+            assert "valve close was sent but the meter reads its valve open" in error, error
+            assert sim.channel.valve_open and XINTAI.state(sim.current_values(5)["valve"]) is True
+            sim.stuck = False
+            with service_session() as s:
+                meter = s.execute(select(Meter).where(Meter.device_id == group.device_id)).scalar_one()
+                command_id = create_command(s, meter, "valve", {"open": False}).id
+            assert worker.execute(command_id) == "confirmed" and not sim.channel.valve_open
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
