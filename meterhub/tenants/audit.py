@@ -16,7 +16,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import BigInteger, DateTime, String, UniqueConstraint, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -61,12 +61,22 @@ def load_audit_key(app: Flask) -> bytes:
     return instance_secret(app.instance_path, KEY_FILE).encode()
 
 
+_process_key: bytes | None = None  # the key of the app this process made, for threads with no app context
+
+
 def audit_key(app: Flask | None = None) -> bytes:
-    """The audit key of the current app (cached in its extensions)."""
+    """The audit key of ``app`` or the current app (cached in its extensions); in a thread with no app
+    context (charging shards), the key of the app this process created."""
+    global _process_key
+    if app is None and not has_app_context():
+        if _process_key is None:
+            raise ConfigError("no audit key in this process: create the app (meterhub.app.create_app) first")
+        return _process_key
     app = app or current_app._get_current_object()
     key = app.extensions.get("meterhub.audit_key")
     if key is None:
         key = app.extensions["meterhub.audit_key"] = load_audit_key(app)
+        _process_key = key
     return key
 
 
