@@ -130,8 +130,14 @@ def test_configured_url_wins_and_starts_nothing(name, tmp_path):
 @pytest.mark.parametrize("name", RESOLVERS)
 def test_local_server_used_only_when_allowed(name, tmp_path, monkeypatch):
     mod, resolver = RESOLVERS[name]
-    # A real server plays "the local default server".
-    default = resolver(None, tmp_path / "default", allow_local=False, port=0)
+    # A real server plays "the local default server" (for MQTT a Mosquitto letting anonymous clients in, as a
+    # developer's local broker does: the embedded one refuses them).
+    if name == "mqtt":
+        from bench.common import Mosquitto
+
+        default = Mosquitto(tmp_path / "default").start()
+    else:
+        default = resolver(None, tmp_path / "default", allow_local=False, port=0)
     monkeypatch.setattr(mod, "LOCAL_PORT", _port(default.url))
     monkeypatch.setattr(mod, "LOCAL_URL", default.url)
 
@@ -325,35 +331,49 @@ def test_embedded_redis_answers_and_keeps_data(tmp_path):
 
 
 @pytest.mark.embedded
-def test_embedded_mqtt_qos1_round_trip_with_paho_v2(tmp_path):
+def test_embedded_mqtt_qos1_round_trip_with_paho_v2(tmp_path, app, group):
     import paho.mqtt.client as mqtt
 
-    svc = resolve_mqtt(None, tmp_path / "i", allow_local=False, port=0)
+    from meterhub.db import service_session
+    from meterhub.devices.models import Gateway
+    from meterhub.mqtt_auth.credentials import issue_gateway_password, service_credentials
+    from tests.timeseries.factories import make_fleet
+
+    svc = resolve_mqtt(None, tmp_path / "i", allow_local=False, port=0,
+                       auth_database_url=app.config["SERVICE_DATABASE_URL"])
     assert svc.source == "embedded" and svc.url.startswith("mqtt://127.0.0.1:")
     port = _port(svc.url)
+    assert mqtt_mod.connect_problem("127.0.0.1", port) == "CONNECT refused with return code 5"  # anonymous
+    service = service_credentials(tmp_path / "i")
+    fleet = make_fleet(app, group)
+    with app.app_context(), service_session() as s:
+        gateway = issue_gateway_password(s.get(Gateway, fleet.gateway_id))
     received: queue.Queue = queue.Queue()
     subscribed = threading.Event()
     connected = threading.Event()
 
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="meterhub-test-sub")
+    sub.username_pw_set(service.username, service.password)
     sub.on_connect = lambda c, u, flags, rc, props: connected.set() if not rc.is_failure else None
     sub.on_subscribe = lambda c, u, mid, codes, props: subscribed.set() if all(
         not code.is_failure for code in codes) else None
     sub.on_message = lambda c, u, msg: received.put((msg.topic, msg.payload, msg.qos))
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="meterhub-test-pub")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=gateway.username)
+    pub.username_pw_set(gateway.username, gateway.password)
+    topic = f"meterhub/{gateway.username}/readings"
     try:
         sub.connect("127.0.0.1", port)
         sub.loop_start()
         assert connected.wait(5)
-        sub.subscribe("meterhub/test/#", qos=1)
+        sub.subscribe("meterhub/+/readings", qos=1)
         assert subscribed.wait(5)
 
         pub.connect("127.0.0.1", port)
         pub.loop_start()
-        info = pub.publish("meterhub/test/meter1", b"kWh=12.5", qos=1)
+        info = pub.publish(topic, b"kWh=12.5", qos=1)
         info.wait_for_publish(5)
         assert info.is_published()  # PUBACK received
-        assert received.get(timeout=5) == ("meterhub/test/meter1", b"kWh=12.5", 1)
+        assert received.get(timeout=5) == (topic, b"kWh=12.5", 1)
     finally:
         for client in (pub, sub):
             client.disconnect()
