@@ -112,11 +112,12 @@ def register_commands(app) -> None:  # noqa: ANN001
     from .collector.cli import collector_command
     from .mqtt_auth.cli import mqtt_group
     from .mqtt_ingest.cli import mqtt_ingest_command
+    from .rqhealth import jobs_command
     from .scheduler import scheduler_command
 
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
                     plugins_command, simulate_command, seed_demo_command, scheduler_command,
-                    mqtt_ingest_command, collector_command, audit_anchor_command, mqtt_group):
+                    mqtt_ingest_command, collector_command, audit_anchor_command, mqtt_group, jobs_command):
         app.cli.add_command(command)
 
 

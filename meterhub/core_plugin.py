@@ -12,4 +12,15 @@ def register_jobs() -> list[dict]:
         {"name": "timeseries.offline", "interval": 60, "callable": "meterhub.timeseries.jobs.detect_offline_job"},
         {"name": "audit.anchor", "interval": 60, "callable": "meterhub.tenants.audit_anchor:anchor_job"},
         {"name": "collector.liveness", "interval": 15, "callable": "meterhub.collector.liveness:check_job"},
+        {"name": "rq.watch", "interval": 60, "callable": "meterhub.rqhealth:watch"},
     ]
+
+
+@hookimpl(tryfirst=True)
+def reading_stored(group_id: int, meter_ids: list[int]) -> None:
+    """The meters' known relay state follows their latest readings (before any module reacts to it)."""
+    from .db import service_session
+    from .devices.relay_state import follow_readings
+
+    with service_session() as session:
+        follow_readings(session, group_id, meter_ids)

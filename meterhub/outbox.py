@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from flask import has_request_context
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -23,7 +24,6 @@ from .extensions import db
 from .models import TenantMixin, utcnow
 
 log = logging.getLogger(__name__)
-JOB_OPTIONS = ("job_timeout", "result_ttl", "description")
 
 
 class OutboxJob(TenantMixin, db.Model):
@@ -42,13 +42,21 @@ class OutboxJob(TenantMixin, db.Model):
 
 
 def _put(queue: str, path: str, kwargs: dict[str, Any], description: str) -> str:
+    """Enqueue on rq; ``retry_intervals`` (seconds, a list) becomes rq's ``Retry``."""
+    from rq import Retry
+
     from .redis_conn import get_queue
 
+    kwargs = dict(kwargs)
+    intervals = kwargs.pop("retry_intervals", None)
+    if intervals:
+        kwargs["retry"] = Retry(max=len(intervals), interval=list(intervals))
     job = get_queue(queue).enqueue("meterhub.jobs.run", path, description=description or path, **kwargs)
     return str(job.id)
 
 
-def hold(session: Session, group_id: int, queue: str, path: str, description: str = "", **kwargs: Any) -> OutboxJob:
+def hold(session: Session, group_id: int, queue: str, path: str, kwargs: dict[str, Any],
+         description: str = "") -> OutboxJob:
     """Put the job in the outbox inside ``session``'s transaction (it is enqueued after the commit)."""
     row = OutboxJob(group_id=group_id, queue=queue, path=path, kwargs=kwargs, description=description[:200])
     session.add(row)
@@ -56,14 +64,21 @@ def hold(session: Session, group_id: int, queue: str, path: str, description: st
     return row
 
 
-def enqueue_job(queue: str, path: str, *, group_id: int, description: str = "", **kwargs: Any) -> str | None:
-    """Enqueue the job now, or hold it in the outbox while Redis is unreachable; the rq job id or None."""
+def enqueue_job(queue: str, path: str, kwargs: dict[str, Any], *, group_id: int, description: str = "") -> str | None:
+    """Enqueue ``path(**kwargs)`` now, or hold it in the outbox while Redis is unreachable; the job id or None.
+
+    ``kwargs`` are the job's arguments plus rq options (``job_timeout``, ``result_ttl``, ``retry_intervals``),
+    all JSON values."""
     try:
         return _put(queue, path, kwargs, description)
     except redis.RedisError as err:
-        with service_session() as session:
-            row = hold(session, group_id, queue, path, description, **kwargs)
-            row.last_error = f"{type(err).__name__}: {err}"[:2000]
+        error = f"{type(err).__name__}: {err}"[:2000]
+        if has_request_context():  # a web request holds it as the app role, under its group's RLS
+            hold(db.session, group_id, queue, path, kwargs, description).last_error = error
+            db.session.commit()
+        else:
+            with service_session() as session:
+                hold(session, group_id, queue, path, kwargs, description).last_error = error
         log.warning("redis unreachable (%s): job %s held in the outbox until it is back", err, description or path)
         return None
 

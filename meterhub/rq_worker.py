@@ -21,6 +21,20 @@ log = logging.getLogger(__name__)
 
 def run_worker(queues: Sequence[str], *, burst: bool = False, with_scheduler: bool = True) -> None:
     """Work the queues until SIGTERM/SIGINT; start again after Redis faults (inside an app context)."""
+    from flask import current_app
+
+    from . import rqschedule
+
+    # scheduled jobs are served by the one elected process (rqschedule), not by rq's per-worker child
+    elector = rqschedule.start(current_app._get_current_object()) if with_scheduler and not burst else None
+    try:
+        _work(queues, burst=burst, with_scheduler=with_scheduler)
+    finally:
+        if elector is not None:
+            elector.stop()
+
+
+def _work(queues: Sequence[str], *, burst: bool, with_scheduler: bool) -> None:
     from rq import Worker
 
     from .redis_conn import get_queue, get_redis
@@ -31,7 +45,7 @@ def run_worker(queues: Sequence[str], *, burst: bool = False, with_scheduler: bo
         worker: Worker | None = None
         try:
             worker = Worker([get_queue(q) for q in queues], connection=get_redis())
-            worker.work(burst=burst, with_scheduler=with_scheduler)
+            worker.work(burst=burst, with_scheduler=with_scheduler and burst)
         except redis.RedisError as err:
             log.warning("worker: Redis unavailable (%s: %s)", type(err).__name__, err)
         if burst or (worker is not None and worker._stop_requested):

@@ -65,6 +65,10 @@ def scheduler_command(once: bool) -> None:
     jobs = periodic_jobs()
     log.info("scheduler: %d periodic jobs: %s", len(jobs), ", ".join(f"{j.name}/{j.interval}s" for j in jobs))
     retry = Backoff(first_s=1.0, max_s=30.0)
+    if not once:
+        from . import rqschedule
+
+        rqschedule.start(app)  # scheduled rq jobs and the job outbox, when this process is elected
     while True:
         try:
             for name in tick(app, jobs, time.time()):

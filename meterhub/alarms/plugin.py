@@ -47,7 +47,7 @@ def alarm_raised(alarm: Any) -> None:
     if not has_app_context():
         log.warning("alarm %s raised outside an app context: no notifications queued", alarm.id)
         return
-    from ..redis_conn import get_queue
+    from ..outbox import enqueue_job
 
-    get_queue("default").enqueue("meterhub.jobs.run", "meterhub.alarms.dispatch:notify_alarm", alarm_id=alarm.id,
-                                 description=f"notify alarm {alarm.id}")
+    enqueue_job("default", "meterhub.alarms.dispatch:notify_alarm", {"alarm_id": alarm.id}, group_id=alarm.group_id,
+                description=f"notify alarm {alarm.id}")  # held in the outbox while Redis is down

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
+import redis
 from flask import current_app, g, request
 from sqlalchemy import Select
 
@@ -47,15 +48,22 @@ class Principal:
         return has_permission(self.operator, permission) and tokens.scope_allows(self.token.scopes, permission)
 
 
+_LOCAL_COUNTS: dict[str, int] = {}  # rate-limit buckets of this process while Redis is unreachable
+
+
 def _count(key: str, window: int = 60) -> tuple[int, int]:
-    client = get_redis()
     bucket = int(time.time() // window)
     full = redis_key("api", "rl", key, bucket)
-    pipe = client.pipeline()
-    pipe.incr(full)
-    pipe.expire(full, window + 5)
-    count = pipe.execute()[0]
-    return int(count), window - int(time.time()) % window
+    try:
+        pipe = get_redis().pipeline()
+        pipe.incr(full)
+        pipe.expire(full, window + 5)
+        count = int(pipe.execute()[0])
+    except redis.RedisError:  # Redis down: limit per process rather than refuse every request (money goes on)
+        if len(_LOCAL_COUNTS) > 10000:
+            _LOCAL_COUNTS.clear()
+        count = _LOCAL_COUNTS[full] = _LOCAL_COUNTS.get(full, 0) + 1
+    return count, window - int(time.time()) % window
 
 
 def _limit(name: str, config_key: str, default: int) -> None:

@@ -109,15 +109,13 @@ class SandboxProvider:
 
 def enqueue_callback(trade_id: int, group_id: int, notify_url: str) -> None:
     """Queue the signed callback of a sandbox trade, retried with back-off until answered 2xx."""
-    from rq import Retry
-
-    from ..redis_conn import get_queue
+    from ..outbox import enqueue_job
 
     intervals = list(current_app.config.get("SANDBOX_RETRY_INTERVALS", RETRY_INTERVALS))
-    get_queue("default").enqueue("meterhub.jobs.run", "meterhub.payments.sandbox:deliver_callback",
-                                 trade_id=trade_id, group_id=group_id, notify_url=notify_url,
-                                 retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
-                                 description=f"sandbox payment callback {trade_id}")
+    enqueue_job("default", "meterhub.payments.sandbox:deliver_callback",
+                {"trade_id": trade_id, "group_id": group_id, "notify_url": notify_url,
+                 "retry_intervals": intervals or None}, group_id=group_id,
+                description=f"sandbox payment callback {trade_id}")  # held in the outbox while Redis is down
 
 
 def deliver_callback(trade_id: int, group_id: int, notify_url: str) -> int:

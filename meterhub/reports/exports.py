@@ -14,10 +14,11 @@ import logging
 import os
 from pathlib import Path
 
-from flask import current_app
+from flask import current_app, has_request_context
 from flask_babel import force_locale
 from sqlalchemy.orm import Session
 
+from ..commands.ownership import ORPHAN_AFTER, heartbeat, worker_id
 from ..db import service_session
 from ..errors import NotFound
 from ..models import utcnow
@@ -51,12 +52,22 @@ def create_export(session: Session, group_id: int, operator_id: int | None, repo
     return export
 
 
-def enqueue_export(export_id: int) -> None:
-    """Queue the export on the ``reports`` queue (long timeout: big exports take minutes)."""
-    from ..redis_conn import get_queue
+def enqueue_export(export_id: int, group_id: int | None = None) -> None:
+    """Queue the export on the ``reports`` queue (long timeout: big exports take minutes); while Redis is
+    unreachable it waits in the job outbox."""
+    from ..outbox import enqueue_job
 
-    get_queue("reports").enqueue("meterhub.jobs.run", "meterhub.reports.exports:run_export", export_id=export_id,
-                                 job_timeout=3600, result_ttl=3600, description=f"report export {export_id}")
+    if group_id is None:
+        if has_request_context():
+            from ..extensions import db
+
+            group_id = db.session.get(ReportExport, export_id).group_id
+        else:
+            with service_session() as session:
+                group_id = session.get(ReportExport, export_id).group_id
+    enqueue_job("reports", "meterhub.reports.exports:run_export",
+                {"export_id": export_id, "job_timeout": 3600, "result_ttl": 3600}, group_id=group_id,
+                description=f"report export {export_id}")
 
 
 def _update(export_id: int, **values: object) -> None:
@@ -68,12 +79,18 @@ def _update(export_id: int, **values: object) -> None:
 
 def run_export(export_id: int) -> int:
     """rq job: stream the report into an xlsx file; returns the number of rows."""
+    me = worker_id()
     with service_session() as session:
-        export = session.get(ReportExport, export_id)
-        if export is None or export.status not in ("queued", "running"):
-            return 0
-        export.status = "running"
+        export = session.get(ReportExport, export_id, with_for_update=True)
+        if export is None or export.status != "queued":
+            return 0  # done, failed, or running under a live owner (a duplicate job)
+        export.status, export.owner, export.heartbeat_at, export.attempts = "running", me, utcnow(), export.attempts + 1
         group_id, report_key, params = export.group_id, export.report, dict(export.params)
+    with heartbeat("report_exports", export_id, me):
+        return _write(export_id, group_id, report_key, params)
+
+
+def _write(export_id: int, group_id: int, report_key: str, params: dict) -> int:
     definition = get_report(report_key)
     folder = export_dir() / str(group_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,3 +113,30 @@ def run_export(export_id: int) -> int:
     _update(export_id, status="done", rows=count, total=count, path=str(path), finished_at=utcnow())
     log.info("export %s: %d rows of %s to %s", export_id, count, report_key, path)
     return count
+
+
+def recover_exports(max_attempts: int = 2) -> dict[str, list[int]]:
+    """Periodic job: an export whose worker died (no heartbeat) runs again, or fails with the reason."""
+    from sqlalchemy import select
+
+    now = utcnow()
+    again: list[tuple[int, int]] = []
+    failed: list[int] = []
+    with service_session() as session:
+        rows = session.execute(select(ReportExport).where(
+            ReportExport.status == "running", ReportExport.heartbeat_at < now - ORPHAN_AFTER)
+            .with_for_update(skip_locked=True)).scalars().all()
+        for export in rows:
+            reason = f"the worker running it ({export.owner or 'unknown'}) stopped"
+            if export.attempts < max_attempts:
+                export.status, export.error, export.rows = "queued", f"{reason}; started again", 0
+                again.append((export.id, export.group_id))
+            else:
+                export.status, export.finished_at = "failed", now
+                export.error = f"{reason} {export.attempts} times; export it again or ask the administrator"
+                failed.append(export.id)
+    for export_id, group_id in again:
+        enqueue_export(export_id, group_id)
+    if again or failed:
+        log.warning("exports: %d started again, %d failed after their worker died", len(again), len(failed))
+    return {"again": [e for e, _ in again], "failed": failed}

@@ -25,7 +25,8 @@ def register_blueprints() -> list[Any]:
 
 @hookimpl
 def register_jobs() -> list[dict[str, Any]]:
-    return [{"name": "reports.scheduled", "interval": 900, "callable": "meterhub.reports.scheduled:run_due"}]
+    return [{"name": "reports.scheduled", "interval": 900, "callable": "meterhub.reports.scheduled:run_due"},
+            {"name": "reports.recover", "interval": 15, "callable": "meterhub.reports.exports:recover_exports"}]
 
 
 @hookimpl
