@@ -209,3 +209,12 @@ def test_upgrade_rekeys_old_entries_and_records_the_old_verdict(chain_app, group
     assert closing.action == "audit.rekey" and closing.detail["legacy_chain"] == verdict
     assert verdict == (f"broken at entry {ids[1]}: content does not match its hash (the row was edited)"
                        if tampered else "intact")
+
+
+def test_the_console_names_the_forged_entry(chain_app, group, operator, client, owner):
+    ids = _entries(chain_app, group.group_id, 3)
+    with owner.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET detail = '{\"amount\": \"3000.00\"}' WHERE id = :id"), {"id": ids[1]})
+    operator("group_admin", all_properties=True)
+    page = client.get("/audit/?verify=1").get_data(as_text=True)
+    assert f"entry {ids[1]}" in page and "does not verify with the audit key" in page
