@@ -54,7 +54,7 @@ def anchor_dir(app: Flask | None = None) -> Path:
     """The checkpoint folder of the app's database (one per server and database name)."""
     app = app or current_app._get_current_object()
     base = Path(app.config.get("AUDIT_ANCHOR_DIR") or Path(app.instance_path) / "audit_anchors")
-    url = make_url(app.config["DATABASE_URL"])
+    url = make_url(app.config["APP_DATABASE_URL"])  # every process has it (web-only hosts too)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{url.host or 'local'}-{url.port or 5432}-{url.database}")
     return base / name
 
