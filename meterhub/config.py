@@ -6,6 +6,10 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from .public_url import normalize_public_base_url
+
+from .errors import ConfigError
+
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,  # generated into the instance folder on first start
     # Admin/migration URL: owns the tables, runs Alembic. The app itself never uses it for requests.
@@ -35,8 +39,13 @@ DEFAULTS: dict[str, Any] = {
     "LANGUAGES": ["zh_CN", "en"],
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_WINDOW_SECONDS": 900,
+    # Where people and payment providers reach the platform (https://...); payment notify URLs are built from
+    # it (never from a request's Host) and an https address makes every cookie Secure.
+    "PUBLIC_BASE_URL": None,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "PAGE_SIZE": 50,
@@ -75,3 +84,6 @@ def finish(config: dict[str, Any], instance_path: str | None = None) -> None:
     if not config.get("WEB_ONLY"):
         _role(config, "SERVICE", instance_path)
     config["SQLALCHEMY_DATABASE_URI"] = config["APP_DATABASE_URL"]
+    config["PUBLIC_BASE_URL"] = normalize_public_base_url(config.get("PUBLIC_BASE_URL"))
+    if config["PUBLIC_BASE_URL"].startswith("https://"):
+        config["SESSION_COOKIE_SECURE"] = config["REMEMBER_COOKIE_SECURE"] = True

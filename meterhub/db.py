@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from flask import current_app, has_request_context
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .errors import ConfigError
 from .extensions import db
@@ -38,10 +38,11 @@ def _apply(executor: Session | Connection, group_id: int | None) -> None:
     )
 
 
-def use_group(group_id: int | None, session: Session | None = None) -> None:
+def use_group(group_id: int | None, session: Session | scoped_session | None = None) -> None:
     """Act for ``group_id`` from now on: applied to the open transaction and every later one."""
     _current_group.set(group_id)
-    session = session or db.session()
+    if session is None or isinstance(session, scoped_session):  # db.session is a registry of sessions
+        session = (session or db.session)()
     if session.in_transaction():
         _apply(session, group_id)
 
@@ -55,7 +56,6 @@ def _set_group_on_begin(session: Session, transaction, connection) -> None:  # n
 _service_engines: dict[str, Engine] = {}
 
 
-def service_engine(url: str | None = None) -> Engine:
 def _refuse_in_requests() -> None:
     """The service role bypasses RLS: a web request never uses it, so a web process needs no service password."""
     if has_request_context():
@@ -63,13 +63,14 @@ def _refuse_in_requests() -> None:
                           "db.session (the app role, under row-level security) or enqueue an rq job")
 
 
+def service_engine(url: str | None = None) -> Engine:
     """The engine of the service role (one per URL, created lazily; never inside a web request)."""
     _refuse_in_requests()
     url = url or current_app.config["SERVICE_DATABASE_URL"]
-    if url not in _service_engines:
     if not url:
         raise ConfigError("this process has no service database role: this is a WEB_ONLY host; run "
                           "background work (worker, scheduler, collector, CLI) where METERHUB_WEB_ONLY is unset")
+    if url not in _service_engines:
         _service_engines[url] = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     return _service_engines[url]
 

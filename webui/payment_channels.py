@@ -10,8 +10,9 @@ from sqlalchemy import select
 from meterhub.driver.base import SECRET_MASK
 from meterhub.extensions import db
 from meterhub.payments.models import PaymentChannel
-from meterhub.payments.orders import channel_view, create_channel
+from meterhub.payments.orders import channel_view, check_can_enable, create_channel
 from meterhub.payments.providers import PaymentError, providers
+from meterhub.public_url import public_base_url
 from meterhub.tenants.scoping import get_or_404
 
 from .util import permission_required, record
@@ -33,10 +34,16 @@ SECRETS = {"apiv3_key", "merchant_private_key"}
 def index():
     if request.method == "POST":
         return _create()
+    return _page()
+
+
+def _page(error: str = "", status: int = 200):
     channels = db.session.execute(select(PaymentChannel).order_by(PaymentChannel.id)).scalars().all()
     notify = {c.id: channel_view(c).notify_url for c in channels}
-    return render_template("payment_channels/index.html", channels=channels, notify=notify,
-                           providers=sorted(providers()), fields=FIELDS, mask=SECRET_MASK)
+    if error:
+        flash(error, "error")
+    return render_template("payment_channels/index.html", channels=channels, notify=notify, public_url=public_base_url(),
+                           providers=sorted(providers()), fields=FIELDS, mask=SECRET_MASK), status
 
 
 def _create():
@@ -59,8 +66,7 @@ def _create():
                                  settings, secrets, actor=current_user.username)
     except PaymentError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("payment_channels.index"))
+        return _page(str(err), 409)
     db.session.commit()
     flash(_("Payment channel created."), "ok")
     return redirect(url_for("payment_channels.index", _anchor=f"channel-{channel.id}"))
@@ -70,6 +76,11 @@ def _create():
 @permission_required("group.manage")
 def toggle(channel_id: int):
     channel = get_or_404(PaymentChannel, channel_id)
+    if not channel.enabled:
+        try:
+            check_can_enable(channel.provider)
+        except PaymentError as err:
+            return _page(str(err), 409)
     channel.enabled = not channel.enabled
     record("payment.channel_" + ("enabled" if channel.enabled else "disabled"), channel, {"name": channel.name})
     db.session.commit()

@@ -1,4 +1,4 @@
-"""Group settings: which feature modules the group uses."""
+"""Group settings: which feature modules the group uses, and its top-up limits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.modules.prepaid.limits import set_limits
 from meterhub.modules.registry import available_modules, module_enabled
 from meterhub.tenants.models import Group
 
@@ -20,6 +22,8 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 def index():
     group = db.session.get(Group, current_user.group_id)
     modules = available_modules()
+    if request.method == "POST" and request.form.get("section") == "topup_limits":
+        return _save_topup_limits(group)
     if request.method == "POST":
         chosen = {key: request.form.get(f"module_{key}") == "1" for key in modules}
         before = {key: module_enabled(group, key) for key in modules}
@@ -30,3 +34,18 @@ def index():
         return redirect(url_for("settings.index"))
     rows = [(info, module_enabled(group, key)) for key, info in sorted(modules.items())]
     return render_template("settings/index.html", group=group, modules=rows)
+
+
+def _save_topup_limits(group: Group):
+    """The largest single top-up and the confirmation threshold of the group (422 with the reason when invalid)."""
+    try:
+        set_limits(db.session, group, request.form.get("topup_max", ""), request.form.get("topup_confirm_above", ""),
+                   actor=current_user.username, operator_id=current_user.id)
+    except ValidationError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        rows = [(info, module_enabled(group, key)) for key, info in sorted(available_modules().items())]
+        return render_template("settings/index.html", group=group, modules=rows), 422
+    db.session.commit()
+    flash(_("Saved."), "ok")
+    return redirect(url_for("settings.index"))

@@ -22,7 +22,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app, has_request_context, request
 import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,6 +31,7 @@ from ..ledger import run_money_transaction
 from ..ledger.errors import LedgerError
 from ..ledger.money import parse_amount
 from ..models import utcnow
+from ..public_url import public_base_url, public_url
 from ..modules.prepaid import cashier
 from ..modules.prepaid.limits import check_topup
 from ..modules.prepaid.models import PrepaidAccount
@@ -54,6 +54,7 @@ def owner(channel: PaymentChannel) -> str:
 def create_channel(session: Session, group_id: int, provider: str, name: str, settings: dict[str, Any] | None = None,
                    secrets_: dict[str, str] | None = None, *, actor: str) -> PaymentChannel:
     """Configure a provider for the group (the provider fills its defaults, e.g. sandbox keys)."""
+    check_can_enable(provider)
     settings, plain = get_provider(provider).setup(dict(settings or {}), dict(secrets_ or {}))
     channel = PaymentChannel(group_id=group_id, provider=provider, name=name, notify_key=secrets.token_urlsafe(24),
                              settings=settings, secrets={})
@@ -66,15 +67,26 @@ def create_channel(session: Session, group_id: int, provider: str, name: str, se
 
 
 def channel_view(channel: PaymentChannel) -> Channel:
-    """The provider's view of a channel (secrets decrypted, absolute notify URL when in a request)."""
-    path = f"/payments/notify/{channel.notify_key}"
-    base = current_app.config.get("PUBLIC_BASE_URL")
-    if base:
-        notify = base.rstrip("/") + path
-    else:
-        notify = (request.host_url.rstrip("/") + path) if has_request_context() else ""
+    """The provider's view of a channel: secrets decrypted, and the notify URL under the configured
+    ``PUBLIC_BASE_URL`` ('' without one): never built from a request's Host, which the payer chooses."""
     return Channel(channel.id, channel.group_id, channel.provider, dict(channel.settings),
-                   secret_store.reveal(channel.secrets, owner(channel)), notify)
+                   secret_store.reveal(channel.secrets, owner(channel)),
+                   public_url(f"/payments/notify/{channel.notify_key}"))
+
+
+def require_public_url(provider: str, action: str) -> None:
+    """PaymentError unless callbacks have a configured address: every order needs one, and a real (not
+    test-only) channel cannot even be enabled without it."""
+    if not public_base_url():
+        raise PaymentError(f"Cannot {action}: set PUBLIC_BASE_URL (METERHUB_PUBLIC_BASE_URL, e.g. "
+                           f"https://meterhub.example.com) to the address the provider {provider!r} calls back; "
+                           "notify URLs are never taken from a request.")
+
+
+def check_can_enable(provider: str) -> None:
+    """PaymentError when a real payment channel of ``provider`` would be enabled without PUBLIC_BASE_URL."""
+    if not getattr(get_provider(provider), "test_only", False):
+        require_public_url(provider, "enable a real payment channel")
 
 
 def enabled_channels(session: Session) -> list[PaymentChannel]:
@@ -93,6 +105,7 @@ def create_order(session: Session, account: PrepaidAccount, channel: PaymentChan
         raise PaymentError(f"account {account.number} is {account.status}; it cannot be topped up")
     if not channel.enabled:
         raise PaymentError(f"payment channel {channel.name} is disabled")
+    require_public_url(channel.provider, "take online payments")
     order = PaymentOrder(group_id=account.group_id, property_id=account.property_id, account_id=account.id,
                          channel_id=channel.id, out_trade_no=f"MH{utcnow():%y%m%d}{secrets.token_hex(8).upper()}",
                          amount=value, currency="CNY", state="created", portal_user_id=portal_user_id,

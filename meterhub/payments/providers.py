@@ -7,7 +7,9 @@ A provider object has ``key``, ``label``, ``settings_fields``, ``secret_fields``
 - ``parse_notification(channel, headers, body) -> Notification``: verify the signature (raise
   :class:`ForgedNotification`) and decode the callback (raise :class:`InvalidNotification`);
 - ``acknowledge(ok, message) -> (body, status, content_type)``: the answer the provider expects;
-- ``records(session, channel, start, end) -> list[ProviderRecord]``: the provider's own statement.
+- ``records(session, channel, start, end) -> list[ProviderRecord]``: the provider's own statement;
+- ``test_only`` (optional, default False): True for a provider that moves no real money (the sandbox); any
+  other channel cannot be enabled until ``PUBLIC_BASE_URL`` says where callbacks go.
 """
 
 from __future__ import annotations

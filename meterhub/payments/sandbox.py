@@ -67,7 +67,7 @@ def callback_body(txn_id: str, out_trade_no: str, amount: Decimal, currency: str
 class SandboxProvider:
     """Test payments with real signatures, a pay page and retried callbacks."""
 
-    key, label = "sandbox", "Sandbox (test payments)"
+    key, label, test_only = "sandbox", "Sandbox (test payments)", True
     settings_fields: tuple[str, ...] = ("public_key",)
     secret_fields: tuple[str, ...] = ("private_key",)
 

@@ -13,20 +13,27 @@ from sqlalchemy import select
 from ..db import use_group
 from ..extensions import db
 from ..modules.prepaid.models import PrepaidAccount
+from ..tenants.auth import end_sessions
 from .models import PortalMembership, PortalUser
 
 SESSION_KEY = "portal"
 
 
 def sign_in(user: PortalUser) -> None:
-    """Remember the portal user in the session (operators' sign-in is untouched)."""
-    session[SESSION_KEY] = {"u": user.id, "g": user.group_id}
+    """Remember the portal user and their session version in the session (operators' sign-in is untouched)."""
+    session[SESSION_KEY] = {"u": user.id, "g": user.group_id, "v": user.session_version or 1}
     session.permanent = True
 
 
 def sign_out() -> None:
+    """End the portal session, and every copy of its cookie (the user's session version moves on)."""
+    user = current()
+    if user is not None:
+        end_sessions(user)
+        db.session.commit()
     session.pop(SESSION_KEY, None)
     session.pop("portal_pending", None)
+    g.pop("portal_user", None)
 
 
 def current() -> PortalUser | None:
@@ -35,10 +42,10 @@ def current() -> PortalUser | None:
         return g.portal_user
     ident = session.get(SESSION_KEY)
     user = None
-    if isinstance(ident, dict) and isinstance(ident.get("g"), int) and isinstance(ident.get("u"), int):
+    if isinstance(ident, dict) and all(isinstance(ident.get(k), int) for k in ("g", "u", "v")):
         use_group(ident["g"])
         user = db.session.get(PortalUser, ident["u"])
-        if user is None or not user.active:
+        if user is None or not user.active or user.session_version != ident["v"]:
             user = None
             use_group(None)
     g.portal_user = user

@@ -12,7 +12,7 @@ from ..errors import NotFound, ValidationError
 from ..models import utcnow
 from ..modules.prepaid.models import PrepaidAccount
 from ..tenants import audit
-from ..tenants.auth import hash_password
+from ..tenants.auth import end_sessions, hash_password
 from .auth import normalize_phone
 from .models import PORTAL_ROLES, PortalInvitation, PortalMembership, PortalUser
 
@@ -106,4 +106,6 @@ def remove_member(session: Session, account: PrepaidAccount, user_id: int, *, ac
 
 
 def set_password(session: Session, user: PortalUser, password: str) -> None:
+    """A new password for ``user``; every other session of theirs ends (sign the current one in again)."""
     user.password_hash = hash_password(password)
+    end_sessions(user)

@@ -33,6 +33,7 @@ def live_server(app):
     server = create_server(app, listen=f"127.0.0.1:{port}", threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    app.config["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"  # where the sandbox posts its callbacks
     yield f"http://127.0.0.1:{port}"
     server.close()
     thread.join(5)

@@ -117,6 +117,10 @@ def test_shop_owner_pays_through_the_sandbox_in_the_portal(page, live_server, ap
     page.goto(f"{live_server}/portal/login")
     page.fill("form[action*='/portal/code'] input[name=phone]", site.phone)
     page.click("#send-code")
+    page.wait_for_selector("input[name=code]")
+    from tests.portal.conftest import deliver_queued_codes
+
+    assert deliver_queued_codes(app) == 1
     page.fill("input[name=code]", codes[site.phone])
     page.click("button.primary")
     assert page.locator("#balance").inner_text() == "¥ 0.00"

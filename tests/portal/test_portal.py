@@ -61,7 +61,7 @@ def test_password_sign_in_and_rate_limit(app, client, group, codes):
     client.post("/portal/logout", data={"csrf_token": token_of(login)})
     codes_seen = [client.post("/portal/login", data={"phone": site.phone, "password": "bad",
                                                      "csrf_token": token_of(login)}).status_code for _ in range(7)]
-    assert codes_seen[-1] == 400  # locked out (rate limited)
+    assert codes_seen[-1] == 429  # locked out (rate limited), with Retry-After
 
 
 def test_portal_users_see_only_their_accounts(app, client, group, other_group, codes):
