@@ -85,6 +85,7 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
         from .app import create_app
 
         app = create_app()
+        _demo_addresses(app, instance, host, port)
         with app.app_context():
             upgrade(directory=str(Path(__file__).parent / "migrations"))
         fleet_file = instance / "demo-fleet.json"
@@ -115,6 +116,17 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
     finally:
         children.stop()
         services.stop_all()
+
+
+def _demo_addresses(app, instance: Path, host: str, port: int) -> None:  # noqa: ANN001
+    """Unless configured: the demo's public address is where it serves (payment notify URLs come from it, never
+    from a request), and sign-in codes go to a development SMS outbox file (the demo has no SMS gateway)."""
+    if not app.config.get("PUBLIC_BASE_URL"):
+        app.config["PUBLIC_BASE_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    outbox = os.environ.setdefault("METERHUB_DEV_SMS_OUTBOX", str(instance / "sms-outbox.log"))
+    app.config.setdefault("DEV_SMS_OUTBOX", outbox)
+    log.info("public address %s; portal sign-in codes are written to %s", app.config["PUBLIC_BASE_URL"],
+             app.config["DEV_SMS_OUTBOX"])
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
