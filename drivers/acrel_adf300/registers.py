@@ -23,7 +23,8 @@ BOX: tuple[R, ...] = (
 
 
 def _inferred(specs: tuple[R, ...]) -> tuple[R, ...]:
-    return tuple(replace(s, confidence="INFERRED") for s in specs)
+    """Per-circuit rows are INFERRED, except the summary block, which [T] polls on a circuit (type code 10)."""
+    return tuple(s if s.key.startswith("sum_") else replace(s, confidence="INFERRED") for s in specs)
 
 
 SINGLE_PHASE: tuple[R, ...] = _inferred(DDSY1352) + BOX

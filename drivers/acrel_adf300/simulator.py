@@ -24,12 +24,12 @@ class Adf300Sim(RegisterSimDevice):
         # how the box codes 0x0910: the literal count, or 0/1/2 = 36/24/12 (REGISTERS.md §10 [T])
         self.circuit_code = self.circuits if config.get("circuit_coding", "count") == "count" else \
             {36: 0, 24: 1, 12: 2}[self.circuits]
-        super().__init__(address, MAPS[self.wiring], clock, address_space=[(0, 0x0100), (0x0900, 0x0960)])
+        super().__init__(address, MAPS[self.wiring], clock, address_space=[(0, 0x0100), (0x0200, 0x0230), (0x0900, 0x0960)])
         self.step = 3 if self.wiring == "three" else 1
         rng = random.Random(seed)
         self.channels = [
             ElectricChannel(random.Random(rng.random()), base_kw=base_kw * rng.uniform(0.5, 1.5),
-                            phases=self.step, prepaid=True)
+                            phases=self.step, prepaid=not prepaid.platform_side(config))
             for _ in range(self.circuits // self.step)
         ]
         for ch in self.channels:
@@ -51,7 +51,8 @@ class Adf300Sim(RegisterSimDevice):
         ch = self.channel_of(unit)
         ch.advance(self.clock.now())
         values = electric_values(ch, 1)
-        values.update(prepaid.sim_values(ch))
+        values.update(prepaid.sim_values(ch, 10))
+        values["sum_circuit_code"] = {36: 0, 24: 1, 12: 2}[self.circuits] << 8
         values.update(box_number=int(self.serial), circuit_code=self.circuit_code, box_mode=0,
                       com_main=self.address << 16 | 1, com_secondary=self.address << 16 | 1,
                       meter_number=int(self.serial) + unit - self.address + 1)

@@ -29,7 +29,8 @@ from meterhub.simulator.model import ElectricChannel
 CUT_OFF = [1, 1]
 RESTORE = [1, 0]
 AUTOMATIC = [0, 0]
-STATE_KEYS = ("relay_forced_enable", "relay_forced_trip", "load_control_state")
+STATE_KEYS = ("sum_status",)  # the summary block's status word: relay state, forced control, alarm bits
+RELAY_L1, FORCED, ARREARS, ALM1, ALM2 = 0x2000, 0x0008, 0x0020, 0x0040, 0x0080
 #: Meter-side money: written and polled only in ``meter`` mode.
 MONEY_QUANTITIES = frozenset({"remaining_money", "purchase_count", "alarm1_money", "alarm2_money", "overdraft_money"})
 METER_MODE_ONLY = frozenset({"meter_side_prepaid", "prices"})
@@ -53,14 +54,19 @@ def polled(specs: Sequence[RegisterSpec], config: Mapping[str, Any]) -> list[Reg
 
 
 def relay_values(raw: Mapping[str, Decimal], config: Mapping[str, Any] | None = None) -> dict[str, bool]:
-    """relay_closed from the forced-control registers and the load-control state (+ keep_power in meter mode)."""
-    forced = int(raw.get("relay_forced_enable", 0)) == 1
-    trip = int(raw.get("relay_forced_trip", 0)) == 1
-    tripped_by_meter = int(raw.get("load_control_state", 0)) >> 8 != 0
-    closed = (not trip) if forced else not tripped_by_meter
+    """relay_closed from the summary status word (L1 relay bit), + keep_power (forced and closed) in meter mode."""
+    status = int(raw.get("sum_status", 0))
+    closed = bool(status & RELAY_L1)
     if platform_side(config or {}):
         return {"relay_closed": closed}
-    return {"relay_closed": closed, "keep_power": forced and not trip}
+    return {"relay_closed": closed, "keep_power": closed and bool(status & FORCED)}
+
+
+def status_word(relay_closed: bool, phases: int, forced: bool, arrears: bool, alarm1: bool, alarm2: bool) -> int:
+    """The summary status word a meter in this state reports (simulators)."""
+    relays = (0x2000 | 0x4000 | 0x8000) if phases == 3 else RELAY_L1
+    return ((relays if relay_closed else 0) | (FORCED if forced else 0) | (ARREARS if arrears else 0)
+            | (ALM1 if alarm1 else 0) | (ALM2 if alarm2 else 0))
 
 
 async def switch(transport: Any, unit: int, closed: bool, config: Mapping[str, Any]) -> None:
@@ -123,10 +129,18 @@ async def set_overload_limit(transport: Any, unit: int, specs: Sequence[Register
 
 
 # --- simulator side --------------------------------------------------------------------------------
-def sim_values(ch: ElectricChannel) -> dict[str, Decimal | int]:
-    """Register values of the prepaid rows for a simulated channel."""
+def sim_values(ch: ElectricChannel, type_code: int = 5) -> dict[str, Decimal | int]:
+    """Register values of the prepaid rows and the summary block for a simulated channel."""
     forced = ch.forced is not None
-    return {
+    money = ch.money()
+    summary: dict[str, Decimal | int] = {
+        "sum_type": type_code, "sum_money": max(money, Decimal(0)), "sum_purchase_count": ch.purchase_count,
+        "sum_status": status_word(ch.relay_closed, ch.phases, forced, ch.prepaid and money <= -ch.overdraft,
+                                  ch.prepaid and money <= ch.alarm1, ch.prepaid and money <= ch.alarm2),
+        "sum_energy_total": ch.total_kwh, "sum_p_total": Decimal(repr(round(ch.power_kw, 3))),
+        **{f"sum_energy_{name}": ch.energy[rate] for rate, name in enumerate(("sharp", "peak", "flat", "valley"), 1)},
+    }
+    return summary | {
         "alarm1": ch.alarm1, "alarm2": ch.alarm2, "overdraft": ch.overdraft,
         "purchase_count": ch.purchase_count, "remaining_money": max(ch.money(), Decimal(0)),
         "load_control_state": 0 if ch.forced is not None or ch.relay_closed else 0x0100,

@@ -94,10 +94,9 @@ PREPAID: tuple[R, ...] = (
     R("alarm2", 0x0048, 2, "u32", C01, "CNY", "Alarm amount 2", "RW", "MED", "alarm2_money"),
     R("overdraft", 0x004A, 2, "u32", C01, "CNY", "Overdraft (赊欠) amount", "RW", "MED", "overdraft_money"),
     R("purchase_count", 0x004E, 1, "u16", D(1), "", "Purchase count; written with a top-up (INFERRED)",
-      "RW", "MED", "purchase_count"),
+      "RW", "MED"),
     R("remaining_money", 0x004F, 2, "u32", C01, "CNY",
-      "Remaining money; a write together with 0x004E is a top-up amount (INFERRED)", "RW", "MED",
-      "remaining_money"),
+      "Remaining money; a write together with 0x004E is a top-up amount (INFERRED)", "RW", "MED"),
     R("load_control_state", 0x0055, 1, "u16", D(1), "", "Hi byte load-control state (nonzero = tripped: INFERRED)",
       "R", "MED"),
     R("relay_forced_enable", 0x0057, 1, "u16", D(1), "", "Relay forced control 1 on / 0 automatic", "RW", "HIGH"),
@@ -109,11 +108,38 @@ PREPAID: tuple[R, ...] = (
     R("pmax", 0x0061, 1, "u16", C001, "kW", "Power limit PMAX (unit unknown)", "RW", "LOW"),
 )
 
+#: The 48-register summary block (FC03 0x0200 x48, REGISTERS.md §2 field order, §10: [T] Variable.cs reads it at
+#: 512 x48, [J]'s 4G upload carries the same registers, [G] parses the same order). The polled source of balance,
+#: purchase count and relay state. Offsets not listed (40–46 clock) are not read.
+SUMMARY_BASE = 0x0200
+SUMMARY_COUNT = 48
+_S = SUMMARY_BASE
+SUMMARY: tuple[R, ...] = (
+    R("sum_type", _S, 1, "u16", D(1), "", "Summary 0: type code (7 DDSY, 5 DTSY, 10 ADF300)"),
+    *(R(f"sum_u{p}", _S + 1 + i, 1, "u16", C1, "V", f"Summary: phase {p.upper()} voltage") for i, p in enumerate("abc")),
+    *(R(f"sum_i{p}", _S + 4 + i, 1, "u16", C01, "A", f"Summary: phase {p.upper()} current") for i, p in enumerate("abc")),
+    *(R(f"sum_p_{p}", _S + 7 + i, 1, "i16", C001, "kW", f"Summary: active power {p}")
+      for i, p in enumerate(("a", "b", "c", "total"))),
+    R("sum_pt", _S + 19, 1, "u16", D(1), "", "Summary 19: PT"),
+    R("sum_ct", _S + 20, 1, "u16", D(1), "", "Summary 20: CT"),
+    R("sum_energy_total", _S + 21, 2, "u32", C01, "kWh", "Summary 21-22: total energy"),
+    *(R(f"sum_energy_{t}", _S + 23 + 2 * i, 2, "u32", C01, "kWh", f"Summary: energy {t}") for i, t in enumerate(TARIFFS)),
+    R("sum_money", _S + 31, 2, "u32", C01, "CNY", "Summary 31-32: remaining money", quantity="remaining_money"),
+    R("sum_purchase_count", _S + 33, 1, "u16", D(1), "", "Summary 33: purchase count", quantity="purchase_count"),
+    R("sum_trip_count", _S + 34, 1, "u16", D(1), "", "Summary 34: load-control trip count"),
+    R("sum_status", _S + 36, 1, "bits", D(1), "",
+      "Summary 36: hi bits 5-7 L1-L3 relay closed; lo bit3 forced control, bit5 arrears, bit6 ALM1, bit7 ALM2",
+      confidence="MED"),
+    R("sum_base_energy", _S + 38, 2, "u32", C01, "kWh", "Summary 38-39: base energy"),
+    R("sum_circuit_code", _S + 47, 1, "u16", D(1), "", "Summary 47: hi byte ADF300 circuit code 0/1/2 = 36/24/12",
+      confidence="MED"),
+)
+
 _PREPAID_ENERGY = _energy_block("energy", 0x0000, "Total active energy", {
     "total": "energy_kwh", "sharp": "energy_sharp_kwh", "peak": "energy_peak_kwh",
     "flat": "energy_flat_kwh", "valley": "energy_valley_kwh"}, "")
 
-DTSY1352: tuple[R, ...] = tuple(_PREPAID_ENERGY) + PREPAID
+DTSY1352: tuple[R, ...] = tuple(_PREPAID_ENERGY) + PREPAID + SUMMARY
 
 DDSY1352: tuple[R, ...] = tuple(_PREPAID_ENERGY) + (
     R("u", 0x000B, 1, "u16", C1, "V", "Voltage", quantity="voltage_a_v"),
@@ -121,6 +147,6 @@ DDSY1352: tuple[R, ...] = tuple(_PREPAID_ENERGY) + (
     R("p", 0x000D, 1, "i16", C001, "kW", "Active power", quantity="power_kw"),
     R("s", 0x000F, 1, "u16", C001, "kVA", "Apparent power", quantity="apparent_kva"),
     R("pf", 0x0010, 1, "i16", C001, "", "Power factor", quantity="power_factor"),
-) + PREPAID
+) + PREPAID + SUMMARY
 
 VARIANTS = {"dtsd1352": DTSD1352, "dtsy1352": DTSY1352, "ddsy1352": DDSY1352}

@@ -50,11 +50,12 @@ class AcrelMeterSim(RegisterSimDevice):
     def __init__(self, address: int, config: Mapping[str, Any], clock: SimClock | None = None, seed: int = 1,
                  base_kw: float = 3.0, **_: Any) -> None:
         self.variant = config.get("variant", "dtsd1352")
-        super().__init__(address, VARIANTS[self.variant], clock, address_space=[(0, 0x0200), (0x05DD, 0x05E3)])
+        super().__init__(address, VARIANTS[self.variant], clock, address_space=[(0, 0x0230), (0x05DD, 0x05E3)])
         self.pt, self.ct = int(config.get("pt", 1)), int(config.get("ct", 1))
         self.phases = 1 if self.variant == "ddsy1352" else 3
+        # meter-side money only when the meter is run that way; in platform mode it never trips by itself
         self.channel = ElectricChannel(random.Random(seed), base_kw=base_kw, phases=self.phases,
-                                       prepaid=self.variant != "dtsd1352")
+                                       prepaid=self.variant != "dtsd1352" and not prepaid.platform_side(config))
         self.meter_number = 2300000000 + address * 7919 + seed
         # What read_identity reports: DTSD1352 has no serial register, so its identity is its address.
         self.serial = f"DTSD1352-{address}" if self.variant == "dtsd1352" else f"{self.meter_number:012d}"
@@ -70,7 +71,7 @@ class AcrelMeterSim(RegisterSimDevice):
         values["com1"] = self.address << 8 | 1
         values["meter_number"] = self.meter_number
         if self.variant != "dtsd1352":
-            values.update(prepaid.sim_values(self.channel))
+            values.update(prepaid.sim_values(self.channel, 7 if self.variant == "ddsy1352" else 5))
         values["clock"] = int.from_bytes(bytes([now.second, now.minute, now.hour, now.day, now.month,
                                                 now.year % 100]), "big")
         return values

@@ -196,12 +196,12 @@ def test_valve_status_conventions(convention, st, open_):
 CUT_OFF = bytes.fromhex("01 10 00 57 00 02 04 00 01 00 01 27 75")
 RESTORE = bytes.fromhex("01 10 00 57 00 02 04 00 01 00 00 E6 B5")
 WRITE_ECHO = rtu("01 10 00 57 00 02")
-READ_STATE = rtu("01 03 00 55 00 04")  # 0x0055 load-control state .. 0x0058 forced trip
+READ_STATE = rtu("01 03 02 24 00 01")  # summary block register 36 (0x0224): the status word (§2, §10)
 
 
 def test_restore_and_cut_off_are_the_only_relay_frames_and_keep_power_is_never_reported():
-    tripped = rtu("01 03 08 01 00 00 00 00 01 00 01")
-    closed = rtu("01 03 08 00 00 00 00 00 01 00 00")
+    tripped = rtu("01 03 02 00 08")  # relays L1-L3 open, forced control
+    closed = rtu("01 03 02 E0 08")   # relays L1-L3 closed, forced control
     config = ACREL.validate_config({"variant": "dtsy1352"})
     assert config["prepaid_mode"] == "platform"
     assert {"meter_side_prepaid", "prices"}.isdisjoint(ACREL.capabilities_for(config))
@@ -231,8 +231,7 @@ def test_restore_and_cut_off_are_the_only_relay_frames_and_keep_power_is_never_r
 
     async def read_state():
         async with poll.bus("rtu") as bus:
-            return await ACREL.read_specs(bus, 1, [s for s in ACREL.registers_for(config)
-                                                   if s.key.startswith(("relay_", "load_"))])
+            return await ACREL.read_specs(bus, 1, [s for s in ACREL.registers_for(config) if s.key == "sum_status"])
 
     from drivers.acrel_dtsd1352 import prepaid
 
@@ -240,7 +239,7 @@ def test_restore_and_cut_off_are_the_only_relay_frames_and_keep_power_is_never_r
 
 
 def test_a_relay_that_stays_closed_after_cut_off_is_not_applied():
-    meter = Scripted({CUT_OFF: WRITE_ECHO, READ_STATE: rtu("01 03 08 00 00 00 00 00 00 00 00")})
+    meter = Scripted({CUT_OFF: WRITE_ECHO, READ_STATE: rtu("01 03 02 E0 00")})
     device = DeviceRef(1, ACREL.validate_config({"variant": "dtsy1352"}))
 
     async def go():
@@ -286,3 +285,51 @@ def test_adf300_refuses_a_circuit_register_it_cannot_read():
     assert circuit_count(2, "box") == (12, "code") and circuit_count(0, "box") == (36, "code")
     with pytest.raises(DeviceMismatch, match="neither"):
         circuit_count(5, "box")
+
+
+# --- the summary block 0x0200 x48 (REGISTERS.md §2 field order, §10) --------------------------------------
+def test_meter_mode_reads_balance_count_and_relay_from_the_summary_block():
+    words = [0] * 48
+    words[0] = 7                                    # type code DDSY1352
+    words[31:33] = [0x0001, 0x86A0]                 # remaining money 100000 x0.01 = 1000.00 CNY
+    words[33] = 12                                  # purchase count
+    words[36] = 0x2048                              # L1 closed, forced control, ALM1
+    block = "".join(f"{w:04X}" for w in words[31:37])
+    request = rtu("01 03 02 1F 00 06")              # registers 31..36 of the block, as the poll plans them
+    meter = Scripted({request: rtu(f"01 03 0C {block}")})
+    specs = [s for s in ACREL.registers_for(ACREL.validate_config({"variant": "ddsy1352"}))
+             if s.key in ("sum_money", "sum_purchase_count", "sum_status")]
+
+    async def go():
+        async with meter.bus("rtu") as bus:
+            return await ACREL.read_specs(bus, 1, specs)
+
+    raw = run(go())
+    from drivers.acrel_dtsd1352 import prepaid
+
+    assert raw["sum_money"] == Decimal("1000.00") and raw["sum_purchase_count"] == 12
+    assert prepaid.relay_values(raw, {"prepaid_mode": "meter"}) == {"relay_closed": True, "keep_power": True}
+    assert prepaid.relay_values(raw, {}) == {"relay_closed": True}
+
+
+@pytest.mark.parametrize(("drv", "address", "config"), [
+    (ACREL, 3, {"variant": "ddsy1352", "prepaid_mode": "meter"}), (ACREL, 2, {"variant": "dtsy1352"}),
+    (ADF, 1, {"circuits": 12, "prepaid_mode": "meter"})])
+def test_simulators_serve_the_summary_block_consistently(drv, address, config):
+    config = drv.validate_config(config)
+    clock = SimClock(acceleration=0.0)
+    sim = drv.simulator(address, config, clock=clock)
+    specs = drv.registers_for(config)
+    summary = [s for s in specs if s.key.startswith("sum_")]
+    direct = [s for s in specs if s.key in ("energy_total", "purchase_count", "remaining_money")]
+
+    async def go():
+        async with bus_with([sim], "rtu") as (_, bus):
+            clock.advance(3 * 3600)
+            words = await bus.read_holding_registers(address, 0x0200, 48)  # the whole block in one read
+            return len(words), await drv.read_specs(bus, address, summary), await drv.read_specs(bus, address, direct)
+
+    count, s, d = run(go())
+    assert count == 48 and s["sum_type"] in (5, 7, 10)
+    assert s["sum_energy_total"] == d["energy_total"] > 0
+    assert s["sum_money"] == d["remaining_money"] and s["sum_purchase_count"] == d["purchase_count"]
