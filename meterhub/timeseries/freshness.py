@@ -30,8 +30,11 @@ from .timescale import CAGGS, cagg_timezone, timescale_installed
 log = logging.getLogger(__name__)
 
 _backend: dict[str, bool] = {}
-_WATERMARK = (
-    "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
+# Whether time :t lies before the aggregate's watermark (compared in SQL: an empty aggregate's watermark is
+# the lowest time, which Python cannot hold).
+_BEFORE_WATERMARK = (
+    "SELECT CAST(:t AS timestamptz) < _timescaledb_functions.to_timestamp("
+    "_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
     "FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = :cagg"
 )
 _FLOOR = {"hour": "date_trunc('hour', CAST(:t AS timestamptz))",
@@ -61,8 +64,7 @@ def refresh_aggregates(conn: Connection, since: datetime, force: bool = False) -
     tz = cagg_timezone()
     for bucket in ("hour", "day", "month"):
         cagg = CAGGS[bucket]
-        watermark = conn.execute(text(_WATERMARK), {"cagg": cagg}).scalar()
-        if not force and watermark is not None and since >= watermark:
+        if not force and not conn.execute(text(_BEFORE_WATERMARK), {"t": since, "cagg": cagg}).scalar():
             continue  # real-time aggregation shows it already
         start = conn.execute(text(f"SELECT {_FLOOR[bucket]}"), {"t": since, "tz": tz}).scalar_one()
         conn.execute(text(f"CALL refresh_continuous_aggregate('{cagg}', CAST(:s AS timestamptz), NULL)"),

@@ -15,6 +15,7 @@ from meterhub.models import utcnow
 from meterhub.modules.prepaid import cashier
 from meterhub.modules.prepaid.control import evaluate_accounts
 from tests.alarms.helpers import make_site, set_latest, set_limit
+from tests.timeseries.usage_writer import write_usage
 
 
 def _open(s, group_id, subject: str = ""):
@@ -119,10 +120,9 @@ def test_abnormal_night_usage_against_the_meters_own_baseline(app, group):
             last_night = night == 14
             rows.append((m1, start + timedelta(hours=hour), Decimal("2.0") if last_night else Decimal("0.1")))
             rows.append((m2, start + timedelta(hours=hour), Decimal("0.12") if last_night else Decimal("0.1")))
+    write_usage(app, [(site.group_id, meter, bucket + timedelta(minutes=30), {"energy_kwh": used})
+                      for meter, bucket, used in rows])
     with app.app_context(), service_session() as s:
-        for meter, bucket, used in rows:
-            s.execute(text("INSERT INTO usage_hourly (group_id, meter_id, bucket, energy_kwh, readings, resets) "
-                           "VALUES (:g, :m, :b, :e, 4, 0)"), {"g": site.group_id, "m": meter, "b": bucket, "e": used})
         s.execute(text("DELETE FROM alarm_watermarks WHERE key LIKE 'abnormal:%'"))
         run_sources(s, now)
         assert _open(s, site.group_id) == [f"abnormal_usage@meter:{m1}"]

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import re
 import types
+from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
 
-from meterhub.db import service_session
 from meterhub.hookspecs import hookimpl
 from meterhub.plugins import get_plugin_manager
 from tests.alarms.helpers import make_site
 from tests.api.world import bearer, make_token
+from tests.timeseries.usage_writer import day_at, write_usage
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plugin_hooks.md"
 
@@ -35,11 +36,8 @@ def doc_plugin():
 def test_the_documented_report_plugin_works(app, client, group, doc_plugin):
     first = make_site(app, group, n=1, utility="water", account=False)
     second = make_site(app, group, n=1, utility="water", account=False, second_room=True)
-    with app.app_context(), service_session() as s:
-        for meter, m3 in ((first.meters[0], 3), (second.meters[0], 5)):
-            s.execute(text("INSERT INTO usage_monthly (group_id, meter_id, bucket, water_m3, readings, resets) "
-                           "VALUES (:g, :m, CAST('2026-02-01' AS timestamp) AT TIME ZONE 'Asia/Shanghai', :v, 96, 0)"),
-                      {"g": group.group_id, "m": meter, "v": m3})
+    write_usage(app, [(group.group_id, meter, day_at(date(2026, 2, 10), ZoneInfo("Asia/Shanghai")), {"water_m3": m3})
+                      for meter, m3 in ((first.meters[0], 3), (second.meters[0], 5))])
     token = make_token(app, group, "group_admin", scopes=("read",))
 
     def run(query: str):

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import date, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -25,8 +26,10 @@ from meterhub.reports.registry import get_report
 from tests.alarms.helpers import make_site
 from tests.api.world import bearer, make_token
 from tests.conftest import csrf_token
+from tests.timeseries.usage_writer import day_at, write_usage
 
 D = Decimal
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture()
@@ -140,14 +143,10 @@ def test_the_usage_chart_covers_every_row_not_only_the_table(app, client, group,
     """2 meters x 300 days = 600 rows; the table shows 500 of them, the chart sums all 600."""
     site = make_site(app, group, n=2)
     start = date(2025, 3, 1)
-    with app.app_context(), service_session() as s:
-        s.execute(text(
-            "INSERT INTO usage_daily (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
-            "energy_flat_kwh, energy_valley_kwh, readings, resets) SELECT :g, m, "
-            "(CAST(:start AS date) + d)::timestamp AT TIME ZONE 'Asia/Shanghai', "
-            "CASE WHEN m = :a THEN 10 ELSE 1 END, 0, 2, 0, 3, 96, 0 FROM unnest(CAST(:ms AS bigint[])) m, "
-            "generate_series(0, 299) d"), {"g": group.group_id, "a": site.meters[0], "ms": site.meters,
-                                           "start": start})
+    write_usage(app, [(group.group_id, m, day_at(start + timedelta(days=d), SHANGHAI),
+                       {"energy_kwh": 10 if m == site.meters[0] else 1, "energy_sharp_kwh": 0, "energy_peak_kwh": 2,
+                        "energy_flat_kwh": 0, "energy_valley_kwh": 3})
+                      for m in site.meters for d in range(300)])
     operator("group_admin")
     end = start + timedelta(days=299)
     page = client.get(f"/reports/usage?start={start}&end={end}&property_id={group.property_id}").get_data(
@@ -174,11 +173,9 @@ def test_place_choices_narrow_building_room_meter(app, client, group, operator):
 def test_the_chart_never_adds_kwh_to_cubic_metres(app, client, group, operator):
     power, water = make_site(app, group, n=1), make_site(app, group, n=1, utility="water", account=False)
     day = date(2026, 2, 3)
-    with app.app_context(), service_session() as s:
-        for meter, column, value in ((power.meters[0], "energy_kwh", 10), (water.meters[0], "water_m3", 2)):
-            s.execute(text(f"INSERT INTO usage_daily (group_id, meter_id, bucket, {column}, readings, resets) "
-                           "VALUES (:g, :m, CAST(:d AS timestamp) AT TIME ZONE 'Asia/Shanghai', :v, 96, 0)"),
-                      {"g": group.group_id, "m": meter, "d": day, "v": value})
+    write_usage(app, [(group.group_id, meter, day_at(day, SHANGHAI), {column: value})
+                      for meter, column, value in ((power.meters[0], "energy_kwh", 10),
+                                                   (water.meters[0], "water_m3", 2))])
     operator("group_admin")
     page = client.get(f"/reports/usage?start={day}&end={day}&level=property").get_data(as_text=True)
     series = _chart(page)["series"]

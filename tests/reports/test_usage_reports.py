@@ -13,6 +13,7 @@ from meterhub.db import service_session
 from meterhub.reports.filters import ReportFilter
 from meterhub.reports.usage import monthly_rows, usage_rows
 from tests.alarms.helpers import make_site
+from tests.timeseries.usage_writer import day_at, write_usage
 
 TZ = ZoneInfo("Asia/Shanghai")
 D = Decimal
@@ -22,35 +23,27 @@ def _day(d: date) -> datetime:
     return datetime.combine(d, datetime.min.time(), TZ)
 
 
-def put_daily(s, group_id, meter_id, day: date, total, sharp=0, peak=0, flat=0, valley=0) -> None:
-    params = {"g": group_id, "m": meter_id, "b": _day(day), "t": D(str(total)), "s": D(str(sharp)),
-              "p": D(str(peak)), "f": D(str(flat)), "v": D(str(valley))}
-    s.execute(text(
-        "INSERT INTO usage_daily (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
-        "energy_flat_kwh, energy_valley_kwh, readings, resets) VALUES (:g, :m, :b, :t, :s, :p, :f, :v, 96, 0)"), params)
-    month = _day(day.replace(day=1))
-    s.execute(text(
-        "INSERT INTO usage_monthly (group_id, meter_id, bucket, energy_kwh, energy_sharp_kwh, energy_peak_kwh, "
-        "energy_flat_kwh, energy_valley_kwh, readings, resets) VALUES (:g, :m, :b, :t, :s, :p, :f, :v, 96, 0) "
-        "ON CONFLICT (meter_id, bucket) DO UPDATE SET energy_kwh = usage_monthly.energy_kwh + excluded.energy_kwh, "
-        "energy_sharp_kwh = usage_monthly.energy_sharp_kwh + excluded.energy_sharp_kwh, "
-        "energy_peak_kwh = usage_monthly.energy_peak_kwh + excluded.energy_peak_kwh, "
-        "energy_flat_kwh = usage_monthly.energy_flat_kwh + excluded.energy_flat_kwh, "
-        "energy_valley_kwh = usage_monthly.energy_valley_kwh + excluded.energy_valley_kwh"), {**params, "b": month})
+def put_daily(entries: list, group_id, meter_id, day: date, total, sharp=0, peak=0, flat=0, valley=0) -> None:
+    """Note a day's usage of a meter; :func:`write_usage` stores it as readings (both backends hold it)."""
+    entries.append((group_id, meter_id, day_at(day, TZ), {
+        "energy_kwh": total, "energy_sharp_kwh": sharp, "energy_peak_kwh": peak, "energy_flat_kwh": flat,
+        "energy_valley_kwh": valley}))
 
 
 @pytest.fixture()
 def usage_site(app, group):
     site = make_site(app, group, n=2)
     m1, m2 = site.meters
+    days: list = []
+    put_daily(days, site.group_id, m1, date(2026, 3, 1), 10, 1, 3, 4, 2)
+    put_daily(days, site.group_id, m1, date(2026, 3, 2), 12, 2, 4, 4, 2)
+    put_daily(days, site.group_id, m2, date(2026, 3, 1), 5, 0, 1, 2, 2)
+    put_daily(days, site.group_id, m1, date(2026, 2, 10), 8, 0, 2, 4, 2)  # previous month
+    put_daily(days, site.group_id, m1, date(2025, 3, 15), 20, 2, 6, 8, 4)  # same month last year
+    write_usage(app, days)
     with app.app_context(), service_session() as s:
         s.execute(text("UPDATE meters SET name = CASE WHEN id = :a THEN 'A' ELSE 'B' END WHERE id IN (:a, :b)"),
                   {"a": m1, "b": m2})
-        put_daily(s, site.group_id, m1, date(2026, 3, 1), 10, 1, 3, 4, 2)
-        put_daily(s, site.group_id, m1, date(2026, 3, 2), 12, 2, 4, 4, 2)
-        put_daily(s, site.group_id, m2, date(2026, 3, 1), 5, 0, 1, 2, 2)
-        put_daily(s, site.group_id, m1, date(2026, 2, 10), 8, 0, 2, 4, 2)  # previous month
-        put_daily(s, site.group_id, m1, date(2025, 3, 15), 20, 2, 6, 8, 4)  # same month last year
         s.execute(text(
             "INSERT INTO prepaid_charges (group_id, meter_id, account_id, interval_start, interval_end, usage, "
             "cost_exact, amount, note, created_at) VALUES (:g, :m, :a, :t0, :t1, 22, 21.5, 21.50, '', now()), "
