@@ -82,6 +82,8 @@ class LoginThrottle:
         for key, limit in self._keys(account, ip):
             if int(self.client.get(key) or 0) >= limit:
                 ttl = int(self.client.ttl(key))
+                if ttl == -1:  # a counter without expiry (never made by failed()) must not lock out for good
+                    self.client.expire(key, self.window)
                 wait = ttl if ttl > 0 else self.window
                 raise RateLimited(
                     f"Too many failed sign-ins. Try again in {wait_text(wait)} "
