@@ -4,6 +4,7 @@
 - JSON bodies nested deeper than ``MAX_JSON_DEPTH`` (``[`` x 100000 overflowed the parser's recursion), or
   holding NUL bytes or lone surrogates in a string.
 - Page numbers that are not whole numbers from 1 to ``MAX_PAGE`` (one parser for every paged list).
+- ``request.args.get(name, type=int)`` and the form's alike answer the default for integers beyond 64 bits.
 
 Views and the API then see only text and JSON they can store.
 """
@@ -16,10 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Request, request
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import BadRequest
 
 MAX_JSON_DEPTH = 32
 MAX_PAGE = 100_000
+MAX_BIGINT = 2**63 - 1
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -76,10 +79,24 @@ class BoundedJSON:
         return json.dumps(obj, **kwargs)
 
 
+class BoundedValues(ImmutableMultiDict):
+    """Query and form values whose ``get(..., type=int)`` treats an integer beyond 64 bits as not a number
+    (like any other text ``int()`` refuses), so no such value reaches a query as a bigint parameter."""
+
+    def get(self, key: Any, default: Any = None, type: Any = None) -> Any:  # noqa: A002  (werkzeug's name)
+        value = super().get(key, default, type)
+        return default if type is int and isinstance(value, int) and abs(value) > MAX_BIGINT else value
+
+    def getlist(self, key: Any, type: Any = None) -> list[Any]:  # noqa: A002
+        values = super().getlist(key, type)
+        return [v for v in values if not (type is int and abs(v) > MAX_BIGINT)]
+
+
 class CheckedRequest(Request):
-    """Flask's request whose ``get_json`` applies ``BoundedJSON``."""
+    """Flask's request whose ``get_json`` applies ``BoundedJSON`` and whose values are ``BoundedValues``."""
 
     json_module = BoundedJSON
+    parameter_storage_class = BoundedValues
 
 
 def _check_values(where: str, values: Mapping[str, Any] | Any) -> None:

@@ -41,7 +41,7 @@ def dashboard():
 @login_required
 def switch_property():
     value = request.form.get("property_id", "")
-    if value.isdigit():
+    if value.isdecimal():
         get_or_404(Property, int(value), "property.view")
         session["property_id"] = int(value)
     else:

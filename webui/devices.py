@@ -123,7 +123,7 @@ def onboard():
         return render_template("devices/onboard.html", **context)
     gateway = requested(Gateway, "gateway_id", "device.manage")
     # the room of each channel ("" for none) is resolved in scope and must be in the gateway's property
-    room_ids = [int(v) if v.isdigit() else None for v in form.getlist("room_ids")]
+    room_ids = [int(v) if v.isdecimal() else None for v in form.getlist("room_ids")]
     rooms = objects_or_404(Room, [r for r in room_ids if r is not None], "device.manage")
     if any(room.property_id != gateway.property_id for room in rooms):
         abort(404)

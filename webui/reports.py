@@ -206,11 +206,11 @@ def schedule_create():
         abort(404)
     hour = form.get("hour", "7")
     recipients = [r.strip() for r in form.get("recipients", "").replace(",", "\n").splitlines() if "@" in r]
-    if not hour.isdigit() or int(hour) > 23 or not recipients:
+    if not hour.isdecimal() or int(hour) > 23 or not recipients:
         flash(_("Give an hour from 0 to 23 and at least one email address."), "error")
         return redirect(url_for("reports.index"))
     params = {k: form.get(k) for k in ("level", "granularity", "utility") if form.get(k)}
-    if form.get("property_id", "").isdigit():
+    if form.get("property_id", "").isdecimal():
         params["property_id"] = get_or_404(Property, int(form["property_id"]), "property.view").id
     try:
         today = date.today()

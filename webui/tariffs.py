@@ -267,7 +267,7 @@ def assign(tariff_id: int):
     tariff = get_or_404(Tariff, tariff_id, "tariff.manage")
     scope, _sep, raw_id = request.form.get("target", "").partition(":")
     model = ASSIGN_SCOPES.get(scope)
-    if model is None or not raw_id.isdigit():
+    if model is None or not raw_id.isdecimal():
         flash(_("Choose a property, building or room."), "error")
         return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
     target = get_or_404(model, int(raw_id), "tariff.manage")

@@ -108,14 +108,14 @@ def _gateway(row: dict[str, str], known: _Known) -> Gateway | tuple[Property, di
         raise ValidationError(f"Framing '{framing}' is unknown; use one of {', '.join(FRAMINGS)}.")
     bus: dict[str, Any] = {k: row[k] for k in ("baud", "parity") if row.get(k)}
     if "baud" in bus:
-        if not bus["baud"].isdigit() or len(bus["baud"]) > 7:
+        if not bus["baud"].isdecimal() or len(bus["baud"]) > 7:
             raise ValidationError(f"Baud rate '{bus['baud']}' is not a number.")
         bus["baud"] = int(bus["baud"])
     if framing == "mqtt":
         return prop, {"name": name, "host": row.get("host", ""), "port": row.get("port") or 502, "framing": framing,
                       "bus": bus, "mqtt_client_id": row.get("mqtt_client_id") or None}
     port = row.get("port") or "502"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not port.isdecimal() or not 1 <= int(port) <= 65535:
         raise ValidationError(f"Port '{port}' is not a number from 1 to 65535.")
     return Gateway(group_id=prop.group_id, property_id=prop.id, name=name, host=validate_host(row.get("host", "")),
                    port=int(port), framing=framing, bus=bus, mqtt_client_id=None)

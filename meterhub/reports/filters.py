@@ -111,14 +111,21 @@ FILTERABLE = {"property": "property_id", "building": "building_id", "room": "roo
 
 def _int(value: Any) -> int | None:
     text_value = str(value or "").strip()
-    return int(text_value) if text_value.isdigit() else None
+    return int(text_value) if text_value.isascii() and text_value.isdigit() and len(text_value) < 19 else None
+
+
+EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
 def _date(value: Any, default: date) -> date:
     try:
-        return date.fromisoformat(str(value)) if value else default
+        day = date.fromisoformat(str(value)) if value else default
     except ValueError as err:
-        raise ValidationError(f"{value!r} is not a date; use YYYY-MM-DD", {"date": "invalid"}) from err
+        raise ValidationError(f"{str(value)[:20]!r} is not a date; use YYYY-MM-DD", {"date": "invalid"}) from err
+    if not EARLIEST <= day <= LATEST:
+        raise ValidationError(f"{day.isoformat()} is out of range; use a date from {EARLIEST} to {LATEST}",
+                              {"date": "out of range"})
+    return day
 
 
 def parse(args: Mapping[str, Any], group_id: int, scope: set[int] | None, timezone: str,

@@ -125,7 +125,7 @@ def _parse_ids(field: str, values: list[str]) -> list[int]:
         for part in _SEPARATORS.split(raw.strip()):
             if not part:
                 continue
-            if not part.isdigit():
+            if not part.isdecimal():
                 abort(400, description=f"{field} must be a list of object numbers, not {part[:30]!r}.")
             ids.append(int(part))
     return ids

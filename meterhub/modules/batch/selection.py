@@ -47,7 +47,7 @@ def select_meters(session: Session, group_id: int, property_id: int, criteria: d
 def match_keys(session: Session, group_id: int, property_id: int, keys: Iterable[str]) -> tuple[list[int], list[str]]:
     """Meters named by id, device serial or room number; returns (meter ids, keys that matched nothing)."""
     keys = [str(k).strip() for k in keys if str(k).strip()]
-    numeric = [int(k) for k in keys if k.isdigit()]
+    numeric = [int(k) for k in keys if k.isdecimal()]
     rows = session.execute(
         select(Meter.id, Device.serial, Room.number).join(Device, Device.id == Meter.device_id)
         .outerjoin(Room, Room.id == Meter.room_id)
