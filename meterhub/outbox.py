@@ -41,17 +41,18 @@ class OutboxJob(TenantMixin, db.Model):
     last_error: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
 
 
-def _put(queue: str, path: str, kwargs: dict[str, Any], description: str) -> str:
+def _put(queue: str, path: str, kwargs: dict[str, Any], description: str, connection: redis.Redis | None = None) -> str:
     """Enqueue on rq; ``retry_intervals`` (seconds, a list) becomes rq's ``Retry``."""
-    from rq import Retry
+    from rq import Queue, Retry
 
-    from .redis_conn import get_queue
+    from .redis_conn import get_queue, redis_key
 
     kwargs = dict(kwargs)
     intervals = kwargs.pop("retry_intervals", None)
     if intervals:
         kwargs["retry"] = Retry(max=len(intervals), interval=list(intervals))
-    job = get_queue(queue).enqueue("meterhub.jobs.run", path, description=description or path, **kwargs)
+    target = Queue(redis_key("q", queue), connection=connection) if connection is not None else get_queue(queue)
+    job = target.enqueue("meterhub.jobs.run", path, description=description or path, **kwargs)
     return str(job.id)
 
 
@@ -88,21 +89,25 @@ def pending(session: Session) -> int:
     return int(session.execute(select(func.count()).select_from(OutboxJob)).scalar() or 0)
 
 
-def drain(limit: int = 500) -> int:
-    """Enqueue held jobs, oldest first, until Redis fails again; returns how many went (service role)."""
+def drain(limit: int = 500, *, session: Session | None = None, connection: redis.Redis | None = None) -> int:
+    """Enqueue held jobs, oldest first, until Redis fails again; returns how many went (service role).
+
+    ``session`` and ``connection`` let a thread of a forking rq worker use clients of its own."""
+    if session is None:
+        with service_session() as own:
+            return drain(limit, session=own, connection=connection)
     sent = 0
-    with service_session() as session:
-        rows = session.execute(select(OutboxJob).order_by(OutboxJob.id).limit(limit)
-                               .with_for_update(skip_locked=True)).scalars().all()
-        for row in rows:
-            try:
-                _put(row.queue, row.path, dict(row.kwargs), row.description)
-            except redis.RedisError as err:
-                row.attempts += 1
-                row.last_error = f"{type(err).__name__}: {err}"[:2000]
-                break
-            session.delete(row)
-            sent += 1
+    rows = session.execute(select(OutboxJob).order_by(OutboxJob.id).limit(limit)
+                           .with_for_update(skip_locked=True)).scalars().all()
+    for row in rows:
+        try:
+            _put(row.queue, row.path, dict(row.kwargs), row.description, connection)
+        except redis.RedisError as err:
+            row.attempts += 1
+            row.last_error = f"{type(err).__name__}: {err}"[:2000]
+            break
+        session.delete(row)
+        sent += 1
     if sent:
         log.info("outbox: %d held job(s) enqueued", sent)
     return sent

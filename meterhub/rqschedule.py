@@ -17,6 +17,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from flask import Flask
@@ -39,6 +40,10 @@ class ScheduledJobs(threading.Thread):
         self.stopping = threading.Event()
         self.leader = False
         self._last_drain = 0.0
+        # clients of its own: an rq worker forks a work horse per job, and a horse must not inherit a pool
+        # (or its lock) that this thread was using at the time of the fork
+        self.client = redis.Redis.from_url(app.config["REDIS_URL"], socket_timeout=5)
+        self._engine: Any = None
 
     def lock_key(self) -> str:
         from .redis_conn import redis_key
@@ -58,16 +63,17 @@ class ScheduledJobs(threading.Thread):
 
     def tick(self, now: float) -> int:
         """One round: elect, move due jobs, maybe drain the outbox; how many scheduled jobs were moved."""
+        from rq import Queue
         from rq.registry import ScheduledJobRegistry
 
-        from .redis_conn import get_queue, get_redis
+        from .redis_conn import redis_key
 
-        client = get_redis(self.app)
+        client = self.client
         if not self.elect(client):
             return 0
         moved = 0
         for name in self.queues:
-            queue = get_queue(name, self.app)
+            queue = Queue(redis_key("q", name, app=self.app), connection=client)
             registry = ScheduledJobRegistry(queue=queue)
             for job_id in registry.get_jobs_to_schedule(int(now)):
                 job = queue.fetch_job(job_id)
@@ -79,11 +85,21 @@ class ScheduledJobs(threading.Thread):
                 moved += 1
         if now - self._last_drain >= DRAIN_EVERY_S:
             self._last_drain = now
-            from .outbox import drain
-
-            with self.app.app_context():
-                drain()
+            self.drain_outbox()
         return moved
+
+    def drain_outbox(self) -> int:
+        """Move the jobs held in the outbox to rq (own engine, no pool: nothing for a horse to inherit)."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import Session
+        from sqlalchemy.pool import NullPool
+
+        from .outbox import drain
+
+        if self._engine is None:
+            self._engine = create_engine(self.app.config["SERVICE_DATABASE_URL"], poolclass=NullPool)
+        with self.app.app_context(), Session(self._engine) as session, session.begin():
+            return drain(session=session, connection=self.client)
 
     def run(self) -> None:
         import time
@@ -103,9 +119,7 @@ class ScheduledJobs(threading.Thread):
         self.stopping.set()
         if self.leader:
             try:
-                from .redis_conn import get_redis
-
-                get_redis(self.app).eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                self.client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
                                          "return redis.call('del', KEYS[1]) end return 0", 1, self.lock_key(),
                                          self.token)
             except redis.RedisError:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import or_, select, text
@@ -31,11 +32,24 @@ from ..models import utcnow
 from .models import Command
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 5.0
-ORPHAN_AFTER = timedelta(seconds=20)
-LOST_JOB_AFTER = timedelta(seconds=30)
+HEARTBEAT_S = 5.0  # config COMMAND_HEARTBEAT_S
+ORPHAN_AFTER = timedelta(seconds=20)  # config COMMAND_ORPHAN_AFTER_S
+LOST_JOB_AFTER = timedelta(seconds=30)  # config COMMAND_LOST_JOB_AFTER_S
 WAITING_JOB_STATES = ("queued", "scheduled", "deferred")
 HEARTBEAT_TABLES = ("commands", "report_exports")
+
+
+def setting(name: str, default: timedelta | float) -> Any:
+    """A deadline or interval from the app config (seconds), else the default."""
+    value = current_app.config.get(name)
+    if value is None:
+        return default
+    return timedelta(seconds=float(value)) if isinstance(default, timedelta) else float(value)
+
+
+def orphan_after() -> timedelta:
+    """How long an owner may stay silent before its work is taken over."""
+    return setting("COMMAND_ORPHAN_AFTER_S", ORPHAN_AFTER)
 
 
 def worker_id() -> str:
@@ -44,13 +58,14 @@ def worker_id() -> str:
 
 
 @contextmanager
-def heartbeat(table: str, row_id: int, owner: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+def heartbeat(table: str, row_id: int, owner: str, every: float | None = None) -> Iterator[None]:
     """Renew ``heartbeat_at`` of a row this process owns from a thread while the block runs."""
     if table not in HEARTBEAT_TABLES:
         raise ValueError(f"no heartbeat for table {table!r}")
     from ..db import service_session
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    every = every or setting("COMMAND_HEARTBEAT_S", HEARTBEAT_S)
     stop = threading.Event()
 
     def beat() -> None:
@@ -92,10 +107,11 @@ def sweep(session: Session, now: datetime | None = None) -> dict[str, list[int]]
     from .service import transition
 
     now = now or utcnow()
+    silent, lost_after = orphan_after(), setting("COMMAND_LOST_JOB_AFTER_S", LOST_JOB_AFTER)
     dead = session.execute(
         select(Command).where(Command.state == "sent",
-                              or_(Command.heartbeat_at < now - ORPHAN_AFTER,
-                                  Command.heartbeat_at.is_(None) & (Command.sent_at < now - ORPHAN_AFTER)))
+                              or_(Command.heartbeat_at < now - silent,
+                                  Command.heartbeat_at.is_(None) & (Command.sent_at < now - silent)))
         .with_for_update(skip_locked=True)).scalars().all()
     for command in dead:
         owner = command.owner or "an unknown worker"
@@ -105,7 +121,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict[str, list[int]]
                            if command.heartbeat_at else None})
         command.verify_first, command.owner, command.job_id = True, None, None
     lost = session.execute(
-        select(Command).where(Command.state == "queued", Command.enqueued_at < now - LOST_JOB_AFTER)
+        select(Command).where(Command.state == "queued", Command.enqueued_at < now - lost_after)
         .order_by(Command.id).limit(1000).with_for_update(skip_locked=True)).scalars().all()
     lost = [c for c in lost if not _job_waiting(c.job_id)]
     for command in lost:

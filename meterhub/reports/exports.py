@@ -18,7 +18,7 @@ from flask import current_app, has_request_context
 from flask_babel import force_locale
 from sqlalchemy.orm import Session
 
-from ..commands.ownership import ORPHAN_AFTER, heartbeat, worker_id
+from ..commands.ownership import heartbeat, orphan_after, worker_id
 from ..db import service_session
 from ..errors import NotFound
 from ..models import utcnow
@@ -124,7 +124,7 @@ def recover_exports(max_attempts: int = 2) -> dict[str, list[int]]:
     failed: list[int] = []
     with service_session() as session:
         rows = session.execute(select(ReportExport).where(
-            ReportExport.status == "running", ReportExport.heartbeat_at < now - ORPHAN_AFTER)
+            ReportExport.status == "running", ReportExport.heartbeat_at < now - orphan_after())
             .with_for_update(skip_locked=True)).scalars().all()
         for export in rows:
             reason = f"the worker running it ({export.owner or 'unknown'}) stopped"
