@@ -1,7 +1,8 @@
 """Run an amqtt broker from a YAML config until SIGTERM/SIGINT, then shut it down cleanly.
 
-Started by meterhub.services.mqtt as ``python <this file> <config.yaml>``: it is run by path, so it only
-needs amqtt (not meterhub) to be importable.
+Started by meterhub.services.mqtt as ``python <this file> <config.yaml>`` (run by path, without this package's
+directory on ``sys.path``). The broker is :class:`meterhub.mqtt_auth.amqtt_broker.AuthFirstBroker` (amqtt's,
+authenticating each CONNECT before it can touch a session) with meterhub's auth and topic plugins.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import sys
 
 
 async def _serve(config: dict) -> None:
-    from amqtt.broker import Broker
+    from meterhub.mqtt_auth.amqtt_broker import AuthFirstBroker
 
-    broker = Broker(config)
+    broker = AuthFirstBroker(config)
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -205,6 +205,33 @@ def test_embedded_broker_keeps_each_gateway_to_its_own_topic(app, amqtt, two_gat
     assert _stored(app, a.meter_ids[0]) == [Decimal("42.5")]
 
 
+@pytest.mark.embedded
+def test_an_unauthenticated_client_cannot_take_over_the_ingests_session(app, amqtt, two_gateways, service_urls):
+    svc, port, service = amqtt
+    (a, a_credentials), _ = two_gateways
+    ingest = RunningWorker(app, with_credentials(svc.url, service), service_urls["redis"])
+    connects: list[int] = []
+    original = ingest.worker.client.on_connect
+    ingest.worker.client.on_connect = lambda *args: (connects.append(1), original(*args))
+    try:
+        client_id = ingest.worker.settings.client_id
+        for clean in (False, True):  # amqtt alone took over / deleted the session before asking the plugins
+            intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+            intruder.connect("127.0.0.1", port)
+            intruder.loop_start()
+            time.sleep(0.5)
+            intruder.loop_stop()
+        assert _connect(port, a_credentials.username, "wrong", client_id) == "Not authorized"
+        time.sleep(1.5)  # a dropped ingest would have reconnected by now
+        assert connects == [] and ingest.worker.connected.is_set()
+        gateway_a = Gateway_(port, a_credentials)
+        gateway_a.publish(f"meterhub/{a.client_id}/readings", _reading(9, "5"))
+        gateway_a.close()
+        ingest.wait_acked(1)
+    finally:
+        ingest.stop()
+
+
 def test_passwords_are_mosquitto_compatible():
     hashed = hash_password("s3cret")
     assert re.fullmatch(r"\$7\$\d+\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==", hashed)
