@@ -525,3 +525,76 @@ def test_out_of_scope_ids_are_refused_on_every_state_changing_route(app, scope_w
         bus.stop()
     assert tried > 100, f"only {tried} out-of-scope attempts were made"
     assert not failures, f"{len(failures)} of {tried} out-of-scope requests were not refused:\n" + "\n".join(failures)
+
+
+# --- price plans of a property or of the whole group (issue 20, finding 2) ---------------------------------------
+
+def _versions(app, tariff_id: int) -> int:  # noqa: ANN001
+    from sqlalchemy import func, select
+
+    from meterhub.tariffs.models import TariffVersion
+
+    with app.app_context(), service_session() as s:
+        return s.execute(select(func.count()).where(TariffVersion.tariff_id == tariff_id)).scalar()
+
+
+def _sign_in(app, group, role: str):  # noqa: ANN001, ANN202
+    username, password, _ = group.operator(role, ("P1",))
+    web = app.test_client()
+    response = web.post("/login", data={"username": username, "password": password, "csrf_token": csrf_token(web)})
+    assert response.status_code == 302
+    return web, csrf_token(web, "/password")
+
+
+def test_price_plans_belong_to_a_property_or_to_the_whole_group(app, group):
+    from meterhub.errors import ValidationError
+    from meterhub.tariffs import service as tariffs
+    from meterhub.tariffs.models import Tariff
+
+    p1, p2 = (Kit(app, group.group_id, pid, code, 0, 0, room, 0) for pid, code, room in (
+        (group.property_id, "P1", group.room_id), (group.property2_id, "P2", group.room2_id)))
+    mall_plan, dorm_plan, group_plan = p1.tariff(), p2.tariff(), p1.tariff(property_wide=False)
+    price_99 = {**_version_form(), "price_flat": "99.00", "effective_date": "2031-01-01"}
+
+    web, token = _sign_in(app, group, "property_manager")  # a manager of the mall (P1) only
+    listing = web.get("/tariffs/").get_data(as_text=True)
+    assert f"/tariffs/{mall_plan}" in listing and f"/tariffs/{group_plan}" in listing
+    assert f"/tariffs/{dorm_plan}" not in listing
+    assert web.get(f"/tariffs/{dorm_plan}").status_code == 404
+    # The finding: the dorm-only plan set to 99 CNY/kWh by the mall's manager.
+    assert web.post(f"/tariffs/{dorm_plan}/versions/new", data={"csrf_token": token, **price_99}).status_code == 404
+    assert _versions(app, dorm_plan) == 1
+    # A group-wide plan: seen and usable, changed only by group-level roles.
+    assert "Add a version" not in web.get(f"/tariffs/{group_plan}").get_data(as_text=True)
+    assert web.post(f"/tariffs/{group_plan}/versions/new", data={"csrf_token": token, **price_99}).status_code == 404
+    assert _versions(app, group_plan) == 1
+    assert web.post(f"/tariffs/{group_plan}/assign", data={"csrf_token": token,
+                                                           "target": f"room:{group.room_id}"}).status_code == 302
+    # The mall's own plan.
+    assert web.post(f"/tariffs/{mall_plan}/versions/new", data={"csrf_token": token, **price_99}).status_code == 302
+    assert _versions(app, mall_plan) == 2
+    # New plans: of one of the manager's properties, never group-wide, never of another property.
+    new = {"csrf_token": token, "utility": "electricity"}
+    assert web.post("/tariffs/new", data={**new, "name": f"GW {tag()}", "property_id": ""}).status_code == 403
+    assert web.post("/tariffs/new", data={**new, "name": f"P2 {tag()}",
+                                          "property_id": group.property2_id}).status_code == 404
+    name = f"P1 {tag()}"
+    assert web.post("/tariffs/new", data={**new, "name": name, "property_id": group.property_id}).status_code == 302
+    with app.app_context(), service_session() as s:
+        from sqlalchemy import select
+
+        assert s.execute(select(Tariff.property_id).where(Tariff.name == name)).scalar() == group.property_id
+
+    admin, admin_token = _sign_in(app, group, "group_admin")
+    later = {**price_99, "effective_date": "2032-01-01"}
+    assert admin.post(f"/tariffs/{group_plan}/versions/new", data={"csrf_token": admin_token, **later}).status_code \
+        == 302
+    assert _versions(app, group_plan) == 2
+    # A property's plan applies only inside that property, whoever assigns it.
+    assert admin.post(f"/tariffs/{dorm_plan}/assign", data={"csrf_token": admin_token,
+                                                            "target": f"room:{group.room_id}"}).status_code == 404
+    assert admin.post(f"/tariffs/{dorm_plan}/assign", data={"csrf_token": admin_token,
+                                                            "target": f"room:{group.room2_id}"}).status_code == 302
+    with app.app_context(), service_session() as s:
+        with pytest.raises(ValidationError, match="another property"):
+            tariffs.assign(s, group.group_id, "room", group.room_id, s.get(Tariff, dorm_plan))
