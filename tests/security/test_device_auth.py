@@ -9,6 +9,7 @@ The console shows a new password once and stores only its hash.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -307,3 +308,25 @@ def test_console_shows_a_new_gateway_password_once_and_stores_its_hash(app, clie
     with app.app_context(), service_session() as s:
         assert s.execute(text("SELECT count(*) FROM gateways WHERE group_id = :g AND framing = 'mqtt'"),
                          {"g": group.group_id}).scalar() == 1
+
+
+def test_excel_import_shows_each_new_mqtt_gateways_password_once(app, client, group, operator):
+    from tests.test_onboarding import _workbook
+
+    operator("group_admin", all_properties=True)
+    client_ids = [f"xl-{group.marker}-{i}" for i in (1, 2)]
+    data = _workbook([["P1", f"XL DTU {i}", "", "", "mqtt", "", "", cid] for i, cid in enumerate(client_ids, 1)]
+                     + [["P1", "XL bus", "192.168.1.60", 502, "modbus-rtu-over-tcp", 9600, "E", ""]], [])
+
+    response = client.post("/devices/import", data={"csrf_token": csrf_token(client, "/devices/import"),
+                                                    "file": (io.BytesIO(data), "gateways.xlsx")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    page = response.get_data(as_text=True)
+    shown = dict(re.findall(r"<code>([A-Za-z0-9._-]+)</code></td><td><code>([A-Za-z0-9_-]{32})</code>", page))
+    assert set(shown) == set(client_ids)
+    with app.app_context(), service_session() as s:
+        hashes = dict(s.execute(select(Gateway.mqtt_client_id, Gateway.mqtt_password_hash)
+                                .where(Gateway.mqtt_client_id.in_(client_ids))).all())
+    assert all(verify_password(shown[cid], hashes[cid]) for cid in client_ids)
+    assert not any(p in client.get("/gateways").get_data(as_text=True) for p in shown.values())
