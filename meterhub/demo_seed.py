@@ -185,16 +185,17 @@ def seed_prepaid(session: Session, group: Group) -> int:
     if session.execute(select(Tariff.id).where(Tariff.group_id == group.id)).first():
         return 0
     since = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    mall_plan = tariffs.create_tariff(session, group.id, "商业分时电价 Commercial TOU")
+    props = {p.code: p for p in session.execute(select(Property).where(Property.group_id == group.id)).scalars()}
+    # the mall's and the dorm's plans belong to their property; the water plan is group-wide (HQ changes it)
+    mall_plan = tariffs.create_tariff(session, group.id, "商业分时电价 Commercial TOU", property_id=props["MALL"].id)
     tariffs.add_version(session, mall_plan, since, PlanVersion("tou", {
         "sharp": Decimal("1.35"), "peak": Decimal("1.10"), "flat": Decimal("0.75"), "valley": Decimal("0.38")},
         periods=DEMO_TOU))
-    dorm_plan = tariffs.create_tariff(session, group.id, "宿舍电价 Dorm flat")
+    dorm_plan = tariffs.create_tariff(session, group.id, "宿舍电价 Dorm flat", property_id=props["DORM"].id)
     tariffs.add_version(session, dorm_plan, since, PlanVersion("flat", tariffs.flat_prices(Decimal("0.60"))))
     water_plan = tariffs.create_tariff(session, group.id, "阶梯水价 Tiered water", utility="water")
     tariffs.add_version(session, water_plan, since, PlanVersion(
         "tiered", tariffs.flat_prices(Decimal("3.50")), tiers=((Decimal("10"), Decimal("1.20")),)))
-    props = {p.code: p for p in session.execute(select(Property).where(Property.group_id == group.id)).scalars()}
     for code, plan in (("MALL", mall_plan), ("DORM", dorm_plan)):
         tariffs.assign(session, group.id, "property", props[code].id, plan)
         tariffs.assign(session, group.id, "property", props[code].id, water_plan)
