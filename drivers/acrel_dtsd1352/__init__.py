@@ -57,6 +57,17 @@ class AcrelDtsd1352(Driver):
             values.update(prepaid.relay_values(raw, config))
         return [ChannelReading(1, now_utc(), values)]
 
+    def decode_summary(self, device: Any, registers: list[int]) -> list[ChannelReading]:
+        """A reading from the 48 registers of the summary block as a 4G meter uploads them (0x0200 x48)."""
+        from drivers.acrel_dtsd1352.registers import SUMMARY, SUMMARY_BASE, SUMMARY_COUNT
+        from meterhub.driver.registers import decode_block
+
+        config = self.validate_config(device.config)
+        if config["variant"] == "dtsd1352" or len(registers) != SUMMARY_COUNT:
+            raise ValueError(f"a {config['variant']} has no {SUMMARY_COUNT}-register summary block to decode")
+        raw = decode_block(SUMMARY, SUMMARY_BASE, registers)
+        return [ChannelReading(1, now_utc(), prepaid.summary_values(raw, config))]
+
     async def read_identity(self, transport: Any, device: Any) -> str:
         """Meter number (0x0043) on prepaid variants; on DTSD1352 (no serial register known) the COM1
         address is checked against the slave id and ``DTSD1352-<id>`` returned."""

@@ -62,6 +62,22 @@ def relay_values(raw: Mapping[str, Decimal], config: Mapping[str, Any] | None = 
     return {"relay_closed": closed, "keep_power": closed and bool(status & FORCED)}
 
 
+#: Quantities of a reading decoded from the summary block alone (the 4G upload carries nothing else).
+SUMMARY_QUANTITIES = {"sum_energy_total": "energy_kwh", "sum_energy_sharp": "energy_sharp_kwh",
+                      "sum_energy_peak": "energy_peak_kwh", "sum_energy_flat": "energy_flat_kwh",
+                      "sum_energy_valley": "energy_valley_kwh", "sum_p_total": "power_kw",
+                      "sum_ua": "voltage_a_v", "sum_ia": "current_a_a"}
+
+
+def summary_values(raw: Mapping[str, Decimal], config: Mapping[str, Any]) -> dict[str, Decimal | bool]:
+    """A reading's values from a decoded summary block: energies, power, relay state (+ money in meter mode)."""
+    values: dict[str, Decimal | bool] = {q: raw[k] for k, q in SUMMARY_QUANTITIES.items() if k in raw}
+    if not platform_side(config):
+        values.update(remaining_money=raw["sum_money"], purchase_count=raw["sum_purchase_count"])
+    values.update(relay_values(raw, config))
+    return values
+
+
 def status_word(relay_closed: bool, phases: int, forced: bool, arrears: bool, alarm1: bool, alarm2: bool) -> int:
     """The summary status word a meter in this state reports (simulators)."""
     relays = (0x2000 | 0x4000 | 0x8000) if phases == 3 else RELAY_L1

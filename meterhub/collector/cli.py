@@ -44,3 +44,22 @@ def collector_command(shard: str, interval_s: float | None, reload_s: float, sta
         await collector.run()
 
     run_loop(main())
+
+
+@click.command("dialin")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5030, show_default=True, type=int, help="TCP port the 4G meters dial.")
+@with_appcontext
+def dialin_command(host: str, port: int) -> None:
+    """Listen for Acrel 4G meters that dial in: registration, heartbeats, uploads, pass-through commands."""
+    from meterhub.collector.dialin import DialinListener
+
+    listener = DialinListener.from_app(current_app, host=host, port=port)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, listener.request_stop)
+        await listener.run()
+
+    run_loop(main())

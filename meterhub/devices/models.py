@@ -13,7 +13,8 @@ from ..extensions import db
 from ..db import current_group_id
 from ..models import TenantMixin, Timestamps
 
-FRAMINGS = ("modbus-tcp", "modbus-rtu-over-tcp", "cjt188-over-tcp", "mqtt")
+FRAMINGS = ("modbus-tcp", "modbus-rtu-over-tcp", "cjt188-over-tcp", "mqtt", "acrel-4g")
+DIALIN_FRAMINGS = ("acrel-4g",)  # the meter is its own gateway and dials in to ``meterhub dialin``
 UTILITIES = ("electricity", "water")
 
 

@@ -25,7 +25,7 @@ from ..mqtt_auth.rules import check_client_id
 from ..plugins import driver_registry
 from ..protocols.errors import DeviceError
 from ..tenants.models import Property, Room
-from .models import FRAMINGS, Device, Gateway, Meter
+from .models import DIALIN_FRAMINGS, FRAMINGS, Device, Gateway, Meter
 
 #: Gateway framing -> transport framing of ``meterhub.transports.open_transport``.
 TRANSPORT_FRAMING = {"modbus-tcp": "tcp", "modbus-rtu-over-tcp": "rtu", "cjt188-over-tcp": "cjt188"}
@@ -67,7 +67,9 @@ def create_gateway(session: Session, prop: Property, name: str, host: str, port:
         port = int(port)
     except (TypeError, ValueError) as err:
         raise ValidationError(f"Port '{port}' is not a number.", {"port": "not a number"}) from err
-    if framing != "mqtt":
+    if framing in DIALIN_FRAMINGS:
+        host, port = "", 0  # the meter dials in: nothing to connect to
+    elif framing != "mqtt":
         host = validate_host(host)
         if not 1 <= port <= 65535:
             raise ValidationError(f"Port {port} is out of range 1–65535.", {"port": "range"})
@@ -120,6 +122,8 @@ async def _probe(gateway: Gateway, driver: Any, address: str, config: dict[str, 
 def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Read the device's serial (and what the driver detects of its config) through its gateway; raise
     ValidationError saying why it failed."""
+    if gateway.framing in DIALIN_FRAMINGS:
+        return _dialed_in(gateway, address), {}
     if gateway.framing not in TRANSPORT_FRAMING:
         raise ValidationError(f"Gateway {gateway.name} is a push gateway; its devices cannot be read on demand.",
                               {"gateway_id": "push"})
@@ -132,6 +136,27 @@ def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[s
             f"answer: {err or type(err).__name__}. Check the wiring, the address and the gateway, then try again.",
             {"address": "no answer"},
         ) from err
+
+
+def _dialed_in(gateway: Gateway, address: str) -> str:
+    """A 4G meter answers by dialing in: the identity it registered with is its serial (any identity that dialed
+    in within the last day can be onboarded; the listener attaches it at its next registration)."""
+    import json
+    import time
+
+    from flask import current_app
+
+    from ..collector.dialin import seen_key
+    from ..redis_conn import get_redis
+
+    ns = current_app.config["REDIS_NAMESPACE"]
+    seen = {k.decode(): json.loads(v) for k, v in get_redis(current_app).hgetall(seen_key(ns)).items()}
+    recent = sorted(serial for serial, info in seen.items() if time.time() - float(info.get("at", 0)) < 86400)
+    if not recent:
+        raise ValidationError("No 4G meter has dialed in during the last day. Power the meter, check its SIM, APN "
+                              "and server address (the meterhub dialin listener), then try again.",
+                              {"serial": "not dialed in"})
+    return ",".join(recent)
 
 
 def same_serial(answered: str, given: str) -> bool:
@@ -190,7 +215,12 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
     if verify:
         answered, detected = probe_device(gateway, driver.key, address, config)
         config = driver.validate_config({**config, **detected})
-        if not same_serial(answered, serial):
+        if gateway.framing in DIALIN_FRAMINGS:
+            if serial not in answered.split(","):
+                raise ValidationError(f"No 4G meter with identity {serial} has dialed in during the last day; the "
+                                      "identity is on the meter's label and in its registration.",
+                                      {"serial": "not dialed in"})
+        elif not same_serial(answered, serial):
             raise ValidationError(
                 f"The device at address {address} answers with serial {answered}, but {serial} was given. "
                 "Scan the label of the device at this address, or fix the address.", {"serial": "mismatch"})
