@@ -104,18 +104,20 @@ def main() -> None:
                               "REFERENCING NEW TABLE AS new_readings FOR EACH STATEMENT "
                               "EXECUTE FUNCTION meterhub_readings_meter_check()"))
         engine = create_engine(service_url(admin_url), pool_size=max(2, args.workers))
-        ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False)  # warm-up
+        ingest(make_readings(group, meter_ids[:10], 2, 10_000), engine=engine, notify=False, fresh=False)  # warm-up
         rows = make_readings(group, meter_ids, args.per_meter, 0)
         n = len(rows)
         settle(admin_url)
         raw_s = raw_copy(admin_url, rows, args.batch)
         settle(admin_url)
         start = time.perf_counter()
-        result = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
+        result = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers,
+                        fresh=False)
         ours_s = time.perf_counter() - start
         settle(admin_url)
         start = time.perf_counter()
-        again = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
+        again = ingest(rows, engine=engine, batch_size=args.batch, notify=False, workers=args.workers,
+                        fresh=False)
         dup_s = time.perf_counter() - start
         # New rows through the general path (staging + INSERT … ON CONFLICT), which a batch takes when it
         # repeats a stored reading or names an unknown meter.
@@ -124,7 +126,8 @@ def main() -> None:
         try:
             settle(admin_url)
             start = time.perf_counter()
-            general = ingest(later, engine=engine, batch_size=args.batch, notify=False, workers=args.workers)
+            general = ingest(later, engine=engine, batch_size=args.batch, notify=False, workers=args.workers,
+                        fresh=False)
             general_s = time.perf_counter() - start
         finally:
             ingest_mod._append = append

@@ -56,6 +56,9 @@ port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dest'
 max_connections = 300
+# every test database has its own policy jobs: room for them to run
+max_worker_processes = 64
+timescaledb.max_background_workers = 48
 timescaledb.telemetry_level = off
 EOF
 fi

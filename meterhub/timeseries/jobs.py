@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ..db import service_session
-from . import health, rollups
+from ..db import service_engine, service_session
+from . import freshness, health, policies, rollups
 
 
 def refresh_rollups_job() -> int:
-    """Bring the hourly/daily/monthly usage rollups up to date (plain PostgreSQL; no-op work on TimescaleDB)."""
+    """Keep usage up to date: the rollups on plain PostgreSQL; on TimescaleDB, watch its policies and do the
+    work of a failing one (:mod:`policies`). Returns meters refreshed, or failing policies."""
+    engine = service_engine()
+    now = datetime.now(timezone.utc)
+    if freshness.uses_timescale(engine):
+        return len(policies.watch_policies(engine, now))
     with service_session() as session:
-        return rollups.run_rollups(session, datetime.now(timezone.utc))
+        return rollups.run_rollups(session, now)
 
 
 def detect_offline_job() -> int:

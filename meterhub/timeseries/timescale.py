@@ -77,8 +77,14 @@ DROP_SPAN_FUNCTIONS = [
 ]
 
 
+#: ``off`` keeps a database on plain PostgreSQL even where the server has TimescaleDB.
+SWITCH_ENV = "METERHUB_TIMESCALEDB"
+
+
 def timescale_available(conn: Connection) -> bool:
-    """True when the server can install the TimescaleDB extension."""
+    """True when the server can install the TimescaleDB extension (and ``METERHUB_TIMESCALEDB`` is not off)."""
+    if os.environ.get(SWITCH_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        return False
     return bool(conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")).scalar())
 
 
