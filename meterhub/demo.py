@@ -70,7 +70,8 @@ def _optional_commands() -> list[tuple[str, list[str]]]:
 @click.option("--no-fleet", is_flag=True, help="Do not start the simulated devices.")
 @click.option("--collector-interval", type=float, default=None,
               help="Poll every meter this often (seconds) instead of the properties' intervals (tests, demos).")
-def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float | None) -> None:
+@click.option("--no-history", is_flag=True, help="Skip storing the simulated meters' past year (a faster start).")
+def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float | None, no_history: bool) -> None:
     """Start the whole platform with simulated devices (Ctrl-C stops everything)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Path(os.environ.get("METERHUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
@@ -96,7 +97,7 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
                                  "--base-port", str(FLEET_PORT), "--onboarding-file", str(fleet_file), "--installed")
             _wait_for_file(fleet_file, sim)
         with app.app_context():
-            _seed(app, None if no_fleet else fleet_file)
+            _seed(app, None if no_fleet else fleet_file, history=not no_history)
         service_url = app.config["SERVICE_DATABASE_URL"]
         children.on_event = lambda name, event, detail: process_events.record(service_url, name, event, detail)
         for queue in WORKER_QUEUES:
@@ -133,7 +134,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
+def _seed(app, fleet_file: Path | None, history: bool = True) -> None:  # noqa: ANN001
     from .db import service_session
     from .demo_seed import load_fleet, onboard_fleet, seed_history, seed_prepaid, seed_tenancy
 
@@ -144,8 +145,9 @@ def _seed(app, fleet_file: Path | None) -> None:  # noqa: ANN001
             created = onboard_fleet(session, group, fleet)
             log.info("demo fleet: %d devices onboarded (each read before saving)", created)
             log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
-            log.info("demo history: %d past readings of the simulated meters stored and rolled up",
-                     seed_history(session, group, fleet))
+            if history:
+                log.info("demo history: %d past readings of the simulated meters stored and rolled up",
+                         seed_history(session, group, fleet))
 
 
 def _banner(host: str, port: int) -> None:

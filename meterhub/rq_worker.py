@@ -48,7 +48,7 @@ def _work(queues: Sequence[str], *, burst: bool, with_scheduler: bool) -> None:
             worker.work(burst=burst, with_scheduler=with_scheduler and burst)
         except redis.RedisError as err:
             log.warning("worker: Redis unavailable (%s: %s)", type(err).__name__, err)
-        if burst or (worker is not None and worker._stop_requested):
+        if burst or (worker is not None and (worker._stop_requested or worker._shutdown_requested_date)):
             return
         _stop_on_signals(stop)
         wait = retry.next()

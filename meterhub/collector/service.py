@@ -51,6 +51,30 @@ end
 return out
 """
 
+_TAKE_OVER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
+return 0
+"""
+
+
+def _dead_local_collector(holder: str) -> bool:
+    """True when ``holder`` is a collector of this host whose process is gone (killed; its lease outlived it)."""
+    kind, _, rest = holder.partition(":")
+    host, _, rest = rest.partition(":")
+    pid = rest.partition(":")[0]
+    if kind != "collector" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
 
 def load_buses(session: Session, shard: Shard, registry: dict[str, Any],
                interval_s: float | None = None, only: set[int] | None = None
@@ -120,6 +144,7 @@ class Collector:
         self.redis: aioredis.Redis | None = None
         self.loaded = asyncio.Event()
         self._redis_down = False
+        self.waiting: dict[int, tuple[BusSpec, list[BusDevice], float]] = {}  # buses whose lease is held
 
     @classmethod
     def from_app(cls, app: Any, **kwargs: Any) -> Collector:
@@ -175,6 +200,7 @@ class Collector:
         """Restart dead poller tasks, renew leases, heartbeat; a Redis fault is logged and tried next tick."""
         self._restart_dead_pollers()
         try:
+            await self._take_waiting()
             await self._renew_leases()
             await self._heartbeat()
         except TRANSIENT as err:
@@ -215,18 +241,33 @@ class Collector:
             if gateway_id in self.pollers:
                 self.pollers[gateway_id].update(spec, devices)
                 continue
+            first_delay = stagger(position, len(buses), spec.interval_s, self.stagger_s)
             if not await self._acquire(gateway_id):
-                log.info("gateway %s is held by %s; not polled by %s", gateway_id,
-                         await self.redis.get(jobkeys.lease_key(self.ns, gateway_id)), self.owner)  # type: ignore[union-attr]
+                if gateway_id not in self.waiting:
+                    log.info("gateway %s is held by %s; %s polls it once the lease is free", gateway_id,
+                             await self.redis.get(jobkeys.lease_key(self.ns, gateway_id)), self.owner)  # type: ignore[union-attr]
+                self.waiting[gateway_id] = (spec, devices, first_delay)
                 continue
-            poller = BusPoller(spec, devices, self.sink, policy=self.policy, limit=self.limit,
-                               quarantine=Quarantine(base_s=self.quarantine_s),
-                               first_delay_s=stagger(position, len(buses), spec.interval_s, self.stagger_s))
-            self.pollers[gateway_id] = poller
-            self.tasks[gateway_id] = asyncio.create_task(poller.run(), name=f"bus-{gateway_id}")
+            self._start_poller(gateway_id, spec, devices, first_delay)
+        for gateway_id in [gid for gid in self.waiting if gid not in buses or gid in self.pollers]:
+            del self.waiting[gateway_id]
         if new or gone:
             log.info("collector %s: %d buses, %d devices (+%d, -%d)", self.owner, len(self.pollers),
                      sum(len(p.devices) for p in self.pollers.values()), len(new), len(gone))
+
+    def _start_poller(self, gateway_id: int, spec: BusSpec, devices: list[BusDevice], first_delay_s: float) -> None:
+        self.waiting.pop(gateway_id, None)
+        poller = BusPoller(spec, devices, self.sink, policy=self.policy, limit=self.limit,
+                           quarantine=Quarantine(base_s=self.quarantine_s), first_delay_s=first_delay_s)
+        self.pollers[gateway_id] = poller
+        self.tasks[gateway_id] = asyncio.create_task(poller.run(), name=f"bus-{gateway_id}")
+
+    async def _take_waiting(self) -> None:
+        """Start polling the shard's buses whose lease became free (its holder stopped or died)."""
+        for gateway_id, (spec, devices, first_delay) in list(self.waiting.items()):
+            if await self._acquire(gateway_id):
+                log.info("collector %s: gateway %s is free again; polling it", self.owner, gateway_id)
+                self._start_poller(gateway_id, spec, devices, first_delay)
 
     async def _stop_pollers(self, gateway_ids: list[int]) -> None:
         for gid in gateway_ids:
@@ -247,7 +288,14 @@ class Collector:
         ttl = int(jobkeys.LEASE_TTL_S * 1000)
         if await self.redis.set(key, self.owner, nx=True, px=ttl):
             return True
-        return (await self.redis.get(key) or b"").decode() == self.owner
+        holder = (await self.redis.get(key) or b"").decode()
+        if holder == self.owner:
+            return True
+        if _dead_local_collector(holder) and await self.redis.eval(_TAKE_OVER, 1, key, holder, self.owner, ttl):  # type: ignore[misc]
+            log.info("collector %s took over gateway %s from %s, which is no longer running", self.owner,
+                     gateway_id, holder)
+            return True
+        return False
 
     async def _renew_leases(self) -> None:
         """Keep our leases; a lease that vanished (Redis restarted empty) is taken again, and a poller whose

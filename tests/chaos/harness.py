@@ -1,0 +1,308 @@
+"""A whole platform to break: private PostgreSQL and Redis, ``meterhub run`` with its simulated fleet, load.
+
+    with Platform(workdir) as p:                  # ~60 s: servers, migrations, demo seed, every process up
+        pid = p.pid("collector")                  # from the supervisor's log lines
+        p.kill("collector")                        # kill -9
+        p.restart_postgres(down_s=8)               # stop the private cluster, start it again
+        with TopUps(p) as load: ...                # API top-ups, each retried with its own idempotency key
+
+PostgreSQL and Redis are servers this harness starts on free ports (never the machine's shared 5432/6379);
+``meterhub run`` gets their URLs, so it does not own them and keeps running while they restart. Used by
+``tests/chaos`` and ``bench/bench_recovery.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+START_S = 240.0  # meterhub run: initdb aside, migrations + demo seed + children
+POLL_S = 2.0  # the collector polls every meter this often during the chaos tests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.25) -> float:
+    """Seconds it took until ``predicate()`` was true; AssertionError naming ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except Exception:  # noqa: BLE001 - a server being restarted; ask again
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(step)
+
+
+class Platform:
+    """Private servers plus one ``meterhub run`` process tree."""
+
+    def __init__(self, workdir: Path, poll_s: float = POLL_S) -> None:
+        self.workdir = Path(workdir)
+        self.poll_s = poll_s
+        self.instance = self.workdir / "instance"
+        self.servers = self.workdir / "servers"
+        self.log_path = self.workdir / "run.log"
+        self.web_port = free_port()
+        self.pg_port, self.redis_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pg: Any = None
+        self.redis: Any = None
+        self.engine: Engine | None = None
+        self.token = ""
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def __enter__(self) -> Platform:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from meterhub.services.postgres import start_embedded_postgres
+        from meterhub.services.redis import start_embedded_redis
+
+        self.pg = start_embedded_postgres(self.servers, port=self.pg_port)
+        self.redis = start_embedded_redis(self.servers, port=self.redis_port)
+        db_url = make_url(self.pg.url).set(database="meterhub")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METERHUB_")}
+        env.update(METERHUB_INSTANCE_PATH=str(self.instance), METERHUB_DATABASE_URL=db_url.render_as_string(False),
+                   METERHUB_REDIS_URL=self.redis.url, METERHUB_MQTT_PORT=str(free_port()),
+                   METERHUB_DEMO_FLEET_PORT=str(_fleet_port()), METERHUB_REDIS_NAMESPACE="chaos")
+        with self.log_path.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "meterhub", "run", "--port", str(self.web_port),
+                 "--collector-interval", str(self.poll_s), "--no-history"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: "meterhub is running" in self.log(), START_S, "meterhub run started", step=0.5)
+        self.engine = create_engine(db_url, pool_pre_ping=True, pool_size=2)
+        for name in ("worker-commands", "worker-default", "scheduler", "collector"):
+            self.pid(name)
+        wait_until(lambda: self.readings_since(time.time() - 60) > 0, 60, "the collector stores readings")
+        self.token = self._api_token()
+        # the demo seed queues a relay command per meter; let the commands worker work through them first
+        wait_until(lambda: not self.sql("SELECT 1 FROM commands WHERE state IN ('queued', 'sent') LIMIT 1"), 120,
+                   "the demo's relay commands done")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.engine is not None:
+            self.engine.dispose()
+        for server in (self.redis, self.pg):
+            if server is not None:
+                server.stop()
+
+    # --- processes -----------------------------------------------------------------------------------
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pid(self, name: str) -> int:
+        """The current pid of child ``name`` (the supervisor logs every start and restart)."""
+        found = re.findall(rf"(?:started {re.escape(name)} \(pid (\d+)\)|{re.escape(name)} restarted \(pid (\d+))",
+                           self.log())
+        if not found:
+            raise AssertionError(f"no {name} in the log of meterhub run")
+        return int([a or b for a, b in found][-1])
+
+    def restarts(self, name: str) -> int:
+        return len(re.findall(rf"{re.escape(name)} restarted \(pid", self.log()))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    def alive(self, name: str) -> bool:
+        try:
+            os.kill(self.pid(name), 0)
+        except ProcessLookupError:
+            return False
+        return _state(self.pid(name)) not in ("Z", "X", "")
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 20.0) -> float:
+        return wait_until(lambda: self.pid(name) != old_pid and self.alive(name), timeout, f"{name} restarted")
+
+    # --- servers -------------------------------------------------------------------------------------
+    def restart_postgres(self, down_s: float) -> tuple[float, float]:
+        """Stop the private cluster for ``down_s`` seconds; returns (stopped at, started at) epoch seconds."""
+        from meterhub.services.postgres import start_embedded_postgres
+
+        self.pg.stop()
+        stopped = time.time()
+        time.sleep(down_s)
+        self.pg = start_embedded_postgres(self.servers, port=self.pg_port)
+        return stopped, time.time()
+
+    def restart_redis(self, down_s: float) -> tuple[float, float]:
+        from meterhub.services.redis import start_embedded_redis
+
+        self.redis.stop()
+        stopped = time.time()
+        time.sleep(down_s)
+        self.redis = start_embedded_redis(self.servers, port=self.redis_port)
+        return stopped, time.time()
+
+    # --- the database --------------------------------------------------------------------------------
+    def sql(self, query: str, **params: Any) -> list[Any]:
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            result = conn.execute(text(query), params)
+            return list(result) if result.returns_rows else []
+
+    def polled_meters(self, window_s: float = 15.0) -> list[int]:
+        """Meters with a polled reading in the last ``window_s`` seconds (the ones the collector reads)."""
+        return sorted(self.meters_read_between(time.time() - window_s, time.time() + 60))
+
+    def readings_since(self, epoch: float) -> int:
+        return self.sql("SELECT count(*) FROM readings WHERE source = 'poll' AND ts >= to_timestamp(:t)",
+                        t=epoch)[0][0]
+
+    def meters_read_between(self, start: float, end: float) -> set[int]:
+        return {r[0] for r in self.sql(
+            "SELECT DISTINCT meter_id FROM readings WHERE source = 'poll' AND ts BETWEEN to_timestamp(:a) "
+            "AND to_timestamp(:b)", a=start, b=end)}
+
+    def ledger_report(self) -> Any:
+        from sqlalchemy.orm import Session
+
+        from meterhub.ledger.check import check_ledger
+
+        with Session(self.engine) as session:
+            return check_ledger(session)
+
+    def _api_token(self) -> str:
+        from meterhub.api.tokens import token_hash
+
+        secret_prefix = secrets.token_hex(4)
+        secret = f"mh_{secret_prefix}_{secrets.token_urlsafe(32)}"
+        self.sql("INSERT INTO api_tokens (group_id, operator_id, name, prefix, token_hash, scopes, created_at, "
+                 "revoked_by) SELECT group_id, id, 'chaos', :p, :h, CAST(:s AS jsonb), now(), '' FROM operators "
+                 "WHERE username = 'admin' LIMIT 1", p=secret_prefix, h=token_hash(secret),
+                 s=json.dumps(["read", "topup", "commands"]))
+        return secret
+
+    # --- the web API ---------------------------------------------------------------------------------
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}/api/v1{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, {}
+
+
+class TopUps:
+    """API top-ups in a thread, one every ``every_s``; each is retried with its own key until it is booked."""
+
+    def __init__(self, platform: Platform, every_s: float = 0.5, amount: str = "1.00") -> None:
+        self.platform, self.every_s, self.amount = platform, every_s, amount
+        self.accounts = [r[0] for r in platform.sql("SELECT id FROM prepaid_accounts WHERE status = 'open' "
+                                                    "ORDER BY id LIMIT 5")]
+        assert self.accounts, "the demo seed opened no prepaid account"
+        self.booked: dict[str, int] = {}  # idempotency key -> account
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TopUps:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            account = self.accounts[n % len(self.accounts)]
+            key = f"chaos-{secrets.token_hex(6)}"
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:  # the same key on every retry, even after _stop
+                try:
+                    status, _ = self.platform.api("POST", f"/accounts/{account}/topups",
+                                                  {"amount": self.amount, "channel": "transfer"},
+                                                  {"Idempotency-Key": key}, timeout=5)
+                except OSError:
+                    status = 0
+                if status in (200, 201):
+                    self.booked[key] = account
+                    break
+                self.failures += 1
+                time.sleep(0.5)
+            n += 1
+            self._stop.wait(self.every_s)
+
+    def applied_once(self) -> dict[str, int]:
+        """Keys whose transfer count is not exactly one (empty when every key was applied once)."""
+        counts = dict.fromkeys(self.booked, 0)
+        for key, count in self.platform.sql(
+                "SELECT idempotency_key, count(*) FROM ledger_transfers WHERE idempotency_key LIKE '%chaos-%' "
+                "GROUP BY idempotency_key"):
+            short = key[key.index("chaos-"):]
+            counts[short] = counts.get(short, 0) + count
+        return {k: v for k, v in counts.items() if v != 1}
+
+
+def _fleet_port() -> int:
+    """A base port with the next two free too (the fleet's three gateways)."""
+    import random
+
+    for _ in range(50):
+        base = random.randrange(20000, 30000, 4)
+        if all(_free(base + i) for i in range(3)):
+            return base
+    raise RuntimeError("no free port range for the simulated fleet")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""

@@ -1,0 +1,163 @@
+"""The faults, each under load, with what recovery means; each returns what it measured (seconds).
+
+Shared by ``tests/chaos/test_chaos.py`` (which asserts the bounds below) and ``bench/bench_recovery.py``
+(which reports the times). Every scenario starts API top-ups first and checks the money afterwards: every
+idempotency key booked exactly once, every cached balance equal to the sum of its entries.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from tests.chaos.harness import Platform, TopUps, wait_until
+
+KILLED = ("worker-commands", "worker-default", "worker-reports", "scheduler", "collector", "mqtt-ingest")
+RESTART_S = 10.0  # a killed process runs again (the supervisor's first back-off is 1 s)
+READ_AGAIN_S = 20.0  # every polled meter has a new stored reading after a fault ends
+JOBS_AGAIN_S = 40.0  # periodic jobs (liveness every 15 s) run again
+COMMAND_S = 60.0  # a queued command is confirmed (dispatch every 15 s, then the bus)
+COLLECTOR_DOWN_S = 60.0  # a stuck collector's gateways read "collector down"
+
+
+def check_money(load: TopUps, platform: Platform) -> None:
+    """Each idempotency key once; balances equal entries."""
+    assert load.booked, "no top-up was booked during the scenario"
+    assert load.applied_once() == {}, "an idempotency key was applied other than once"
+    report = platform.ledger_report()
+    assert report.ok, report
+
+
+def all_meters_read_after(platform: Platform, meters: set[int], epoch: float, timeout: float) -> float:
+    """Seconds until every one of ``meters`` has a polled reading stored after ``epoch``."""
+    def done() -> bool:
+        missing = meters - platform.meters_read_between(epoch, time.time() + 60)
+        done.missing = missing  # type: ignore[attr-defined]
+        return not missing
+
+    try:
+        return wait_until(done, timeout, "every polled meter read again")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; not read: {sorted(getattr(done, 'missing', meters))}") from None
+
+
+def liveness_job_ran_after(platform: Platform, epoch: float, timeout: float) -> float:
+    """The collector liveness job (scheduler -> Redis -> default worker -> database) ran after ``epoch``."""
+    return wait_until(lambda: platform.sql("SELECT min(collector_seen_at) > to_timestamp(:t) FROM gateways "
+                                           "WHERE collector_state IS NOT NULL", t=epoch)[0][0], timeout,
+                      "the periodic liveness job ran again")
+
+
+def command_confirmed(platform: Platform, timeout: float = COMMAND_S) -> float:
+    """Queue a read-now through the API and wait until it is confirmed."""
+    meter = platform.polled_meters()[0]
+    status, body = platform.api("POST", f"/meters/{meter}/commands", {"kind": "read_now"})
+    assert status == 202, (status, body)
+    command_id = body["id"]
+    return wait_until(lambda: platform.sql("SELECT state FROM commands WHERE id = :i", i=command_id)[0][0]
+                      == "confirmed", timeout, f"command {command_id} confirmed")
+
+
+def kill_each_process(platform: Platform) -> dict[str, Any]:
+    """kill -9 every supervised child kind at once; each must run again and do its work."""
+    out: dict[str, Any] = {}
+    with TopUps(platform) as load:
+        before = {name: platform.pid(name) for name in KILLED}
+        meters = set(platform.polled_meters())
+        killed_at = time.time()
+        for name in KILLED:
+            platform.kill(name)
+        for name in KILLED:
+            out[f"{name}_restart_s"] = round(platform.wait_restarted(name, before[name], RESTART_S), 2)
+        out["readings_again_s"] = round(all_meters_read_after(platform, meters, killed_at, READ_AGAIN_S), 2)
+        out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, killed_at, JOBS_AGAIN_S), 2)
+        out["command_confirmed_s"] = round(command_confirmed(platform), 2)
+    check_money(load, platform)
+    events = platform.sql("SELECT process, event FROM process_events WHERE at >= to_timestamp(:t)", t=killed_at)
+    for name in KILLED:
+        assert (name, "exited") in events and (name, "restarted") in events, (name, events)
+    out["topups"] = len(load.booked)
+    return out
+
+
+def restart_postgres(platform: Platform, down_s: float = 8.0) -> dict[str, Any]:
+    """PostgreSQL stops for ``down_s``: nothing exits, readings polled meanwhile are stored afterwards."""
+    restarts = {name: platform.restarts(name) for name in KILLED}
+    meters = set(platform.polled_meters())
+    with TopUps(platform) as load:
+        stopped, started = platform.restart_postgres(down_s)
+        out = {"postgres_down_s": round(started - stopped, 1)}
+        out["readings_again_s"] = round(all_meters_read_after(platform, meters, started, READ_AGAIN_S), 2)
+        # polled while the database was down, buffered, stored once it was back
+        missing = meters - platform.meters_read_between(stopped + 1, started - 1)
+        assert not missing, f"meters whose readings polled during the outage were lost: {sorted(missing)}"
+        out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, started, JOBS_AGAIN_S), 2)
+        out["command_confirmed_s"] = round(command_confirmed(platform), 2)
+    check_money(load, platform)
+    assert {name: platform.restarts(name) for name in KILLED} == restarts, "a process died of the outage"
+    out["topups"], out["topup_retries"] = len(load.booked), load.failures
+    return out
+
+
+def restart_redis(platform: Platform, down_s: float = 5.0) -> dict[str, Any]:
+    """Redis stops for ``down_s``: nothing exits, polling never pauses, jobs and commands run again."""
+    restarts = {name: platform.restarts(name) for name in KILLED}
+    meters = set(platform.polled_meters())
+    with TopUps(platform) as load:
+        stopped, started = platform.restart_redis(down_s)
+        out = {"redis_down_s": round(started - stopped, 1)}
+        missing = meters - platform.meters_read_between(stopped + 1, started - 1)
+        assert not missing, f"meters not polled while Redis was down: {sorted(missing)}"
+        out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, started, JOBS_AGAIN_S), 2)
+        out["command_confirmed_s"] = round(command_confirmed(platform), 2)
+    check_money(load, platform)
+    assert {name: platform.restarts(name) for name in KILLED} == restarts, "a process died of the outage"
+    out["topups"], out["topup_retries"] = len(load.booked), load.failures
+    return out
+
+
+def stuck_collector(platform: Platform) -> dict[str, Any]:
+    """A collector frozen (SIGSTOP) is seen as "collector down", not "gateway offline"; SIGCONT heals it."""
+    pid = platform.kill("collector", signal.SIGSTOP)
+    frozen_at = time.time()
+    try:
+        took = wait_until(lambda: {r[0] for r in platform.sql(
+            "SELECT collector_state FROM gateways WHERE collector_state IS NOT NULL")} == {"down"},
+            COLLECTOR_DOWN_S, "gateways marked collector down")
+        statuses = {r[0] for r in platform.sql("SELECT status FROM gateways WHERE collector_state = 'down'")}
+        assert "offline" not in statuses, "a stuck collector must not read as an offline gateway"
+        events = platform.sql("SELECT count(*) FROM health_events WHERE event = 'collector_down' "
+                              "AND at >= to_timestamp(:t)", t=frozen_at)[0][0]
+        assert events >= 1
+    finally:
+        import os
+
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.time()
+    back = wait_until(lambda: {r[0] for r in platform.sql(
+        "SELECT collector_state FROM gateways WHERE collector_state IS NOT NULL")} == {"polling"},
+        JOBS_AGAIN_S, "gateways polling again")
+    return {"collector_down_seen_s": round(took, 2), "collector_up_seen_s": round(back, 2),
+            "frozen_s": round(resumed - frozen_at, 1)}
+
+
+def hung_gateways(platform: Platform, hang_s: float = 20.0) -> dict[str, Any]:
+    """Every gateway hangs (simulators SIGSTOPped, connections open, nothing answers) while commands wait on
+    them: periodic jobs go on, and every meter is read again soon after the gateways come back."""
+    meters = set(platform.polled_meters())
+    pid = platform.kill("simulators", signal.SIGSTOP)
+    hung_at = time.time()
+    try:
+        for meter in sorted(meters)[:6]:  # commands that wait on the hung buses
+            platform.api("POST", f"/meters/{meter}/commands", {"kind": "read_now"})
+        during = liveness_job_ran_after(platform, hung_at, JOBS_AGAIN_S)
+        time.sleep(max(0.0, hung_at + hang_s - time.time()))
+    finally:
+        import os
+
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.time()
+    again = all_meters_read_after(platform, meters, resumed, READ_AGAIN_S)
+    return {"periodic_jobs_during_hang_s": round(during, 2), "readings_after_hang_s": round(again, 2),
+            "hung_s": round(resumed - hung_at, 1)}
