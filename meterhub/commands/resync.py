@@ -3,7 +3,8 @@
 A meter takes a top-up write only with its purchase count + 1 (else Modbus exception 03). When it refuses
 one, the worker reads the meter's count and asks :func:`plan` what to do: the write is already on the meter
 (count at or past it), or the writes in between are missing and are re-sent in order, each with the amount
-of the earlier top-up command that carried that count. What cannot be put right without a person (the
+of the earlier top-up command that carried that count (one that failed or expired; a count the meter
+confirmed once is never sent twice). What cannot be put right without a person (the
 meter refuses the next count, or the amount of a missing count is unknown) fails the command and raises a
 ``topup_not_on_meter`` alarm naming the meter and the amount not yet on it.
 """
@@ -47,14 +48,20 @@ def plan(session: Session, command: Command, meter_count: int) -> Plan:
     by_count: dict[int, Command] = {}
     for other in earlier:
         by_count[int(other.params.get("purchase_count", -1))] = other  # the newest carrier of a count wins
-    writes, unknown = [], []
+    writes, unknown, delivered = [], [], []
     for count in range(meter_count + 1, target):
         carrier = by_count.get(count)
         if carrier is None:
             unknown.append(count)
+        elif carrier.state == "confirmed":  # the meter took it once: reset or replaced, never send money twice
+            delivered.append(count)
         else:
             writes.append((count, Decimal(carrier.params["amount"]), carrier.id))
     writes.append((target, Decimal(command.params["amount"]), command.id))
+    if delivered:
+        return Plan(meter_count, writes=writes, problem=(
+            f"the meter's purchase count {meter_count} is below top-ups it confirmed before "
+            f"({', '.join(map(str, delivered))}): was it reset or replaced? Check it and enter the balance"))
     if unknown:
         return Plan(meter_count, writes=writes, problem=f"no top-up command carries purchase count(s) "
                                                         f"{', '.join(map(str, unknown))}; enter them on the meter")
