@@ -114,12 +114,17 @@ def register_commands(app) -> None:  # noqa: ANN001
     from .mqtt_ingest.cli import mqtt_ingest_command
     from .rqhealth import jobs_command
     from .scheduler import scheduler_command
+    from .timeseries.cli import timeseries_jobs_command
 
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
                     plugins_command, simulate_command, seed_demo_command, scheduler_command,
                     mqtt_ingest_command, collector_command, audit_anchor_command, mqtt_group, jobs_command,
-                    dialin_command):
+                    timeseries_jobs_command, dialin_command):
         app.cli.add_command(command)
+    from .status_cli import process_exited_command, status_command
+
+    app.cli.add_command(status_command)
+    app.cli.add_command(process_exited_command)
 
 
 _add_process_commands()
