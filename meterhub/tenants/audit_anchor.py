@@ -129,7 +129,13 @@ def anchor_group(session: Session, group_id: int) -> Checkpoint | None:
         return None
     head = session.execute(select(AuditEntry).where(AuditEntry.group_id == group_id)
                            .order_by(AuditEntry.seq.desc()).limit(1)).scalar()
-    if head is None or (previous is not None and previous.last_id == head.id):
+    if head is None or (previous is not None and previous.seq >= head.seq):
+        return None
+    try:  # a slower run of the job elsewhere must not move the checkpoint back
+        newest = read_checkpoint(group_id)
+    except CheckpointInvalid:
+        newest = previous
+    if newest is not None and newest.seq >= head.seq:
         return None
     return write_checkpoint(head)
 
