@@ -89,14 +89,17 @@ def _tz_choices() -> list[str]:
     return sorted({DEFAULT_TZ, _display_tz(), *(z for z in zones if z)})
 
 
-def _visible_targets() -> dict[str, list]:
-    """Properties, buildings and rooms the operator may see (choices of the assignment form)."""
+def _visible_targets(tariff: Tariff) -> dict[str, list]:
+    """Properties, buildings and rooms the operator may see where the plan applies (choices of the assignment
+    form): all of them for a group-wide plan, those of its property for a property's plan."""
     out = {}
     for scope, model in ASSIGN_SCOPES.items():
         order = (model.property_id, model.name) if model is Building else (model.property_id, model.number) \
             if model is Room else (model.name,)
-        out[scope] = list(db.session.execute(restrict(select(model).order_by(*order), model,
-                                                      permission="property.view")).scalars())
+        stmt = restrict(select(model).order_by(*order), model, permission="property.view")
+        if tariff.property_id is not None:
+            stmt = stmt.where((model.id if model is Property else model.property_id) == tariff.property_id)
+        out[scope] = list(db.session.execute(stmt).scalars())
     return out
 
 
@@ -212,7 +215,7 @@ def detail(tariff_id: int):
     current = _current_versions([tariff.id]).get(tariff.id)
     tz_name = _display_tz()
     return render_template("tariffs/detail.html", tariff=tariff, versions=versions, current=current,
-                           assignments=_assignments([tariff.id])[tariff.id], targets=_visible_targets(),
+                           assignments=_assignments([tariff.id])[tariff.id], targets=_visible_targets(tariff),
                            target_label=_target_label, tz=ZoneInfo(tz_name), tz_name=tz_name, rates=RATES,
                            tier_kinds=TIER_KINDS, tou_kinds=TOU_KINDS, writable=writable, owner=owner)
 
