@@ -59,12 +59,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config_module.finish(app.config, app.instance_path)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app)
-
-    db.init_app(app)
-    csrf.init_app(app)
     from .tenants.audit import audit_key
 
     audit_key(app)  # generated on first start, so every process of the instance shares it from the outset
+
+    db.init_app(app)
+    csrf.init_app(app)
     login_manager.init_app(app)
     from webui import i18n
 
