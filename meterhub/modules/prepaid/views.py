@@ -169,12 +169,12 @@ def reverse(account_id: int):
 @bp.route("/receipts/<int:transfer_id>")
 @permission_required("money.view")
 def receipt(transfer_id: int):
-    transfer = db.session.get(Transfer, transfer_id)
-    if transfer is None or transfer.wallet_account_id is None:
-        abort(404)
+    transfer = get_or_404(Transfer, transfer_id, "money.view")  # in scope through its wallet's property
     acc = db.session.execute(select(PrepaidAccount).where(
-        PrepaidAccount.wallet_account_id == transfer.wallet_account_id)).scalar_one()
-    _account(acc.id)  # scope check
+        PrepaidAccount.wallet_account_id == transfer.wallet_account_id)).scalar()
+    if acc is None:
+        abort(404)
+    _account(acc.id)
     return render_template("prepaid/receipt.html", t=transfer, acc=acc)
 
 
