@@ -145,7 +145,8 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     Run it after the demo's accounts are opened: an account opened on a meter without readings takes the first
     live reading as its baseline, so the past is never charged.
     """
-    from .timeseries import rollups
+    from .db import service_engine
+    from .timeseries.freshness import refresh_after_ingest
     from .timeseries.ingest import ingest
 
     if not fleet.get("installed_at"):
@@ -160,8 +161,9 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     started = datetime.now(timezone.utc)
     session.commit()  # the meters are visible to the ingest connections
     result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}, days),
-                    notify=False)
-    rollups.refresh_rollups(session, started)
+                    notify=False, fresh=False)
+    # one usage refresh for the whole history (rollups or aggregates), not one per batch
+    refresh_after_ingest(service_engine(), started, [r[3] for r in rows], started - timedelta(days=days + 1))
     return result.stored
 
 
