@@ -13,9 +13,11 @@ from datetime import timezone
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from meterhub.db import service_session
+from meterhub.extensions import db
 from meterhub.tenants import audit, audit_anchor
 from meterhub.tenants.audit_chain import verify
 from meterhub.tenants.audit_rekey import legacy_hash, rekey_group
@@ -218,3 +220,57 @@ def test_the_console_names_the_forged_entry(chain_app, group, operator, client, 
     operator("group_admin", all_properties=True)
     page = client.get("/audit/?verify=1").get_data(as_text=True)
     assert f"entry {ids[1]}" in page and "does not verify with the audit key" in page
+
+
+def test_upgrading_a_database_with_an_unkeyed_log_rekeys_it(service_urls, tmp_path):
+    """The upgrade path for real: a log written before migration 0017, then ``db upgrade`` to head."""
+    import uuid
+    from pathlib import Path
+
+    from flask_migrate import upgrade
+
+    from meterhub.app import create_app
+    from tests.conftest import _config
+
+    name = f"meterhub_upgrade_{uuid.uuid4().hex[:8]}"
+    url = make_url(service_urls["postgres"]).set(database=name).render_as_string(hide_password=False)
+    app = create_app({**_config(url, service_urls), "AUDIT_ANCHOR_DIR": str(tmp_path)})
+    migrations = str(Path(__file__).resolve().parents[2] / "meterhub" / "migrations")
+    engine = create_engine(url)
+    try:
+        with app.app_context():
+            upgrade(directory=migrations, revision="0016")
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+            group_id = conn.execute(text("INSERT INTO groups (name, code, timezone, modules, created_at) VALUES "
+                                         "('Old', 'old', 'Asia/Shanghai', '{}', now()) RETURNING id")).scalar_one()
+            prev = audit.GENESIS
+            for i in range(3):  # as the old code wrote them: no seq, plain SHA-256
+                row = conn.execute(text(
+                    "INSERT INTO audit_log (group_id, at, actor, action, object_type, object_id, detail, ip, "
+                    "prev_hash, hash) VALUES (:g, now() + :i * interval '1 second', 'cli', 'old.step', '', '', "
+                    "'{}', '', :p, '') RETURNING *"), {"g": group_id, "i": i, "p": prev}).one()
+                prev = legacy_hash(prev, row)
+                conn.execute(text("UPDATE audit_log SET hash = :h WHERE id = :id"), {"h": prev, "id": row.id})
+        with app.app_context():
+            upgrade(directory=migrations)
+            with service_session() as s:
+                report = verify(s, group_id)
+        assert report.ok and report.checked == 4, report.problems
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT seq, action, detail FROM audit_log WHERE group_id = :g ORDER BY seq"),
+                                {"g": group_id}).all()
+        assert [r.seq for r in rows] == [1, 2, 3, 4]
+        assert rows[-1].action == "audit.rekey" and rows[-1].detail["legacy_chain"] == "intact"
+    finally:
+        engine.dispose()
+        with app.app_context():
+            db.engine.dispose()
+        from meterhub.db import dispose_service_engines
+
+        dispose_service_engines()
+        admin = create_engine(make_url(service_urls["postgres"]).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"), {"d": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
