@@ -598,3 +598,35 @@ def test_price_plans_belong_to_a_property_or_to_the_whole_group(app, group):
     with app.app_context(), service_session() as s:
         with pytest.raises(ValidationError, match="another property"):
             tariffs.assign(s, group.group_id, "room", group.room_id, s.get(Tariff, dorm_plan))
+
+
+# --- the tenant portal: the payment channel a form names ---------------------------------------------------------
+
+def test_portal_pay_refuses_a_channel_of_another_group(app, client, group, other_group, monkeypatch):
+    from sqlalchemy import func, select
+
+    from meterhub.payments.models import PaymentOrder
+    from tests.api.world import open_site
+    from tests.payments.conftest import make_channel
+    from tests.portal.conftest import SentCodes, sign_in_with_code, token_of
+
+    codes = SentCodes(app)
+    monkeypatch.setattr("meterhub.portal.auth.deliver_code",
+                        lambda session, group_ids, phone, code: dict.__setitem__(codes, phone, code) or True)
+    site = open_site(app, group)
+    own, foreign = make_channel(app, group.group_id)[0], make_channel(app, other_group.group_id)[0]
+    sign_in_with_code(client, codes, site.phone)
+    path = f"/portal/a/{site.account_number}/pay"
+
+    def orders() -> int:
+        with app.app_context(), service_session() as s:
+            return s.execute(select(func.count()).select_from(PaymentOrder)).scalar()
+
+    before = orders()
+    token = token_of(client.get(f"/portal/a/{site.account_number}").get_data(as_text=True))
+    for channel in (foreign, 2**62, "x"):
+        response = client.post(path, data={"amount": "5", "channel_id": channel, "csrf_token": token})
+        assert response.status_code in (400, 404), channel
+    assert orders() == before
+    response = client.post(path, data={"amount": "5", "channel_id": own, "csrf_token": token})
+    assert response.status_code == 302 and orders() == before + 1
