@@ -95,8 +95,16 @@ class BoundedValues(ImmutableMultiDict):
 class CheckedRequest(Request):
     """Flask's request whose ``get_json`` applies ``BoundedJSON`` and whose values are ``BoundedValues``."""
 
-    json_module = BoundedJSON
     parameter_storage_class = BoundedValues
+
+    @property
+    def json_module(self) -> type[BoundedJSON]:  # type: ignore[override]
+        """The parser of request bodies (Flask assigns the app's provider per request; bodies keep this one)."""
+        return BoundedJSON
+
+    @json_module.setter
+    def json_module(self, _provider: Any) -> None:
+        pass
 
 
 def _check_values(where: str, values: Mapping[str, Any] | Any) -> None:

@@ -141,22 +141,24 @@ def declared_rows(sheet: Any) -> int | None:
     return max_row if isinstance(max_row, int) else None
 
 
-def stream_rows(sheet: Any, max_rows: int, name: str = "") -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """(row number, values) of a read-only sheet, refusing a sheet of more than ``max_rows`` rows.
+def stream_rows(sheet: Any, max_rows: int, name: str = "", header: bool = False) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """(row number, values) of a read-only sheet, refusing a sheet of more than ``max_rows`` data rows (plus
+    one ``header`` row when told).
 
-    The declared dimension is checked before the first row is read; a sheet that hides its size is stopped
-    while streaming at row ``max_rows + 1``. Callers validate rows as they come and write nothing until the
-    whole sheet is read, so a refusal leaves no partial import.
+    The declared dimension is checked before the first row is read; a sheet that hides or understates its
+    size is stopped while streaming at the first row past the cap. Callers validate rows as they come and
+    write nothing until the whole sheet is read, so a refusal leaves no partial import.
     """
     label = f"Sheet {name!r}" if name else "The sheet"
+    limit = max_rows + (1 if header else 0)
+    too_many = ValidationError(f"{label} has more than {max_rows} rows; at most {max_rows} are accepted. "
+                               "Split the file.", {"file": "too many rows"})
     declared = declared_rows(sheet)
-    if declared is not None and declared > max_rows:
-        raise ValidationError(f"{label} has {declared} rows; at most {max_rows} are accepted. Split the file.",
-                              {"file": "too many rows"})
+    if declared is not None and declared > limit:
+        raise too_many
     if hasattr(sheet, "reset_dimensions"):
         sheet.reset_dimensions()  # a dimension declaring fewer rows than the sheet holds would hide the rest
     for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-        if number > max_rows:
-            raise ValidationError(f"{label} has more than {max_rows} rows; split the file.",
-                                  {"file": "too many rows"})
+        if number > limit:
+            raise too_many
         yield number, tuple(values or ())

@@ -56,7 +56,7 @@ def _text(value: Any) -> str:
 
 def _rows(sheet: Any, columns: list[str], name: str, report: ImportReport) -> list[tuple[int, dict[str, str]]]:
     """Non-blank rows as (row number, {column: text}); streaming, refused past the cap."""
-    rows = stream_rows(sheet, MAX_ROWS + 1, name)
+    rows = stream_rows(sheet, MAX_ROWS, name, header=True)
     header = [_text(c) for c in next(rows, (0, ()))[1]]
     missing = [c for c in columns if c not in header]
     if missing:
