@@ -106,7 +106,7 @@ def parse(topic: str, payload: bytes) -> Message:
         raise InvalidPayload("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         doc = json.loads(payload, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: "[" x 100000
         raise InvalidPayload("bad_json", str(err)[:200]) from err
     if not isinstance(doc, dict):
         raise InvalidPayload("bad_json", "the payload must be a JSON object")

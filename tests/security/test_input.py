@@ -274,3 +274,11 @@ def test_deep_or_unstorable_json_answers_400(app, client, group, body):
     response = client.post(f"/api/v1/accounts/{site.account_id}/topups", data=body, headers=headers)
     assert response.status_code == 400, response.get_data(as_text=True)[:300]
     assert response.get_json()["error"]["code"] == "bad_request"
+
+
+def test_deep_json_from_a_gateway_is_an_invalid_payload_not_a_crash():
+    from meterhub.mqtt_ingest.payload import InvalidPayload, parse
+
+    with pytest.raises(InvalidPayload) as caught:
+        parse("meterhub/gw-1/readings", b"[" * 100_000)
+    assert caught.value.reason == "bad_json"
