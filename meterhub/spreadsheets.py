@@ -27,7 +27,7 @@ from .errors import ValidationError
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 BOLD = Font(bold=True)
 _STARTS = frozenset(FORMULA_STARTS)
-MAX_UNPACKED_BYTES = 200 * 2**20  # 20,000 wide rows unpack to ~20 MB
+MAX_UNPACKED_BYTES = 64 * 2**20  # 20,000 rows of 8 columns unpack to about 8 MB
 
 
 def formula_like(value: Any) -> bool:

@@ -214,6 +214,20 @@ def test_batch_list_past_the_row_cap_is_refused():
         keys_from_excel(buffer.getvalue())
 
 
+def test_a_zip_bomb_workbook_is_refused_from_its_directory():
+    import zipfile
+
+    from meterhub.spreadsheets import MAX_UNPACKED_BYTES, open_workbook
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/sharedStrings.xml", b"<sst>" + b" " * (MAX_UNPACKED_BYTES + 1) + b"</sst>")
+    assert len(buffer.getvalue()) < 1_000_000
+    with pytest.raises(ValidationError, match="unpacks to"):
+        open_workbook(buffer.getvalue())
+
+
 # --- photos --------------------------------------------------------------------------------------------
 
 
