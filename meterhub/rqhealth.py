@@ -53,10 +53,9 @@ def watch(now: float | None = None) -> dict[str, dict[str, int]]:
     report: dict[str, dict[str, int]] = {}
     for name in QUEUES:
         queue = get_queue(name)
-        failed = FailedJobRegistry(queue=queue)
-        before = failed.count
-        StartedJobRegistry(queue=queue).cleanup()  # jobs whose worker is gone -> failed ("abandoned")
-        abandoned = failed.count - before
+        failed, started = FailedJobRegistry(queue=queue), StartedJobRegistry(queue=queue)
+        abandoned = int(client.zcount(started.key, 0, now))  # their worker stopped heartbeating
+        started.cleanup()  # -> failed, as AbandonedJobError
         # a failed job's score is when it failed + its failure TTL (rq's default unless a job set its own)
         old = client.zrangebyscore(failed.key, 0, now - FAILED_KEEP_S + DEFAULT_FAILURE_TTL)
         for job_id in old[:1000]:
