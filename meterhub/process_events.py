@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, String, func, insert, select
@@ -51,6 +51,9 @@ def record(url: str, process: str, event: str, detail: dict[str, Any]) -> bool:
         return False
 
 
-def recent(session: Session, limit: int = 20) -> list[ProcessEvent]:
-    """The newest events first."""
-    return list(session.execute(select(ProcessEvent).order_by(ProcessEvent.id.desc()).limit(limit)).scalars())
+def recent(session: Session, limit: int = 20, since: timedelta | None = None) -> list[ProcessEvent]:
+    """The newest events first (only those of the last ``since`` when given)."""
+    stmt = select(ProcessEvent).order_by(ProcessEvent.id.desc()).limit(limit)
+    if since is not None:
+        stmt = stmt.where(ProcessEvent.at >= func.now() - since)
+    return list(session.execute(stmt).scalars())

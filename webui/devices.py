@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -21,6 +23,7 @@ from meterhub.errors import ValidationError
 from meterhub.mqtt_auth.credentials import Credentials, issue_gateway_password
 from meterhub.extensions import db
 from meterhub.plugins import driver_registry
+from meterhub.process_events import recent as recent_process_events
 from meterhub.timeseries import query
 from meterhub.protocols.errors import QRCodeError
 from meterhub.tenants.models import Building, Floor, Property, Room
@@ -38,7 +41,8 @@ def gateways():
     if request.method == "POST":
         return _create_gateway()
     rows = db.session.execute(restrict(select(Gateway).order_by(Gateway.name), Gateway)).scalars().all()
-    return render_template("devices/gateways.html", gateways=rows, framings=FRAMINGS, properties=visible_properties())
+    return render_template("devices/gateways.html", gateways=rows, framings=FRAMINGS, properties=visible_properties(),
+                           process_events=recent_process_events(db.session, since=timedelta(days=1)))
 
 
 @permission_required("device.manage")

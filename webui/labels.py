@@ -23,6 +23,14 @@ LABELS: dict[str, dict[str, Any]] = {
         "offline": lazy_pgettext("value", "Offline"),
         "unknown": lazy_pgettext("value", "Unknown"),
     },
+    "collector_state": {  # gateways.collector_state (meterhub.collector.liveness)
+        "polling": lazy_pgettext("value", "Polling"),
+        "down": lazy_pgettext("value", "Collector down"),
+    },
+    "process_event": {  # process_events.event (meterhub run's supervisor, systemd, rq.watch)
+        "exited": lazy_pgettext("value", "Exited"),
+        "restarted": lazy_pgettext("value", "Restarted"),
+    },
     "framing": {
         "modbus-tcp": lazy_pgettext("value", "Modbus TCP"),
         "modbus-rtu-over-tcp": lazy_pgettext("value", "Modbus RTU over TCP"),

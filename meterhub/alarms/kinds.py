@@ -34,6 +34,8 @@ KINDS: dict[str, AlarmKind] = {k.key: k for k in (
               "[{group}] {meter} is offline since {since}."),
     AlarmKind("comm_fault", _l("Communication fault"), "warning", "#8c564b", "offline", 55, "device",
               "[{group}] communication fault on {subject}."),
+    AlarmKind("collector_down", _l("Collector down"), "critical", "#5c6bc0", "offline", 58, "gateway",
+              "[{group}] no collector polls {subject}: its meters are not read (the gateway may be fine)."),
     AlarmKind("purchase_mismatch", _l("Purchase counter mismatch"), "critical", "#e377c2", "alarm", 48, "meter",
               "[{group}] {meter}: purchase counter on the meter {meter_count} differs from ours {our_count}."),
     AlarmKind("topup_not_on_meter", _l("Top-up not on the meter"), "critical", "#c2185b", "alarm", 49, "meter",

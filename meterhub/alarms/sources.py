@@ -75,12 +75,18 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
 
 
 def from_health_events(session: Session) -> int:
-    """Meter offline/online → offline alarm; device or gateway offline/online → communication fault."""
+    """Meter offline/online → offline alarm; device or gateway offline/online → communication fault;
+    gateway collector_down/collector_up → collector down (no collector polls it)."""
     rows = _finished_events(session, "health_events", "id, group_id, object_type, object_id, event, at")
     for row in rows:
         kind = "offline" if row.object_type == "meter" else "comm_fault"
         subject = {f"{row.object_type}_id": row.object_id}
-        if row.event == "offline":
+        if row.event == "collector_down":
+            _safe(raise_alarm, session, row.group_id, "collector_down", detail={"since": row.at.isoformat()},
+                  at=row.at, **subject)
+        elif row.event == "collector_up":
+            clear_alarm(session, row.group_id, "collector_down", at=row.at, note="collector polling again", **subject)
+        elif row.event == "offline":
             _safe(raise_alarm, session, row.group_id, kind, detail={"since": row.at.isoformat()}, at=row.at,
                   **subject)
         elif row.event == "online":
