@@ -251,7 +251,17 @@ class BusPoller:
         start, started_at = self.clock(), datetime.now(UTC)
         transactions = self.port.stats.transactions
         read = failed = skipped = 0
+        now, probed = self.clock(), None
+        if self.devices and all(self.quarantine.active(d.device_id, now) for d in self.devices):
+            # every device failed (a hung or dead gateway): probe one per cycle, so a bus that came back is
+            # read again within an interval instead of after the longest quarantine
+            probed = min(self.devices, key=lambda d: self.quarantine.entries[d.device_id].until)
+            outcome = await self._read(probed)
+            read += outcome.ok
+            failed += not outcome.ok
         for device in list(self.devices):
+            if device is probed:
+                continue
             while not self.jobs.empty():  # "read now" and commands go first, between two devices
                 await self._run_job(self.jobs.get_nowait())
             if self._stopping:
