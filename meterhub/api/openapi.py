@@ -28,8 +28,9 @@ def _page(item: str) -> dict[str, Any]:
                  "next_after": {"type": "integer", "nullable": True}})
 
 
+#: Every operation may answer these (400: a NUL byte in a value or JSON nested too deep, refused before the view).
 ERRORS = {str(code): {"$ref": f"#/components/responses/{name}"} for code, name in
-          ((401, "Unauthorized"), (404, "NotFound"), (422, "Invalid"), (429, "RateLimited"))}
+          ((400, "BadRequest"), (401, "Unauthorized"), (404, "NotFound"), (422, "Invalid"), (429, "RateLimited"))}
 PAGING = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
           {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}]
 
@@ -180,7 +181,7 @@ def document() -> dict[str, Any]:
                           "NotFound": error("No such object in the token's scope"),
                           "Invalid": error("Invalid parameters"), "RateLimited": error("Too many requests"),
                           "Conflict": error("Idempotency key reused with other parameters, or refused"),
-                          "BadRequest": error("Malformed request"),
+                          "BadRequest": error("Malformed request: a NUL byte in a value, JSON nested too deep"),
                           "Forbidden": error("The token lacks the scope")},
         },
         "security": [{"token": []}],
