@@ -11,7 +11,8 @@ def register_jobs() -> list[dict]:
         {"name": "timeseries.rollups", "interval": 300, "callable": "meterhub.timeseries.jobs.refresh_rollups_job"},
         {"name": "timeseries.offline", "interval": 60, "callable": "meterhub.timeseries.jobs.detect_offline_job"},
         {"name": "audit.anchor", "interval": 60, "callable": "meterhub.tenants.audit_anchor:anchor_job"},
-        {"name": "collector.liveness", "interval": 15, "callable": "meterhub.collector.liveness:check_job"},
+        # every meterhub.collector.liveness.CHECK_INTERVAL_S seconds (not imported: plugins load light)
+        {"name": "collector.liveness", "interval": 10, "callable": "meterhub.collector.liveness:check_job"},
         {"name": "rq.watch", "interval": 60, "callable": "meterhub.rqhealth:watch"},
     ]
 

@@ -2,12 +2,12 @@
 
 Every few seconds a collector publishes, for each bus whose poller task is alive and making progress, the
 time in the Redis hash ``<ns>:collector:alive`` (field = gateway id, value = ``"<epoch>|<owner>"``).
-The periodic job :func:`check_job` (every 15 s) copies those times to ``gateways.collector_seen_at`` and sets
+The periodic job :func:`check_job` (every ``CHECK_INTERVAL_S``) copies those times to ``gateways.collector_seen_at`` and sets
 ``gateways.collector_state``: ``polling`` while a heartbeat is younger than ``STALE_S``, ``down`` after.
 A gateway nobody ever polled stays NULL. Transitions go to ``health_events`` (``collector_down`` /
 ``collector_up``), from which the alarm engine raises and clears a ``collector_down`` alarm. This is apart
 from ``gateways.status`` (does the gateway answer?), so a dead collector reads "collector down" within
-``STALE_S`` + one check interval (under a minute), never as "gateway offline" a few intervals later.
+``STALE_S`` + one check interval (about 30 s), never as "gateway offline" a few intervals later.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from meterhub.timeseries.health import HealthTransition
 
-STALE_S = 30.0
-CHECK_INTERVAL_S = 15
+STALE_S = 20.0
+CHECK_INTERVAL_S = 10
 KEY_TTL_S = 300
 
 
