@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def _secret_key(app: Flask) -> str:
-    """A stable secret key kept in the instance folder (created on first start)."""
-    path = Path(app.instance_path) / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """A stable secret key kept in the instance folder (created on first start, mode 0600 from the outset)."""
+    from .instance_secrets import instance_secret
+
+    return instance_secret(app.instance_path, "secret_key")
 
 
 def _register_plugins(app: Flask) -> None:
