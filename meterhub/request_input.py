@@ -126,6 +126,13 @@ def refuse_unstorable_input() -> None:
                 raise _refuse("file", name)
 
 
+def data_error_message(err: Exception) -> str:
+    """What to tell the user when the database refused a value (too long, out of range, not of its type)."""
+    diag = getattr(getattr(err, "orig", None), "diag", None)
+    reason = getattr(diag, "message_primary", None) or "a value does not fit its field"
+    return f"A value was refused by the database ({reason}); shorten or correct it and try again."
+
+
 def page_number(name: str = "page", maximum: int = MAX_PAGE) -> int:
     """The page number in the query string (1 when absent or blank); 400 when not a whole number 1-``maximum``."""
     raw = request.args.get(name, "").strip()

@@ -7,10 +7,12 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import BadRequest
 
 from meterhub.db import use_group
 from meterhub.extensions import db, login_manager
+from meterhub.request_input import data_error_message
 from meterhub.tenants.models import Operator
 from meterhub.tenants.permissions import ROLE_LABELS
 from meterhub.tenants.scoping import has_permission, visible_properties
@@ -140,6 +142,15 @@ def register_web(app: Flask) -> None:
     def _bad_request(err):  # noqa: ANN001, ANN202
         """Malformed input (a bad page number, a NUL byte, deep JSON): 400 saying what to fix."""
         message = err.description if err.description != BadRequest.description else _("The request is malformed.")
+        if request.path.startswith("/api/") or request.is_json:
+            return {"error": {"code": "bad_request", "message": message, "fields": {}}}, 400
+        return render_template("errors/error.html", code=400, message=message), 400
+
+    @app.errorhandler(DataError)
+    def _data_error(err):  # noqa: ANN001, ANN202
+        """A value the database refuses (too long, out of range): 400 and nothing stored, never a 500."""
+        db.session.rollback()
+        message = data_error_message(err)
         if request.path.startswith("/api/") or request.is_json:
             return {"error": {"code": "bad_request", "message": message, "fields": {}}}, 400
         return render_template("errors/error.html", code=400, message=message), 400

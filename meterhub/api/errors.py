@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import MeterhubError, NotFound, PermissionDenied, RateLimited, ValidationError
@@ -68,6 +69,14 @@ def register(bp: Blueprint) -> None:
     def _platform_error(err: MeterhubError) -> Response:
         mapped = from_exception(err)
         return error_response(mapped.status, mapped.message, mapped.fields, mapped.headers, mapped.code)
+
+    @bp.errorhandler(DataError)
+    def _data_error(err: DataError) -> Response:
+        from ..extensions import db
+        from ..request_input import data_error_message
+
+        db.session.rollback()
+        return error_response(400, data_error_message(err))
 
     @bp.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:

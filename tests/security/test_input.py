@@ -296,3 +296,13 @@ def test_deep_json_from_a_gateway_is_an_invalid_payload_not_a_crash():
     with pytest.raises(InvalidPayload) as caught:
         parse("meterhub/gw-1/readings", b"[" * 100_000)
     assert caught.value.reason == "bad_json"
+
+
+def test_a_value_the_database_refuses_answers_400_and_stores_nothing(app, client, operator, group):
+    operator("group_admin")
+    before = _count_gateways(app, group)
+    response = client.post("/gateways", data={"csrf_token": csrf_token(client, "/gateways"), "name": "G" * 300,
+                                              "property_id": group.property_id, "host": "10.0.0.1", "port": "502",
+                                              "framing": "modbus-tcp"})
+    assert response.status_code == 400 and "refused by the database" in response.get_data(as_text=True)
+    assert _count_gateways(app, group) == before
