@@ -106,6 +106,14 @@ def _auth_plugins(service_hash: dict[str, str], auth_database_url: str | None) -
             "meterhub.mqtt_auth.amqtt_plugin.TopicRulesPlugin": settings}
 
 
+def _journal_plugin(base: Path) -> dict:
+    """Readings acknowledged to a gateway survive a broker restart (see :mod:`meterhub.services.mqtt_journal`)."""
+    from meterhub.mqtt_auth.rules import READINGS
+
+    return {"meterhub.services.mqtt_journal.JournalPlugin": {"path": str(base / "journal.sqlite3"),
+                                                             "topics": [READINGS]}}
+
+
 def _broker_config(port: int, plugins: dict) -> str:
     import yaml
 
@@ -172,8 +180,8 @@ def start_embedded_mqtt(instance_path: Path, *, port: int | None = None,
 
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the database URL
     with os.fdopen(fd, "w") as f:
-        f.write(_broker_config(port, _auth_plugins({service.username: hash_password(service.password)},
-                                                   auth_database_url)))
+        f.write(_broker_config(port, {**_auth_plugins({service.username: hash_password(service.password)},
+                                                      auth_database_url), **_journal_plugin(base)}))
     conf.chmod(0o600)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)

@@ -1,0 +1,99 @@
+"""The embedded amqtt broker's message journal: QoS 1/2 messages survive a broker restart or kill -9.
+
+amqtt keeps sessions and the messages queued for them in memory only (its ``SessionDBPlugin`` stores no
+in-flight message and nothing of signed-in clients), so a restart lost messages it had acknowledged to the
+gateway. ``meterhub.services.mqtt_journal.JournalPlugin`` writes every QoS 1/2 reading it lets through to a
+SQLite file (committed before the next one) and, after a restart, delivers the journal of the last
+``keep_s`` seconds to each client that subscribes to a matching topic (once per client and broker run),
+within the topic rules. Delivery is at least once: the ingest drops repeats by (gateway, sequence).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BasePlugin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JournalConfig:
+    """Plugin configuration: the journal file, how long messages are kept, which topics (readings only:
+    an old command delivered again could undo a newer one)."""
+
+    path: str = "journal.sqlite3"
+    keep_s: float = 900.0
+    topics: list[str] = field(default_factory=lambda: ["meterhub/+/readings"])
+
+
+def topic_matches(topic: str, a_filter: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    levels, wanted = topic.split("/"), a_filter.split("/")
+    for i, level in enumerate(wanted):
+        if level == "#":
+            return True
+        if i >= len(levels) or level not in ("+", levels[i]):
+            return False
+    return len(levels) == len(wanted)
+
+
+class JournalPlugin(BasePlugin[BaseContext]):
+    """Journals QoS 1/2 messages and replays the previous run's journal to subscribers."""
+
+    Config = JournalConfig
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.db = sqlite3.connect(self.config.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
+                        "topic TEXT NOT NULL, data BLOB NOT NULL, qos INTEGER NOT NULL)")
+        cutoff = time.time() - self.config.keep_s
+        self.db.execute("DELETE FROM journal WHERE at < ?", (cutoff,))
+        self.replay: list[tuple[str, bytes, int]] = [
+            (topic, bytes(data), qos) for topic, data, qos in
+            self.db.execute("SELECT topic, data, qos FROM journal ORDER BY id")]
+        self.replayed_to: set[str] = set()
+        self._trimmed = time.monotonic()
+        if self.replay:
+            log.info("mqtt journal: %d message(s) of the previous run to deliver again", len(self.replay))
+
+    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
+        """A message the broker lets through: journal it when QoS 1/2."""
+        if (message.qos or 0) < 1 or not any(topic_matches(message.topic, t) for t in self.config.topics):
+            return
+        self.db.execute("INSERT INTO journal (at, topic, data, qos) VALUES (?, ?, ?, ?)",
+                        (time.time(), message.topic, bytes(message.data), int(message.qos)))
+        if time.monotonic() - self._trimmed > 60:
+            self._trimmed = time.monotonic()
+            self.db.execute("DELETE FROM journal WHERE at < ?", (time.time() - self.config.keep_s,))
+
+    async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
+        """Deliver the previous run's messages of ``topic`` to this client, once."""
+        if not self.replay or client_id in self.replayed_to:
+            return
+        broker = self.context._broker_instance  # type: ignore[attr-defined]
+        session = self.context.get_session(client_id)  # type: ignore[attr-defined]
+        handler = broker._get_handler(session) if session is not None else None
+        if handler is None:
+            return
+        self.replayed_to.add(client_id)
+        sent = 0
+        for message_topic, data, message_qos in self.replay:
+            if not topic_matches(message_topic, topic):
+                continue
+            if not await broker._topic_filtering(session, topic=message_topic, action=Action.RECEIVE):
+                continue
+            await handler.mqtt_publish(message_topic, data, min(message_qos, qos), retain=False)
+            sent += 1
+        if sent:
+            log.info("mqtt journal: %d message(s) delivered again to %s", sent, client_id)
+
+    async def on_broker_post_shutdown(self) -> None:
+        self.db.close()

@@ -1,0 +1,93 @@
+"""Finding 6 of issue 22: readings the embedded broker acknowledged to a gateway survive its kill -9.
+
+The ingest (persistent session) is down while a gateway publishes 12 QoS 1 readings: the broker acknowledges
+them and holds them for the ingest's session, in memory. The broker is killed and started again on the same
+port (amqtt, as ``make run`` starts it: auth and topic plugins, and the message journal); when the ingest comes
+back and subscribes, all 12 are delivered and stored once (was: lost, ``session present: False``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from meterhub.db import service_engine, service_session
+from meterhub.mqtt_auth.credentials import service_credentials, with_credentials
+from meterhub.mqtt_ingest.worker import MqttIngestWorker, Settings
+from meterhub.services.mqtt import start_embedded_mqtt
+from tests.recovery.conftest import wait_for
+from tests.security.test_device_auth import NOW, Gateway_, _issue
+from tests.timeseries.factories import make_fleet
+
+MESSAGES = 12
+
+
+class Ingest:
+    """The MQTT ingest with a fixed client id (its persistent session), in a thread."""
+
+    def __init__(self, app, url: str, redis_url: str, client_id: str) -> None:
+        self.redis = redis.Redis.from_url(redis_url)
+        with app.app_context():
+            engine = service_engine()
+        self.worker = MqttIngestWorker(Settings(url, client_id=client_id, batch_ms=20), engine, self.redis,
+                                       f"meterhub-test:{uuid.uuid4().hex[:8]}:mqtt:rejected", notify=False)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+        assert self.worker.connected.wait(15), "the ingest did not connect"
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(10)
+
+
+def _reading(seq: int) -> dict:
+    return {"seq": seq, "ts": (NOW - timedelta(minutes=30) + timedelta(seconds=seq)).isoformat(),
+            "readings": [{"address": "1", "values": {"energy_kwh": str(100 + seq)}}]}
+
+
+@pytest.mark.embedded
+def test_readings_acknowledged_before_a_broker_kill_are_delivered_after_its_restart(app, group, tmp_path,
+                                                                                     service_urls):
+    instance = tmp_path / "instance"
+    auth_url = app.config["SERVICE_DATABASE_URL"]
+    broker = start_embedded_mqtt(instance, port=0, auth_database_url=auth_url)
+    port = int(broker.url.rsplit(":", 1)[1])
+    ingest_url = with_credentials(broker.url, service_credentials(instance))
+    fleet = make_fleet(app, group)
+    client_id = f"meterhub-ingest-{uuid.uuid4().hex[:6]}"
+    restarted = None
+    try:
+        first = Ingest(app, ingest_url, service_urls["redis"], client_id)  # its session and subscription exist
+        first.stop()  # the ingest is restarting: the broker keeps its session and queues for it
+        gateway = Gateway_(port, _issue(app, fleet.gateway_id))
+        for seq in range(1, MESSAGES + 1):
+            gateway.publish(f"meterhub/{fleet.client_id}/readings", _reading(seq))  # PUBACK received
+        gateway.close()
+        time.sleep(0.5)
+        os.kill(broker.pid, signal.SIGKILL)
+        os.waitpid(broker.pid, 0)  # reaped: no zombie holding its pid file
+        restarted = start_embedded_mqtt(instance, port=port, auth_database_url=auth_url)
+        second = Ingest(app, ingest_url, service_urls["redis"], client_id)
+        try:
+            wait_for(lambda: _stored(app, fleet.meter_ids[0]) >= MESSAGES, 30, "the 12 readings are stored")
+            time.sleep(0.5)
+        finally:
+            second.stop()
+        assert _stored(app, fleet.meter_ids[0]) == MESSAGES  # each once
+    finally:
+        for service in (restarted, broker):
+            if service is not None:
+                service.stop()
+
+
+def _stored(app, meter_id: int) -> int:
+    with app.app_context(), service_session() as s:
+        return s.execute(text("SELECT count(*) FROM readings WHERE meter_id = :m"), {"m": meter_id}).scalar()
