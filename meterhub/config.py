@@ -33,7 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_ANCHOR_DIR": None,  # where audit checkpoints are written (default instance/audit_anchors)
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REDIS_NAMESPACE": "meterhub",  # prefix of every Redis key and rq queue (tests use their own)
-    "MQTT_URL": "mqtt://127.0.0.1:1883",
+    "MQTT_URL": "mqtt://127.0.0.1:1883",  # without a user: the instance's MQTT service user (docs/mqtt_auth.md)
+    # readings dated further ahead, before this time or before their meter's installation are refused
+    "READING_MAX_FUTURE_MINUTES": 5,
+    "READING_EARLIEST": "2000-01-01T00:00:00+00:00",
     "BABEL_DEFAULT_LOCALE": "zh_CN",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
     "LANGUAGES": ["zh_CN", "en"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from datetime import datetime, timezone
+
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -147,8 +149,9 @@ def onboard():
         if not address:
             raise ValidationError(_("The QR code has no bus address; type the address set on the device."))
         config = config_from_qr(driver, info.model)
-        device = onboard_device(db.session, gateway, DeviceSpec(driver.key, address, info.serial, config, room_ids),
-                                verify=True)
+        spec = DeviceSpec(driver.key, address, info.serial, config, room_ids,
+                          installed_at=datetime.now(timezone.utc))  # installed as it is scanned: no older readings
+        device = onboard_device(db.session, gateway, spec, verify=True)
     except (ValidationError, QRCodeError) as err:
         db.session.rollback()
         return render_template("devices/onboard.html", error=str(err), **context), 422

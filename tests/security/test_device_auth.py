@@ -330,3 +330,23 @@ def test_excel_import_shows_each_new_mqtt_gateways_password_once(app, client, gr
                                 .where(Gateway.mqtt_client_id.in_(client_ids))).all())
     assert all(verify_password(shown[cid], hashes[cid]) for cid in client_ids)
     assert not any(p in client.get("/gateways").get_data(as_text=True) for p in shown.values())
+
+
+def test_ingest_takes_from_a_gateways_topic_only_that_gateways_meters(app, group, other_group):
+    """Defence in depth behind the broker: the topic names the gateway, and only its own meters are looked up."""
+    from meterhub.db import service_engine
+    from meterhub.mqtt_ingest.payload import parse
+    from meterhub.mqtt_ingest.store import GatewayDirectory, store_messages
+
+    a = make_fleet(app, other_group)  # address 1
+    b = make_fleet(app, group, devices=2)  # addresses 1 and 2
+    message = parse(f"meterhub/{a.client_id}/readings", json.dumps({"seq": 1, "readings": [
+        {"address": "2", "ts": (NOW - timedelta(minutes=1)).isoformat(), "values": {"energy_kwh": "123456.78"}},
+        {"address": "1", "ts": (NOW - timedelta(minutes=1)).isoformat(), "values": {"energy_kwh": "3"}},
+    ]}).encode())
+    with app.app_context():
+        engine = service_engine()
+        outcome = store_messages(engine, GatewayDirectory(engine), [message])
+    assert (outcome.unknown_meters, outcome.readings.stored) == (1, 1)
+    assert _stored(app, a.meter_ids[0]) == [Decimal("3")]
+    assert all(_stored(app, meter) == [] for meter in b.meter_ids)
