@@ -3,8 +3,10 @@
 
     python -m bench.bench_mqtt [--messages 20000] [--per-message 5] [--gateways 10]
 
-Uses a throwaway database and a private Mosquitto (persistence in a temp dir, unlimited queues). The ingest
-worker runs as a separate process (``python -m bench.bench_mqtt --worker ...``) so it can be killed.
+Uses a throwaway database and a private Mosquitto (persistence in a temp dir, unlimited queues) that signs users
+in from the files ``meterhub mqtt export-auth`` writes: each gateway publishes as itself, the ingest as the
+service user. The ingest worker runs as a separate process (``python -m bench.bench_mqtt --worker ...``) so it
+can be killed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ from datetime import datetime, timedelta, timezone
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from meterhub.mqtt_auth.credentials import Credentials, with_credentials
+from meterhub.mqtt_auth.export import passwd_text, write_private
+from meterhub.mqtt_auth.passwords import hash_password, new_password
+from meterhub.mqtt_auth.rules import SERVICE_USER, mosquitto_acl
 
 from .bench_ingest import make_fleet
 from .common import Mosquitto, print_table, service_url, throwaway_database, write_results
 
 log = logging.getLogger("bench.mqtt")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+GATEWAY_PASSWORD = new_password()  # one for every bench gateway
 
 
 def run_worker(db_url: str, mqtt_url: str) -> None:
@@ -48,9 +57,10 @@ def setup_gateways(admin_url: str, gateways: int, devices: int) -> list[str]:
     with engine.begin() as conn:
         gw_ids = conn.execute(text(
             "INSERT INTO gateways (group_id, property_id, name, host, port, framing, bus, mqtt_client_id, enabled, "
-            "status, fault_count, created_at) SELECT :g, p.id, 'mq' || n, '', 0, 'mqtt', '{}', 'gw' || n, true, "
-            "'unknown', 0, now() FROM properties p, generate_series(1, :n) n WHERE p.group_id = :g ORDER BY n "
-            "RETURNING id"), {"g": group, "n": gateways}).scalars().all()
+            "status, fault_count, created_at, mqtt_password_hash) SELECT :g, p.id, 'mq' || n, '', 0, 'mqtt', '{}', "
+            "'gw' || n, true, 'unknown', 0, now(), :h FROM properties p, generate_series(1, :n) n "
+            "WHERE p.group_id = :g ORDER BY n RETURNING id"),
+            {"g": group, "n": gateways, "h": hash_password(GATEWAY_PASSWORD)}).scalars().all()
         for i, gw in enumerate(gw_ids):  # move the devices onto the MQTT gateways, addresses 1..devices
             conn.execute(text(
                 "UPDATE devices d SET gateway_id = :gw, address = (x.rn - :lo)::text FROM ("
@@ -68,29 +78,45 @@ def payload(seq: int, per_message: int, devices: int) -> bytes:
          "values": {"energy_kwh": f"{seq}.{k}", "power_kw": 1.5}} for k in range(per_message)]}).encode()
 
 
+def write_auth(admin_url: str, broker: Mosquitto, service: Credentials) -> None:
+    """The broker's password file and ACL, as ``meterhub mqtt export-auth`` writes them."""
+    engine = create_engine(admin_url)
+    with Session(engine) as session:
+        write_private(broker.passwd, passwd_text(session, [service])[0])
+    write_private(broker.acl, mosquitto_acl([service.username]))
+    engine.dispose()
+
+
 def publish(broker: Mosquitto, client_ids: list[str], start: int, count: int, per_message: int, devices: int,
             during: callable | None = None) -> None:
-    """Publish ``count`` messages per gateway round-robin (QoS 1) and wait until the broker has them all."""
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher", clean_session=False)
-    pub.max_queued_messages_set(0)
-    pub.max_inflight_messages_set(1000)
-    pub.reconnect_delay_set(1, 2)
-    acked: set[int] = set()
-    pub.on_publish = lambda client, userdata, mid, reason, properties: acked.add(mid)
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
+    """Publish ``count`` messages per gateway round-robin (QoS 1), each gateway signed in as itself, and wait
+    until the broker has them all."""
+    acked: set[tuple[str, int]] = set()
+    clients = {}
+    for gw in client_ids:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gw, clean_session=False)
+        pub.username_pw_set(gw, GATEWAY_PASSWORD)
+        pub.max_queued_messages_set(0)
+        pub.max_inflight_messages_set(1000)
+        pub.reconnect_delay_set(1, 2)
+        pub.on_publish = lambda client, userdata, mid, reason, properties, gw=gw: acked.add((gw, mid))
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        clients[gw] = pub
     mids = []
     for i in range(count):
         seq, gw = start + i // len(client_ids), client_ids[i % len(client_ids)]
         # While the broker restarts, QoS 1 messages are queued by the client and sent after the reconnect.
-        mids.append(pub.publish(f"meterhub/{gw}/readings", payload(seq, per_message, devices), qos=1).mid)
+        mids.append((gw, clients[gw].publish(f"meterhub/{gw}/readings", payload(seq, per_message, devices),
+                                             qos=1).mid))
         if during and i == count // 2:
             during()
     deadline = time.monotonic() + 300
     while not acked.issuperset(mids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    pub.disconnect()
-    pub.loop_stop()
+    for pub in clients.values():
+        pub.disconnect()
+        pub.loop_stop()
 
 
 def wait_stored(admin_url: str, expected: int, timeout: float = 300) -> float:
@@ -125,12 +151,16 @@ def main() -> None:
     if args.worker:
         run_worker(*args.worker)
         return
-    broker = Mosquitto().start()
+    broker = Mosquitto(auth=True)
+    service = Credentials(SERVICE_USER, new_password())
+    broker_url = with_credentials(broker.url, service)
     try:
         with throwaway_database() as admin_url:
             client_ids = setup_gateways(admin_url, args.gateways, args.devices)
+            write_auth(admin_url, broker, service)
+            broker.start()
             db = service_url(admin_url)
-            worker = spawn_worker(db, broker.url)
+            worker = spawn_worker(db, broker_url)
             time.sleep(2)
             # 1. Throughput: publish everything, measure until all messages are committed (acks follow).
             n = args.messages
@@ -145,7 +175,7 @@ def main() -> None:
             publish(broker, client_ids, n, crash_n, args.per_message, args.devices, during=broker.restart)
             killer.join()
             worker.wait()
-            worker = spawn_worker(db, broker.url)
+            worker = spawn_worker(db, broker_url)
             wait_stored(admin_url, n + crash_n)
             time.sleep(1)
             engine = create_engine(admin_url)
