@@ -163,7 +163,7 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}, days),
                     notify=False, fresh=False)
     # one usage refresh for the whole history (rollups or aggregates), not one per batch
-    refresh_after_ingest(service_engine(), started, [r[3] for r in rows], started - timedelta(days=days + 1))
+    refresh_after_ingest(service_engine(), started, [r[3] for r in rows], started - timedelta(days=days + 1), started)
     return result.stored
 
 

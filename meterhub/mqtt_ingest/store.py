@@ -111,7 +111,7 @@ def store_messages(engine: Engine, directory: GatewayDirectory, messages: list[M
     if not unique:
         return outcome
     since = database_now(engine)
-    oldest: list[datetime] = []
+    times: list[datetime] = []  # the oldest and newest reading stored
 
     def work(cursor: Any) -> IngestResult:
         keys = list(unique)
@@ -126,7 +126,7 @@ def store_messages(engine: Engine, directory: GatewayDirectory, messages: list[M
                 readings.extend(rows)
                 unknown += missing
         result = store_batch(cursor, readings)
-        oldest[:] = [min((r.ts for r in readings), default=since)]
+        times[:] = [min((r.ts for r in readings), default=since), max((r.ts for r in readings), default=since)]
         cursor.execute(_SEEN, (sorted({k[0] for k in keys}),))
         outcome.stored_messages = len(new)
         outcome.unknown_meters = unknown
@@ -135,7 +135,7 @@ def store_messages(engine: Engine, directory: GatewayDirectory, messages: list[M
     outcome.readings = run_transaction(engine, work)
     if outcome.readings.stored:  # usage fresh before the worker sends reading_stored
         refresh_after_ingest(engine, since, {m for ms in outcome.readings.meter_ids_by_group.values() for m in ms},
-                             oldest[0] if oldest else None)
+                             *(times or (None, None)))
     outcome.duplicate_messages = len(messages) - len(outcome.rejected) - outcome.stored_messages
     if outcome.unknown_meters:
         log.warning("%d MQTT readings name a device address/channel with no meter", outcome.unknown_meters)

@@ -57,9 +57,17 @@ def database_now(engine: Engine) -> datetime:
         return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
 
 
-def refresh_aggregates(conn: Connection, since: datetime, force: bool = False) -> list[str]:
-    """Refresh each continuous aggregate from the bucket of ``since`` on, where ``since`` is older than its
-    watermark (all of them with ``force``); ``conn`` must be in autocommit. Returns the aggregates refreshed."""
+def refresh_aggregates(conn: Connection, since: datetime, until: datetime | None = None,
+                       force: bool = False) -> list[str]:
+    """Refresh each continuous aggregate over the buckets of ``since`` .. ``until`` (None: up to the newest
+    data) where ``since`` is older than its watermark (all of them with ``force``); ``conn`` must be in
+    autocommit. Returns the aggregates refreshed.
+
+    The hourly aggregate follows TimescaleDB's invalidations of the raw readings. The daily and monthly ones
+    are recomputed over their whole window (``force``): TimescaleDB 2.29 records a change of the hourly
+    aggregate as the range of its first to its last changed bucket *start* and then misses the day (month)
+    that begins exactly at the last one (e.g. 00:00 local, a reading of 00:30 after one of 23:30).
+    """
     done = []
     tz = cagg_timezone()
     for bucket in ("hour", "day", "month"):
@@ -67,22 +75,27 @@ def refresh_aggregates(conn: Connection, since: datetime, force: bool = False) -
         if not force and not conn.execute(text(_BEFORE_WATERMARK), {"t": since, "cagg": cagg}).scalar():
             continue  # real-time aggregation shows it already
         start = conn.execute(text(f"SELECT {_FLOOR[bucket]}"), {"t": since, "tz": tz}).scalar_one()
-        conn.execute(text(f"CALL refresh_continuous_aggregate('{cagg}', CAST(:s AS timestamptz), NULL)"),
-                     {"s": start})
+        end = None
+        if until is not None:
+            end = conn.execute(text(f"SELECT {_FLOOR[bucket]} + interval '1 {bucket}'"),
+                               {"t": until, "tz": tz}).scalar_one()
+        whole = "false" if bucket == "hour" else "true"
+        conn.execute(text(f"CALL refresh_continuous_aggregate('{cagg}', CAST(:s AS timestamptz), "
+                          f"CAST(:e AS timestamptz), force => {whole})"), {"s": start, "e": end})
         done.append(cagg)
     return done
 
 
 def refresh_after_ingest(engine: Engine, since: datetime, meter_ids: Collection[int],
-                         oldest: datetime | None) -> None:
+                         oldest: datetime | None, newest: datetime | None = None) -> None:
     """Bring the usage of ``meter_ids`` up to date after readings were stored (``since``: the database time
-    before the ingest began; ``oldest``: the oldest reading stored)."""
+    before the ingest began; ``oldest``, ``newest``: the stored readings' times)."""
     if not meter_ids or oldest is None:
         return
     try:
         if uses_timescale(engine):
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                refresh_aggregates(conn, oldest)
+                refresh_aggregates(conn, oldest, newest)
         else:
             with Session(bind=engine) as session, session.begin():
                 rollups.refresh_rollups(session, since, meter_ids)

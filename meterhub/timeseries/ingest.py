@@ -516,16 +516,17 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
     total = IngestResult()
     since = database_now(engine) if fresh else None
 
-    def finish(item: tuple[Future[IngestResult], datetime | None]) -> None:
-        future, oldest = item
+    def finish(item: tuple[Future[IngestResult], datetime | None, datetime | None]) -> None:
+        future, oldest, newest = item
         result = future.result()
         total.merge(result)
         if since is not None and result.stored:
-            refresh_after_ingest(engine, since, {m for ms in result.meter_ids_by_group.values() for m in ms}, oldest)
+            refresh_after_ingest(engine, since, {m for ms in result.meter_ids_by_group.values() for m in ms},
+                                 oldest, newest)
         if notify:
             notify_stored(result.meter_ids_by_group)
 
-    pending: deque[tuple[Future[IngestResult], datetime | None]] = deque()
+    pending: deque[tuple[Future[IngestResult], datetime | None, datetime | None]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ingest") as pool:
         try:
             for chunk in _chunks(readings, batch_size):
@@ -534,10 +535,10 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
                     finish(pending.popleft())
                 pending.append((pool.submit(run_transaction, engine,
                                             lambda cursor, batch=encoded: store_encoded(cursor, batch)),
-                                encoded.oldest))
+                                encoded.oldest, max((r.ts for r in chunk), default=None) if fresh else None))
             while pending:
                 finish(pending.popleft())
         finally:
-            for future, _ in pending:  # an error: let the batches in flight finish, keep the first error
+            for future, _, _ in pending:  # an error: let the batches in flight finish, keep the first error
                 future.exception()
     return total

@@ -57,7 +57,8 @@ class _Quantities:
 
 
 class ReadingRow(_Quantities, db.Model):
-    """One channel's values at one time (a fact: append-only; a re-sent reading is ignored)."""
+    """One channel's values at one time (a fact: append-only; a re-sent reading is ignored). The web app reads
+    it through the ``tenant_readings`` view (:mod:`tenant_views`), never directly."""
 
     __tablename__ = "readings"
     # (meter, group) must be a meter: checked once per statement by a trigger, not per row by a foreign key
@@ -107,9 +108,9 @@ class UsageHourly(_Usage, db.Model):
 
 
 #: Columns the primary-key index of the day and month rollups carries, so report and chart queries over a
-#: bucket range are index-only scans (migration 0011).
+#: bucket range are index-only scans (migration 0011), also through the tenant views (group_id: migration 0020).
 USAGE_INCLUDE = ("energy_kwh", "energy_sharp_kwh", "energy_peak_kwh", "energy_flat_kwh", "energy_valley_kwh",
-                 "energy_export_kwh", "water_m3", "readings", "resets")
+                 "energy_export_kwh", "water_m3", "readings", "resets", "group_id")
 
 
 class UsageDaily(_Usage, db.Model):

@@ -130,7 +130,9 @@ def hypertable_statements() -> list[str]:
         "ALTER TABLE readings DROP CONSTRAINT IF EXISTS fk_readings_meter_id_group_id_meters",
         "ALTER TABLE readings ADD CONSTRAINT fk_readings_meter_id_group_id_meters "
         "FOREIGN KEY (meter_id, group_id) REFERENCES meters (id, group_id) ON DELETE CASCADE",
-        "SELECT create_hypertable('readings', 'ts', chunk_time_interval => interval '7 days', migrate_data => true)",
+        # no extra (ts) index: readings are read by meter and time (the primary key), chunks are found by time
+        "SELECT create_hypertable('readings', 'ts', chunk_time_interval => interval '7 days', migrate_data => true, "
+        "create_default_indexes => false)",
         "ALTER TABLE readings SET (timescaledb.compress, timescaledb.compress_segmentby = 'meter_id', "
         "timescaledb.compress_orderby = 'ts DESC')",
         f"SELECT add_compression_policy('readings', interval '{COMPRESS_AFTER}')",
