@@ -23,11 +23,24 @@ COLLECTOR_DOWN_S = 60.0  # a stuck collector's gateways read "collector down"
 
 
 def check_money(load: TopUps, platform: Platform) -> None:
-    """Each idempotency key once; balances equal entries."""
+    """Each idempotency key once; balances equal entries; no meter charged twice for any stretch of time."""
     assert load.booked, "no top-up was booked during the scenario"
     assert load.applied_once() == {}, "an idempotency key was applied other than once"
     report = platform.ledger_report()
     assert report.ok, report
+    overlaps = platform.sql(
+        "SELECT meter_id, interval_start FROM (SELECT meter_id, interval_start, lag(interval_end) OVER "
+        "(PARTITION BY meter_id ORDER BY interval_start) AS previous_end FROM prepaid_charges) c "
+        "WHERE previous_end > interval_start LIMIT 5")
+    assert not overlaps, f"overlapping charge intervals: {overlaps}"
+
+
+def check_no_orphans(platform: Platform, timeout: float = 60.0) -> float:
+    """No command left ``sent`` and no export left ``running`` for more than a minute."""
+    return wait_until(lambda: not platform.sql(
+        "SELECT 1 FROM commands WHERE state = 'sent' AND sent_at < now() - interval '60 seconds' UNION ALL "
+        "SELECT 1 FROM report_exports WHERE status = 'running' AND created_at < now() - interval '60 seconds'"),
+        timeout, "no command stuck sent and no export stuck running past a minute")
 
 
 def all_meters_read_after(platform: Platform, meters: set[int], epoch: float, timeout: float) -> float:
@@ -86,6 +99,7 @@ def kill_each_process(platform: Platform) -> dict[str, Any]:
         out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, killed_at, JOBS_AGAIN_S), 2)
         out["command_confirmed_s"] = round(command_confirmed(platform, FIRST_COMMAND_S), 2)
     check_money(load, platform)
+    check_no_orphans(platform)
     events = platform.sql("SELECT process, event FROM process_events WHERE at >= to_timestamp(:t)", t=killed_at)
     for name in KILLED:
         assert (name, "exited") in events and (name, "restarted") in events, (name, events)
@@ -107,6 +121,7 @@ def restart_postgres(platform: Platform, down_s: float = 6.0) -> dict[str, Any]:
         out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, started, JOBS_AGAIN_S), 2)
         out["command_confirmed_s"] = round(command_confirmed(platform), 2)
     check_money(load, platform)
+    check_no_orphans(platform)
     assert {name: platform.restarts(name) for name in KILLED} == restarts, "a process died of the outage"
     out["topups"], out["topup_retries"] = len(load.booked), load.failures
     return out
