@@ -71,7 +71,9 @@ def _create_gateway():
 def _show_password(gateway: Gateway, credentials: Credentials, status: int = 200) -> Response:
     """The gateway page with its new broker password: shown in this answer only, never in a redirect, a flash
     message (the session cookie) or a cache."""
-    response = Response(render_template("devices/gateway.html", gateway=gateway, credentials=credentials), status)
+    label = Markup(labels.qr_svg(labels.gateway_credentials_payload(credentials.username, credentials.password)))
+    response = Response(render_template("devices/gateway.html", gateway=gateway, credentials=credentials,
+                                        credentials_label=label), status)
     response.headers["Cache-Control"] = "no-store"
     return response
 

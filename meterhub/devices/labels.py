@@ -19,6 +19,11 @@ def device_payload(device: Device) -> str:
     return f"SN={device.serial};MODEL={model};ADDR={device.address}"
 
 
+def gateway_credentials_payload(client_id: str, password: str) -> str:
+    """The one-time label of a push gateway's broker sign-in (same key=value format as device labels)."""
+    return f"MQTT;USER={client_id};CLIENTID={client_id};PASS={password};TOPIC=meterhub/{client_id}/readings"
+
+
 def room_token(secret_key: str, group_id: int, room_id: int) -> str:
     """A signed, unguessable token naming a room (for its pay-page QR label)."""
     return URLSafeSerializer(secret_key, salt="room-label").dumps([group_id, room_id])

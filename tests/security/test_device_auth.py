@@ -285,6 +285,7 @@ def test_console_shows_a_new_gateway_password_once_and_stores_its_hash(app, clie
     assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
     page = response.get_data(as_text=True)
     password = re.search(r"<code>([A-Za-z0-9_-]{32})</code>", page).group(1)
+    assert "<svg" in page  # the one-time label (a QR of the sign-in) to print for the gateway
     with app.app_context(), service_session() as s:
         gateway = s.execute(select(Gateway).where(Gateway.mqtt_client_id == form["mqtt_client_id"])).scalar_one()
         stored_hash = gateway.mqtt_password_hash
