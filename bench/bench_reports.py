@@ -314,6 +314,16 @@ def main() -> None:
         export_child(args.child[0], args.child[1], int(args.child[2]))
         return
     with throwaway_database() as admin_url:
+        from meterhub.timeseries.timescale import timescale_installed
+
+        engine = create_engine(admin_url)
+        with engine.connect() as conn:
+            on_timescale = timescale_installed(conn)
+        engine.dispose()
+        if on_timescale:  # this bench writes rollup rows; TimescaleDB reads the aggregates (bench_timescale)
+            log.info("bench_reports times the rollup tables of plain PostgreSQL; on TimescaleDB the daily report "
+                     "from the aggregates vs the rollups is in bench_timescale")
+            return
         loaded = load(admin_url, args.meters, args.days)
         url = service_url(admin_url)
         start = END - timedelta(days=30)
