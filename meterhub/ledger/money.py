@@ -46,6 +46,8 @@ def parse_amount(raw: object, field: str = "amount", *, positive: bool = True) -
         raise ValidationError(f"{field} {raw!r} is not a number", {field: "not a number"}) from err
     if not value.is_finite():
         raise ValidationError(f"{field} must be a finite number", {field: "not finite"})
+    if abs(value) > MAX_AMOUNT:  # before quantize(), which cannot hold 1e309 to the cent
+        raise ValidationError(f"{field} {raw} exceeds the limit {MAX_AMOUNT}", {field: "too large"})
     if value != value.quantize(CENT):
         raise ValidationError(f"{field} {raw} has more than 2 decimals (fen)", {field: "max 2 decimals"})
     if positive and value <= 0:

@@ -36,6 +36,8 @@ def parse_area(value: str | Decimal | None) -> Decimal:
         area = Decimal(str(value).strip()).quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError) as err:
         raise ValidationError(f"Area '{value}' is not a number of m².", {"area_m2": "not a number"}) from err
+    if not area.is_finite():  # NaN and Infinity parse, then refuse every comparison
+        raise ValidationError(f"Area '{value}' is not a number of m².", {"area_m2": "not a number"})
     if area < 0 or area > Decimal("99999999"):
         raise ValidationError(f"Area {area} m² is out of range.", {"area_m2": "out of range"})
     return area
