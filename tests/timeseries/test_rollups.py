@@ -107,3 +107,9 @@ def test_timescaledb_path(app):
         assert timescale_available(s.connection())
         assert uses_timescale(s)
         assert s.execute(text("SELECT count(*) FROM timescaledb_information.continuous_aggregates")).scalar() == 3
+
+
+@pytest.mark.plain_postgres
+def test_timeseries_jobs_cli_on_plain_postgres(runner):
+    result = runner.invoke(args=["timeseries-jobs", "--watch"])
+    assert result.exit_code == 0 and "plain PostgreSQL" in result.output

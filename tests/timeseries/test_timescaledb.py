@@ -209,3 +209,10 @@ def test_late_readings_across_a_day_boundary_are_fresh(app, group):
                    for b in ("hour", "day", "month")}
     assert got == {"hour": [(datetime(2025, 6, 1, 0), Decimal(3))], "day": [(datetime(2025, 6, 1), Decimal(3))],
                    "month": [(datetime(2025, 6, 1), Decimal(3))]}
+
+
+def test_the_cli_shows_the_policies(runner):
+    result = runner.invoke(args=["timeseries-jobs", "--watch"])
+    assert result.exit_code == 0, result.output
+    assert "watch round done" in result.output
+    assert "policy_compression" in result.output and CAGGS["month"] in result.output
