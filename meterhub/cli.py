@@ -90,7 +90,8 @@ def create_operator_command(group_code: str, username: str, password: str, role:
 
 
 @click.command("worker")
-@click.option("--queue", "queues", multiple=True, default=("commands", "default", "reports"), show_default=True)
+@click.option("--queue", "queues", multiple=True, default=("commands", "periodic", "default", "reports"),
+              show_default=True)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @with_appcontext
 def worker_command(queues: tuple[str, ...], burst: bool) -> None:
@@ -122,9 +123,11 @@ def register_commands(app) -> None:  # noqa: ANN001
                     timeseries_jobs_command, dialin_command):
         app.cli.add_command(command)
     from .status_cli import process_exited_command, status_command
+    from .web_cli import web_command
 
     app.cli.add_command(status_command)
     app.cli.add_command(process_exited_command)
+    app.cli.add_command(web_command)
 
 
 _add_process_commands()

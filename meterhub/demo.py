@@ -4,7 +4,8 @@ Resolves PostgreSQL, Redis and MQTT (configured URLs, else real embedded servers
 ``instance/``), applies migrations, seeds the demo group, starts the simulators, rq workers (one per queue,
 so commands waiting on a hung gateway never hold up charging and offline detection), scheduler and
 collectors as supervised child processes (a child that dies is restarted with back-off and recorded in
-``process_events``), serves the console, and stops everything on Ctrl-C or SIGTERM.
+``process_events``), serves the console from a supervised ``meterhub web`` child, and stops everything on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from . import process_events
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-WORKER_QUEUES = ("commands", "default", "reports")  # one worker process each
+WORKER_QUEUES = ("commands", "periodic", "default", "reports")  # one worker process each
 FLEET_PORT = int(os.environ.get("METERHUB_DEMO_FLEET_PORT", "15020"))
 
 
@@ -107,11 +108,11 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
             if name == "collector" and collector_interval:
                 args = [*args, "--interval", str(collector_interval), "--stagger", str(min(collector_interval, 60))]
             children.start(name, *args)
+        children.start("web", "web", "--host", host, "--port", str(port))  # a child too: restarted if it dies
         children.watch()
         _banner(host, port)
-        from waitress import serve
-
-        serve(app, host=host, port=port, threads=8, _quiet=True)
+        while True:  # the supervisor thread does the work; SIGTERM / Ctrl-C end this wait
+            time.sleep(3600)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:

@@ -34,7 +34,8 @@ def menu_items(operator):
 
 @hookspec
 def register_jobs():
-    """Return periodic jobs: dicts with name, interval (seconds) and callable (dotted path)."""
+    """Return periodic jobs: dicts with name, interval (seconds), callable (dotted path) and optionally queue
+    (default ``periodic``: its own worker, so notifications and exports never delay charging)."""
 
 
 @hookspec

@@ -6,7 +6,7 @@ import redis
 from flask import Flask, current_app
 from rq import Queue
 
-QUEUES = ("commands", "default", "reports")
+QUEUES = ("commands", "periodic", "default", "reports")  # periodic: the scheduler's jobs, on their own
 
 
 def get_redis(app: Flask | None = None) -> redis.Redis:

@@ -28,7 +28,7 @@ class PeriodicJob:
     name: str
     interval: int  # seconds
     callable: str  # dotted path
-    queue: str = "default"
+    queue: str = "periodic"  # own queue and worker: notifications or exports never delay charging
 
 
 def periodic_jobs() -> list[PeriodicJob]:
@@ -36,7 +36,7 @@ def periodic_jobs() -> list[PeriodicJob]:
     jobs: dict[str, PeriodicJob] = {}
     for batch in get_plugin_manager().hook.register_jobs():
         for item in batch or []:
-            job = PeriodicJob(item["name"], int(item["interval"]), item["callable"], item.get("queue", "default"))
+            job = PeriodicJob(item["name"], int(item["interval"]), item["callable"], item.get("queue", "periodic"))
             if job.name in jobs:
                 raise click.ClickException(f"Two plugins register a job named '{job.name}'; rename one.")
             jobs[job.name] = job

@@ -17,7 +17,7 @@ def test_core_jobs_are_registered():
 def test_each_job_is_enqueued_once_per_period_even_with_two_schedulers(app):
     jobs = [j for j in periodic_jobs() if j.name == "timeseries.offline"]
     with app.app_context():
-        queue = get_queue("default")
+        queue = get_queue("periodic")
         queue.empty()
         now = 1_800_000_000.0
         assert tick(app, jobs, now) == ["timeseries.offline"]

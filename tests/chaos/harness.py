@@ -103,10 +103,11 @@ class Platform:
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: "meterhub is running" in self.log(), START_S, "meterhub run started", step=0.5)
         self.engine = create_engine(db_url, pool_pre_ping=True, pool_size=2)
-        for name in ("worker-commands", "worker-default", "scheduler", "collector"):
+        for name in ("web", "worker-commands", "worker-periodic", "worker-default", "scheduler", "collector"):
             self.pid(name)
         wait_until(lambda: self.readings_since(time.time() - 60) > 0, 60, "the collector stores readings")
         self.token = self._api_token()
+        wait_until(lambda: self.api("GET", "/accounts?limit=1")[0] == 200, 60, "the web API answers")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -13,8 +13,10 @@ from typing import Any
 
 from tests.chaos.harness import Platform, TopUps, wait_until
 
-KILLED = ("worker-commands", "worker-default", "worker-reports", "scheduler", "collector", "mqtt-ingest")
+KILLED = ("web", "worker-commands", "worker-periodic", "worker-default", "worker-reports", "scheduler", "collector",
+          "mqtt-ingest")
 RESTART_S = 10.0  # a killed process runs again (the supervisor's first back-off is 1 s)
+API_AGAIN_S = 30.0  # the restarted web process answers (it imports the whole app first)
 READ_AGAIN_S = 20.0  # every polled meter has a new stored reading after a fault ends
 JOBS_AGAIN_S = 40.0  # periodic jobs (liveness every 15 s) run again
 COMMAND_S = 60.0  # a queued command is confirmed (dispatch every 15 s, then the bus)
@@ -95,6 +97,10 @@ def kill_each_process(platform: Platform) -> dict[str, Any]:
         except AssertionError as err:
             raise AssertionError(f"{err}; not restarted: {sorted(set(KILLED) - set(back))}") from None
         out.update({f"{name}_restart_s": round(seconds, 2) for name, seconds in back.items()})
+        account = load.accounts[0]
+        wait_until(lambda: platform.api("GET", f"/accounts/{account}/topups")[0] == 200, API_AGAIN_S,
+                   "the API answers again")
+        out["api_again_s"] = round(time.time() - killed_at, 2)
         out["readings_again_s"] = round(all_meters_read_after(platform, meters, killed_at, READ_AGAIN_S), 2)
         out["periodic_jobs_again_s"] = round(liveness_job_ran_after(platform, killed_at, JOBS_AGAIN_S), 2)
         out["command_confirmed_s"] = round(command_confirmed(platform, FIRST_COMMAND_S), 2)
