@@ -145,3 +145,15 @@ def test_a_cashier_cannot_change_the_limits(app, client, operator, group):
     assert response.status_code == 404
     with app.app_context(), service_session() as s:
         assert s.get(Group, group.group_id).topup_max == Decimal("50000.00")
+
+
+def test_a_batch_top_up_above_the_maximum_is_refused_before_any_meter(app, group, site):
+    from meterhub.modules.batch.models import Batch
+    from meterhub.modules.batch.service import create_batch
+
+    with app.app_context(), service_session() as s, pytest.raises(TopupTooLarge, match="at most 50000.00 CNY"):
+        create_batch(s, group.group_id, group.property_id, "topup", {"amount": "1000000.00", "channel": "cash"},
+                     {}, actor="pytest")
+    with app.app_context(), service_session() as s:
+        assert s.query(Batch).filter_by(group_id=group.group_id).count() == 0
+    assert _balance(app, site.account_id) == Decimal("0.00")

@@ -23,6 +23,7 @@ from ...tariffs.models import RATES, Tariff
 from ...models import utcnow
 from ..prepaid import cashier
 from ..prepaid.control import keep_power, set_desired
+from ..prepaid.limits import check_topup
 from ..prepaid.models import MeterState, PrepaidAccount
 
 ACTIONS = ("set_tariff", "push_price", "switch_off", "switch_on", "keep_power", "resume_prepaid",
@@ -59,7 +60,9 @@ def validate_params(session: Session, group_id: int, action: str, params: dict[s
         return {"limit_kw": str(limit)}
     if action == "topup":
         channel = str(params.get("channel") or "cash")
-        return {"amount": str(parse_amount(params.get("amount", ""))), "channel": channel}
+        amount = parse_amount(params.get("amount", ""))
+        check_topup(session, group_id, amount, confirmed=True, what=" per account")  # above the maximum: refused now
+        return {"amount": str(amount), "channel": channel}
     return {}
 
 
