@@ -33,7 +33,7 @@ RAW_QUERIES = (b"page=%ff%fe", b"q=%c0%af&page=%00", b"=&&=x&%zz=1", b"property_
 INT_VALUES = ("99999999999999999999", "0", "2147483648", "9223372036854775808")
 TEXT_VALUES = ("%00", "x" * 3000, "%F0%9F%98%80", "..%2F..", "%ff", "0")
 SKIP = {"static", "api.unknown"}
-MAX_REQUESTS = 2600  # per test: keeps the fuzzer near 30 s of CPU; raise it consciously when routes grow
+MAX_REQUESTS = 2200  # per test: keeps the fuzzer near 30 s of CPU; raise it consciously when routes grow
 
 
 def _params_read_by(view) -> set[str]:
@@ -76,7 +76,8 @@ def _queries(app, rule, values: tuple[str, ...], per_param: bool) -> Iterator[di
         for param in sorted(own):
             for value in SHARP:
                 yield {param: value}
-        yield from RAW_QUERIES
+        if own:
+            yield from RAW_QUERIES
 
 
 def _probe(client, url: str, query, failures: list[str], headers: dict | None = None) -> None:
@@ -121,10 +122,10 @@ def test_every_console_get_route_survives_malformed_input_for_every_role(fuzz_ap
     for n, role in enumerate(sorted(ROLES)):
         username, password, _ = group.operator(role, all_properties=True)
         assert login(username, password).status_code == 302
-        full = role == "group_admin"  # the other roles: two values each, a different pair per role
+        full = role == "group_admin"  # the other roles: one value each, a different one per role
         for rule in rules:
             url = _fill(rule, ids) if rule.arguments else rule.rule
-            values = VALUES if full else (VALUES[(2 * n) % len(VALUES)], VALUES[(2 * n + 1) % len(VALUES)])
+            values = VALUES if full else (VALUES[n % len(VALUES)],)
             for query in _queries(fuzz_app, rule, values, per_param=full):
                 _probe(client, url, query, failures)
             if full:
