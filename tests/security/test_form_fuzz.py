@@ -1,6 +1,6 @@
-"""Every state-changing console form, posted by a group admin with malformed values in every field its
-module reads (discovered from the source, as the GET fuzzer does): refused with a 4xx or handled, never a
-server error."""
+"""Every state-changing console form (posted by a group admin) and portal form (by a tenant), with malformed
+values in every field its module reads (discovered from the source, as the GET fuzzer does): refused with a
+4xx or handled, never a server error."""
 
 from __future__ import annotations
 
@@ -43,3 +43,31 @@ def test_every_console_form_survives_malformed_values(app, client, group, login)
                 failures.append(f"POST {url} {value[:20]!r} -> {response.status_code}")
     assert not failures, f"{len(failures)} server errors:\n" + "\n".join(failures[:60])
     assert sent < 800, f"{sent} requests: the fuzzer grew past its time budget"
+
+
+def test_every_portal_form_survives_malformed_values(app, client, group):
+    from meterhub.db import service_session
+    from meterhub.portal.service import claim, set_password
+    from tests.api.world import open_site
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    site = open_site(app, group)
+    with app.app_context(), service_session() as s:
+        set_password(s, claim(s, group.group_id, site.phone), "long enough 1")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/portal/login").get_data(as_text=True))[1]
+    signed_in = client.post("/portal/login", data={"phone": site.phone, "password": "long enough 1",
+                                                   "csrf_token": token})
+    assert signed_in.status_code == 302
+    valid = {"number": site.account_number, "receipt_no": "R1", "bill_no": "B1", "out_trade_no": "O1", "token": "x"}
+    failures = []
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if "POST" not in rule.methods or not rule.endpoint.startswith("portal.") or \
+                rule.endpoint in ("portal.logout", "portal.password"):  # these would end the session
+            continue
+        url = _fill(rule, valid)
+        for value in VALUES:
+            fields = {f: value for f in _form_fields(app.view_functions[rule.endpoint])}
+            response = client.post(url, data={**fields, "csrf_token": token})
+            if response.status_code >= 500:
+                failures.append(f"POST {url} {value[:20]!r} -> {response.status_code}")
+    assert not failures, f"{len(failures)} server errors:\n" + "\n".join(failures[:60])
