@@ -33,21 +33,35 @@ def _lower(view: str, bucket: str) -> str:
 
 
 def _source(bucket: str) -> str:
-    """Span rows (meter_id, bucket, one span per counter, readings) of the selected meters."""
+    """CTEs ending in ``src``: span rows (meter_id, bucket, one span per counter, readings) of the selected
+    meters, from the lookback on (or from their last bucket before ``start`` when older).
+
+    The meters of the aggregate's time zone are read in one range scan; only those without a row in the
+    lookback (a long silence) look further back, one bucket each.
+    """
     cols = ", ".join(f"c.{c}" for c in COUNTERS)
     view = VIEWS[bucket]
-    native = (f"SELECT c.meter_id, c.bucket, {cols}, c.readings FROM {view} c WHERE c.meter_id = s.meter_id "
-              f"AND c.bucket >= {_lower(view, bucket)} AND c.bucket < %(end)s")
+    lookback = f"CAST(%(start)s AS timestamptz) - interval '{LOOKBACK[bucket]}'"
+    ctes = (
+        f"recent AS (SELECT c.meter_id, c.bucket, {cols}, c.readings FROM {view} c "
+        f"JOIN selected s ON s.meter_id = c.meter_id AND s.native "
+        f"WHERE c.meter_id = ANY(%(ids)s) AND c.bucket >= {lookback} AND c.bucket < %(end)s), "
+        f"silent AS (SELECT c.* FROM selected s CROSS JOIN LATERAL (SELECT c.meter_id, c.bucket, {cols}, "
+        f"c.readings FROM {view} c WHERE c.meter_id = s.meter_id AND c.bucket < {lookback} "
+        f"ORDER BY c.bucket DESC LIMIT 1) c WHERE s.native AND NOT EXISTS "
+        f"(SELECT 1 FROM recent r WHERE r.meter_id = s.meter_id AND r.bucket < %(start)s))"
+    )
+    native = "SELECT * FROM recent UNION ALL SELECT * FROM silent"
     if bucket == "hour":
-        return f"SELECT c.* FROM selected s CROSS JOIN LATERAL ({native}) c"
+        return f"{ctes}, src AS ({native})"
     hourly = VIEWS["hour"]
     merged = ", ".join(f"meterhub_span_merge(h.{c} ORDER BY h.bucket) AS {c}" for c in COUNTERS)
     local = f"date_trunc('{bucket}', h.bucket AT TIME ZONE s.tz) AT TIME ZONE s.tz"
     regrouped = (f"SELECT h.meter_id, {local} AS bucket, {merged}, sum(h.readings)::bigint AS readings "
                  f"FROM {hourly} h WHERE h.meter_id = s.meter_id AND h.bucket >= {_lower(hourly, bucket)} "
                  f"AND h.bucket < %(end)s GROUP BY 1, 2")
-    return (f"SELECT c.* FROM selected s CROSS JOIN LATERAL ({native}) c WHERE s.native "
-            f"UNION ALL SELECT c.* FROM selected s CROSS JOIN LATERAL ({regrouped}) c WHERE NOT s.native")
+    return (f"{ctes}, src AS ({native} UNION ALL SELECT c.* FROM selected s CROSS JOIN LATERAL ({regrouped}) c "
+            f"WHERE NOT s.native)")
 
 
 def usage_rows_sql(bucket: str) -> str:
@@ -65,9 +79,10 @@ def usage_rows_sql(bucket: str) -> str:
     # the meter's very first reading has nothing to be a delta from
     unknown = " AND ".join(f"x.p_{c} IS NULL" for c in COUNTERS)
     return (
-        f"WITH selected AS (SELECT m.id AS meter_id, p.timezone AS tz, p.timezone = '{tz}' AS native "
+        f"WITH selected AS (SELECT m.id AS meter_id, p.timezone AS tz, "
+        f"{'true' if bucket == 'hour' else f'p.timezone = {chr(39)}{tz}{chr(39)}'} AS native "
         f"FROM meters m JOIN properties p ON p.id = m.property_id WHERE m.id = ANY(%(ids)s)), "
-        f"src AS ({_source(bucket)}) "
+        f"{_source(bucket)} "
         f"SELECT y.* FROM (SELECT x.meter_id, x.bucket, {values}, "
         f"GREATEST(x.readings - CASE WHEN {unknown} THEN 1 ELSE 0 END, 0)::int AS readings, "
         f"({resets})::int AS resets "

@@ -77,8 +77,9 @@ def refresh_aggregates(conn: Connection, since: datetime, until: datetime | None
         start = conn.execute(text(f"SELECT {_FLOOR[bucket]}"), {"t": since, "tz": tz}).scalar_one()
         end = None
         if until is not None:
-            end = conn.execute(text(f"SELECT {_FLOOR[bucket]} + interval '1 {bucket}'"),
-                               {"t": until, "tz": tz}).scalar_one()
+            # the bucket after ``until``'s, counted in the aggregate's zone (a month is not 30 days of UTC)
+            end = conn.execute(text(f"SELECT (({_FLOOR[bucket]}) AT TIME ZONE :tz + interval '1 {bucket}') "
+                                    f"AT TIME ZONE :tz"), {"t": until, "tz": tz}).scalar_one()
         whole = "false" if bucket == "hour" else "true"
         conn.execute(text(f"CALL refresh_continuous_aggregate('{cagg}', CAST(:s AS timestamptz), "
                           f"CAST(:e AS timestamptz), force => {whole})"), {"s": start, "e": end})

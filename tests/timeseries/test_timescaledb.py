@@ -196,19 +196,24 @@ def test_late_readings_across_a_day_boundary_are_fresh(app, group):
     from zoneinfo import ZoneInfo
 
     sh = ZoneInfo("Asia/Shanghai")
-    (meter,) = make_fleet(app, group, utility="water").meter_ids
+    meter, march = make_fleet(app, group, devices=2, utility="water").meter_ids
     with app.app_context():
         with service_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             freshness.refresh_aggregates(conn, EPOCH, force=True)
         ingest([Reading(group.group_id, meter, datetime(2025, 5, 31, 23, 30, tzinfo=sh), {"water_m3": Decimal(1)}),
                 Reading(group.group_id, meter, datetime(2025, 6, 1, 0, 10, tzinfo=sh), {"water_m3": Decimal(3)}),
                 Reading(group.group_id, meter, datetime(2025, 6, 1, 0, 30, tzinfo=sh), {"water_m3": Decimal(4)})])
+        # March in Shanghai begins on 28 February in UTC: one month later is not 28 March
+        ingest([Reading(group.group_id, march, datetime(2025, 3, 15, 12, m, tzinfo=sh), {"water_m3": Decimal(m)})
+                for m in (0, 30)])
         with service_session() as s:
-            got = {b: [(r.bucket.astimezone(sh).replace(tzinfo=None), r.water_m3)
-                       for r in query.usage(s, [meter], datetime(2025, 1, 1, tzinfo=sh), datetime(2026, 1, 1, tzinfo=sh), b)]
+            got = {b: [(r.bucket.astimezone(sh).replace(tzinfo=None), r.water_m3) for r in query.usage(
+                       s, [march, meter], datetime(2025, 1, 1, tzinfo=sh), datetime(2026, 1, 1, tzinfo=sh), b)]
                    for b in ("hour", "day", "month")}
-    assert got == {"hour": [(datetime(2025, 6, 1, 0), Decimal(3))], "day": [(datetime(2025, 6, 1), Decimal(3))],
-                   "month": [(datetime(2025, 6, 1), Decimal(3))]}
+    # (ordered by meter: ``meter`` first)
+    assert got == {"hour": [(datetime(2025, 6, 1, 0), Decimal(3)), (datetime(2025, 3, 15, 12), Decimal(30))],
+                   "day": [(datetime(2025, 6, 1), Decimal(3)), (datetime(2025, 3, 15), Decimal(30))],
+                   "month": [(datetime(2025, 6, 1), Decimal(3)), (datetime(2025, 3, 1), Decimal(30))]}
 
 
 def test_the_cli_shows_the_policies(runner):

@@ -48,7 +48,7 @@ def _span(s, bucket: str, meter: int, at: datetime, readings: int, **spans: tupl
 
 
 def test_usage_from_counter_spans(app, group, monkeypatch):
-    a, w, u = make_fleet(app, group, devices=3).meter_ids
+    a, w, u, g = make_fleet(app, group, devices=4).meter_ids
     monkeypatch.setattr(query, "uses_timescale", lambda session: True)
     with app.app_context(), service_session() as s:
         s.execute(text("UPDATE meters SET utility = 'water' WHERE id = :w"), {"w": w})
@@ -62,12 +62,14 @@ def test_usage_from_counter_spans(app, group, monkeypatch):
         _span(s, "day", a, _day(2), 2, energy_kwh=(106, 120, 14, 0, 2), energy_peak_kwh=(50, 50, 0, 0, 1))
         _span(s, "day", w, _day(0), 1, water_m3=(5, 5, 0, 0, 1))  # the first reading ever: no usage, no row
         _span(s, "day", w, _day(1), 2, water_m3=(6, D("7.5"), D("1.5"), 0, 2))
+        _span(s, "day", g, _day(-100), 1, energy_kwh=(7, 7, 0, 0, 1))  # silent for longer than the lookback
+        _span(s, "day", g, _day(2), 2, energy_kwh=(9, D("9.5"), D("0.5"), 0, 2))
         _span(s, "hour", u, UTC0 - timedelta(hours=1), 1, energy_kwh=(50, 50, 0, 0, 1))
         _span(s, "hour", u, UTC0, 2, energy_kwh=(51, 52, 1, 0, 2))
         _span(s, "hour", u, UTC0 + timedelta(hours=5), 2, energy_kwh=(48, 53, 5, 0, 2))  # a reset between hours
-        rows = query.usage(s, [w, a, u], _day(0), _day(3), "day")
+        rows = query.usage(s, [w, a, u, g], _day(0), _day(3), "day")
         f = ReportFilter(group.group_id, date(2026, 3, 1), date(2026, 3, 4))
-        meters = [m for m in selected_meters(s, f) if m.id in (a, w)]
+        meters = [m for m in selected_meters(s, f) if m.id in (a, w, g)]
         fast = list(report._series_rows(s, meters, f, "day"))
         api = list(report._aggregate(s, meters, f, "day", f.tz))
         grouped = list(report._grouped_sql(s, meters, f, "day"))
@@ -78,6 +80,7 @@ def test_usage_from_counter_spans(app, group, monkeypatch):
         (a, _day(2), D(15), D(6), None, 0, 2),  # the peak's previous value is two days back
         (w, _day(1), None, None, D("2.5"), 0, 2),
         (u, UTC0, D(7), None, None, 1, 4),  # 1 + 1 within the first hour, 0 for the drop, 5 after it
+        (g, _day(2), D("2.5"), None, None, 0, 2),  # from its last value, 100 days back
     ]
-    assert fast == api == grouped and len(fast) == 4
+    assert fast == api == grouped and len(fast) == 5
     assert [(r[0], r[5], r[6], r[8]) for r in fast if r[5] == "water"] == [("2026-03-02", "water", D("2.5"), D(0))]
