@@ -6,9 +6,11 @@
   a reading older than the watermark (late, back-filled) is materialized by refreshing the aggregates from
   its bucket on (``CALL refresh_continuous_aggregate``; TimescaleDB's policies would take minutes to hours).
 
-Bench (bench_timescale): a refresh after a late batch costs less than one day report read in real time over
-the same unmaterialized range, and a report over materialized buckets is the fastest read; so both: real-time
-for the newest readings, a refresh of the touched range for late ones.
+Measured (bench_timescale, 1,000 meters, a day of new readings past the watermark, loaded machine): the daily
+report reading that day in real time 3.5 s, the same report once materialized 2.1 s, the refresh itself 7.0 s.
+A refresh after every batch would cost more than it saves a reader, so both: real-time aggregation for the
+newest readings (no work at ingest), a refresh of the touched range only for readings behind the watermark,
+which real-time aggregation does not see at all.
 
 A refresh that fails is logged, never raised: the readings are committed, and the periodic job (or the next
 refresh) catches up.
