@@ -101,14 +101,15 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
             _seed(app, None if no_fleet else fleet_file, history=not no_history)
         service_url = app.config["SERVICE_DATABASE_URL"]
         children.on_event = lambda name, event, detail: process_events.record(service_url, name, event, detail)
-        for queue in WORKER_QUEUES:
-            children.start(f"worker-{queue}", "worker", "--queue", queue)
-        children.start("scheduler", "scheduler")
+        # the web and the collector first: on a small machine the processes that start together share the CPU
+        children.start("web", "web", "--host", host, "--port", str(port))  # a child too: restarted if it dies
         for name, args in _optional_commands():
             if name == "collector" and collector_interval:
                 args = [*args, "--interval", str(collector_interval), "--stagger", str(min(collector_interval, 60))]
             children.start(name, *args)
-        children.start("web", "web", "--host", host, "--port", str(port))  # a child too: restarted if it dies
+        children.start("scheduler", "scheduler")
+        for queue in WORKER_QUEUES:
+            children.start(f"worker-{queue}", "worker", "--queue", queue)
         children.watch()
         _banner(host, port)
         while True:  # the supervisor thread does the work; SIGTERM / Ctrl-C end this wait
