@@ -28,6 +28,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.common import retried
 from meterhub.aio import run_loop
 from meterhub.collector.bus import BusDevice, BusPoller, BusSpec, CycleReport, DeviceOutcome
 from meterhub.collector.limit import InflightLimit
@@ -208,9 +209,9 @@ def peers(buses: int, timeout_s: float) -> dict[str, Any]:
             await _run_pollers(pollers, lambda: all(p.cycles >= 1 for p in pollers), 300)
             return [p.last_report.duration_s / _floor(p.port.stats.frames) for p in pollers if p.last_report]
 
-        async def theirs() -> list[float]:
+        async def theirs(timeout: float) -> list[float]:
             async def bus(port: int) -> float:
-                client = AsyncModbusTcpClient("127.0.0.1", port=port, framer=FramerType.RTU, timeout=timeout_s,
+                client = AsyncModbusTcpClient("127.0.0.1", port=port, framer=FramerType.RTU, timeout=timeout,
                                               retries=0)
                 await client.connect()
                 frames: list[tuple[int, int]] = []
@@ -226,12 +227,26 @@ def peers(buses: int, timeout_s: float) -> dict[str, Any]:
 
             return list(await asyncio.gather(*(bus(port) for port in fleet.ports)))
 
-        for name, run in (("meterhub", ours), ("pymodbus", theirs)):
-            cpu0, wall0 = time.process_time(), time.monotonic()
-            ratios = run_loop(run())
-            out[name] = {"pass_s": time.monotonic() - wall0, "cpu_ms_per_meter": 1000 * (time.process_time() - cpu0)
-                         / (buses * METERS), "cycle_over_floor_median": statistics.median(ratios),
-                         "cycle_over_floor_max": max(ratios)}
+        def measured(ratios: list[float], cpu0: float, wall0: float) -> dict[str, Any]:
+            return {"pass_s": time.monotonic() - wall0, "cpu_ms_per_meter": 1000 * (time.process_time() - cpu0)
+                    / (buses * METERS), "cycle_over_floor_median": statistics.median(ratios),
+                    "cycle_over_floor_max": max(ratios)}
+
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        out["meterhub"] = measured(run_loop(ours()), cpu0, wall0)
+        # The reference pass (pymodbus, no retries of its own) may time out on a slow or busy machine: it is
+        # retried with a doubled timeout and, failing that, reported as failed; it never stops the benchmark.
+        attempt = {"n": 0}
+
+        def reference() -> dict[str, Any]:
+            timeout = timeout_s * 2 ** attempt["n"]
+            attempt["n"] += 1
+            cpu, wall = time.process_time(), time.monotonic()
+            return {**measured(run_loop(theirs(timeout)), cpu, wall), "timeout_s": timeout}
+
+        result, errors = retried("pymodbus reference pass", reference)
+        out["pymodbus"] = result if result is not None else {"failed": True}
+        out["pymodbus"]["errors"] = errors
     finally:
         fleet.close()
     return out
@@ -240,7 +255,7 @@ def peers(buses: int, timeout_s: float) -> dict[str, Any]:
 def _polled_specs(config: dict[str, Any]) -> Any:
     from drivers.acrel_dtsd1352 import _polled
 
-    return _polled(config["variant"], bool(config["read_ratios"]))
+    return _polled(config["variant"], bool(config["read_ratios"]), config["prepaid_mode"])
 
 
 def _collector_process(ports: list[int], timeout_s: float, ready: Any, go: Any, result: Any) -> None:
@@ -369,6 +384,7 @@ def main() -> None:
 
 def report(r: dict[str, Any]) -> None:
     clean, faults = r["line_clean"], r["line_faults"]
+    clean_floor = clean["floor_s"]
     rows = [_row("bus cycle, 32 meters (median s)", clean["cycle1_s"]),
             _row("line-rate floor (s)", clean["floor_s"]),
             _row("cycle / floor, median", clean["ratio_median"], "<= 1.1"),
@@ -379,14 +395,24 @@ def report(r: dict[str, Any]) -> None:
     if "peers" in r:
         p = r["peers"]
         for name in ("meterhub", "pymodbus"):
+            if p[name].get("failed"):
+                rows.append(_row(f"{name}: reference pass FAILED ({len(p[name]['errors'])} tries)", "n/a"))
+                continue
             rows += [_row(f"{name}: {p['meters']} meters on {p['buses']} buses, cycle / floor",
                           p[name]["cycle_over_floor_median"], "<= 1.1"),
                      _row(f"{name}: CPU ms per meter (same run)", p[name]["cpu_ms_per_meter"])]
+            if p[name].get("errors"):
+                rows.append(_row(f"{name}: passes retried (timeouts)", len(p[name]["errors"])))
     for key in ("scale_clean", "scale_faults"):
         if key in r:
             s = r[key]
-            rows += [_row(f"{key}: {s['meters']} meters on {s['buses']} buses, one pass (s)", s["pass_s"],
-                          "<= 60 per 100k"),
+            # The goal is a ratio to the line rate measured in this run: 100,000 meters in one pass of at most
+            # 5 bus-cycle floors (the 60 s goal of the machine it was set on); the seconds are printed beside it.
+            per_100k_over_floor = s["per_100k_s"] / clean_floor
+            s["per_100k_over_line_floor"] = per_100k_over_floor
+            rows += [_row(f"{key}: one pass per 100k meters / bus-cycle floor", per_100k_over_floor, "<= 5"),
+                     _row(f"{key}: {s['meters']} meters on {s['buses']} buses, one pass (s)", s["pass_s"],
+                          "(absolute, beside)"),
                      _row(f"{key}: meters/s over the pass", s["meters_per_s"]),
                      _row(f"{key}: meters/s, middle 80 % of the reads", s["steady_meters_per_s"]),
                      _row(f"{key}: failed reads", s["failed_reads"]),

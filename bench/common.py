@@ -183,6 +183,30 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     log.info("\n%s\n", "\n".join(lines))
 
 
+def retried(what: str, run: Any, attempts: int = 3) -> tuple[Any, list[str]]:
+    """``run()`` retried up to ``attempts`` times: (its result or None, the errors met). Never raises: a reference
+    pass that times out on a slow machine is reported, not fatal."""
+    errors: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:
+            return run(), errors
+        except Exception as err:  # noqa: BLE001 - any failure of a reference is reported, not raised
+            errors.append(f"{type(err).__name__}: {err}"[:300])
+            log.warning("%s failed (attempt %d/%d): %s", what, attempt, attempts, errors[-1])
+    return None, errors
+
+
+def ratio_goal(name: str, ratio: float | None, goal: str, absolute: str = "") -> dict[str, Any]:
+    """One row of a goals table: the ratio to a floor measured in the same run, its goal (``"<= 1.1"`` or
+    ``">= 0.8"``), met or not, and the absolute figure beside it."""
+    met: bool | None = None
+    if ratio is not None:
+        op, _, bound = goal.partition(" ")
+        met = ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+    return {"goal": name, "ratio": "n/a" if ratio is None else round(ratio, 3), "target": goal,
+            "met": "n/a" if met is None else ("met" if met else "NOT MET"), "absolute": absolute}
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
@@ -199,7 +223,8 @@ def write_results(bench: str, entries: dict[str, Any]) -> None:
             log.warning("%s is not valid JSON; starting it afresh", RESULTS)
     data[bench] = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()]},
         **entries,
     }
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
