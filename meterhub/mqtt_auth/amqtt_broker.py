@@ -4,6 +4,9 @@ amqtt 0.12.1 looks up (and, for a clean session, deletes) the existing session o
 a connected one, before it asks the auth plugins: a client with no credentials at all could disconnect the
 ingest or wipe its persistent session (the QoS 1 messages queued for it) just by using its client id. Here the
 plugins answer first; a refused client gets CONNACK "not authorized" and never reaches the session table.
+amqtt also publishes a client's will message without asking the topic plugins, so a gateway could leave a
+"reading" on another gateway's topic as its will: a will the topic rules would not let the client publish is
+refused at CONNECT, as Mosquitto does.
 The rest of ``_initialize_client_session`` is amqtt's own (amqtt is pinned; re-check on upgrade).
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -42,6 +46,12 @@ class AuthFirstBroker(Broker):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError(f"{where} (client id {client_session.client_id!r}) not authorized")
+        if client_session.will_flag and not await self._topic_filtering(
+                client_session, client_session.will_topic or "", Action.PUBLISH):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"{where} (user {client_session.username!r}) may not publish its will on "
+                            f"{client_session.will_topic!r}")
 
         # --- from here on amqtt 0.12.1's Broker._initialize_client_session -------------------------------
         if client_session.clean_session:

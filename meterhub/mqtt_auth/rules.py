@@ -44,8 +44,11 @@ def _levels_match(filter_levels: list[str], topic_levels: list[str]) -> bool:
 
 
 def gateway_may(username: str, topic: str, action: str) -> bool:
-    """A gateway acts only under ``meterhub/<username>/`` (a subscription filter too: no wildcard above it)."""
+    """A gateway acts only under ``meterhub/<username>/`` (a subscription filter too: no wildcard above it;
+    a topic it publishes to has none at all)."""
     levels = topic.split("/")
+    if action != SUBSCRIBE and ("+" in topic or "#" in topic):
+        return False
     return len(levels) >= 3 and levels[0] == TOPIC_PREFIX and levels[1] == username and all(levels[2:])
 
 

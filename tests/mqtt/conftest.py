@@ -74,10 +74,26 @@ class RunningWorker:
             assert time.monotonic() < deadline, f"only {self.worker.stats['acked']} of {count} acked"
             time.sleep(0.02)
 
+    def wait_stored(self, count: int, timeout: float = 30) -> None:
+        """Wait until ``count`` distinct messages are stored (``acked`` also counts redeliveries)."""
+        deadline = time.monotonic() + timeout
+        while self.worker.stats["stored_messages"] < count:
+            assert time.monotonic() < deadline, f"only {self.worker.stats['stored_messages']} of {count} stored"
+            time.sleep(0.02)
+
     def stop(self) -> None:
         self.worker.stop()
         self.thread.join(10)
         self.redis.delete(self.key)
+        self.redis.close()
+        release(self.worker.client)
+
+
+def release(client: mqtt.Client) -> None:
+    """Drop a stopped client's callbacks: no reference cycle is left, so the client (and the socket pair paho
+    closes only when the client is deleted) goes at once, not at an arbitrary garbage collection."""
+    for name in ("on_connect", "on_disconnect", "on_message", "on_subscribe", "on_publish"):
+        setattr(client, name, None)
 
 
 @pytest.fixture()

@@ -13,6 +13,8 @@ import io
 import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -31,7 +33,7 @@ from meterhub.mqtt_auth.credentials import Credentials, issue_gateway_password, 
 from meterhub.mqtt_auth.passwords import hash_password, verify_password
 from meterhub.services.mqtt import start_embedded_mqtt
 from tests.conftest import csrf_token
-from tests.mqtt.conftest import RunningWorker
+from tests.mqtt.conftest import RunningWorker, release
 from tests.timeseries.factories import make_fleet
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -91,12 +93,36 @@ class Gateway_:
         assert self.subscribed.wait(10)
         return self.granted[-1][0]
 
-    def publish(self, topic: str, payload: dict) -> None:
-        self.client.publish(topic, json.dumps(payload).encode(), qos=1).wait_for_publish(10)
+    def publish(self, topic: str, payload: dict, timeout: float = 10) -> None:
+        self.client.publish(topic, json.dumps(payload).encode(), qos=1).wait_for_publish(timeout)
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        release(self.client)
+
+
+def _connect_with_will(port: int, credentials: Credentials, will_topic: str, will: bytes) -> int:
+    """CONNECT (MQTT 3.1.1) with a will, then drop the connection without DISCONNECT (the will is due);
+    returns the CONNACK return code."""
+    def field(value: bytes) -> bytes:
+        return struct.pack("!H", len(value)) + value
+
+    flags = 0x80 | 0x40 | 0x08 | 0x04 | 0x02  # user, password, will QoS 1, will, clean session
+    body = (field(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + field(credentials.username.encode())
+            + field(will_topic.encode()) + field(will) + field(credentials.username.encode())
+            + field(credentials.password.encode()))
+    length, remaining = b"", len(body)
+    while True:
+        remaining, digit = divmod(remaining, 128)
+        length += bytes([digit | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\x10" + length + body)
+        connack = sock.recv(4)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST: abrupt
+    return connack[3] if len(connack) == 4 else -1
 
 
 def _reading(seq: int, energy: str) -> dict:
@@ -142,12 +168,18 @@ def _assert_topic_rules_end_to_end(app, url: str, redis_url: str, port: int, ser
 
     amqtt refuses the subscription itself; Mosquitto grants it and then delivers nothing the ACL forbids."""
     ingest = RunningWorker(app, with_credentials(url, service), redis_url)
-    gateway_a, gateway_b = Gateway_(port, a_credentials), Gateway_(port, b_credentials)
+    intruder = Gateway_(port, a_credentials)
     try:
         for pattern in ("meterhub/+/readings", "#", f"meterhub/{b.client_id}/#"):
-            assert gateway_a.subscribe(pattern) is not suback_refused, pattern
-        assert gateway_a.subscribe(f"meterhub/{a.client_id}/commands")
-        gateway_a.publish(f"meterhub/{b.client_id}/readings", _reading(1, "123456.78"))  # the finding
+            assert intruder.subscribe(pattern) is not suback_refused, pattern
+        assert intruder.subscribe(f"meterhub/{a.client_id}/commands")
+        # the finding; Mosquitto also drops the connection of a client that tries it
+        intruder.publish(f"meterhub/{b.client_id}/readings", _reading(1, "123456.78"), timeout=3)
+    finally:
+        intruder.close()
+    gateway_a, gateway_b = Gateway_(port, a_credentials), Gateway_(port, b_credentials)
+    try:
+        gateway_a.subscribe("meterhub/+/readings")  # granted by Mosquitto only: B's readings must not come
         gateway_a.publish(f"meterhub/{a.client_id}/readings", _reading(2, "42.5"))
         gateway_b.publish(f"meterhub/{b.client_id}/readings", _reading(1, "7"))
         ingest.wait_acked(2)
@@ -156,6 +188,13 @@ def _assert_topic_rules_end_to_end(app, url: str, redis_url: str, port: int, ser
         assert _stored(app, b.meter_ids[0]) == [Decimal("7")]
         assert _stored(app, a.meter_ids[0]) == [Decimal("42.5")]
         assert set(gateway_a.received) <= {f"meterhub/{a.client_id}/readings"}  # at most its own, never B's
+        gateway_a.close()
+        # a will is a publish too: amqtt refuses the CONNECT, Mosquitto never publishes it
+        for will_topic in (f"meterhub/{b.client_id}/readings", f"meterhub/{a.client_id}/+"):
+            code = _connect_with_will(port, a_credentials, will_topic, json.dumps(_reading(5, "654321")).encode())
+            assert code == 5 if suback_refused else code in (0, 5, -1), (will_topic, code)  # -1: closed
+        time.sleep(0.5)
+        assert ingest.worker.stats["acked"] == 2 and _stored(app, b.meter_ids[0]) == [Decimal("7")]
     finally:
         gateway_a.close()
         gateway_b.close()
