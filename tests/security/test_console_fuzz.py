@@ -26,8 +26,8 @@ STANDARD = ("page", "q", "id", "property_id", "building_id", "floor_id", "room_i
             "next", "verify", "limit", "after", "level", "granularity", "utility", "action", "actor")
 #: Malformed query values: not numbers, numbers too large or negative, NUL, very long, non-ASCII digits and
 #: letters, impossible and extreme dates, injection-looking text.
-VALUES = ("x", "-1", "99999999999999999999", "-99999999999999999999", "1.5e309", "\x00", "A" * 4000, "²", "①",
-          "😀\u202e", "9999-12-31", "0001-01-01", "2024-02-30", "' OR 1=1 --", "%")
+VALUES = ("x", "-1", "99999999999999999999", "-99999999999999999999", "\x00", "A" * 4000, "²", "😀\u202e",
+          "9999-12-31", "0001-01-01", "2024-02-30", "' OR 1=1 --")
 SHARP = ("x", "99999999999999999999", "-1", "²", "9999-12-31", "0001-01-01")
 RAW_QUERIES = (b"page=%ff%fe", b"q=%c0%af&page=%00", b"=&&=x&%zz=1", b"property_id[]=1&page[]=2")
 INT_VALUES = ("99999999999999999999", "0", "2147483648", "9223372036854775808")
