@@ -56,3 +56,24 @@ def test_batch_created_and_cancelled_from_the_console(client, operator, group):
     batch_url = response.location.split("localhost")[-1]
     assert client.post(f"{batch_url}/cancel", data={"csrf_token": token}).status_code == 302
     assert "Cancelled" in client.get(batch_url).get_data(as_text=True)
+
+
+def test_due_days_zero_is_kept_and_a_bad_value_is_refused(app, client, operator, group):
+    """Due at once (0) stays 0; text is refused with a message, never silently replaced by the default 15."""
+    from meterhub.db import service_session
+    from meterhub.modules.postpaid.models import Bill, PostpaidAccount
+
+    operator("group_admin")
+    with app.app_context(), service_session() as s:
+        account_id = s.get(Bill, group.operations["bill_id"]).account_id
+        s.query(PostpaidAccount).filter_by(account_id=account_id).delete()
+    token = csrf_token(client, "/bills/")
+    form = {"csrf_token": token, "account_id": account_id, "start": "2026-03-01", "end": "2026-04-01",
+            "make_postpaid": "1"}
+    response = client.post("/bills/generate", data={**form, "due_days": "soon"}, follow_redirects=True)
+    assert "due days must be a whole number" in response.get_data(as_text=True)
+    with app.app_context(), service_session() as s:
+        assert s.query(PostpaidAccount).filter_by(account_id=account_id).first() is None
+    client.post("/bills/generate", data={**form, "due_days": "0"})
+    with app.app_context(), service_session() as s:
+        assert s.query(PostpaidAccount).filter_by(account_id=account_id).one().due_days == 0

@@ -50,6 +50,17 @@ def export_unpaid():
                     headers={"Content-Disposition": "attachment; filename=unpaid-bills.xlsx"})
 
 
+def _due_days() -> int:
+    """The form's due days: blank means the default 15; 0 (due at once) is kept; anything else is refused."""
+    raw = (request.form.get("due_days") or "").strip()
+    if not raw:
+        return 15
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValidationError("due days must be a whole number from 0 to 120", {"due_days": "number"}) from err
+
+
 @bp.route("/generate", methods=["POST"])
 @permission_required("account.manage")
 def generate():
@@ -60,9 +71,8 @@ def generate():
         except (KeyError, ValueError) as err:
             raise ValidationError("dates must be YYYY-MM-DD", {"period": "date"}) from err
         if request.form.get("make_postpaid") == "1":
-            service.make_postpaid(db.session, current_user.group_id, account.id,
-                                  due_days=request.form.get("due_days", type=int) or 15, actor=current_user.username,
-                                  operator_id=current_user.id)
+            service.make_postpaid(db.session, current_user.group_id, account.id, due_days=_due_days(),
+                                  actor=current_user.username, operator_id=current_user.id)
         bill = service.generate_bill(db.session, current_user.group_id, account.id, first, end,
                                      actor=current_user.username, operator_id=current_user.id)
     except MeterhubError as err:
