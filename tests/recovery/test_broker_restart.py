@@ -8,26 +8,55 @@ back and subscribes, all 12 are delivered and stored once (was: lost, ``session 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
+import paho.mqtt.client as mqtt
 import pytest
 import redis
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import text
 
 from meterhub.db import service_engine, service_session
-from meterhub.mqtt_auth.credentials import service_credentials, with_credentials
+from meterhub.devices.models import Gateway
+from meterhub.mqtt_auth.credentials import Credentials, issue_gateway_password, service_credentials, with_credentials
 from meterhub.mqtt_ingest.worker import MqttIngestWorker, Settings
 from meterhub.services.mqtt import start_embedded_mqtt
 from tests.recovery.conftest import wait_for
-from tests.security.test_device_auth import NOW, Gateway_, _issue
 from tests.timeseries.factories import make_fleet
 
 MESSAGES = 12
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _issue(app, gateway_id: int) -> Credentials:
+    with app.app_context(), service_session() as s:
+        return issue_gateway_password(s.get(Gateway, gateway_id))
+
+
+class Publisher:
+    """A gateway signed in with its own password, publishing QoS 1 (each publish waits for the PUBACK)."""
+
+    def __init__(self, port: int, credentials: Credentials) -> None:
+        connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.username)
+        self.client.username_pw_set(credentials.username, credentials.password)
+        self.client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else connected.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert connected.wait(10), f"{credentials.username} could not sign in"
+
+    def publish(self, topic: str, payload: dict) -> None:
+        self.client.publish(topic, json.dumps(payload).encode(), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class Ingest:
@@ -67,7 +96,7 @@ def test_readings_acknowledged_before_a_broker_kill_are_delivered_after_its_rest
     try:
         first = Ingest(app, ingest_url, service_urls["redis"], client_id)  # its session and subscription exist
         first.stop()  # the ingest is restarting: the broker keeps its session and queues for it
-        gateway = Gateway_(port, _issue(app, fleet.gateway_id))
+        gateway = Publisher(port, _issue(app, fleet.gateway_id))
         for seq in range(1, MESSAGES + 1):
             gateway.publish(f"meterhub/{fleet.client_id}/readings", _reading(seq))  # PUBACK received
         gateway.close()
