@@ -135,11 +135,34 @@ def apply_grants(conn: Connection, app_user: str, service_user: str) -> None:
             conn.execute(text(f'GRANT SELECT ON {view} TO "{app_user}"'))
 
 
+def sync_retention(conn: Connection) -> bool:
+    """Make the retention policy of ``readings`` what ``METERHUB_READINGS_RETENTION_DAYS`` says (each
+    ``db upgrade``); True when it changed."""
+    days = timescale.retention_days()
+    current = conn.execute(text(
+        "SELECT config->>'drop_after' FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'")).scalar()
+    if days == 0 and current is None:
+        return False
+    if days and current and conn.execute(text("SELECT CAST(:a AS interval) = make_interval(days => :d)"),
+                                         {"a": current, "d": days}).scalar():
+        return False
+    for stmt in timescale.retention_statements(days):
+        conn.execute(text(stmt))
+    log.info("retention of raw readings: %s", f"{days} days" if days else "forever")
+    return True
+
+
 def ensure_timescale(engine: Engine) -> bool:
     """After the migrations: where the server gained TimescaleDB after migration 0020 ran, install it now
-    (``readings`` and its rows become the hypertable). True when something was installed."""
+    (``readings`` and its rows become the hypertable); keep the retention as configured. True when
+    something was installed."""
     with engine.connect() as conn:
-        if not timescale.timescale_available(conn) or timescale.timescale_installed(conn):
+        if timescale.timescale_installed(conn):
+            sync_retention(conn)
+            conn.commit()
+            return False
+        if not timescale.timescale_available(conn):
             return False
         if conn.execute(text("SELECT to_regclass('tenant_readings')")).scalar() is None:
             return False  # not migrated to 0020 yet: the migration does it

@@ -221,3 +221,27 @@ def test_the_cli_shows_the_policies(runner):
     assert result.exit_code == 0, result.output
     assert "watch round done" in result.output
     assert "policy_compression" in result.output and CAGGS["month"] in result.output
+
+
+def test_retention_follows_the_setting_at_each_upgrade(app, database_url, monkeypatch):
+    from meterhub.timeseries.tenant_views import ensure_timescale
+    from meterhub.timeseries.timescale import RETENTION_ENV
+
+    def drop_after():
+        with create_engine(database_url).connect() as conn:
+            return conn.execute(text("SELECT config->>'drop_after' FROM timescaledb_information.jobs "
+                                     "WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'")).scalar()
+
+    engine = create_engine(database_url)
+    try:
+        monkeypatch.setenv(RETENTION_ENV, "400")
+        ensure_timescale(engine)
+        assert drop_after() == "400 days"
+        monkeypatch.setenv(RETENTION_ENV, "2")  # shorter than the hourly aggregate's refresh window
+        with pytest.raises(ValueError, match="at least 4 days"):
+            ensure_timescale(engine)
+        monkeypatch.setenv(RETENTION_ENV, "0")
+        ensure_timescale(engine)
+        assert drop_after() is None
+    finally:
+        engine.dispose()
