@@ -20,7 +20,7 @@ from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
 
-from .util import permission_required, record
+from .util import local_path, permission_required, record
 
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
 VIEW_PERMISSIONS = ("device.view", "money.view")
@@ -83,7 +83,7 @@ def ack(alarm_id: int):
     record("alarm.acknowledge", alarm, {"kind": alarm.kind, "subject": alarm.subject_key})
     db.session.commit()
     flash(_("Alarm acknowledged."), "ok")
-    return redirect(request.form.get("next") or url_for("alarms.index"))
+    return redirect(local_path(request.form.get("next")) or url_for("alarms.index"))
 
 
 @bp.route("/notifications")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
-from urllib.parse import urlsplit
 
 from meterhub.db import use_group
 from meterhub.errors import RateLimited, ValidationError
@@ -15,7 +14,7 @@ from meterhub.redis_conn import get_redis
 from meterhub.tenants.auth import LoginThrottle, burn_time, end_sessions, hash_password, lookup, verify_password
 from meterhub.tenants.models import Operator
 
-from .util import client_ip, record
+from .util import client_ip, local_path, record
 
 bp = Blueprint("auth", __name__)
 
@@ -26,9 +25,7 @@ def _throttle() -> LoginThrottle:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and urlsplit(target).netloc == "" and target.startswith("/") and not target.startswith("//"):
-        return target
-    return url_for("console.dashboard")
+    return local_path(target) or url_for("console.dashboard")
 
 
 def too_many_attempts(err: RateLimited, template: str, **context: object):

@@ -50,3 +50,15 @@ def permission_required(permission: str) -> Callable:
         return wrapper
 
     return decorator
+
+
+def local_path(target: str | None) -> str | None:
+    """``target`` when it is a path on this site (an open redirect otherwise: other hosts, ``//host``, ``/\\host``,
+    control characters); None when it is not."""
+    from urllib.parse import urlsplit
+
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
+        return None
+    if any(ord(ch) < 0x20 for ch in target) or urlsplit(target).netloc:
+        return None
+    return target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -160,10 +160,25 @@ def close_account(session: Session, group_id: int, account_id: int, key: str, *,
     return balance
 
 
+def _reading(raw: object, field: str) -> Decimal:
+    """A counter reading typed at a meter swap: a finite, non-negative number (kWh or m³)."""
+    if isinstance(raw, Decimal) and raw.is_finite() and raw >= 0:
+        return raw
+    try:
+        value = Decimal(str(raw).strip())
+    except (InvalidOperation, ValueError) as err:
+        raise ValidationError(f"{field} {raw!r} is not a number; type the counter as shown on the meter",
+                              {field: "not a number"}) from err
+    if not value.is_finite() or not 0 <= value < 10**12:
+        raise ValidationError(f"{field} must be a counter reading from 0 to 999999999999", {field: "range"})
+    return value
+
+
 def swap_meter(session: Session, group_id: int, old_meter_id: int, new_meter_id: int, *, final_reading: object,
                new_initial_reading: object, at: datetime | None = None, actor: str,
                operator_id: int | None = None) -> Charge | None:
     """换表: charge the old meter up to its final reading, then bind the new meter to the same account."""
+    final, initial = _reading(final_reading, "final_reading"), _reading(new_initial_reading, "new_initial_reading")
     at = at or utcnow()
     state = session.get(MeterState, old_meter_id)
     if state is None or not state.active or state.group_id != group_id:
@@ -174,12 +189,10 @@ def swap_meter(session: Session, group_id: int, old_meter_id: int, new_meter_id:
     _meters(session, group_id, state.property_id, [new_meter_id])
     charge_new_intervals(session, meter_ids=[old_meter_id], until=at, control=False)
     session.refresh(state)
-    final = parse_amount(final_reading, "final_reading", positive=False) if not isinstance(final_reading, Decimal) \
-        else final_reading
     charge = _final_charge(session, state, at, Decimal(final)) if state.last_total is not None else None
     account = session.get(PrepaidAccount, state.account_id)
     values = dict(group_id=group_id, account_id=account.id, property_id=new.property_id, utility=new.utility,
-                  active=True, last_ts=at, last_total=Decimal(str(new_initial_reading)), last_sharp=None,
+                  active=True, last_ts=at, last_total=initial, last_sharp=None,
                   last_peak=None, last_flat=None, last_valley=None, cost_exact_total=state.cost_exact_total,
                   charged_total=state.charged_total, period_start=state.period_start,
                   period_usage=state.period_usage, bound_at=utcnow())

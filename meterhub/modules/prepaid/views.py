@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -230,7 +229,7 @@ def swap(account_id: int):
         abort(404)  # the old meter must be this account's, the new one of its property
     return _manage(lambda: accounts.swap_meter(
         db.session, acc.group_id, old.id, new.id,
-        final_reading=Decimal(f.get("final_reading", "0") or 0), new_initial_reading=f.get("new_initial_reading", "0"),
+        final_reading=f.get("final_reading", "0") or "0", new_initial_reading=f.get("new_initial_reading", "0") or "0",
         **_who()), acc)
 
 
