@@ -25,6 +25,11 @@ def run_worker(queues: Sequence[str], *, burst: bool = False, with_scheduler: bo
 
     from . import rqschedule
 
+    # The ORM is configured before any thread starts: a work horse forked while the scheduler thread held
+    # SQLAlchemy's mapper-configuration lock would wait on that lock forever (seen on a job at worker start).
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()
     # scheduled jobs are served by the one elected process (rqschedule), not by rq's per-worker child
     elector = rqschedule.start(current_app._get_current_object()) if with_scheduler and not burst else None
     try:

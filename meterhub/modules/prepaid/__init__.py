@@ -47,11 +47,17 @@ def register_jobs():
 
 @hookimpl
 def reading_stored(group_id, meter_ids):
-    """Re-send the desired relay state to meters that report otherwise; check purchase counters."""
+    """Re-send the desired relay state to meters that report otherwise; check purchase counters; retry now the
+    relay commands that waited for these meters; charge these readings soon (an event job)."""
     from ...db import service_session
+    from . import promptly
     from .control import reconcile_relays
     from .metering import check_purchase_counters
 
     with service_session() as session:
-        reconcile_relays(session, meter_ids)
+        created = reconcile_relays(session, meter_ids)
         check_purchase_counters(session, group_id, meter_ids)
+    with service_session() as session:
+        promptly.retry_waiting(session, meter_ids)
+    promptly.hand_over_meters(c.meter_id for c in created)
+    promptly.request_charge(meter_ids)

@@ -25,9 +25,20 @@ def charge() -> ChargeSummary:
                 "LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id WHERE a.id = ANY(:ids)"),
                 {"ids": sorted(summary.accounts)}).all()
         for group_id, account_id, balance in rows:
-            notify_balance(group_id, account_id, balance)
+            notify_balance(group_id, account_id, balance, follow_up=False)
     dispatch()
+    if summary.level_changes:
+        from .promptly import request_alarms
+
+        request_alarms()
     return summary
+
+
+def charge_stored() -> int:
+    """Event job (queued when readings are stored): see :func:`meterhub.modules.prepaid.promptly.charge_stored`."""
+    from .promptly import charge_stored as run
+
+    return run()
 
 
 def verify_ledger() -> bool:

@@ -1,0 +1,96 @@
+"""Event-driven follow-ups: a stored reading is charged and its trip handed to rq at once; a top-up hands its
+switch-on over at once; a relay command waiting for a retry is retried when its meter answers again."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from meterhub.alarms.models import Alarm
+from meterhub.alarms.sources import poll_events
+from meterhub.commands.models import Command
+from meterhub.db import service_session
+from meterhub.modules.prepaid import cashier, promptly
+from meterhub.modules.prepaid.events import notify_balance
+from meterhub.modules.prepaid.models import PrepaidAccount
+from meterhub.redis_conn import get_queue
+from meterhub.timeseries.ingest import notify_stored
+from tests.alarms.conftest import run_jobs
+
+from .conftest import EPOCH, write_readings
+from .test_control import setup_account
+
+
+def _last_relay_command(s, meter_id: int) -> Command:
+    return s.execute(select(Command).where(Command.meter_id == meter_id, Command.kind == "switch")
+                     .order_by(Command.id.desc()).limit(1)).scalar_one()
+
+
+def _soon_jobs(app, queue: str, path: str) -> int:
+    with app.app_context():
+        return sum(1 for job in get_queue(queue).get_jobs() if job.kwargs.get("target") == path)
+
+
+def test_stored_reading_is_charged_tripped_and_alarmed_without_waiting_for_the_periodic_jobs(world):
+    app, meter = world.app, world.meters[0]
+    account_id = setup_account(world, [meter], topup="10.00")
+    with app.app_context(), service_session() as s:
+        write_readings(s, world.group_id, [(meter, EPOCH + timedelta(minutes=30), Decimal("11"))])  # 11.00 > 10.00
+    with app.app_context():
+        notify_stored({world.group_id: {meter}})  # what the ingest fires after its commit
+        notify_stored({world.group_id: {meter}})  # a second batch joins the waiting job
+    assert _soon_jobs(app, "default", promptly.CHARGE_STORED) == 1
+    assert run_jobs(app) >= 2  # the charge, then the balance alarms it asked for
+    with app.app_context(), service_session() as s:
+        assert s.get(PrepaidAccount, account_id).alarm_level == 3
+        command = _last_relay_command(s, meter)
+        assert command.params == {"closed": False} and command.state == "queued"
+        assert command.job_id, "the switch-off was not handed to rq at once"
+        assert command.job_id in [j.id for j in get_queue("commands").get_jobs()]
+    for _ in range(20):  # an event is read once every older transaction of the server has ended (watermarks)
+        with app.app_context(), service_session() as s:
+            alarms = list(s.execute(select(Alarm.kind).where(Alarm.account_id == account_id,
+                                                              Alarm.state == "active")).scalars())
+        if alarms:
+            break
+        with app.app_context():
+            poll_events()
+        time.sleep(0.2)
+    assert alarms == ["arrears"]
+
+
+def test_topup_hands_the_switch_on_over_at_once(world):
+    app, meter = world.app, world.meters[0]
+    account_id = setup_account(world, [meter], topup="10.00")
+    with app.app_context(), service_session() as s:
+        result = cashier.topup(s, world.group_id, account_id, "5.00", "cash", "promptly-1", actor="t")
+        assert _last_relay_command(s, meter).job_id is None  # queued by the control loop, not yet handed over
+    with app.app_context():
+        notify_balance(world.group_id, account_id, result.balance)  # what the console does after its commit
+    assert _soon_jobs(app, "commands", promptly.HAND_OVER_ACCOUNTS) == 1
+    with app.app_context():
+        get_queue("commands").empty()
+        assert promptly.hand_over_accounts()  # the job's work
+        with service_session() as s:
+            command = _last_relay_command(s, meter)
+            assert command.params == {"closed": True} and command.job_id
+        assert promptly.hand_over_accounts() == []  # nothing requested since
+
+
+def test_relay_command_waiting_for_a_retry_is_retried_when_its_meter_answers(world):
+    app, meter = world.app, world.meters[0]
+    setup_account(world, [meter], topup="10.00")
+    with app.app_context(), service_session() as s:
+        command = _last_relay_command(s, meter)
+        command.attempts = 1  # it was sent while the meter was silent and waits 10 s for its next try
+        command_id = command.id
+    with app.app_context():
+        with service_session() as s:
+            assert promptly.retry_waiting(s, [meter]) == [command_id]
+        with service_session() as s:
+            assert s.get(Command, command_id).job_id in [j.id for j in get_queue("commands").get_jobs()]
+        with service_session() as s:
+            assert promptly.retry_waiting(s, [world.meters[1]]) == []
