@@ -87,7 +87,7 @@ WITH st AS MATERIALIZED (
     SELECT r.ts, CASE WHEN st.utility = 'water' THEN r.water_m3 ELSE r.energy_kwh END AS total,
            r.energy_sharp_kwh AS sharp, r.energy_peak_kwh AS peak, r.energy_flat_kwh AS flat,
            r.energy_valley_kwh AS valley
-    FROM readings r WHERE r.meter_id = st.meter_id AND r.ts > st.last_ts AND r.ts <= :until AND r.quality = 0
+    FROM tenant_readings r WHERE r.meter_id = st.meter_id AND r.ts > st.last_ts AND r.ts <= :until AND r.quality = 0
   ) x ON x.total IS NOT NULL
   WINDOW w AS (PARTITION BY st.meter_id ORDER BY x.ts), w1 AS (w ROWS UNBOUNDED PRECEDING),
          w0 AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
