@@ -408,9 +408,11 @@ def report(r: dict[str, Any]) -> None:
             s = r[key]
             # The goal is a ratio to the line rate measured in this run: 100,000 meters in one pass of at most
             # 5 bus-cycle floors (the 60 s goal of the machine it was set on); the seconds are printed beside it.
-            per_100k_over_floor = s["per_100k_s"] / clean_floor
-            s["per_100k_over_line_floor"] = per_100k_over_floor
-            rows += [_row(f"{key}: one pass per 100k meters / bus-cycle floor", per_100k_over_floor, "<= 5"),
+            # (every bus polls at once, so one pass cannot beat one bus cycle; the goal is for 100,000 meters)
+            pass_over_floor = s["pass_s"] / clean_floor
+            s["pass_over_line_floor"] = pass_over_floor
+            rows += [_row(f"{key}: one pass / bus-cycle floor", pass_over_floor,
+                          "<= 5" if s["meters"] >= 100_000 else "(goal at 100k meters)"),
                      _row(f"{key}: {s['meters']} meters on {s['buses']} buses, one pass (s)", s["pass_s"],
                           "(absolute, beside)"),
                      _row(f"{key}: meters/s over the pass", s["meters_per_s"]),
