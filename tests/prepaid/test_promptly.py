@@ -3,6 +3,8 @@ switch-on over at once; a relay command waiting for a retry is retried when its 
 
 from __future__ import annotations
 
+import pytest
+
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -27,6 +29,21 @@ from .test_control import setup_account
 def _last_relay_command(s, meter_id: int) -> Command:
     return s.execute(select(Command).where(Command.meter_id == meter_id, Command.kind == "switch")
                      .order_by(Command.id.desc()).limit(1)).scalar_one()
+
+
+@pytest.fixture(autouse=True)
+def _empty_queues(app):
+    """Start from empty queues and no waiting marks: other tests of the run leave unconsumed jobs behind (no worker
+    runs in the suite), and a mark expires after a minute, so counting jobs needs a clean start."""
+    from meterhub import soon
+    from meterhub.redis_conn import get_redis
+
+    with app.app_context():
+        for queue in ("default", "commands", "periodic"):
+            get_queue(queue).empty()
+        for path in (promptly.CHARGE_STORED, promptly.HAND_OVER_ACCOUNTS):
+            get_redis().delete(*soon._keys(path))
+    yield
 
 
 def _soon_jobs(app, queue: str, path: str) -> int:
