@@ -177,3 +177,18 @@ def wait_command(job_id: str, timeout: float = 30.0, app: Flask | None = None) -
         return None
     raw = client.hget(results, "command")
     return json.loads(raw) if raw else None
+
+
+async def send_reply(client: Any, ns: str, job: dict[str, Any], gateway_id: int, result: dict[str, Any]) -> None:
+    """Write a bus owner's answer to a job where ``wait_read_now`` / ``wait_command`` look (an asyncio Redis client)."""
+    _, results, done = reply_keys(ns, job["id"])
+    pipe = client.pipeline()
+    if job["kind"] == "read":
+        meters = result.get("meters") or {str(m): {"ok": False, "error": result.get("error", "failed")}
+                                          for m in job.get("meter_ids", [])}
+        pipe.hset(results, mapping={k: json.dumps(v) for k, v in meters.items()})
+    else:
+        pipe.hset(results, "command", json.dumps(result))
+    pipe.rpush(done, gateway_id)
+    pipe.expire(results, REPLY_TTL_S).expire(done, REPLY_TTL_S)
+    await pipe.execute()

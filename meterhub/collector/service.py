@@ -365,14 +365,4 @@ class Collector:
 
     async def _send_reply(self, job: dict[str, Any], gateway_id: int, result: dict[str, Any]) -> None:
         assert self.redis is not None
-        _, results, done = jobkeys.reply_keys(self.ns, job["id"])
-        pipe = self.redis.pipeline()
-        if job["kind"] == "read":
-            meters = result.get("meters") or {str(m): {"ok": False, "error": result.get("error", "failed")}
-                                              for m in job.get("meter_ids", [])}
-            pipe.hset(results, mapping={k: json.dumps(v) for k, v in meters.items()})
-        else:
-            pipe.hset(results, "command", json.dumps(result))
-        pipe.rpush(done, gateway_id)
-        pipe.expire(results, jobkeys.REPLY_TTL_S).expire(done, jobkeys.REPLY_TTL_S)
-        await pipe.execute()
+        await jobkeys.send_reply(self.redis, self.ns, job, gateway_id, result)

@@ -16,17 +16,14 @@ from meterhub.protocols.errors import CommandNotApplied, DeviceMismatch, Unsuppo
 from meterhub.simulator.model import SimClock
 from meterhub.transports import open_transport
 from tests.drivers.conftest import REGISTRY, bus_with, run
+from tests.drivers.reference import crc16_modbus
 
 WATER, ACREL, ADF = REGISTRY["water_valve"], REGISTRY["acrel_dtsd1352"], REGISTRY["acrel_adf300"]
 
 
 def crc16(frame: bytes) -> bytes:
-    """Modbus CRC-16 (poly 0xA001, init 0xFFFF), low byte first — written here, not imported."""
-    crc = 0xFFFF
-    for byte in frame:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    """Modbus CRC-16 from its bitwise definition (tests/drivers/reference.py, not the driver's), low byte first."""
+    crc = crc16_modbus(frame)
     return bytes([crc & 0xFF, crc >> 8])
 
 
