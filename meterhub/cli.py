@@ -109,7 +109,7 @@ def register_commands(app) -> None:  # noqa: ANN001
     """Attach every command to ``app.cli`` (the ``meterhub`` group finds them there)."""
     from .demo import seed_demo_command
     from .tenants.audit_cli import audit_anchor_command, audit_verify_command
-    from .devices.cli import plugins_command, simulate_command
+    from .devices.cli import plugins_command, simulate_4g_command, simulate_command
     from .collector.cli import collector_command, dialin_command
     from .mqtt_auth.cli import mqtt_group
     from .mqtt_ingest.cli import mqtt_ingest_command
@@ -120,7 +120,7 @@ def register_commands(app) -> None:  # noqa: ANN001
     for command in (create_group_command, create_operator_command, audit_verify_command, worker_command,
                     plugins_command, simulate_command, seed_demo_command, scheduler_command,
                     mqtt_ingest_command, collector_command, audit_anchor_command, mqtt_group, jobs_command,
-                    timeseries_jobs_command, dialin_command):
+                    timeseries_jobs_command, dialin_command, simulate_4g_command):
         app.cli.add_command(command)
     from .status_cli import process_exited_command, status_command
     from .web_cli import web_command

@@ -27,6 +27,7 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 WORKER_QUEUES = ("commands", "periodic", "default", "reports")  # one worker process each
 FLEET_PORT = int(os.environ.get("METERHUB_DEMO_FLEET_PORT", "15020"))
+DIALIN_PORT = int(os.environ.get("METERHUB_DEMO_DIALIN_PORT", str(FLEET_PORT + 10)))
 
 
 def _resolve_services(instance: Path) -> dict[str, str]:
@@ -107,6 +108,11 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
             if name == "collector" and collector_interval:
                 args = [*args, "--interval", str(collector_interval), "--stagger", str(min(collector_interval, 60))]
             children.start(name, *args)
+        if not no_fleet:  # a 4G meter that dials in, and the listener it dials
+            children.start("dialin", "dialin", "--host", "127.0.0.1", "--port", str(DIALIN_PORT))
+            from .demo_seed import DEMO_4G_SERIAL
+
+            children.start("sim-4g", "simulate-4g", "--server", f"127.0.0.1:{DIALIN_PORT}", "--serial", DEMO_4G_SERIAL)
         children.start("scheduler", "scheduler")
         for queue in WORKER_QUEUES:
             children.start(f"worker-{queue}", "worker", "--queue", queue)
@@ -138,7 +144,9 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 def _seed(app, fleet_file: Path | None, history: bool = True) -> None:  # noqa: ANN001
     from .db import service_session
-    from .demo_seed import load_fleet, onboard_fleet, seed_history, seed_prepaid, seed_tenancy
+    from .demo_seed import (
+        DEMO_4G_SERIAL, load_fleet, onboard_dialin_meter, onboard_fleet, seed_history, seed_prepaid, seed_tenancy,
+    )
 
     with service_session() as session:
         group = seed_tenancy(session)
@@ -146,6 +154,9 @@ def _seed(app, fleet_file: Path | None, history: bool = True) -> None:  # noqa: 
             fleet = load_fleet(fleet_file)
             created = onboard_fleet(session, group, fleet)
             log.info("demo fleet: %d devices onboarded (each read before saving)", created)
+            if onboard_dialin_meter(session, group):
+                log.info("demo fleet: a 4G meter onboarded by its identity %s; it dials in when started",
+                         DEMO_4G_SERIAL)
             log.info("demo accounts: %d opened with a first top-up", seed_prepaid(session, group))
             if history:
                 log.info("demo history: %d past readings of the simulated meters stored and rolled up",

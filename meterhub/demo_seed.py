@@ -93,6 +93,22 @@ def onboard_fleet(session: Session, group: Group, fleet: dict[str, Any]) -> int:
     return created
 
 
+#: The identity of the demo's simulated 4G meter (``meterhub simulate-4g``), onboarded from its label before it
+#: first dials in, as an installer does.
+DEMO_4G_SERIAL = "86023000000000000001"
+
+
+def onboard_dialin_meter(session: Session, group: Group) -> bool:
+    """The mall's 4G meter: an ``acrel-4g`` gateway with one DDSY1352 (idempotent); True when created."""
+    prop = session.execute(select(Property).where(Property.group_id == group.id, Property.code == "MALL")).scalar_one()
+    if session.execute(select(Device.id).where(Device.group_id == group.id, Device.serial == DEMO_4G_SERIAL)).first():
+        return False
+    gateway = create_gateway(session, prop, "4G-meter-1", "", 0, "acrel-4g")
+    onboard_device(session, gateway, DeviceSpec("acrel_dtsd1352", "1", DEMO_4G_SERIAL, {"variant": "ddsy1352"},
+                                                name="4G meter (dials in)"), verify=False)
+    return True
+
+
 #: How far back the demo's readings go (a year and a month: month-on-month and year-on-year have data).
 HISTORY_DAYS = 400
 HISTORY_STEP = timedelta(hours=1)

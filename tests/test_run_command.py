@@ -48,8 +48,8 @@ def test_run_starts_everything_and_sigterm_stops_it_cleanly(tmp_path):
             time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/login", timeout=10) as page:
             assert page.status == 200
-        while not all(m in log.read_text() for m in ("Listening on", "starting (shard")) \
-                and time.monotonic() < deadline:  # the worker and the collector are up
+        while not all(m in log.read_text() for m in ("Listening on", "starting (shard", "attached to gateway")) \
+                and time.monotonic() < deadline:  # the worker and the collector are up; the 4G meter dialed in
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) is not None
@@ -63,6 +63,7 @@ def test_run_starts_everything_and_sigterm_stops_it_cleanly(tmp_path):
                 proc.wait(30)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
+    assert "4G meter 86023000000000000001 attached" in text, "the demo's 4G meter did not dial in"
     assert text.index("postgres: embedded server on port") > text.index(" stopped: CollectorStats"), \
         f"the servers must stop after the processes that use them:\n{text[-3000:]}"
     time.sleep(1)

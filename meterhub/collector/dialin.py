@@ -296,6 +296,7 @@ class DialinListener:
         self.sessions[attachment.gateway_id] = session
         self._seen(session)
         self.stats["attached"] += 1
+        log.info("4G meter %s attached to gateway %s (%s)", session.serial, attachment.gateway_id, session.peer)
 
     async def _attach_waiting(self) -> None:
         """Meters onboarded while connected are attached without waiting for their next registration."""
@@ -308,7 +309,6 @@ class DialinListener:
                 attachment = await asyncio.to_thread(self._find, session.serial)
                 if attachment is not None:
                     await self._attach(session, attachment)
-                    log.info("4G meter %s onboarded; attached to gateway %s", session.serial, attachment.gateway_id)
 
     def _find(self, serial: str) -> Attachment | None:
         with Session(self.engine) as db:
