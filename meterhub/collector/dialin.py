@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import redis
 import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -45,6 +46,7 @@ REPLY_TIMEOUT_S = 5.0
 IDLE_TIMEOUT_S = 300.0          # no frame for this long: the meter is gone (heartbeats come every minute or so)
 FLOOD_FRAMES_PER_S = 50         # more frames or errors than this in a second: the connection is closed
 PENDING_TTL_S = 7 * 24 * 3600   # unknown identities held for onboarding
+REDIS_DOWN = (redis.RedisError, OSError)  # Redis restarting or stopping: retried, never the end of the listener
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
 return 0
@@ -234,6 +236,9 @@ class DialinListener:
             self.stats["idle_closed"] += 1
         except (ConnectionError, OSError):
             pass
+        except redis.RedisError as err:  # the meter dials again and registers once Redis is back
+            self.stats["redis_errors"] += 1
+            log.warning("4G connection %s closed: Redis unavailable (%s)", peer, err)
         except Exception:  # a bug must cost one connection, never the listener
             log.exception("4G connection %s failed", peer)
             self.stats["errors"] += 1
@@ -345,8 +350,11 @@ class DialinListener:
         del self.sessions[a.gateway_id]
         session.attached = None
         if self.redis is not None:
-            await self.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-                                  "end return 0", 1, jobkeys.lease_key(self.ns, a.gateway_id), self.owner)
+            try:
+                await self.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', "
+                                      "KEYS[1]) end return 0", 1, jobkeys.lease_key(self.ns, a.gateway_id), self.owner)
+            except REDIS_DOWN as err:  # the lease expires by itself
+                log.debug("4G meter %s: lease not released (%s)", session.serial, err)
 
     async def _release_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -358,8 +366,12 @@ class DialinListener:
         while not self.stop_event.is_set():
             await asyncio.sleep(jobkeys.LEASE_TTL_S / 3)
             for gateway_id, session in list(self.sessions.items()):
-                kept = await self.redis.eval(_RENEW, 1, jobkeys.lease_key(self.ns, gateway_id), self.owner,
-                                             int(jobkeys.LEASE_TTL_S * 1000))
+                try:
+                    kept = await self.redis.eval(_RENEW, 1, jobkeys.lease_key(self.ns, gateway_id), self.owner,
+                                                 int(jobkeys.LEASE_TTL_S * 1000))
+                except REDIS_DOWN as err:
+                    log.warning("4G listener: leases not renewed (%s); retrying", err)
+                    break
                 if not kept:
                     log.info("4G meter %s reconnected elsewhere; dropping this session", session.serial)
                     self.sessions.pop(gateway_id, None)
@@ -375,7 +387,12 @@ class DialinListener:
             if not keys:
                 await asyncio.sleep(0.2)
                 continue
-            item = await self.redis.blpop(keys, timeout=1)
+            try:
+                item = await self.redis.blpop(keys, timeout=1)
+            except REDIS_DOWN as err:
+                log.debug("4G listener: Redis unavailable for jobs (%s); retrying", err)
+                await asyncio.sleep(1.0)
+                continue
             if item is None:
                 continue
             key, raw = item
@@ -424,4 +441,7 @@ class DialinListener:
 
     async def _reply(self, job: dict[str, Any], gateway_id: int, result: dict[str, Any]) -> None:
         assert self.redis is not None
-        await jobkeys.send_reply(self.redis, self.ns, job, gateway_id, result)
+        try:
+            await jobkeys.send_reply(self.redis, self.ns, job, gateway_id, result)
+        except REDIS_DOWN as err:  # the requester times out and retries
+            log.warning("4G listener: no reply to job %s (%s)", job.get("id"), err)
