@@ -189,8 +189,11 @@ class Platform:
                         t=epoch)[0][0]
 
     def meters_read_between(self, start: float, end: float) -> set[int]:
+        """Meters the collector polled in the window (a 4G meter that dials in uploads on its own schedule)."""
         return {r[0] for r in self.sql(
-            "SELECT DISTINCT meter_id FROM readings WHERE source = 'poll' AND ts BETWEEN to_timestamp(:a) "
+            "SELECT DISTINCT r.meter_id FROM readings r JOIN meters m ON m.id = r.meter_id "
+            "JOIN devices d ON d.id = m.device_id JOIN gateways g ON g.id = d.gateway_id "
+            "WHERE r.source = 'poll' AND g.framing <> 'acrel-4g' AND r.ts BETWEEN to_timestamp(:a) "
             "AND to_timestamp(:b)", a=start, b=end)}
 
     def ledger_report(self) -> Any:
