@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from meterhub.db import service_session, use_group
 from meterhub.extensions import db
+from meterhub.timeseries import encoding
 from meterhub.timeseries import ingest as ingest_mod
 from meterhub.timeseries.columns import QUANTITY_COLUMNS
 from meterhub.timeseries.ingest import Reading, ingest
@@ -233,12 +234,12 @@ def test_the_encoder_gives_what_the_general_formatter_gives(values):
     (line,) = ingest_mod.encode_lines([Reading(1, 2, T0, values)])
     fields = line.split("\t")
     for key, value in values.items():
-        if key not in ingest_mod._INDEX or value is None:
+        if key not in encoding._INDEX or value is None:
             continue
-        want, got = ingest_mod._format(key, value), fields[ingest_mod._INDEX[key]]
+        want, got = encoding._format(key, value), fields[encoding._INDEX[key]]
         if want is None:
-            assert got == "\\N" and key in json.loads(fields[ingest_mod._EXTRA].replace("\\\\", "\\"))["invalid"]
-        elif key in ingest_mod._FLOATS:
+            assert got == "\\N" and key in json.loads(fields[encoding._EXTRA].replace("\\\\", "\\"))["invalid"]
+        elif key in encoding._FLOATS:
             assert float(got) == float(want)
         else:
             assert got == want
