@@ -90,19 +90,24 @@ def create_operator_command(group_code: str, username: str, password: str, role:
 
 
 @click.command("worker")
-@click.option("--queue", "queues", multiple=True, default=("commands", "periodic", "default", "reports"),
-              show_default=True)
+@click.option("--queue", "queues", multiple=True, default=("commands", "default", "reports", "periodic", "bulk"),
+              show_default=True, help="A queue to serve (repeat it); served most urgent first, whatever the order "
+              "given: commands, default, reports, periodic, bulk.")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @with_appcontext
 def worker_command(queues: tuple[str, ...], burst: bool) -> None:
     """Run an rq worker for the given queues (start as many as you like, on any host).
 
+    Between two jobs the worker takes the most urgent waiting one: a command or a notification before an
+    export, an export before a periodic job, any of them before a rollup (the ``bulk`` queue).
+
     The worker outlives Redis restarts: when rq gives up on a lost connection the worker waits with back-off
     and starts again; it ends only on SIGTERM/SIGINT (or, with ``--burst``, when the queues are empty).
     """
+    from .redis_conn import by_urgency
     from .rq_worker import run_worker
 
-    run_worker(queues, burst=burst)
+    run_worker(by_urgency(queues), burst=burst)
 
 
 def register_commands(app) -> None:  # noqa: ANN001

@@ -8,7 +8,8 @@ from .hookspecs import hookimpl
 @hookimpl(trylast=True)
 def register_jobs() -> list[dict]:
     return [
-        {"name": "timeseries.rollups", "interval": 300, "callable": "meterhub.timeseries.jobs.refresh_rollups_job"},
+        {"name": "timeseries.rollups", "interval": 300, "callable": "meterhub.timeseries.jobs.refresh_rollups_job",
+         "queue": "bulk"},  # long, nobody waits for it: never ahead of a command, a notification or an export
         {"name": "timeseries.offline", "interval": 60, "callable": "meterhub.timeseries.jobs.detect_offline_job"},
         {"name": "audit.anchor", "interval": 60, "callable": "meterhub.tenants.audit_anchor:anchor_job"},
         # every meterhub.collector.liveness.CHECK_INTERVAL_S seconds (not imported: plugins load light)

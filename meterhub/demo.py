@@ -25,7 +25,11 @@ from . import process_events
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-WORKER_QUEUES = ("commands", "periodic", "default", "reports")  # one worker process each
+#: The workers of ``meterhub run`` and the queues each serves (most urgent first): one per queue, so commands
+#: waiting on a hung gateway or a flood of notifications never hold up charging, and a spare that serves every
+#: queue in order of urgency, so a rollup runs only when nothing else waits and never delays an export.
+WORKER_QUEUES = {"commands": ("commands",), "periodic": ("periodic",), "default": ("default",),
+                 "reports": ("reports",), "bulk": ("commands", "default", "reports", "periodic", "bulk")}
 FLEET_PORT = int(os.environ.get("METERHUB_DEMO_FLEET_PORT", "15020"))
 DIALIN_PORT = int(os.environ.get("METERHUB_DEMO_DIALIN_PORT", str(FLEET_PORT + 10)))
 
@@ -114,8 +118,8 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
 
             children.start("sim-4g", "simulate-4g", "--server", f"127.0.0.1:{DIALIN_PORT}", "--serial", DEMO_4G_SERIAL)
         children.start("scheduler", "scheduler")
-        for queue in WORKER_QUEUES:
-            children.start(f"worker-{queue}", "worker", "--queue", queue)
+        for name, queues in WORKER_QUEUES.items():
+            children.start(f"worker-{name}", "worker", *(arg for q in queues for arg in ("--queue", q)))
         children.watch()
         _banner(host, port)
         while True:  # the supervisor thread does the work; SIGTERM / Ctrl-C end this wait

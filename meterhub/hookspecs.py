@@ -29,13 +29,15 @@ def register_blueprints():
 
 @hookspec
 def menu_items(operator):
-    """Return console menu entries (dicts: label, endpoint, permission, order) visible to ``operator``."""
+    """Return console menu entries (dicts: label, endpoint, permission, order, section — monitor, money, devices,
+    reports or settings) visible to ``operator``."""
 
 
 @hookspec
 def register_jobs():
     """Return periodic jobs: dicts with name, interval (seconds), callable (dotted path) and optionally queue
-    (default ``periodic``: its own worker, so notifications and exports never delay charging)."""
+    (default ``periodic``: its own worker, so notifications and exports never delay charging; ``bulk`` for long
+    work nobody waits for, such as rollups, served after every other queue; see ``redis_conn.QUEUES``)."""
 
 
 @hookspec

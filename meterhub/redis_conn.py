@@ -6,7 +6,18 @@ import redis
 from flask import Flask, current_app
 from rq import Queue
 
-QUEUES = ("commands", "periodic", "default", "reports")  # periodic: the scheduler's jobs, on their own
+#: Every queue, most urgent first; a worker listening to several takes the first non-empty one in this order.
+#: commands: relay/valve/top-up commands; default: notifications, callbacks and the coalesced event jobs
+#: (someone waits for them); reports: exports and previews a person asked for; periodic: the scheduler's
+#: charging, offline detection, alarms; bulk: rollups and history, long and nobody waits for them.
+QUEUES = ("commands", "default", "reports", "periodic", "bulk")
+URGENT, INTERACTIVE, BULK = ("commands", "default"), ("reports",), ("bulk",)
+
+
+def by_urgency(names: "tuple[str, ...] | list[str]") -> list[str]:
+    """``names`` in the order a worker must serve them (most urgent first; unknown names last, as given)."""
+    rank = {name: i for i, name in enumerate(QUEUES)}
+    return sorted(dict.fromkeys(names), key=lambda n: rank.get(n, len(rank)))
 
 
 def get_redis(app: Flask | None = None) -> redis.Redis:
