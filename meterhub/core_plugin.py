@@ -10,6 +10,9 @@ def register_jobs() -> list[dict]:
     return [
         {"name": "timeseries.rollups", "interval": 300, "callable": "meterhub.timeseries.jobs.refresh_rollups_job",
          "queue": "bulk"},  # long, nobody waits for it: never ahead of a command, a notification or an export
+        # dashboards: usage per property and day, the month's biggest meters (timeseries.property_usage)
+        {"name": "timeseries.property_usage", "interval": 300,
+         "callable": "meterhub.timeseries.property_usage:refresh_job", "queue": "bulk"},
         {"name": "timeseries.offline", "interval": 60, "callable": "meterhub.timeseries.jobs.detect_offline_job"},
         {"name": "audit.anchor", "interval": 60, "callable": "meterhub.tenants.audit_anchor:anchor_job"},
         # every meterhub.collector.liveness.CHECK_INTERVAL_S seconds (not imported: plugins load light)

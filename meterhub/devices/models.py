@@ -76,7 +76,8 @@ class Meter(Timestamps, db.Model):
     # it also serves look-ups by group, so group_id has no index of its own.
     __table_args__ = (UniqueConstraint("device_id", "channel"),
                       UniqueConstraint("group_id", "id", name="uq_meters_group_id_id"),
-                      Index("ix_meters_installed_at", "installed_at", postgresql_where=text("installed_at IS NOT NULL")))
+                      Index("ix_meters_installed_at", "installed_at", postgresql_where=text("installed_at IS NOT NULL")),
+                      Index("ix_meters_offline", "property_id", postgresql_where=text("status = 'offline'")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     group_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False,
                                           default=current_group_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Numeric, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -72,7 +72,9 @@ class Transfer(TenantMixin, db.Model):
     """One money movement: a set of entries summing to zero, keyed by an idempotency key."""
 
     __tablename__ = "ledger_transfers"
-    __table_args__ = (UniqueConstraint("group_id", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("group_id", "idempotency_key"),
+                      Index("ix_ledger_transfers_money_in", "created_at",  # dashboards: money in by time
+                            postgresql_where=text("kind IN ('topup', 'refund', 'reversal')")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)

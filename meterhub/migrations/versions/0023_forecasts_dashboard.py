@@ -67,7 +67,7 @@ def _group() -> sa.Column:
 def upgrade():
     op.add_column("prepaid_accounts", sa.Column("alarm1_days", sa.Numeric(5, 1), nullable=True))
     op.add_column("prepaid_accounts", sa.Column("alarm2_days", sa.Numeric(5, 1), nullable=True))
-    op.create_check_constraint("ck_prepaid_accounts_alarm_days", "prepaid_accounts",
+    op.create_check_constraint("alarm_days", "prepaid_accounts",
                                "(alarm1_days IS NULL OR alarm1_days > 0) AND (alarm2_days IS NULL OR alarm2_days > 0) "
                                "AND (alarm1_days IS NULL OR alarm2_days IS NULL OR alarm2_days <= alarm1_days)")
     op.create_table(
@@ -122,6 +122,6 @@ def downgrade():
     op.drop_table("usage_property_daily")
     op.execute("DROP FUNCTION IF EXISTS meterhub_days_left(numeric[], numeric, numeric, numeric)")
     op.drop_table("prepaid_forecasts")
-    op.drop_constraint("ck_prepaid_accounts_alarm_days", "prepaid_accounts")
+    op.drop_constraint("alarm_days", "prepaid_accounts", type_="check")
     op.drop_column("prepaid_accounts", "alarm2_days")
     op.drop_column("prepaid_accounts", "alarm1_days")

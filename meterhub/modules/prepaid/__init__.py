@@ -42,6 +42,9 @@ def register_jobs():
         {"name": "commands.dispatch", "interval": 15, "callable": "meterhub.commands.worker:dispatch",
          "queue": "commands"},
         {"name": "ledger.verify", "interval": 3600, "callable": "meterhub.modules.prepaid.jobs:verify_ledger"},
+        # days of money left of every open account; alarm levels in days (forecast_store)
+        {"name": "prepaid.forecast", "interval": 600,
+         "callable": "meterhub.modules.prepaid.forecast_store:refresh_job", "queue": "bulk"},
     ]
 
 

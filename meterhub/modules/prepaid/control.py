@@ -1,6 +1,7 @@
 """The prepaid control loop: balance → alarm level → desired relay/valve state → commands.
 
-Levels: 0 normal, 1 alarm 1 (balance ≤ alarm1), 2 alarm 2 (≤ alarm2), 3 arrears (≤ 0 − overdraft limit,
+Levels: 0 normal, 1 alarm 1 (balance ≤ alarm1, or days of money left ≤ alarm1_days), 2 alarm 2 (≤ alarm2 or
+alarm2_days), 3 arrears (≤ 0 − overdraft limit,
 the trip line). A change of level is stored on the account and recorded once as a ``prepaid_events`` row.
 Reaching level 3 sets ``Meter.relay_desired = False`` and queues a switch-off (valve close for water)
 unless the meter is on keep-power; leaving level 3 sets it True and queues a switch-on. The desired state
@@ -21,6 +22,7 @@ from ...commands.models import OPEN_STATES, Command
 from ...commands.service import create_command
 from ...devices.models import Meter
 from ...errors import ValidationError
+from .forecast_store import DAYS_LEFT_SQL
 from .models import MeterState, PrepaidAccount
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,13 @@ LEVEL_SQL = """
 WITH acc AS (
   SELECT a.id, a.group_id, a.alarm_level AS old_level, coalesce(b.balance, 0) AS balance,
          CASE WHEN coalesce(b.balance, 0) <= -a.overdraft_limit THEN 3
-              WHEN coalesce(b.balance, 0) <= a.alarm2 THEN 2
-              WHEN coalesce(b.balance, 0) <= a.alarm1 THEN 1 ELSE 0 END AS new_level
+              WHEN coalesce(b.balance, 0) <= a.alarm2 OR d.days <= a.alarm2_days THEN 2
+              WHEN coalesce(b.balance, 0) <= a.alarm1 OR d.days <= a.alarm1_days THEN 1 ELSE 0 END AS new_level
   FROM prepaid_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
+  -- levels in days: the days left now from the account's stored forecast (forecast_store, migration 0023)
+  LEFT JOIN LATERAL (SELECT {days_left} AS days FROM prepaid_forecasts f WHERE f.account_id = a.id
+                     AND (a.alarm1_days IS NOT NULL OR a.alarm2_days IS NOT NULL)
+                     AND f.computed_at > now() - interval '2 days') d ON true
   WHERE a.status = 'open' AND a.id = ANY(CAST(:ids AS bigint[]))
 ), changed AS (
   UPDATE prepaid_accounts p SET alarm_level = acc.new_level FROM acc
@@ -48,7 +54,7 @@ WITH acc AS (
   FROM changed
 )
 SELECT id, group_id, old_level, new_level, balance FROM changed
-"""
+""".format(days_left=DAYS_LEFT_SQL)
 
 
 def relay_command(meter: Meter, closed: bool) -> tuple[str, dict[str, Any]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, SmallInteger,
-                        String, UniqueConstraint, func, text)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, Numeric,
+                        SmallInteger, String, UniqueConstraint, func, text)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...db import current_group_id
@@ -24,7 +24,12 @@ class PrepaidAccount(TenantMixin, db.Model):
     """A customer's prepaid account (户): one wallet over one or several meters (一户多表)."""
 
     __tablename__ = "prepaid_accounts"
-    __table_args__ = (UniqueConstraint("group_id", "number"),)
+    __table_args__ = (UniqueConstraint("group_id", "number"),
+                      CheckConstraint("(alarm1_days IS NULL OR alarm1_days > 0) AND (alarm2_days IS NULL OR "
+                                      "alarm2_days > 0) AND (alarm1_days IS NULL OR alarm2_days IS NULL OR "
+                                      "alarm2_days <= alarm1_days)", name="alarm_days"),
+                      Index("ix_prepaid_accounts_level", "property_id", "alarm_level",
+                            postgresql_where=text("status = 'open'")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="RESTRICT"), index=True)
     room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="SET NULL"), index=True)
@@ -38,6 +43,9 @@ class PrepaidAccount(TenantMixin, db.Model):
     alarm2: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal("5.00"))
     overdraft_limit: Mapped[Decimal] = mapped_column(MONEY, nullable=False, default=Decimal("0.00"))
     alarm_level: Mapped[int] = mapped_column(SmallInteger, nullable=False, default=0)
+    # low-balance levels in days of money left (NULL: money only); see forecast_store (migration 0023)
+    alarm1_days: Mapped[Decimal | None] = mapped_column(Numeric(5, 1))
+    alarm2_days: Mapped[Decimal | None] = mapped_column(Numeric(5, 1))
     purchase_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -114,3 +122,19 @@ class PrepaidEvent(TenantMixin, db.Model):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     # the inserting transaction (txid_current()): the alarm job reads by it, gap-free (migration 0013)
     txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=func.txid_current())
+
+
+class PrepaidForecast(TenantMixin, db.Model):
+    """An open account's latest days-left projection and its cost curve (:mod:`.forecast`, :mod:`.forecast_store`)."""
+
+    __tablename__ = "prepaid_forecasts"
+    __table_args__ = (Index("ix_prepaid_forecasts_property", "property_id", "days_left"),)
+    account_id: Mapped[int] = mapped_column(ForeignKey("prepaid_accounts.id", ondelete="CASCADE"), primary_key=True)
+    property_id: Mapped[int] = mapped_column(ForeignKey("properties.id", ondelete="CASCADE"), nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    balance: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
+    days_left: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    first_fraction: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+    cum_cost: Mapped[list[Decimal]] = mapped_column(ARRAY(Numeric), nullable=False)
+    daily_cost: Mapped[Decimal | None] = mapped_column(MONEY)
