@@ -82,3 +82,37 @@ def test_deduct_that_would_trip_is_billed_unless_the_item_may_trip(site):
         assert balance_of(s, tripped.wallet_account_id) == D("-100.00")
         assert s.execute(select(func.count()).select_from(BillingCharge).where(
             BillingCharge.account_id == site.accounts[0])).scalar_one() == 1
+
+
+def test_charge_now_from_the_console_charges_what_is_due_once_and_says_so(site, client, operator):
+    """Issue 21 item 5: a billing item is charged at once from its page, not at the next hourly job; a second
+    click (or the job) finds nothing more to charge; another group's item answers 404."""
+    from datetime import timedelta
+
+    from meterhub.models import utcnow
+    from tests.conftest import csrf_token
+
+    start = utcnow().date() - timedelta(days=40)
+    with site.app.app_context(), service_session() as s:
+        item = create_item(s, site.group_id, site.property_id, name="Rent now", rate="10.00", recurrence="once",
+                           day=1, start_date=start, account_ids=site.accounts[:2], actor="t").id
+        before = _wallets(s, site)
+    operator("group_admin")
+    token = csrf_token(client, f"/billing-items/{item}")
+    page = client.post(f"/billing-items/{item}/charge-now", data={"csrf_token": token}, follow_redirects=True)
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Rent now: 2 charges made now" in text and "2 deducted" in text, text[-2000:]
+    with site.app.app_context(), service_session() as s:
+        assert [b - a for a, b in zip(_wallets(s, site), before, strict=True)] == [D("10.00"), D("10.00"), D(0)]
+        assert charge_due(s, group_id=site.group_id) == 0  # the hourly job finds them made
+    again = client.post(f"/billing-items/{item}/charge-now", data={"csrf_token": token}, follow_redirects=True)
+    assert "nothing is due up to today" in again.get_data(as_text=True)
+
+
+def test_charge_now_is_404_for_another_groups_item(client, operator, other_group):
+    from tests.conftest import csrf_token
+
+    operator("group_admin")
+    token = csrf_token(client, "/billing-items/")
+    item = other_group.operations["item_id"]
+    assert client.post(f"/billing-items/{item}/charge-now", data={"csrf_token": token}).status_code == 404

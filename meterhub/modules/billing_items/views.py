@@ -16,7 +16,7 @@ from webui.util import permission_required
 
 from ..prepaid.models import PrepaidAccount
 from .models import BASES, CATEGORIES, MODES, RECURRENCES, BillingCharge, BillingItem
-from .service import create_item
+from .service import charge_now, create_item
 
 bp = Blueprint("billing_items", __name__, url_prefix="/billing-items")
 
@@ -73,3 +73,33 @@ def item(item_id: int):
         PrepaidAccount, PrepaidAccount.id == BillingCharge.account_id).where(BillingCharge.item_id == item.id)
         .order_by(BillingCharge.due_date.desc(), BillingCharge.account_id).limit(1000)).all()
     return render_template("billing_items/item.html", item=item, charges=charges)
+
+
+@bp.route("/<int:item_id>/charge-now", methods=["POST"])
+@permission_required("account.manage")
+def charge(item_id: int):
+    """Charge what fell due up to today now, and say what was done."""
+    from flask_babel import gettext as _
+
+    from meterhub.ledger import run_money_transaction
+    from meterhub.modules.prepaid.promptly import request_hand_over
+
+    item = get_or_404(BillingItem, item_id, "account.manage", write=True)
+    try:
+        created = run_money_transaction(db.session, lambda s: charge_now(
+            s, item.id, actor=current_user.username, operator_id=current_user.id))
+    except MeterhubError as err:
+        db.session.rollback()
+        flash(str(err), "error")
+        return redirect(url_for("billing_items.item", item_id=item_id))
+    deducted = [c for c in created if c.status == "deducted"]
+    for account_id in sorted({c.account_id for c in deducted}):
+        request_hand_over(account_id)  # a fee that reached the trip line switches off now, not in 15 s
+    if not created:
+        flash(_("%(item)s: nothing is due up to today; every due charge was already made.", item=item.name), "ok")
+    else:
+        flash(_("%(item)s: %(count)d charges made now — %(deducted)d deducted from wallets, %(billed)d put on "
+                "the next bill, %(skipped)d skipped (see the reasons below).", item=item.name, count=len(created),
+                deducted=len(deducted), billed=sum(1 for c in created if c.status == "billed"),
+                skipped=sum(1 for c in created if c.status == "skipped")), "ok")
+    return redirect(url_for("billing_items.item", item_id=item_id))
