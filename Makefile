@@ -43,6 +43,15 @@ vendor:
 	cd webui && npm ci --no-audit --no-fund
 	cp webui/node_modules/chart.js/dist/chart.umd.min.js webui/static/vendor/chart.umd.min.js
 	cp webui/node_modules/chart.js/LICENSE.md webui/static/vendor/chart.js.LICENSE.md
+	cp webui/node_modules/bootstrap/dist/css/bootstrap.min.css webui/static/vendor/bootstrap.min.css
+	cp webui/node_modules/bootstrap/dist/js/bootstrap.bundle.min.js webui/static/vendor/bootstrap.bundle.min.js
+	cp webui/node_modules/bootstrap/LICENSE webui/static/vendor/bootstrap.LICENSE
+	mkdir -p webui/static/vendor/fonts
+	cp webui/node_modules/bootstrap-icons/font/bootstrap-icons.min.css webui/static/vendor/bootstrap-icons.min.css
+	cp webui/node_modules/bootstrap-icons/font/fonts/bootstrap-icons.woff2 webui/node_modules/bootstrap-icons/font/fonts/bootstrap-icons.woff webui/static/vendor/fonts/
+	cp webui/node_modules/bootstrap-icons/LICENSE webui/static/vendor/bootstrap-icons.LICENSE
+	cp webui/node_modules/htmx.org/dist/htmx.min.js webui/static/vendor/htmx.min.js
+	cp webui/node_modules/htmx.org/LICENSE webui/static/vendor/htmx.LICENSE
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check meterhub drivers webui tests

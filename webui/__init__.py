@@ -43,21 +43,15 @@ def _disabled(operator: Operator) -> set[str]:
 
 
 def menu_items(operator: Operator) -> list:
-    """Menu entries contributed by plugins for this operator (each: label, url, permission)."""
+    """The console menu for this operator: the web layer's pages and the plugins' entries it may open (each:
+    label, url, section, order, endpoint), see ``webui.nav``."""
     from meterhub.plugins import get_plugin_manager
 
-    from flask import url_for
+    from .nav import entries
+    from .tariffs import can_view_tariffs
 
-    items = []
-    off = _disabled(operator)
-    for batch in get_plugin_manager().hook.menu_items(operator=operator):
-        for item in batch or []:
-            if item.get("endpoint", "").split(".")[0] in off:
-                continue
-            if not item.get("permission") or has_permission(operator, item["permission"]):
-                url = url_for(item["endpoint"]) if item.get("endpoint") else item["url"]
-                items.append({"label": item["label"], "url": url, "order": item.get("order", 100)})
-    return sorted(items, key=lambda i: i["order"])
+    plugin_items = [item for batch in get_plugin_manager().hook.menu_items(operator=operator) for item in batch or []]
+    return entries(operator, plugin_items, _disabled(operator), {"can_view_tariffs": can_view_tariffs})
 
 
 def register_web(app: Flask) -> None:
@@ -71,9 +65,14 @@ def register_web(app: Flask) -> None:
     for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp, tariffs.bp):
         app.register_blueprint(blueprint)
 
+    from .format import register_filters
+    from meterhub.i18n import shown
+
     from .labels import label
 
     app.add_template_filter(label, "label")
+    app.add_template_filter(shown, "shown")  # stored messages (bill lines, reasons) in the reader's language
+    register_filters(app)
 
     @app.before_request
     def _reset_group() -> None:
@@ -109,10 +108,16 @@ def register_web(app: Flask) -> None:
                 g.nav_menu = menu_items(current_user)
             return g.nav_menu
 
+        def nav_sections() -> list:
+            from .nav import grouped
+
+            return grouped(nav_menu(), request.endpoint)
+
         return {
             "get_locale": get_locale,
             "can": can,
             "nav_menu": nav_menu,
+            "nav_sections": nav_sections,
             "nav_properties": properties,
             "current_property_id": session.get("property_id"),
             "role_label": lambda role: ROLE_LABELS.get(role, role),

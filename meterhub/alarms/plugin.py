@@ -38,7 +38,8 @@ def register_blueprints() -> list[Any]:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Alarms"), "endpoint": "alarms.index", "permission": "device.view", "order": 30}]
+    return [{"label": _l("Alarms"), "endpoint": "alarms.index", "permission": "device.view", "order": 30,
+             "section": "monitor"}]
 
 
 @hookimpl

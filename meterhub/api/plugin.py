@@ -24,4 +24,5 @@ def register_blueprints() -> list[Any]:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("API tokens"), "endpoint": "api_tokens.index", "permission": "group.manage", "order": 90}]
+    return [{"label": _l("API tokens"), "endpoint": "api_tokens.index", "permission": "group.manage", "order": 90,
+             "section": "settings"}]

@@ -31,4 +31,5 @@ def register_jobs() -> list[dict[str, Any]]:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Reports"), "endpoint": "reports.index", "permission": "report.view", "order": 40}]
+    return [{"label": _l("Reports"), "endpoint": "reports.index", "permission": "report.view", "order": 40,
+             "section": "reports"}]

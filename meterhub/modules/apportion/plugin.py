@@ -26,4 +26,5 @@ def register_blueprints() -> list:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Apportioning"), "endpoint": "apportion.rules", "permission": "money.view", "order": 60}]
+    return [{"label": _l("Apportioning"), "endpoint": "apportion.rules", "permission": "money.view", "order": 60,
+             "section": "money"}]

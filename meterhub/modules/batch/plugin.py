@@ -26,7 +26,8 @@ def register_blueprints() -> list:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Batch operations"), "endpoint": "batch.index", "permission": "batch.run", "order": 64}]
+    return [{"label": _l("Batch operations"), "endpoint": "batch.index", "permission": "batch.run", "order": 64,
+             "section": "devices"}]
 
 
 @hookimpl

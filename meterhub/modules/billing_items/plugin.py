@@ -26,7 +26,8 @@ def register_blueprints() -> list:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Billing items"), "endpoint": "billing_items.index", "permission": "money.view", "order": 62}]
+    return [{"label": _l("Billing items"), "endpoint": "billing_items.index", "permission": "money.view", "order": 62,
+             "section": "money"}]
 
 
 @hookimpl

@@ -26,7 +26,8 @@ def register_blueprints() -> list:
 
 @hookimpl
 def menu_items(operator: Any) -> list[dict[str, Any]]:
-    return [{"label": _l("Bills"), "endpoint": "postpaid.bills", "permission": "money.view", "order": 66}]
+    return [{"label": _l("Bills"), "endpoint": "postpaid.bills", "permission": "money.view", "order": 66,
+             "section": "money"}]
 
 
 @hookimpl

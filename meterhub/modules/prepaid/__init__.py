@@ -31,8 +31,10 @@ def register_blueprints():
 def menu_items(operator):
     from flask_babel import lazy_gettext as _l
 
-    return [{"label": _l("Room monitor"), "endpoint": "prepaid.rooms", "permission": "money.view", "order": 20},
-            {"label": _l("Cashier counter"), "endpoint": "prepaid.counter", "permission": "money.view", "order": 21}]
+    return [{"label": _l("Room monitor"), "endpoint": "prepaid.rooms", "permission": "money.view", "order": 20,
+             "section": "monitor"},
+            {"label": _l("Cashier counter"), "endpoint": "prepaid.counter", "permission": "money.view", "order": 21,
+             "section": "money"}]
 
 
 @hookimpl
