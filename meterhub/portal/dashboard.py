@@ -34,6 +34,7 @@ class Summary:
     topups: list[Transfer] = field(default_factory=list)
     messages: list[Any] = field(default_factory=list)
     bills: list[Any] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)  # today, month, unit (see usage_totals)
 
 
 def status_of(account: PrepaidAccount) -> str:
@@ -66,12 +67,16 @@ def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Sum
                                                .order_by(PortalMessage.id.desc()).limit(20)).scalars())
     except ImportError:  # the alarms module is not installed
         pass
-    result.charges = list(session.execute(select(Charge).where(Charge.account_id == account.id)
+    # Intervals with nothing used and nothing charged (the baseline interval an account opens with, a night with
+    # the power off) stay in the ledger's interval chain (each interval is charged once) but tell a tenant nothing.
+    result.charges = list(session.execute(select(Charge).where(Charge.account_id == account.id,
+                                                               or_(Charge.usage != 0, Charge.amount != 0))
                                           .order_by(Charge.interval_end.desc()).limit(20)).scalars())
     result.topups = list(session.execute(select(Transfer).where(
         Transfer.wallet_account_id == account.wallet_account_id, Transfer.kind.in_(MONEY_KINDS))
         .order_by(Transfer.id.desc()).limit(20)).scalars())
     result.bills = bills(session, account)
+    result.usage = usage_totals(session, account, meters)
     return result
 
 
@@ -84,6 +89,24 @@ def bills(session: Session, account: PrepaidAccount) -> list[Any]:
     return list(session.execute(select(Bill).where(Bill.account_id == account.id,
                                                    Bill.status.not_in(("draft", "void")))
                                 .order_by(Bill.period_start.desc()).limit(24)).scalars())
+
+
+def usage_totals(session: Session, account: PrepaidAccount, meters: list[Meter] | None = None,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """What the account's meters used today and this month (local days of the property), in kWh or m³."""
+    prop = session.get(Property, account.property_id)
+    tz = ZoneInfo(prop.timezone if prop else "Asia/Shanghai")
+    now = (now or datetime.now(tz)).astimezone(tz)
+    meters = account_meters(session, account) if meters is None else meters
+    unit = "m³" if meters and all(m.utility == "water" for m in meters) else "kWh"
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    today, month = Decimal(0), Decimal(0)
+    for row in ts_query.usage(session, [m.id for m in meters], month_start, now + timedelta(days=1), "day"):
+        value = (row.water_m3 if unit == "m³" else row.energy_kwh) or Decimal(0)
+        month += value
+        if row.bucket.astimezone(tz).date() == now.date():
+            today += value
+    return {"today": today, "month": month, "unit": unit}
 
 
 def usage_series(session: Session, account: PrepaidAccount, bucket: str, now: datetime | None = None) -> dict[str, Any]:

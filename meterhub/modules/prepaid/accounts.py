@@ -68,8 +68,10 @@ def _bind(session: Session, account: PrepaidAccount, meter: Meter, active: bool)
 def create_account(session: Session, group_id: int, property_id: int, meter_ids: list[int], *,
                    room_id: int | None = None, customer_name: str = "", phone: str = "", number: str | None = None,
                    preset: bool = False, alarm1: object = "20.00", alarm2: object = "5.00",
-                   overdraft_limit: object = "0.00", actor: str, operator_id: int | None = None) -> PrepaidAccount:
-    """Open an account over ``meter_ids`` (一户多表), or with ``preset`` keep it ready for one-click opening."""
+                   overdraft_limit: object = "0.00", actor: str, operator_id: int | None = None,
+                   evaluate: bool = True) -> PrepaidAccount:
+    """Open an account over ``meter_ids`` (一户多表), or with ``preset`` keep it ready for one-click opening
+    (``evaluate``: see :func:`open_account`)."""
     if session.get(Property, property_id) is None:
         raise NotFound(f"property {property_id} not found")
     meters = _meters(session, group_id, property_id, meter_ids)
@@ -97,13 +99,17 @@ def create_account(session: Session, group_id: int, property_id: int, meter_ids:
                  detail={"number": number, "meters": sorted(meter_ids), "preset": preset})
     if not preset:
         open_account(session, group_id, account.id, customer_name=customer_name, phone=phone, actor=actor,
-                     operator_id=operator_id)
+                     operator_id=operator_id, evaluate=evaluate)
     return account
 
 
 def open_account(session: Session, group_id: int, account_id: int, *, customer_name: str, phone: str, actor: str,
-                 operator_id: int | None = None) -> PrepaidAccount:
-    """Open a preset account for a customer: meters start charging from their latest reading."""
+                 operator_id: int | None = None, evaluate: bool = True) -> PrepaidAccount:
+    """Open a preset account for a customer: meters start charging from their latest reading.
+
+    ``evaluate`` False leaves the control loop to a top-up in the same transaction (opening with a first
+    payment): an account evaluated with no money is in arrears, which trips its meters and raises an arrears
+    alarm that the top-up clears a moment later."""
     account = session.get(PrepaidAccount, account_id)
     if account is None or account.group_id != group_id:
         raise NotFound(f"prepaid account {account_id} not found")
@@ -118,7 +124,8 @@ def open_account(session: Session, group_id: int, account_id: int, *, customer_n
     session.flush()
     audit.record(session, group_id, "prepaid.account.open", actor=actor, operator_id=operator_id,
                  object_type="prepaid_account", object_id=account.id, detail={"customer": account.customer_name})
-    evaluate_accounts(session, [account.id], actor=actor)  # no money yet: below the trip line → off
+    if evaluate:
+        evaluate_accounts(session, [account.id], actor=actor)  # no money yet: below the trip line → off
     return account
 
 
