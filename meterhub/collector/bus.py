@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from meterhub.collector.leases import LeaseExpired
 from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
 from meterhub.collector.port import BusPort, GatewayUnreachable
@@ -75,6 +76,7 @@ class DeviceOutcome:
     error: str | None
     faults: int
     source: str = "poll"
+    fence: Any = None  # the leases.Fence of the bus lease it was read under (None: no lease, e.g. benchmarks)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +112,7 @@ class BusJob:
     method: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     future: asyncio.Future[dict[str, Any]] | None = None
+    fence: Any = None  # the leases.Fence the job ran under (set when it is done)
 
 
 class Sink(Protocol):
@@ -148,14 +151,17 @@ class BusPoller:
     def __init__(self, spec: BusSpec, devices: list[BusDevice], sink: Sink, *, policy: RetryPolicy | None = None,
                  quarantine: Quarantine | None = None, reconnect: Backoff | None = None, first_delay_s: float = 0.0,
                  transport: Any = None, clock: Callable[[], float] = time.monotonic,
-                 limit: InflightLimit | None = None) -> None:
+                 limit: InflightLimit | None = None, lease: Any = None) -> None:
         self.spec, self.devices, self.sink, self.clock = spec, list(devices), sink, clock
+        self.lease = lease  # a leases.LocalLease, or None (benchmarks, tests: no fencing)
         self.quarantine = quarantine or Quarantine()
         self.quarantine.max_s = min(self.quarantine.max_s, max(spec.interval_s, self.quarantine.base_s))
         self.reconnect = reconnect or Backoff()
         transport = transport or open_transport(spec.host, spec.port, spec.framing)
         self.port = BusPort(transport, policy, pause_s=spec.pause_s, timeout_s=spec.timeout_s, clock=clock,
                             limit=limit)
+        self.port.lease = lease
+        self.fenced = 0  # times the lease ran out under this poller (it stopped talking until renewed)
         self.jobs: asyncio.Queue[BusJob] = asyncio.Queue()
         self.first_delay_s = first_delay_s
         self.cycles = 0
@@ -205,6 +211,8 @@ class BusPoller:
                         await self._cycle()
                 except GatewayUnreachable as err:
                     await self._gateway_down(err)
+                except LeaseExpired as err:
+                    await self._fenced(err)
         finally:
             while not self.jobs.empty():
                 _resolve(self.jobs.get_nowait(), {"ok": False, "error": "collector stopping"})
@@ -292,7 +300,7 @@ class BusPoller:
         error: str | None = None
         try:
             readings = await device.driver.read(self.port, device.ref)
-        except GatewayUnreachable:
+        except (GatewayUnreachable, LeaseExpired):
             raise
         except DeviceError as err:
             error = str(err)
@@ -309,7 +317,8 @@ class BusPoller:
             span = self.quarantine.failed(device.device_id, self.clock())
             (log.warning if first else log.debug)(
                 "%s: device %s failed (%s); skipped for %.0f s", self.name, device.ref.address, error, span)
-        outcome = DeviceOutcome(self.spec.gateway_id, device, at, readings, error, self.port.device_faults, source)
+        outcome = DeviceOutcome(self.spec.gateway_id, device, at, readings, error, self.port.device_faults, source,
+                                self.lease.fence if self.lease is not None else None)
         self.sink.device_done(outcome)
         return outcome
 
@@ -329,6 +338,11 @@ class BusPoller:
         except GatewayUnreachable as err:
             _resolve(job, {"ok": False, "error": f"gateway unreachable: {err}"})
             raise
+        except LeaseExpired as err:
+            _resolve(job, {"ok": False, "error": f"not sent: {err}", "retryable": True})
+            raise
+        if self.lease is not None:
+            job.fence = self.lease.fence
         _resolve(job, result)
 
     async def _read_now(self, job: BusJob) -> dict[str, Any]:
@@ -360,11 +374,29 @@ class BusPoller:
         self.port.begin_device()
         try:
             await getattr(device.driver, job.method)(self.port, device.ref, channel=channel, **params)
-        except GatewayUnreachable:
+        except (GatewayUnreachable, LeaseExpired):
             raise
         except DeviceError as err:
             return {"ok": False, "error": str(err), "retryable": bool(err.retryable)}
         return {"ok": True}
+
+    # --- lease ran out ---------------------------------------------------------------------------
+    async def _fenced(self, err: LeaseExpired) -> None:
+        """The lease was not renewed in time: close the connection and send nothing until it is renewed (or
+        the collector stops this poller because another owner got the bus). Jobs meanwhile fail at once."""
+        self.fenced += 1
+        log.warning("%s: %s; the bus is left alone until the lease is renewed", self.name, err)
+        await self.port.close()
+        while not self._stopping:
+            self.alive_at = self.clock()
+            if self.lease is None or self.lease.may_send(2 * self.spec.timeout_s):
+                log.info("%s: lease renewed; polling resumes", self.name)
+                self._due = min(self._due, self.clock())
+                return
+            job = await self._wait(0.2)
+            if job is not None:
+                _resolve(job, {"ok": False, "error": f"{self.name}: bus lease not renewed; not sent",
+                               "retryable": True})
 
     # --- gateway down ----------------------------------------------------------------------------
     async def _gateway_down(self, err: GatewayUnreachable) -> None:

@@ -1,4 +1,5 @@
-"""``meterhub collector [--shard i/n]``: run the polling collector for one shard of the gateways."""
+"""``meterhub collector [--shard i/n]``: run a polling collector (gateways spread over the live collectors by
+leases in PostgreSQL, or one static shard)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ log = logging.getLogger(__name__)
 
 
 @click.command("collector")
-@click.option("--shard", default="0/1", show_default=True,
-              help="index/count: poll the gateways whose id %% count == index (run one process per shard).")
+@click.option("--shard", default=None,
+              help="index/count: poll only the gateways whose id %% count == index (static placement). "
+                   "Without it the gateways are spread over every running collector and move when one "
+                   "starts, stops or dies.")
+@click.option("--lease-ttl", "lease_ttl_s", type=float, default=None,
+              help="Seconds a bus lease lives after its last renewal (default 15; renewed every third).")
 @click.option("--interval", "interval_s", type=float, default=None,
               help="Override every property's reading interval (seconds; for tests and demos).")
 @click.option("--reload", "reload_s", type=float, default=60.0, show_default=True,
@@ -26,16 +31,22 @@ log = logging.getLogger(__name__)
 @click.option("--stagger", "stagger_s", type=float, default=60.0, show_default=True,
               help="Spread the first cycles of the buses over this many seconds.")
 @with_appcontext
-def collector_command(shard: str, interval_s: float | None, reload_s: float, stagger_s: float) -> None:
+def collector_command(shard: str | None, lease_ttl_s: float | None, interval_s: float | None, reload_s: float,
+                      stagger_s: float) -> None:
     """Poll Modbus / CJ/T 188 gateways: one task per bus, readings stored in batches."""
     from meterhub.collector.service import Collector
 
+    from meterhub.collector.leases import LEASE_TTL_S
+
     try:
-        parsed = Shard.parse(shard)
+        parsed = Shard.parse(shard) if shard else None
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--shard") from err
-    collector = Collector.from_app(current_app, shard=parsed, interval_s=interval_s, reload_s=reload_s,
-                                   stagger_s=stagger_s)
+    try:
+        collector = Collector.from_app(current_app, shard=parsed, interval_s=interval_s, reload_s=reload_s,
+                                       stagger_s=stagger_s, lease_ttl_s=lease_ttl_s or LEASE_TTL_S)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--lease-ttl") from err
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

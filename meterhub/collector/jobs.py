@@ -1,8 +1,9 @@
 """Work for a bus from other processes: "read now", device commands, and who owns a bus.
 
 Everything that talks to a bus goes through the collector that owns it, so an RS485 line never has two
-masters. Ownership is a Redis lease per gateway (``<ns>:collector:lease:<gateway_id>``, value = the
-collector's id, 30 s TTL renewed every 10 s). Other processes queue work in the gateway's list
+masters. Ownership of a polled bus is a lease row in PostgreSQL with a fencing epoch (``leases.py``); the
+4G dial-in listener's attachments keep a Redis lease (``<ns>:collector:lease:<gateway_id>``), which
+``bus_owner`` also reports. Other processes queue work in the gateway's list
 ``<ns>:collector:bus:<gateway_id>:jobs``; the owning collector's bus task runs it between two device reads.
 
     rid = request_read_now([meter_id, ...])          # web, API, CLI (app context)
@@ -13,7 +14,7 @@ collector's id, 30 s TTL renewed every 10 s). Other processes queue work in the 
         job = submit_command(gateway_id, meter_id, "switch", {"closed": False})
         reply = wait_command(job, timeout=30)          # {"ok": bool, "error": str, "retryable": bool} | None
     else:                                              # no collector: take the bus yourself for the transaction
-        with hold_bus(gateway_id, owner="worker:<id>"):
+        with hold_bus(gateway_id, owner="worker:<id>") as fence:   # leases.Fence: check it when storing
             ... open_transport(...) and call the driver ...
 """
 
@@ -32,7 +33,7 @@ from flask import Flask, current_app
 
 from meterhub.errors import MeterhubError
 
-LEASE_TTL_S = 30.0
+LEASE_TTL_S = 30.0  # the 4G listener's Redis lease and a worker's hold_bus
 JOB_TTL_S = 60.0
 REPLY_TTL_S = 600
 
@@ -70,21 +71,44 @@ def reply_keys(ns: str, request_id: str) -> tuple[str, str, str]:
 
 
 def bus_owner(gateway_id: int, app: Flask | None = None) -> str | None:
-    """The id of the process that holds the bus now (a collector or a worker), or None."""
+    """The id of the process that holds the bus now (a collector, a worker or the 4G listener), or None."""
+    from meterhub.collector import leases
+    from meterhub.db import service_engine
+
     app = _app(app)
+    with service_engine(app.config["SERVICE_DATABASE_URL"]).connect() as conn:
+        held = leases.holder(conn, gateway_id)
+    if held is not None:
+        return held[0]
     value = _redis(app).get(lease_key(namespace(app), gateway_id))
     return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
-def hold_bus(gateway_id: int, owner: str, ttl_s: float = LEASE_TTL_S, app: Flask | None = None) -> Iterator[None]:
-    """Hold a gateway's bus for direct access (when no collector owns it); BusBusy if somebody does."""
+def hold_bus(gateway_id: int, owner: str, ttl_s: float = LEASE_TTL_S, app: Flask | None = None) -> Iterator[Any]:
+    """Hold a gateway's bus for direct access (when no collector owns it); BusBusy if somebody does.
+
+    Takes the PostgreSQL lease (a new epoch; yields its ``leases.Fence``) and the Redis key the 4G listener
+    uses. The lease lasts ``ttl_s``; the caller's whole use of the bus must fit in it (a command job's
+    driver calls take seconds)."""
+    from meterhub.collector import leases
+    from meterhub.db import service_engine
+
     app = _app(app)
+    engine = service_engine(app.config["SERVICE_DATABASE_URL"])
     client, key = _redis(app), lease_key(namespace(app), gateway_id)
     if not client.set(key, owner, nx=True, px=int(ttl_s * 1000)):
         raise BusBusy(f"gateway {gateway_id} is held by {bus_owner(gateway_id, app)}; queue the work for it")
     try:
-        yield
+        with engine.begin() as conn:
+            got = leases.acquire(conn, owner, [gateway_id], ttl_s)
+        if gateway_id not in got:
+            raise BusBusy(f"gateway {gateway_id} is held by {bus_owner(gateway_id, app)}; queue the work for it")
+        try:
+            yield leases.Fence(gateway_id, owner, got[gateway_id])
+        finally:
+            with engine.begin() as conn:
+                leases.release(conn, owner, got)
     finally:
         client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
                     1, key, owner)
@@ -186,6 +210,8 @@ async def send_reply(client: Any, ns: str, job: dict[str, Any], gateway_id: int,
     if job["kind"] == "read":
         meters = result.get("meters") or {str(m): {"ok": False, "error": result.get("error", "failed")}
                                           for m in job.get("meter_ids", [])}
+        if result.get("fence"):
+            meters = {k: {**v, "fence": result["fence"]} for k, v in meters.items()}
         pipe.hset(results, mapping={k: json.dumps(v) for k, v in meters.items()})
     else:
         pipe.hset(results, "command", json.dumps(result))

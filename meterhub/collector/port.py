@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from meterhub.collector.leases import LeaseExpired
 from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import RetryPolicy
 from meterhub.errors import MeterhubError
@@ -64,6 +65,7 @@ class BusPort:
         self._last_end = 0.0
         self._busy = False
         self._answered: set[Any] = set()  # units whose last transaction on this bus was answered
+        self.lease: Any = None  # a leases.LocalLease: no request is sent that could outlive it
 
     def __getattr__(self, name: str) -> Any:  # di_order, name … of the wrapped client
         return getattr(self.transport, name)
@@ -123,6 +125,11 @@ class BusPort:
             await self.connect()
             if self.limit is not None:
                 await self.limit.acquire()
+            if self.lease is not None and not self.lease.may_send(float(getattr(self.transport, "timeout", 1.0))):
+                if self.limit is not None:
+                    self.limit.release(False)
+                raise LeaseExpired(f"bus lease of gateway {self.lease.gateway_id} runs out before a reply could "
+                                   "come; not sending")
             self._busy = True
             start = self.clock()
             timed_out = False

@@ -3,10 +3,14 @@
     collector = Collector.from_app(app, shard=Shard.parse("0/4"))
     asyncio.run(collector.run())            # until collector.request_stop()
 
-Every ``reload_s`` the gateway/device/meter lists are read again (service role) and pollers are started,
-updated or stopped. A bus is polled only while this process holds its Redis lease (see ``jobs.py``), so
-two collectors with overlapping shards, or a command worker holding the bus, never double-master a line.
-Jobs for a bus ("read now", commands) are taken from its Redis list and run by its poller.
+Every ``reload_s`` the gateway/device/meter lists are read again (service role). Every ``renew_s`` the process
+heartbeats in ``collector_members``, renews its bus leases and takes the ones it should have (``leases.py``:
+PostgreSQL rows with a fencing epoch). Without ``--shard`` the gateways are spread over the live members by
+rendezvous hashing, so collectors can come and go on any host; with ``--shard i/n`` the process wants the
+gateways of its shard only. A bus is polled only while this process holds its lease, and a poller stops
+sending before the lease could be granted to anybody else (``LocalLease``), so two collectors, or a command
+worker holding the bus, never double-master a line. Jobs for a bus ("read now", commands) are taken from its
+Redis list and run by its poller; their replies and readings carry the lease's fence (owner, epoch).
 
 The process never ends on a transient fault: a reload that cannot reach the database or Redis is retried
 with back-off while the pollers go on with what they have, a poller task that died is started again, and
@@ -19,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -31,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from meterhub.collector import jobs as jobkeys
-from meterhub.collector import liveness
+from meterhub.collector import leases, liveness
 from meterhub.collector.bus import BusDevice, BusJob, BusPoller, BusSpec
 from meterhub.collector.limit import InflightLimit
 from meterhub.collector.policy import Backoff, Quarantine, RetryPolicy
@@ -41,39 +43,8 @@ from meterhub.driver import DeviceRef
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 0.5
-TICK_S = 5.0  # leases renewed, heartbeats published and dead poller tasks restarted this often
+TICK_S = leases.RENEW_S  # leases renewed, heartbeats published and dead poller tasks restarted this often
 TRANSIENT = (OSError, aioredis.RedisError, SQLAlchemyError)
-_RENEW = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('get', key) == ARGV[1] then redis.call('pexpire', key, ARGV[2]); out[i] = 1 else out[i] = 0 end
-end
-return out
-"""
-
-_TAKE_OVER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
-return 0
-"""
-
-
-def _dead_local_collector(holder: str) -> bool:
-    """True when ``holder`` is a collector of this host whose process is gone (killed; its lease outlived it)."""
-    kind, _, rest = holder.partition(":")
-    host, _, rest = rest.partition(":")
-    pid = rest.partition(":")[0]
-    if kind != "collector" or host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def load_buses(session: Session, shard: Shard, registry: dict[str, Any],
@@ -121,30 +92,39 @@ def load_buses(session: Session, shard: Shard, registry: dict[str, Any],
 
 
 class Collector:
-    """One collector process: a shard of gateways, one poller task per bus."""
+    """One collector process: the gateways it holds leases for, one poller task per bus."""
 
     def __init__(self, *, engine: Engine, redis_url: str, namespace: str, shard: Shard | None = None,
                  registry: dict[str, Any] | None = None, interval_s: float | None = None,
                  stagger_s: float = DEFAULT_STAGGER_S, reload_s: float = 60.0, policy: RetryPolicy | None = None,
-                 quarantine_s: float = 30.0, flush_s: float = 1.0, only: set[int] | None = None) -> None:
+                 quarantine_s: float = 30.0, flush_s: float = 1.0, only: set[int] | None = None,
+                 lease_ttl_s: float = leases.LEASE_TTL_S, renew_s: float | None = None) -> None:
         if registry is None:
             from meterhub.plugins import driver_registry
 
             registry = driver_registry()
+        renew_s = renew_s if renew_s is not None else min(TICK_S, lease_ttl_s / 3)
+        if renew_s >= lease_ttl_s * (1 - leases.DRIFT) - leases.GUARD_S - 1.0:
+            raise ValueError(f"renewing every {renew_s} s leaves no room in a {lease_ttl_s} s lease")
         self.engine, self.redis_url, self.ns = engine, redis_url, namespace
-        self.shard, self.registry, self.interval_s = shard or Shard(), registry, interval_s
+        self.shard, self.registry, self.interval_s = shard, registry, interval_s
         self.stagger_s, self.reload_s, self.policy, self.quarantine_s = stagger_s, reload_s, policy, quarantine_s
+        self.lease_ttl_s, self.renew_s = lease_ttl_s, renew_s
         self.only = only
-        self.owner = f"collector:{socket.gethostname()}:{os.getpid()}:{shard or Shard()}"
+        self.owner = leases.member_id(str(shard) if shard else None)
         self.sink = StorageSink(engine, flush_s=flush_s)
         self.pollers: dict[int, BusPoller] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.leases: dict[int, leases.LocalLease] = {}  # the bus leases this process holds
+        self.candidates: dict[int, tuple[BusSpec, list[BusDevice]]] = {}  # buses it may be given
+        self.members: list[str] = []  # live dynamic members at the last tick
         self.limit = InflightLimit()  # transactions in flight across this process's buses
         self.stop_event = asyncio.Event()
         self.redis: aioredis.Redis | None = None
         self.loaded = asyncio.Event()
         self._redis_down = False
-        self.waiting: dict[int, tuple[BusSpec, list[BusDevice], float]] = {}  # buses whose lease is held
+        self._db_down = False
+        self._started_once = False
 
     @classmethod
     def from_app(cls, app: Any, **kwargs: Any) -> Collector:
@@ -163,7 +143,8 @@ class Collector:
         flusher = asyncio.create_task(self.sink.run(self.stop_event))
         intake = asyncio.create_task(self._intake())
         regulator = asyncio.create_task(self.limit.regulate())
-        log.info("collector %s starting (shard %s)", self.owner, self.shard)
+        log.info("collector %s starting (%s)", self.owner,
+                 f"shard {self.shard}" if self.shard else "gateways spread over the live collectors")
         retry = Backoff(first_s=1.0, max_s=30.0)
         try:
             while not self.stop_event.is_set():
@@ -183,12 +164,16 @@ class Collector:
                 while not self.stop_event.is_set() and time.monotonic() < deadline:
                     await self._tick()
                     try:
-                        await asyncio.wait_for(self.stop_event.wait(), min(TICK_S, self.reload_s))
+                        await asyncio.wait_for(self.stop_event.wait(), min(self.renew_s, self.reload_s))
                     except TimeoutError:
                         pass
         finally:
             self.stop_event.set()
             await self._stop_pollers(list(self.pollers))
+            try:
+                await asyncio.to_thread(self._leave)
+            except TRANSIENT as err:  # the member row and leases expire by themselves
+                log.warning("collector %s: could not leave the membership (%s)", self.owner, err)
             intake.cancel()
             regulator.cancel()
             await asyncio.gather(intake, regulator, return_exceptions=True)
@@ -196,16 +181,20 @@ class Collector:
             await self.redis.aclose()
             log.info("collector %s stopped: %s", self.owner, self.sink.stats)
 
+    def _leave(self) -> None:
+        with self.engine.begin() as conn:
+            leases.leave(conn, self.owner)
+
     async def _tick(self) -> None:
-        """Restart dead poller tasks, renew leases, heartbeat; a Redis fault is logged and tried next tick."""
+        """Restart dead poller tasks, heartbeat and renew/take/give up leases (PostgreSQL), then the Redis
+        heartbeat; a fault is logged once and tried again next tick."""
         self._restart_dead_pollers()
+        await self.sync_leases()
         try:
-            await self._take_waiting()
-            await self._renew_leases()
             await self._heartbeat()
         except TRANSIENT as err:
             if not self._redis_down:
-                log.warning("collector %s: Redis unavailable (%s: %s); polling and storing go on, leases and "
+                log.warning("collector %s: Redis unavailable (%s: %s); polling and storing go on, jobs and "
                             "heartbeats resume when it is back", self.owner, type(err).__name__, err)
             self._redis_down = True
         else:
@@ -222,99 +211,121 @@ class Collector:
                       gateway_id, f"{type(error).__name__}: {error}" if error else "cancelled")
             poller = self.pollers[gateway_id]
             fresh = BusPoller(poller.spec, poller.devices, self.sink, policy=self.policy, limit=self.limit,
-                              quarantine=Quarantine(base_s=self.quarantine_s))
+                              quarantine=Quarantine(base_s=self.quarantine_s), lease=self.leases.get(gateway_id))
             self.pollers[gateway_id] = fresh
             self.tasks[gateway_id] = asyncio.create_task(fresh.run(), name=f"bus-{gateway_id}")
 
     async def reload(self) -> None:
-        """Read the shard's buses from the database and start, update or stop pollers."""
+        """Read the candidate buses (the shard's, or all) from the database; update running pollers, stop the
+        ones whose gateway is gone, then sync the leases (which starts pollers for the buses granted)."""
 
         def load() -> dict[int, tuple[BusSpec, list[BusDevice]]]:
             with Session(self.engine, info={"service": True}) as session:
-                return load_buses(session, self.shard, self.registry, self.interval_s, self.only)
+                return load_buses(session, self.shard or Shard(), self.registry, self.interval_s, self.only)
 
         buses = await asyncio.to_thread(load)
+        self.candidates = buses
         gone = [gid for gid in self.pollers if gid not in buses]
         await self._stop_pollers(gone)
-        new = [gid for gid in buses if gid not in self.pollers]
-        for position, (gateway_id, (spec, devices)) in enumerate(buses.items()):
-            if gateway_id in self.pollers:
-                self.pollers[gateway_id].update(spec, devices)
-                continue
-            first_delay = stagger(position, len(buses), spec.interval_s, self.stagger_s)
-            if not await self._acquire(gateway_id):
-                if gateway_id not in self.waiting:
-                    log.info("gateway %s is held by %s; %s polls it once the lease is free", gateway_id,
-                             await self.redis.get(jobkeys.lease_key(self.ns, gateway_id)), self.owner)  # type: ignore[union-attr]
-                self.waiting[gateway_id] = (spec, devices, first_delay)
-                continue
-            self._start_poller(gateway_id, spec, devices, first_delay)
-        for gateway_id in [gid for gid in self.waiting if gid not in buses or gid in self.pollers]:
-            del self.waiting[gateway_id]
-        if new or gone:
-            log.info("collector %s: %d buses, %d devices (+%d, -%d)", self.owner, len(self.pollers),
-                     sum(len(p.devices) for p in self.pollers.values()), len(new), len(gone))
+        for gateway_id, poller in self.pollers.items():
+            poller.update(*buses[gateway_id])
+        await self.sync_leases()
 
-    def _start_poller(self, gateway_id: int, spec: BusSpec, devices: list[BusDevice], first_delay_s: float) -> None:
-        self.waiting.pop(gateway_id, None)
+    def wanted(self) -> set[int]:
+        """The candidate buses this process should hold: its shard's, or its rendezvous share."""
+        if self.shard is not None:
+            return set(self.candidates)
+        owners = leases.assign(self.members or [self.owner], self.candidates)
+        return {gid for gid, member in owners.items() if member == self.owner}
+
+    async def sync_leases(self) -> None:
+        """One transaction: heartbeat, renew held leases, take wanted free ones. Then stop pollers whose lease
+        was lost, hand back leases now wanted elsewhere, start pollers for new ones."""
+        started = time.monotonic()  # before the transaction: the local deadline is not later than the row's
+        held = {gid: lease.epoch for gid, lease in self.leases.items()}
+        info = {"buses": len(self.pollers), "readings_stored": self.sink.stats.readings_stored}
+
+        def work() -> tuple[list[str], dict[int, int], dict[int, int], set[int]]:
+            with self.engine.begin() as conn:
+                members = leases.heartbeat(conn, self.owner, shard=str(self.shard) if self.shard else None,
+                                           ttl_s=self.lease_ttl_s, info=info)
+                kept = leases.renew(conn, self.owner, held, self.lease_ttl_s)
+                self.members = members
+                wanted = self.wanted()
+                got = leases.acquire(conn, self.owner, wanted - set(kept), self.lease_ttl_s)
+                return members, kept, got, wanted
+
+        try:
+            members, kept, got, wanted = await asyncio.to_thread(work)
+        except TRANSIENT as err:
+            if not self._db_down:
+                log.warning("collector %s: cannot renew bus leases (%s: %s); its pollers stop talking to their "
+                            "buses when the leases run out", self.owner, type(err).__name__, str(err).splitlines()[0])
+            self._db_down = True
+            return
+        if self._db_down:
+            log.info("collector %s: leases renewed again", self.owner)
+        self._db_down = False
+        for gid, epoch in kept.items():
+            self.leases[gid].renewed(started, epoch)
+        lost = [gid for gid in held if gid not in kept]
+        if lost:
+            log.warning("collector %s lost the leases of gateways %s; stopping their pollers", self.owner, lost)
+            for gid in lost:
+                self.leases[gid].revoke()
+            await self._stop_pollers(lost, release=False)
+        moving = [gid for gid in kept if gid not in wanted]
+        if moving:
+            log.info("collector %s: gateways %s move to other collectors (%d live)", self.owner, moving,
+                     len(members))
+            await self._stop_pollers(moving)
+        for position, gid in enumerate(sorted(got)):
+            spec, devices = self.candidates[gid]
+            window = self.stagger_s if not self._started_once else min(self.stagger_s, self.renew_s)
+            lease = leases.LocalLease(gid, self.owner, got[gid], self.lease_ttl_s, started)
+            self._start_poller(gid, spec, devices, stagger(position, len(got), spec.interval_s, window), lease)
+        if got:
+            log.info("collector %s: polling %d buses (+%d)", self.owner, len(self.pollers), len(got))
+        self._started_once = True
+
+    def _start_poller(self, gateway_id: int, spec: BusSpec, devices: list[BusDevice], first_delay_s: float,
+                      lease: leases.LocalLease) -> None:
+        self.leases[gateway_id] = lease
         poller = BusPoller(spec, devices, self.sink, policy=self.policy, limit=self.limit,
-                           quarantine=Quarantine(base_s=self.quarantine_s), first_delay_s=first_delay_s)
+                           quarantine=Quarantine(base_s=self.quarantine_s), first_delay_s=first_delay_s,
+                           lease=lease)
         self.pollers[gateway_id] = poller
         self.tasks[gateway_id] = asyncio.create_task(poller.run(), name=f"bus-{gateway_id}")
 
-    async def _take_waiting(self) -> None:
-        """Start polling the shard's buses whose lease became free (its holder stopped or died)."""
-        for gateway_id, (spec, devices, first_delay) in list(self.waiting.items()):
-            if await self._acquire(gateway_id):
-                log.info("collector %s: gateway %s is free again; polling it", self.owner, gateway_id)
-                self._start_poller(gateway_id, spec, devices, first_delay)
-
-    async def _stop_pollers(self, gateway_ids: list[int]) -> None:
+    async def _stop_pollers(self, gateway_ids: list[int], release: bool = True) -> None:
+        """Stop these pollers (each finishes its transaction and closes its connection), then give their
+        leases back so the next owner need not wait for them to expire."""
         for gid in gateway_ids:
             self.pollers[gid].stop()
         await asyncio.gather(*(self.tasks[gid] for gid in gateway_ids), return_exceptions=True)
-        assert self.redis is not None
+        given = {}
         for gid in gateway_ids:
             del self.pollers[gid], self.tasks[gid]
+            lease = self.leases.pop(gid, None)
+            if lease is not None:
+                lease.revoke()
+                given[gid] = lease.epoch
+        if release and given:
+
+            def work() -> None:
+                with self.engine.begin() as conn:
+                    leases.release(conn, self.owner, given)
+
             try:
-                await self.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', "
-                                      "KEYS[1]) end return 0", 1, jobkeys.lease_key(self.ns, gid), self.owner)  # type: ignore[misc]
-            except TRANSIENT as err:  # the lease expires by itself
-                log.warning("collector %s: could not release the lease of gateway %s (%s)", self.owner, gid, err)
-
-    async def _acquire(self, gateway_id: int) -> bool:
-        assert self.redis is not None
-        key = jobkeys.lease_key(self.ns, gateway_id)
-        ttl = int(jobkeys.LEASE_TTL_S * 1000)
-        if await self.redis.set(key, self.owner, nx=True, px=ttl):
-            return True
-        holder = (await self.redis.get(key) or b"").decode()
-        if holder == self.owner:
-            return True
-        if _dead_local_collector(holder) and await self.redis.eval(_TAKE_OVER, 1, key, holder, self.owner, ttl):  # type: ignore[misc]
-            log.info("collector %s took over gateway %s from %s, which is no longer running", self.owner,
-                     gateway_id, holder)
-            return True
-        return False
-
-    async def _renew_leases(self) -> None:
-        """Keep our leases; a lease that vanished (Redis restarted empty) is taken again, and a poller whose
-        lease another process now holds stops."""
-        assert self.redis is not None
-        ids = list(self.pollers)
-        if not ids:
-            return
-        keys = [jobkeys.lease_key(self.ns, gid) for gid in ids]
-        kept = await self.redis.eval(_RENEW, len(keys), *keys, self.owner, int(jobkeys.LEASE_TTL_S * 1000))  # type: ignore[misc]
-        lost = [gid for gid, ok in zip(ids, kept) if not ok and not await self._acquire(gid)]
-        if lost:
-            log.warning("collector %s lost the lease of gateways %s; stopping their pollers", self.owner, lost)
-            await self._stop_pollers(lost)
+                await asyncio.to_thread(work)
+            except TRANSIENT as err:  # the leases expire by themselves
+                log.warning("collector %s: could not release the leases of %s (%s)", self.owner, sorted(given), err)
 
     async def _heartbeat(self) -> None:
         assert self.redis is not None
         now = time.monotonic()
-        state = {"owner": self.owner, "shard": str(self.shard), "buses": len(self.pollers), "at": time.time(),
+        state = {"owner": self.owner, "shard": str(self.shard or "dynamic"), "buses": len(self.pollers),
+                 "at": time.time(), "members": len(self.members),
                  "quarantined": sum(p.quarantine.count(now) for p in self.pollers.values()),
                  "down": sum(p.down for p in self.pollers.values()), "buffered": len(self.sink.pending.readings),
                  **self.sink.stats.__dict__}
@@ -349,13 +360,22 @@ class Collector:
                 result = {"ok": False, "error": "expired before the bus could take it"}
                 await self._reply(job, gateway_id, asyncio.sleep(0, result))
                 continue
-            future = poller.submit(BusJob(job["kind"], [int(m) for m in job.get("meter_ids", [])],
-                                          job.get("method", ""), job.get("params") or {}))
-            task = asyncio.create_task(self._reply(job, gateway_id, future))
+            bus_job = BusJob(job["kind"], [int(m) for m in job.get("meter_ids", [])], job.get("method", ""),
+                             job.get("params") or {})
+            task = asyncio.create_task(self._reply(job, gateway_id, self._fenced(bus_job, poller.submit(bus_job))))
             replies.add(task)
             task.add_done_callback(replies.discard)
         for task in replies:
             task.cancel()
+
+    @staticmethod
+    async def _fenced(bus_job: BusJob, future: Any) -> dict[str, Any]:
+        """The job's result with the fence (owner, epoch) of the lease it ran under: whoever stores the
+        result checks that epoch in the same transaction (``leases.stale_gateways``)."""
+        result = dict(await future)
+        if bus_job.fence is not None:
+            result["fence"] = bus_job.fence.as_dict()
+        return result
 
     async def _reply(self, job: dict[str, Any], gateway_id: int, pending: Any) -> None:
         try:

@@ -7,6 +7,10 @@ devices/gateways ``online`` (recording the transition in ``health_events`` like 
 fault counts, and records ``cycle_overrun`` events. Going *offline* stays the job of
 ``meterhub.timeseries.health.detect_offline`` (window based), so the two never fight over a status.
 
+Readings are fenced: each carries the bus lease's ``Fence`` it was read under, and every ingest transaction
+first checks those epochs (``leases.stale_gateways``, ``FOR SHARE``); readings of a bus that another owner
+was granted since are refused (dropped, counted in ``readings_refused``), the rest are stored.
+
 The set-based updates are a thin adapter: ``timeseries.health.record_seen/record_fault`` update one row per
 call, too slow for thousands of devices per second.
 """
@@ -25,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from meterhub.collector import leases
 from meterhub.collector.bus import BusSpec, CycleReport, DeviceOutcome
 from meterhub.collector.policy import Backoff
 from meterhub.timeseries.ingest import Reading, ingest
@@ -60,6 +65,7 @@ class Pending:
     """What the pollers produced since the last flush."""
 
     readings: list[Reading] = field(default_factory=list)
+    fences: list[leases.Fence | None] = field(default_factory=list)  # per reading: the lease it was read under
     device_seen: dict[int, datetime] = field(default_factory=dict)
     gateway_seen: dict[int, datetime] = field(default_factory=dict)
     device_faults: Counter[int] = field(default_factory=Counter)
@@ -82,6 +88,7 @@ class CollectorStats:
     cycle_overruns: int = 0
     gateway_faults: int = 0
     flush_errors: int = 0
+    readings_refused: int = 0  # read under a lease another owner was granted since (stale epoch)
 
 
 class StorageSink:
@@ -119,6 +126,7 @@ class StorageSink:
             if meter_id is not None:
                 p.readings.append(Reading(device.group_id, meter_id, reading.timestamp, reading.values,
                                           source=source))
+                p.fences.append(outcome.fence)
         if len(p.readings) >= self.batch_size:
             self._full.set()
 
@@ -172,9 +180,8 @@ class StorageSink:
     def write(self, batch: Pending) -> None:
         """Store one batch (blocking; runs in a thread)."""
         if batch.readings:
-            result = ingest(batch.readings, engine=self.engine, batch_size=self.batch_size)
-            self.stats.readings_stored += result.stored
-            batch.readings = []  # stored: a retry of the health part must not re-send them
+            self._store_readings(batch)
+            batch.readings, batch.fences = [], []  # stored: a retry of the health part must not re-send them
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             for table, kind, seen in (("devices", "device", batch.device_seen),
@@ -190,6 +197,32 @@ class StorageSink:
                                                 "detail": _json(report)})
 
 
+    def _store_readings(self, batch: Pending) -> None:
+        """Ingest with the lease check in each transaction; on a stale lease drop that bus's readings, retry."""
+        readings = batch.readings
+        fences = batch.fences + [None] * (len(readings) - len(batch.fences))  # readings given without a lease
+        while readings:
+            current = {f for f in fences if f is not None}
+
+            def check(cursor: Any, current: set[leases.Fence] = current) -> None:
+                stale = leases.stale_gateways(cursor, current, strict=False)
+                if stale:
+                    raise leases.StaleLease(stale)
+
+            try:
+                result = ingest(readings, engine=self.engine, batch_size=self.batch_size,
+                                fence=check if current else None)
+            except leases.StaleLease as err:
+                kept = [(r, f) for r, f in zip(readings, fences) if f is None or f.gateway_id not in err.gateway_ids]
+                self.stats.readings_refused += len(readings) - len(kept)
+                log.warning("collector: %d readings of gateways %s refused: %s", len(readings) - len(kept),
+                            sorted(err.gateway_ids), err)
+                readings, fences = [r for r, _ in kept], [f for _, f in kept]
+                continue
+            self.stats.readings_stored += result.stored
+            return
+
+
 def _json(report: CycleReport) -> str:
     import json
 
@@ -200,6 +233,7 @@ def _json(report: CycleReport) -> str:
 
 def _merge_back(into: Pending, old: Pending) -> None:
     into.readings[:0] = old.readings
+    into.fences[:0] = old.fences
     for key, value in old.device_seen.items():
         into.device_seen.setdefault(key, value)
     for key, value in old.gateway_seen.items():

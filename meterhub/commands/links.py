@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..collector.jobs import request_read_now, submit_command, wait_command, wait_read_now
+from ..collector.leases import Fence
 from ..devices.models import Gateway
 from ..driver.base import DeviceRef
 from ..protocols.errors import DeviceError, UnsupportedCommand
@@ -56,11 +57,18 @@ class CollectorLink:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.fences: list[Fence] = []  # the bus lease each answer was produced under (epoch checked on record)
+
+    def _fenced(self, answer: dict[str, Any]) -> None:
+        fence = Fence.from_dict(answer.get("fence"))
+        if fence is not None:
+            self.fences.append(fence)
 
     async def read(self) -> dict[str, Any]:
         meter_id = self.target.meter_id
         result = await asyncio.to_thread(lambda: wait_read_now(request_read_now([meter_id]), timeout=COLLECTOR_WAIT))
         answer = result.meters.get(meter_id) or {"ok": False, "error": "no reply"}
+        self._fenced(answer)
         if not answer.get("ok"):
             raise TimeoutError(f"read now of meter {meter_id}: {answer.get('error') or 'no reply'}")
         return {"ts": answer.get("ts"), **(answer.get("values") or {})}
@@ -72,6 +80,7 @@ class CollectorLink:
         reply = await asyncio.to_thread(wait_command, job, COLLECTOR_WAIT)
         if reply is None:
             raise TimeoutError(f"the collector of gateway {gateway_id} did not answer within {COLLECTOR_WAIT}s")
+        self._fenced(reply)
         if not reply.get("ok"):
             if reply.get("retryable", True):
                 raise TimeoutError(reply.get("error") or "collector reported a transient failure")

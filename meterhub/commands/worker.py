@@ -11,7 +11,8 @@ a worker that dies mid-command is noticed in seconds and the command is resolved
 meter-side top-up the meter refuses is re-synced from the meter's purchase count (``resync``).
 
 Jobs: ``meterhub.commands.worker:dispatch`` (periodic: expire overdue commands, resolve orphaned ones,
-enqueue each meter's next command) and ``meterhub.commands.worker:execute`` (one command).
+enqueue each meter's next command), ``meterhub.commands.worker:execute`` (one command) and
+``meterhub.commands.worker:execute_batch`` (commands handed over together, side by side).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..driver.base import DeviceRef
 from ..models import utcnow
 from ..protocols.errors import UnsupportedCommand
 from ..collector.jobs import bus_owner, hold_bus
+from ..collector.leases import stale_gateways
 from ..redis_conn import get_queue
 from . import ownership, resync
 from .links import CollectorLink, DeviceRefused, Target, direct
@@ -45,26 +47,68 @@ from .verify import purchase_count, shown
 log = logging.getLogger(__name__)
 STALE_ENQUEUE = timedelta(minutes=10)
 EXECUTE_TIMEOUT = 300  # seconds rq gives one command job (a re-sync writes several top-ups)
+BATCH_SIZE = 50  # commands handed to rq together run in one job (execute_batch) ...
+BATCH_THREADS = 6  # ... this many side by side (two service sessions each, within the engine's pool of 15)
 
 
 def enqueue(command_ids: list[int], delay: timedelta | None = None) -> None:
-    """Hand commands to the rq ``commands`` queue (after their rows are committed); records their job ids."""
+    """Hand commands to the rq ``commands`` queue (after their rows are committed); records their job ids.
+
+    Several at once (a burst of trips, ``dispatch``, a batch) go in jobs of up to :data:`BATCH_SIZE` that run
+    them side by side (:func:`execute_batch`): one forked work horse instead of one per command, and the
+    commands of different buses no longer wait for each other (each bus's owner still talks to one meter at a
+    time). A delayed retry stays one job per command."""
     queue = get_queue("commands")
     jobs: dict[int, str] = {}
-    for command_id in command_ids:
-        job_id = f"command-{command_id}-{uuid.uuid4().hex[:12]}"
-        options = {"job_id": job_id, "job_timeout": EXECUTE_TIMEOUT, "description": f"command {command_id}"}
-        if delay:
-            queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id,
-                             **options)
-        else:
-            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id, **options)
-        jobs[command_id] = job_id
+    if delay or len(command_ids) == 1:
+        for command_id in command_ids:
+            job_id = f"command-{command_id}-{uuid.uuid4().hex[:12]}"
+            options = {"job_id": job_id, "job_timeout": EXECUTE_TIMEOUT, "description": f"command {command_id}"}
+            if delay:
+                queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute",
+                                 command_id=command_id, **options)
+            else:
+                queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id,
+                              **options)
+            jobs[command_id] = job_id
+    else:
+        for start in range(0, len(command_ids), BATCH_SIZE):
+            ids = list(command_ids[start:start + BATCH_SIZE])
+            job_id = f"commands-{ids[0]}-{uuid.uuid4().hex[:12]}"
+            rounds = -(-len(ids) // BATCH_THREADS)
+            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute_batch", command_ids=ids,
+                          job_id=job_id, job_timeout=min(EXECUTE_TIMEOUT * rounds, 3600),
+                          description=f"commands {ids[0]}..{ids[-1]} ({len(ids)})")
+            jobs.update(dict.fromkeys(ids, job_id))
     if jobs:
         with service_session() as session:
             for command_id, job_id in jobs.items():
                 session.execute(update(Command).where(Command.id == command_id, Command.state == "queued")
                                 .values(job_id=job_id))
+
+
+def execute_batch(command_ids: list[int]) -> dict[int, str]:
+    """rq job: :func:`execute` each command, up to :data:`BATCH_THREADS` at once; their new states.
+
+    A command whose thread fails stays ``queued`` with this job's id: the sweep enqueues it again once the job
+    has finished (``ownership``), as for a single command's job that died."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask import current_app
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def one(command_id: int) -> str:
+        with app.app_context():
+            try:
+                return execute(command_id)
+            except Exception:  # noqa: BLE001 - the others go on; the sweep re-queues this one
+                log.exception("command %s failed in its batch", command_id)
+                return "error"
+
+    with ThreadPoolExecutor(max_workers=min(BATCH_THREADS, len(command_ids)) or 1,
+                            thread_name_prefix="command") as pool:
+        return dict(zip(command_ids, pool.map(one, command_ids)))
 
 
 def _heads(session: Session, *conditions: Any, limit: int = 5000) -> list[Command]:
@@ -96,8 +140,13 @@ def dispatch(limit: int = 5000) -> list[int]:
 
 def hand_over(meter_id: int) -> list[int]:
     """Enqueue the meter's next command, if it has one waiting (after one of its commands ended)."""
+    return hand_over_meters([meter_id])
+
+
+def hand_over_meters(meter_ids: list[int]) -> list[int]:
+    """Enqueue the next waiting command of each of ``meter_ids``, together (see :func:`enqueue`)."""
     with service_session() as session:
-        rows = _heads(session, Command.meter_id == meter_id, limit=1)
+        rows = _heads(session, Command.meter_id.in_(sorted(set(meter_ids))))
         for command in rows:
             command.enqueued_at = utcnow()
         ids = [c.id for c in rows]
@@ -148,6 +197,7 @@ class Outcome:
     resynced: list[int] = field(default_factory=list)
     meter_count: int | None = None
     needs_person: bool = False
+    fences: list[Any] = field(default_factory=list)  # leases.Fence of each bus exchange: checked when recorded
 
 
 def _target(session: Session, command: Command) -> Target:
@@ -207,9 +257,14 @@ def _carry_out(target: Target, verify: bool, registry: dict[str, Any] | None,
         if driver is None:
             raise UnsupportedCommand(f"driver {target.driver_key!r} is not installed", where=f"device {target.ref.address}")
         if transport_factory is None and bus_owner(target.gateway.id):
-            return asyncio.run(_steps(CollectorLink(target), target, verify))
-        with hold_bus(target.gateway.id, owner=f"worker:{os.getpid()}:{target.command_id}"):
-            return asyncio.run(_direct_steps(target, driver, verify, transport_factory))
+            link = CollectorLink(target)
+            outcome = asyncio.run(_steps(link, target, verify))
+            outcome.fences = link.fences
+            return outcome
+        with hold_bus(target.gateway.id, owner=f"worker:{os.getpid()}:{target.command_id}") as fence:
+            outcome = asyncio.run(_direct_steps(target, driver, verify, transport_factory))
+            outcome.fences = [fence]
+            return outcome
     except UnsupportedCommand as err:
         return Outcome(str(err), permanent=True)
     except Exception as err:  # transient: timeouts, CRC, busy bus — retried while attempts and TTL remain
@@ -283,6 +338,13 @@ def _record(target: Target, me: str, outcome: Outcome) -> str:
     retry_in = timedelta(0)
     with service_session() as session:
         command = session.execute(select(Command).where(Command.id == target.command_id).with_for_update()).scalar_one()
+        if not outcome.error and (stale := stale_gateways(session, outcome.fences)):
+            # the bus was granted to another owner since this result was produced: never confirm on it
+            log.warning("command %s: result of a stale bus owner refused (gateways %s, fences %s)", command.id,
+                        sorted(stale), outcome.fences)
+            outcome = Outcome("result refused: the bus lease moved to another owner (epoch) before it was "
+                              "recorded; the meter is read before the command is sent again")
+            command.verify_first = True
         for earlier in outcome.resynced:
             resync.mark_resynced(session, earlier, by=command.id)
         if command.state != "sent" or command.owner != me:

@@ -280,6 +280,12 @@ def run_transaction(engine: Engine, work: Callable[[Any], IngestResult], *, atte
     raise AssertionError("unreachable")
 
 
+def _fenced(cursor: Any, batch: EncodedBatch, fence: Callable[[Any], None] | None) -> IngestResult:
+    if fence is not None:
+        fence(cursor)
+    return store_encoded(cursor, batch)
+
+
 def notify_stored(meter_ids_by_group: Mapping[int, set[int]]) -> None:
     """Fire ``reading_stored(group_id, meter_ids)`` per group; plugin failures are logged, never raised."""
     if not meter_ids_by_group:
@@ -307,7 +313,8 @@ def _chunks(items: Iterable[Reading], size: int) -> Iterator[list[Reading]]:
 
 
 def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_size: int = 20_000,
-           notify: bool = True, workers: int = 2, fresh: bool = True) -> IngestResult:
+           notify: bool = True, workers: int = 2, fresh: bool = True,
+           fence: Callable[[Any], None] | None = None) -> IngestResult:
     """Store ``readings`` in batches (each one transaction, retried on a lost connection); idempotent.
 
     Encoding the next batch (Python) overlaps with the database work on up to ``workers`` earlier batches
@@ -316,6 +323,8 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
     only moves forward in time, and a deadlock between two batches is retried like a lost connection.
     With ``fresh``, the usage of the buckets a batch touched is brought up to date before ``reading_stored``
     (:mod:`freshness`), so that reports, charts and alarm sources see the readings at once.
+    ``fence(cursor)`` runs first in every batch's transaction and may raise to refuse the batch (the
+    collector checks its bus leases' epochs there: ``meterhub.collector.leases``).
     """
     from .freshness import database_now, refresh_after_ingest
 
@@ -344,7 +353,7 @@ def ingest(readings: Iterable[Reading], *, engine: Engine | None = None, batch_s
                 while len(pending) >= max(1, workers):
                     finish(pending.popleft())
                 pending.append((pool.submit(run_transaction, engine,
-                                            lambda cursor, batch=encoded: store_encoded(cursor, batch)),
+                                            lambda cursor, batch=encoded: _fenced(cursor, batch, fence)),
                                 encoded.oldest, max((r.ts for r in chunk), default=None) if fresh else None))
             while pending:
                 finish(pending.popleft())
