@@ -12,15 +12,16 @@ from typing import Any
 
 from flask import current_app, url_for
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 
 from meterhub.tenants.scoping import has_permission
 
 SECTIONS: list[tuple[str, Any, str]] = [
-    ("monitor", _l("Monitor"), "bi-speedometer2"),
-    ("money", _l("Money"), "bi-cash-coin"),
-    ("devices", _l("Devices"), "bi-cpu"),
-    ("reports", _l("Reports"), "bi-bar-chart-line"),
-    ("settings", _l("Settings"), "bi-gear"),
+    ("monitor", lazy_pgettext("nav", "Monitor"), "bi-speedometer2"),
+    ("money", lazy_pgettext("nav", "Money"), "bi-cash-coin"),
+    ("devices", lazy_pgettext("nav", "Devices"), "bi-cpu"),
+    ("reports", lazy_pgettext("nav", "Reports"), "bi-bar-chart-line"),
+    ("settings", lazy_pgettext("nav", "Settings"), "bi-gear"),
 ]
 
 # The web layer's own pages (plugins contribute the rest through ``menu_items``).
@@ -38,6 +39,9 @@ BUILTIN: list[dict[str, Any]] = [
     {"label": _l("Group settings"), "endpoint": "settings.index", "section": "settings", "order": 80},
     {"label": _l("Audit log"), "endpoint": "audit.index", "section": "settings", "order": 95},
 ]
+
+# The section of a blueprint's other pages (an account page is Money's, a room page Settings').
+HOME_SECTIONS = {"prepaid": "money", "console": "settings", "alarms": "monitor"}
 
 
 def _permission(item: dict[str, Any]) -> str | None:
@@ -73,8 +77,9 @@ def grouped(items: list[dict[str, Any]], endpoint: str | None = None) -> list[di
                  "active": False} for key, label, icon in SECTIONS if any(i["section"] == key for i in items)]
     endpoint = endpoint or ""
     exact = [s for s in sections if any(i["endpoint"] == endpoint for i in s["items"])]
-    blueprint = endpoint.split(".")[0] + "."
-    near = [s for s in sections if any(i["endpoint"].startswith(blueprint) for i in s["items"])]
+    blueprint = endpoint.split(".")[0]
+    near = [s for s in sections if s["key"] == HOME_SECTIONS.get(blueprint)]
+    near += [s for s in sections if any(i["endpoint"].startswith(blueprint + ".") for i in s["items"])]
     if exact or near:
         (exact or near)[0]["active"] = True
     return sections

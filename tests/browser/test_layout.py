@@ -1,0 +1,90 @@
+"""The console's layout in Chromium: navigation grouped by job that shows only what the role may use, a menu that
+collapses on a 390 px phone, and screenshots of the layout (desktop and phone, English and Chinese) in
+``test-artifacts/layout/`` for a person to look at."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.world import open_site
+from tests.browser.conftest import ARTIFACTS, sign_in
+
+SHOTS = ARTIFACTS / "layout"
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+def _context(browser, viewport: dict, locale: str):
+    context = browser.new_context(viewport=viewport, locale=locale)
+    context.set_default_timeout(15000)
+    return context
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _sections(page) -> list[str]:
+    return [t.strip() for t in page.locator("#mh-menu > ul.me-auto > li > a").all_inner_texts()]
+
+
+@pytest.mark.slow
+def test_navigation_is_grouped_by_job_and_follows_the_role(browser, live_server, app, group):
+    site = open_site(app, group)
+    admin = group.operator("group_admin", all_properties=True)
+    cashier = group.operator("cashier")
+    context = _context(browser, DESKTOP, "en-US")
+    page = context.new_page()
+    sign_in(page, live_server, admin[0], admin[1])
+    assert _sections(page) == ["Monitor", "Money", "Devices", "Reports", "Settings"]
+    page.click("#nav-money")
+    money = page.locator("#nav-money + .dropdown-menu")
+    assert money.is_visible()
+    assert "Cashier counter" in money.inner_text()
+    _shot(page, "desktop-en-admin-dashboard")
+    page.goto(f"{live_server}/prepaid/accounts/{site.account_id}")
+    assert "active" in page.locator("#nav-money").get_attribute("class")
+    _shot(page, "desktop-en-account")
+    context.close()
+
+    context = _context(browser, DESKTOP, "en-US")
+    page = context.new_page()
+    sign_in(page, live_server, cashier[0], cashier[1])
+    sections = _sections(page)
+    assert "Devices" not in sections and not any("Settings" in s for s in sections), sections
+    assert "Monitor" in sections and "Money" in sections
+    assert page.locator("a[href$='/operators/']").count() == 0
+    context.close()
+
+
+@pytest.mark.slow
+def test_the_menu_collapses_on_a_phone_in_both_languages(browser, live_server, app, group):
+    open_site(app, group)
+    admin = group.operator("group_admin", all_properties=True)
+    for locale, code in (("en-US", "en"), ("zh-CN", "zh")):
+        context = _context(browser, PHONE, locale)
+        page = context.new_page()
+        sign_in(page, live_server, admin[0], admin[1])
+        if code == "zh":
+            assert "监控" in page.content() or page.locator("html").get_attribute("lang") == "zh-CN"
+        toggler = page.locator(".navbar-toggler")
+        assert toggler.is_visible()
+        assert not page.locator("#nav-money").is_visible()  # collapsed behind the menu button
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width} px)"
+        _shot(page, f"phone-{code}-dashboard")
+        toggler.click()
+        page.locator("#nav-money").click()
+        assert page.locator("#nav-money + .dropdown-menu").is_visible()
+        _shot(page, f"phone-{code}-menu-open")
+        page.goto(f"{live_server}/prepaid/counter")
+        _shot(page, f"phone-{code}-counter")
+        context.close()
+    context = _context(browser, DESKTOP, "zh-CN")
+    page = context.new_page()
+    sign_in(page, live_server, admin[0], admin[1])
+    _shot(page, "desktop-zh-dashboard")
+    page.goto(f"{live_server}/alarms/")
+    _shot(page, "desktop-zh-alarms")
+    context.close()
