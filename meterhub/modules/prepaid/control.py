@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ...commands.models import OPEN_STATES, Command
@@ -149,14 +149,23 @@ def keep_power(session: Session, meter: Meter, on: bool, *, actor: str, operator
 
 
 def reconcile_relays(session: Session, meter_ids: Iterable[int], *, actor: str = "prepaid") -> list[Command]:
-    """Re-queue the desired relay state of meters whose relay is known to differ and no command is open."""
+    """Re-queue the desired relay state of meters that answered, when no relay command of theirs is open and
+    either their relay is known to differ, or it was never known and the last relay command did not end
+    confirmed (it failed or expired while the meter was away, or none was ever sent). The command reads the
+    meter first (``verify_first``) and only switches when the meter does not already show the desired state."""
     ids = list(meter_ids)
     if not ids:
         return []
     busy = select(Command.meter_id).where(Command.meter_id.in_(ids), Command.state.in_(OPEN_STATES),
                                          Command.kind.in_(RELAY_KINDS))
+    last_state = (select(Command.state).where(Command.meter_id == Meter.id, Command.kind.in_(RELAY_KINDS))
+                  .order_by(Command.id.desc()).limit(1).correlate(Meter).scalar_subquery())
+    unknown_unconfirmed = Meter.relay_closed.is_(None) & func.coalesce(last_state, "none").not_in(("confirmed",))
     meters = session.execute(
-        select(Meter).where(Meter.id.in_(ids), Meter.relay_desired.is_not(None), Meter.relay_closed.is_not(None),
-                            Meter.relay_desired != Meter.relay_closed, Meter.id.not_in(busy))
+        select(Meter).where(Meter.id.in_(ids), Meter.relay_desired.is_not(None), Meter.id.not_in(busy),
+                            (Meter.relay_desired != Meter.relay_closed) | unknown_unconfirmed)
     ).scalars().all()
-    return [c for m in meters if (c := set_desired(session, m, bool(m.relay_desired), actor=actor, force=True))]
+    created = [c for m in meters if (c := set_desired(session, m, bool(m.relay_desired), actor=actor, force=True))]
+    for command in created:
+        command.verify_first = True  # read it, then act
+    return created
