@@ -7,6 +7,13 @@ persistent session (same client id, clean session off); if it dies between commi
 the redelivered messages are recognised by (gateway, seq) and not stored twice. Invalid payloads are logged,
 counted in Redis (``<namespace>:mqtt:rejected``, a hash by reason) and acknowledged, so the broker does not
 redeliver them forever. A database outage only delays: the batch is retried until it is stored.
+
+Several workers split the gateways' messages with an MQTT shared subscription (``shared``:
+``$share/<share_group>/meterhub/+/readings``; each worker needs its own client id). The broker hands each
+message to one member of the group; a worker killed with unacknowledged messages gets them again when it
+reconnects with its client id (its persistent session keeps them), and the (gateway, seq) check drops the
+ones it had committed. Mosquitto delivers ``$share``; the embedded amqtt broker does not, so there a single
+worker without ``shared`` stays the default (docs/mqtt_payload.md, "Several ingest processes").
 """
 
 from __future__ import annotations
@@ -45,12 +52,13 @@ class Settings:
     batch_size: int = 500
     batch_ms: int = 50
     keepalive: int = 30
+    share_group: str = SHARE_GROUP
 
     @property
     def topic(self) -> str:
         """The subscription: every gateway's readings topic, optionally as a shared subscription."""
         topic = f"{TOPIC_PREFIX}/+/{TOPIC_SUFFIX}"
-        return f"$share/{SHARE_GROUP}/{topic}" if self.shared else topic
+        return f"$share/{self.share_group}/{topic}" if self.shared else topic
 
 
 class MqttIngestWorker:
