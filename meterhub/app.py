@@ -60,6 +60,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     audit_key(app)  # generated on first start, so every process of the instance shares it from the outset
 
     db.init_app(app)
+    from . import replica
+
+    replica.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
     from webui import i18n

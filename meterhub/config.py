@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # (no password read or generated), and meterhub.db refuses the service role in requests anyway.
     "WEB_ONLY": False,
     "AUDIT_ANCHOR_DIR": None,  # where audit checkpoints are written (default instance/audit_anchors)
+    # A hot-standby replica for reports, dashboards and exports (meterhub.replica); money and commands never use it.
+    "REPLICA_DATABASE_URL": None,
+    "REPLICA_MAX_LAG_SECONDS": 300,  # further behind than this, the same reads go to the primary
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REDIS_NAMESPACE": "meterhub",  # prefix of every Redis key and rq queue (tests use their own)
     "MQTT_URL": "mqtt://127.0.0.1:1883",  # without a user: the instance's MQTT service user (docs/mqtt_auth.md)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from flask_login import login_required
+from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
 from meterhub.devices.models import Device, Gateway, Meter
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.replica import reads
 from meterhub.request_input import page_number
 from meterhub.tenants import service
 from meterhub.tenants.models import Building, Floor, Property, Room
-from meterhub.tenants.scoping import get_or_404, restrict
+from meterhub.tenants.scoping import get_or_404, has_permission, restrict
+from meterhub.timeseries.policies import failing_policies
 
 from .util import permission_required, record
 
@@ -21,7 +23,16 @@ bp = Blueprint("console", __name__)
 
 
 def _count(model: type) -> int:
-    return db.session.execute(restrict(select(func.count()).select_from(model), model, None, "property.view")).scalar()
+    session, _fresh = reads()
+    return session.execute(restrict(select(func.count()).select_from(model), model, None, "property.view")).scalar()
+
+
+def policy_banner() -> list[dict]:
+    """Failing TimescaleDB policies, for operators who read reports or manage the group (their numbers depend on
+    the policies; nothing in the group's hands can fix them, so a banner and not an alarm per meter)."""
+    if not (has_permission(current_user, "report.view") or has_permission(current_user, "group.manage")):
+        return []
+    return failing_policies(db.session)
 
 
 @bp.route("/")
@@ -34,7 +45,8 @@ def dashboard():
         "devices": _count(Device),
         "meters": _count(Meter),
     }
-    return render_template("console/dashboard.html", counts=counts)
+    return render_template("console/dashboard.html", counts=counts, fresh=reads()[1],
+                           failing_policies=policy_banner())
 
 
 @bp.route("/switch-property", methods=["POST"])

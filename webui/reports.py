@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import (Blueprint, Response, abort, flash, jsonify, redirect, render_template, request,
+                   stream_with_context, url_for)
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -16,6 +16,8 @@ from sqlalchemy import select
 from meterhub.devices.models import Meter
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.files import StoredFile, iter_chunks
+from meterhub.replica import reads
 from meterhub.reports import filters as report_filters
 from meterhub.reports.exports import create_export, enqueue_export
 from meterhub.reports.models import ReportExport, ScheduledReport
@@ -23,6 +25,7 @@ from meterhub.reports.registry import ReportDefinition, all_reports, get_report
 from meterhub.tenants.models import Building, Group, Property, Room
 from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, restrict
 
+from .console import policy_banner
 from .labels import label
 from .util import permission_required, record
 
@@ -139,7 +142,8 @@ def view(key: str):
     chart = _Chart(definition) if definition.chart else None
     rows: list[tuple] = []
     total = 0
-    for row in definition.rows(db.session, f):
+    session, fresh = reads()  # the read replica when configured: the page says how fresh it is
+    for row in definition.rows(session, f):
         total += 1
         if chart is not None:
             chart.add(row)
@@ -149,7 +153,8 @@ def view(key: str):
             rows.append(row)
     return render_template("reports/view.html", report=definition, rows=rows, f=f, places=_places(f, definition),
                            more=total > PREVIEW_ROWS, total=total if chart is not None else None,
-                           chart=chart.data() if chart is not None else None,
+                           chart=chart.data() if chart is not None else None, fresh=fresh,
+                           failing_policies=policy_banner(),
                            levels=report_filters.LEVELS, granularities=report_filters.GRANULARITIES)
 
 
@@ -191,10 +196,13 @@ def export_status(export_id: int):
 @permission_required("report.view")
 def download(export_id: int):
     job = _my_export(export_id)
-    if job.status != "done" or not job.path or not Path(job.path).exists():
-        abort(404)
-    return send_file(job.path, as_attachment=True, download_name=f"{job.report}-{job.id}.xlsx",
-                     mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    stored = db.session.get(StoredFile, job.file_id) if job.status == "done" and job.file_id else None
+    if stored is None:
+        abort(404)  # not done, or made before exports were stored in the database (export it again)
+    response = Response(stream_with_context(iter_chunks(db.session, stored.id)), mimetype=stored.content_type)
+    response.headers["Content-Length"] = str(stored.size)
+    response.headers["Content-Disposition"] = f'attachment; filename="{job.report}-{job.id}.xlsx"'
+    return response
 
 
 @bp.route("/schedules", methods=["POST"])

@@ -4,14 +4,15 @@
     session.commit(); enqueue_export(export.id)                                      # returns at once
     run_export(export.id)                                                             # in a worker
 
-Files go to ``EXPORT_DIR`` (default ``<instance>/exports``), one folder per group; with workers on several
-hosts this must be a shared directory.
+The file is stored in the database (:mod:`meterhub.files`), never on the worker's disk, so the web process of
+any host serves the download. The rows are read from the read replica when one is configured
+(:mod:`meterhub.replica`); ``data_as_of`` records how fresh they were.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import tempfile
 from pathlib import Path
 
 from flask import current_app, has_request_context
@@ -21,20 +22,15 @@ from sqlalchemy.orm import Session
 from ..commands.ownership import heartbeat, orphan_after, worker_id
 from ..db import service_session
 from ..errors import NotFound
+from ..files import XLSX, save_file
 from ..models import utcnow
+from ..replica import service_reads
 from .filters import ReportFilter
 from .models import ReportExport
 from .registry import get_report
 from .xlsx import write_xlsx
 
 log = logging.getLogger(__name__)
-
-
-def export_dir() -> Path:
-    """Where export files are written (created when missing)."""
-    path = Path(current_app.config.get("EXPORT_DIR") or Path(current_app.instance_path) / "exports")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def create_export(session: Session, group_id: int, operator_id: int | None, report: str,
@@ -92,26 +88,26 @@ def run_export(export_id: int) -> int:
 
 def _write(export_id: int, group_id: int, report_key: str, params: dict) -> int:
     definition = get_report(report_key)
-    folder = export_dir() / str(group_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{export_id}-{report_key}.xlsx"
-    partial = path.with_suffix(".part")
     try:
         report_filter = ReportFilter.from_params(params)
         locale = report_filter.extra.get("locale") or current_app.config.get("BABEL_DEFAULT_LOCALE", "zh_CN")
-        with force_locale(locale), service_session() as session:
-            rows = definition.rows(session, report_filter)
-            count = write_xlsx(partial, str(definition.name), definition.header(), rows,
-                               [c.kind for c in definition.columns],
-                               progress=lambda n: _update(export_id, rows=n))
-        os.replace(partial, path)
+        with tempfile.TemporaryDirectory(prefix="meterhub-export-") as scratch:  # the worker's scratch only
+            partial = Path(scratch) / "export.xlsx"
+            with force_locale(locale), service_reads() as (session, fresh):
+                rows = definition.rows(session, report_filter)
+                count = write_xlsx(partial, str(definition.name), definition.header(), rows,
+                                   [c.kind for c in definition.columns],
+                                   progress=lambda n: _update(export_id, rows=n))
+            with service_session() as session, open(partial, "rb") as source:
+                stored = save_file(session, group_id, "report_export", f"{report_key}-{export_id}.xlsx", XLSX, source)
+                file_id = stored.id
     except Exception as err:
         log.exception("export %s (%s) failed", export_id, report_key)
-        partial.unlink(missing_ok=True)
         _update(export_id, status="failed", error=f"{err.__class__.__name__}: {err}"[:2000], finished_at=utcnow())
         raise
-    _update(export_id, status="done", rows=count, total=count, path=str(path), finished_at=utcnow())
-    log.info("export %s: %d rows of %s to %s", export_id, count, report_key, path)
+    as_of = fresh.as_of if fresh.replica else None
+    _update(export_id, status="done", rows=count, total=count, file_id=file_id, data_as_of=as_of, finished_at=utcnow())
+    log.info("export %s: %d rows of %s stored as file %s (%s)", export_id, count, report_key, file_id, fresh.source)
     return count
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, SmallInteger, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,7 +23,9 @@ class ReportExport(TenantMixin, db.Model):
     status: Mapped[str] = mapped_column(String(12), nullable=False, default="queued")
     rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     total: Mapped[int | None] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    path: Mapped[str] = mapped_column(String(500), nullable=False, default="")  # before 0021: a host's folder
+    file_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("stored_files.id", ondelete="SET NULL"))
+    data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the replica's replay time
     error: Mapped[str] = mapped_column(Text, nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

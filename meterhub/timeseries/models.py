@@ -18,6 +18,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -129,7 +130,10 @@ class HealthEvent(TenantMixin, db.Model):
     """A health transition (offline / online) of a meter, device or gateway; alarms hook in here."""
 
     __tablename__ = "health_events"
-    __table_args__ = (Index("ix_health_events_txid_id", "txid", "id"),)
+    __table_args__ = (Index("ix_health_events_txid_id", "txid", "id"),
+                      # TimescaleDB policy events, for the console's banner (migration 0021)
+                      Index("ix_health_events_ts_policy", "group_id", "object_id", "id",
+                            postgresql_where=text("object_type = 'ts_policy'")))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     object_type: Mapped[str] = mapped_column(String(16), nullable=False)

@@ -5,7 +5,8 @@ scheduler's time-series job reads ``timescaledb_information.job_stats`` every ru
 failed it records a ``policy_failed`` health event in every group (once per failure, with TimescaleDB's error
 message) and does the policy's work itself (``CALL refresh_continuous_aggregate``, ``compress_chunk``,
 ``drop_chunks``), run after run, until TimescaleDB's own job succeeds again (then ``policy_ok``).
-``meterhub timeseries-jobs`` shows the same states.
+``meterhub timeseries-jobs`` shows the same states, and the console shows a banner on the dashboard and the
+report pages while a policy fails (:func:`failing_policies`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
 
 from .timescale import CAGGS
 
@@ -121,3 +123,17 @@ def watch_policies(engine: Engine, now: datetime) -> list[PolicyState]:
                 except Exception:
                     log.exception("could not do the work of failing policy %s of %s", state.proc, state.relation)
     return failing
+
+
+_LATEST = """
+SELECT DISTINCT ON (object_id) object_id, event, detail, at FROM health_events
+WHERE object_type = :t ORDER BY object_id, id DESC
+"""
+
+
+def failing_policies(session: Session) -> list[dict[str, Any]]:
+    """The policies failing for the session's group (its latest event of the job is ``policy_failed``), read under
+    row-level security: each ``{"job_id", "policy", "relation", "error", "since"}``."""
+    return [{"job_id": r.object_id, "policy": r.detail.get("policy"), "relation": r.detail.get("relation"),
+             "error": r.detail.get("error"), "since": r.at}
+            for r in session.execute(text(_LATEST), {"t": OBJECT_TYPE}) if r.event == FAILED]

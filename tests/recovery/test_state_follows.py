@@ -56,7 +56,7 @@ def test_an_export_whose_worker_died_runs_again_then_fails_with_the_reason(app, 
         assert run_export(export_id) >= 0  # the retried job writes the file
         with service_session() as s:
             export = s.get(ReportExport, export_id)
-            assert export.status == "done" and export.attempts == 2 and export.path
+            assert export.status == "done" and export.attempts == 2 and export.file_id
     twice = _export(app, group, status="running", owner="host:4243", heartbeat_at=stale, attempts=2)
     live = _export(app, group, status="running", owner="host:4244", heartbeat_at=utcnow(), attempts=1)
     with app.app_context():

@@ -8,6 +8,7 @@ Create Date: 2026-12-07 21:00:00
 (a download streams them one by one). Both are tenant tables under row-level security.
 ``report_exports.file_id`` names the export's file (``path`` stays for exports written to a folder before this);
 ``report_exports.data_as_of`` is how fresh the data it was made from was (a read replica's replay time).
+A partial index serves the console's banner of failing TimescaleDB policies (their health events).
 """
 import sqlalchemy as sa
 from alembic import op
@@ -44,9 +45,13 @@ def upgrade():
     op.add_column("report_exports", sa.Column(
         "file_id", sa.BigInteger(), sa.ForeignKey("stored_files.id", ondelete="SET NULL"), nullable=True))
     op.add_column("report_exports", sa.Column("data_as_of", TS, nullable=True))
+    # the console's banner of failing TimescaleDB policies reads each policy's latest health event of the group
+    op.create_index("ix_health_events_ts_policy", "health_events", ["group_id", "object_id", "id"],
+                    postgresql_where=sa.text("object_type = 'ts_policy'"))
 
 
 def downgrade():
+    op.drop_index("ix_health_events_ts_policy", table_name="health_events")
     op.drop_column("report_exports", "data_as_of")
     op.drop_column("report_exports", "file_id")
     op.drop_table("stored_file_chunks")
