@@ -134,9 +134,12 @@ def report_paths(admin_url: str, svc_url: str, days: int, runs: int) -> dict:
 
 
 def size(admin_url: str, days: int) -> dict:
-    """On-disk size of ``days`` of 15-minute readings of every meter, uncompressed and compressed."""
+    """On-disk size of ``days`` of 15-minute readings of every meter, uncompressed and compressed: the hypertable's
+    own size (``hypertable_size``: heap, indexes, TOAST of every chunk) and TimescaleDB's compression statistics,
+    with the bytes per meter and per meter-year (measured, not scaled, when ``days`` is 365)."""
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
+        meters = conn.execute(text("SELECT count(*) FROM meters")).scalar()
         conn.execute(text("CREATE TABLE size_bench (LIKE readings INCLUDING DEFAULTS)"))
         conn.execute(text("SELECT create_hypertable('size_bench', 'ts', chunk_time_interval => interval '7 days')"))
         conn.execute(text("ALTER TABLE size_bench SET (timescaledb.compress, timescaledb.compress_segmentby = "
@@ -153,10 +156,27 @@ def size(admin_url: str, days: int) -> dict:
         conn.execute(text("SELECT count(compress_chunk(c)) FROM show_chunks('size_bench') c"))
         compress_s = time.perf_counter() - started
         after = conn.execute(text("SELECT hypertable_size('size_bench')")).scalar()
+        stats = conn.execute(text(
+            "SELECT total_chunks, number_compressed_chunks, before_compression_total_bytes, "
+            "after_compression_total_bytes FROM hypertable_compression_stats('size_bench')")).one()
         conn.execute(text("DROP TABLE size_bench"))
     engine.dispose()
-    return {"readings": rows, "uncompressed_mb": before / 2**20, "compressed_mb": after / 2**20,
-            "ratio": before / after, "load_s": load_s, "compress_s": compress_s}
+    per_year = 365 / days
+    return {"readings": rows, "meters": meters, "uncompressed_mb": before / 2**20, "compressed_mb": after / 2**20,
+            "ratio": before / after, "load_s": load_s, "compress_s": compress_s,
+            "chunks": stats[0], "compressed_chunks": stats[1],
+            "stats_before_mb": stats[2] / 2**20, "stats_after_mb": stats[3] / 2**20,
+            "kb_per_meter_year_uncompressed": before / meters * per_year / 1000,
+            "kb_per_meter_year_compressed": after / meters * per_year / 1000,
+            "measured_not_scaled": days == 365}
+
+
+def _print_size(args: argparse.Namespace, sizes: dict) -> None:
+    print_table(f"On-disk size of {args.size_days} days of 15-minute readings, {sizes['meters']} meters",
+                [{"readings": sizes["readings"], "uncompressed_MB": sizes["uncompressed_mb"],
+                  "compressed_MB": sizes["compressed_mb"], "ratio": sizes["ratio"],
+                  "kB/meter-year raw": sizes["kb_per_meter_year_uncompressed"],
+                  "kB/meter-year compressed": sizes["kb_per_meter_year_compressed"], "compress_s": sizes["compress_s"]}])
 
 
 def main() -> None:
@@ -166,6 +186,7 @@ def main() -> None:
     parser.add_argument("--size-days", type=int, default=365, help="days of readings for the size (0: skip)")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--per-meter", type=int, default=100, help="readings per meter for the ingest")
+    parser.add_argument("--size-only", action="store_true", help="measure only the on-disk size")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with throwaway_database() as admin_url:
@@ -191,6 +212,12 @@ def main() -> None:
         log.info("loaded %d meters x %d days and rolled up in %.0f s", args.meters, args.days,
                  time.perf_counter() - started)
         settle(admin_url)
+        if args.size_only:
+            sizes = size(admin_url, args.size_days)
+            engine.dispose()
+            _print_size(args, sizes)
+            write_results("timescale_size", {"load_average": os.getloadavg()[0], **sizes, "days": args.size_days})
+            return
         report = report_paths(admin_url, svc, args.days, args.runs)
         ingest_result = ingest_vs_copy(admin_url, svc, [tuple(m) for m in meters], args.per_meter)
         sizes = size(admin_url, args.size_days) if args.size_days else {}
@@ -208,10 +235,7 @@ def main() -> None:
                  {"path": "plain COPY", "readings_per_s": ingest_result["plain_copy_per_s"]},
                  {"path": "late batch + refresh", "readings_per_s": ingest_result["late_batch_with_refresh_per_s"]}])
     if sizes:
-        print_table(f"On-disk size of {args.size_days} days of 15-minute readings, {args.meters} meters",
-                    [{"readings": sizes["readings"], "uncompressed_MB": sizes["uncompressed_mb"],
-                      "compressed_MB": sizes["compressed_mb"], "ratio": sizes["ratio"],
-                      "compress_s": sizes["compress_s"]}])
+        _print_size(args, sizes)
     log.info("load average %.1f", load)
     write_results("timescale", {"meters": args.meters, "days": args.days, "load_average": load, "report": report,
                                 "ingest": ingest_result, "size": {"days": args.size_days, **sizes}})
