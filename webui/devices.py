@@ -42,7 +42,12 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def gateways():
     if request.method == "POST":
         return _create_gateway()
-    rows = db.session.execute(restrict(select(Gateway).order_by(Gateway.name), Gateway)).scalars().all()
+    stmt = restrict(select(Gateway).order_by(Gateway.name), Gateway)
+    if request.args.get("status") in ("online", "offline", "unknown"):  # a dashboard's "offline gateways"
+        stmt = stmt.where(Gateway.status == request.args["status"])
+    if request.args.get("property_id", "").isdecimal():
+        stmt = stmt.where(Gateway.property_id == int(request.args["property_id"]))
+    rows = db.session.execute(stmt).scalars().all()
     return render_template("devices/gateways.html", gateways=rows, framings=FRAMINGS, properties=visible_properties(),
                            process_events=recent_process_events(db.session, since=timedelta(days=1)))
 

@@ -22,9 +22,11 @@ def register_modules():
 
 @hookimpl
 def register_blueprints():
+    from . import views_monitor  # noqa: F401  (the room monitor's routes on the prepaid blueprint)
     from .views import bp
+    from .views_dashboard import bp as dashboard_bp
 
-    return [bp]
+    return [bp, dashboard_bp]
 
 
 @hookimpl

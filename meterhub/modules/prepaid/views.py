@@ -7,7 +7,7 @@ import uuid
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import or_, select, text
+from sqlalchemy import or_, select
 
 from ...commands.models import Command
 from ...commands.service import create_command
@@ -26,31 +26,6 @@ from .models import LEVELS, Charge, MeterState, PrepaidAccount
 from .topup_confirm import answer_outside_limits
 
 bp = Blueprint("prepaid", __name__, url_prefix="/prepaid")
-STATUS_CLASS = {0: "opened", 1: "alarm1", 2: "alarm2", 3: "arrears"}
-GRID_SQL = """
-SELECT r.id AS room_id, r.number, r.building_id, r.property_id, a.id AS account_id, a.customer_name,
-       a.alarm_level, b.balance, bool_or(m.status = 'offline') AS offline,
-       p.name AS property_name, bl.name AS building_name
-FROM rooms r
-JOIN properties p ON p.id = r.property_id
-JOIN buildings bl ON bl.id = r.building_id
-LEFT JOIN prepaid_accounts a ON a.room_id = r.id AND a.status = 'open'
-LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
-LEFT JOIN meters m ON m.room_id = r.id
-WHERE (CAST(:props AS bigint[]) IS NULL OR r.property_id = ANY(CAST(:props AS bigint[])))
-  AND (CAST(:building AS bigint) IS NULL OR r.building_id = CAST(:building AS bigint))
-GROUP BY r.id, r.number, r.building_id, r.property_id, a.id, a.customer_name, a.alarm_level, b.balance,
-         p.name, bl.name
-ORDER BY p.name, bl.name, r.number LIMIT 20000
-"""
-
-
-def _status(row) -> str:
-    if row.offline:
-        return "offline"
-    return "not-opened" if row.account_id is None else STATUS_CLASS[row.alarm_level]
-
-
 def _scope_props() -> list[int] | None:
     from ...tenants.scoping import property_ids
 
@@ -59,21 +34,6 @@ def _scope_props() -> list[int] | None:
     if chosen is not None and (scope is None or chosen in scope):
         return [chosen]
     return None if scope is None else sorted(scope) or [-1]
-
-
-@bp.route("/rooms")
-@permission_required("money.view")
-def rooms():
-    building = request.args.get("building", type=int)
-    wanted = request.args.get("status", "")
-    rows = db.session.execute(text(GRID_SQL), {"props": _scope_props(), "building": building}).all()
-    cells = [(row, _status(row)) for row in rows]
-    counts: dict[str, int] = {}
-    for _row, status in cells:
-        counts[status] = counts.get(status, 0) + 1
-    if wanted:
-        cells = [c for c in cells if c[1] == wanted]
-    return render_template("prepaid/rooms.html", cells=cells, counts=counts, wanted=wanted, building=building)
 
 
 def _account(account_id: int) -> PrepaidAccount:
