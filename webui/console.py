@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
@@ -38,6 +38,9 @@ def policy_banner() -> list[dict]:
 @bp.route("/")
 @login_required
 def dashboard():
+    view = current_app.view_functions.get("dashboard.index")
+    if view is not None:  # the prepaid module's dashboard: money, usage, levels, alarms (these counts otherwise)
+        return view()
     counts = {
         "properties": _count(Property),
         "rooms": _count(Room),
