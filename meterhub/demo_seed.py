@@ -161,9 +161,10 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     Run it after the demo's accounts are opened: an account opened on a meter without readings takes the first
     live reading as its baseline, so the past is never charged.
     """
-    from .db import service_engine
-    from .timeseries.freshness import refresh_after_ingest
+    from .db import service_engine, service_session
+    from .timeseries.freshness import refresh_after_ingest, uses_timescale
     from .timeseries.ingest import ingest
+    from .timeseries.rollups import start_watermark
 
     if not fleet.get("installed_at"):
         return 0
@@ -179,7 +180,11 @@ def seed_history(session: Session, group: Group, fleet: dict[str, Any], days: in
     result = ingest(history_readings(fleet, {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}, days),
                     notify=False, fresh=False)
     # one usage refresh for the whole history (rollups or aggregates), not one per batch
-    refresh_after_ingest(service_engine(), started, [r[3] for r in rows], started - timedelta(days=days + 1), started)
+    if refresh_after_ingest(service_engine(), started, [r[3] for r in rows], started - timedelta(days=days + 1),
+                            started) and not uses_timescale(service_engine()):
+        # rolled up in full: the periodic rollup job starts from here rather than rolling the year up again
+        with service_session() as fresh:
+            start_watermark(fresh)
     return result.stored
 
 

@@ -90,11 +90,11 @@ def refresh_aggregates(conn: Connection, since: datetime, until: datetime | None
 
 
 def refresh_after_ingest(engine: Engine, since: datetime, meter_ids: Collection[int],
-                         oldest: datetime | None, newest: datetime | None = None) -> None:
+                         oldest: datetime | None, newest: datetime | None = None) -> bool:
     """Bring the usage of ``meter_ids`` up to date after readings were stored (``since``: the database time
-    before the ingest began; ``oldest``, ``newest``: the stored readings' times)."""
+    before the ingest began; ``oldest``, ``newest``: the stored readings' times); False when it failed."""
     if not meter_ids or oldest is None:
-        return
+        return True
     try:
         if uses_timescale(engine):
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -105,3 +105,5 @@ def refresh_after_ingest(engine: Engine, since: datetime, meter_ids: Collection[
     except Exception:
         log.warning("usage of %d meters not refreshed after ingest; the periodic job will catch up",
                     len(meter_ids), exc_info=True)
+        return False
+    return True

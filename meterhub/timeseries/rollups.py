@@ -124,6 +124,18 @@ def refresh_rollups(session: Session, since: datetime, meter_ids: Collection[int
     return meters
 
 
+def start_watermark(session: Session) -> bool:
+    """After a bulk load whose rollups were refreshed in full (the demo's year of history on a first start):
+    start the periodic job's watermark at the database's clock, so its first run refreshes what arrives from
+    now on instead of rolling up every reading once more (minutes, on the bulk queue). Only when the job has
+    never run (no watermark yet); True when it was set. Stored one overlap ahead, so that the next run's
+    ``since`` (watermark minus :data:`WATERMARK_OVERLAP`) is this moment."""
+    return session.execute(text(
+        "INSERT INTO timeseries_state (key, at) VALUES (:k, clock_timestamp() + :overlap) "
+        "ON CONFLICT (key) DO NOTHING RETURNING key"), {"k": WATERMARK_KEY, "overlap": WATERMARK_OVERLAP}
+    ).first() is not None
+
+
 def run_rollups(session: Session, now: datetime) -> int:
     """Periodic job: refresh from the last run's watermark (minus an overlap) and move the watermark."""
     last = session.execute(
