@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import current_app, request, session
+from flask import current_app, has_request_context, request, session
 from flask_login import current_user
 
 
 def select_locale() -> str:
     languages = current_app.config["LANGUAGES"]
+    if not has_request_context():  # a job or a command: its messages in the default language (or force_locale's)
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
     if getattr(current_user, "is_authenticated", False) and current_user.locale in languages:
         return current_user.locale
     if session.get("lang") in languages:

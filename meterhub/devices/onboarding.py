@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..i18n import _l
 from ..errors import ValidationError
 from ..mqtt_auth.rules import check_client_id
 from ..plugins import driver_registry
@@ -37,7 +38,8 @@ def _driver(driver_key: str) -> Any:
     drivers = driver_registry()
     if driver_key not in drivers:
         raise ValidationError(
-            f"Unknown driver '{driver_key}'. Installed drivers: {', '.join(sorted(drivers))}.",
+            _l("Unknown driver '%(driver_key)s'. Installed drivers: %(join)s.",
+               driver_key=driver_key, join=', '.join(sorted(drivers))),
             {"driver_key": "unknown"},
         )
     return drivers[driver_key]
@@ -51,7 +53,7 @@ def validate_host(host: str) -> str:
     except ValueError:
         if HOST_RE.match(host):
             return host
-    raise ValidationError(f"Gateway host '{host}' is not an IP address or host name.", {"host": "invalid"})
+    raise ValidationError(_l("Gateway host '%(host)s' is not an IP address or host name.", host=host), {"host": "invalid"})
 
 
 def create_gateway(session: Session, prop: Property, name: str, host: str, port: int | str,
@@ -59,26 +61,27 @@ def create_gateway(session: Session, prop: Property, name: str, host: str, port:
     """Validate and add a gateway (a bus) to a property."""
     name = (name or "").strip()
     if not name:
-        raise ValidationError("Gateway name is required.", {"name": "required"})
+        raise ValidationError(_l("Gateway name is required."), {"name": "required"})
     if framing not in FRAMINGS:
-        raise ValidationError(f"Framing '{framing}' is unknown; use one of {', '.join(FRAMINGS)}.",
+        raise ValidationError(_l("Framing '%(framing)s' is unknown; use one of %(join)s.",
+                                 framing=framing, join=', '.join(FRAMINGS)),
                               {"framing": "unknown"})
     try:
         port = int(port)
     except (TypeError, ValueError) as err:
-        raise ValidationError(f"Port '{port}' is not a number.", {"port": "not a number"}) from err
+        raise ValidationError(_l("Port '%(port)s' is not a number.", port=port), {"port": "not a number"}) from err
     if framing in DIALIN_FRAMINGS:
         host, port = "", 0  # the meter dials in: nothing to connect to
     elif framing != "mqtt":
         host = validate_host(host)
         if not 1 <= port <= 65535:
-            raise ValidationError(f"Port {port} is out of range 1–65535.", {"port": "range"})
+            raise ValidationError(_l("Port %(port)s is out of range 1–65535.", port=port), {"port": "range"})
     elif not (mqtt_client_id or "").strip():
-        raise ValidationError("An MQTT gateway needs its client id.", {"mqtt_client_id": "required"})
+        raise ValidationError(_l("An MQTT gateway needs its client id."), {"mqtt_client_id": "required"})
     else:
         mqtt_client_id = check_client_id(mqtt_client_id or "")
     if session.execute(select(Gateway.id).where(Gateway.group_id == prop.group_id, Gateway.name == name)).first():
-        raise ValidationError(f"A gateway named '{name}' exists already.", {"name": "taken"})
+        raise ValidationError(_l("A gateway named '%(name)s' exists already.", name=name), {"name": "taken"})
     gateway = Gateway(group_id=prop.group_id, property_id=prop.id, name=name, host=host or "", port=port,
                       framing=framing, bus=dict(bus or {}), mqtt_client_id=(mqtt_client_id or None))
     try:
@@ -88,8 +91,9 @@ def create_gateway(session: Session, prop: Property, name: str, host: str, port:
     except IntegrityError as err:
         if "mqtt_client_id" not in str(err.orig):
             raise
-        raise ValidationError(f"MQTT client id '{mqtt_client_id}' is already used by another gateway; every "
-                              "gateway needs its own.", {"mqtt_client_id": "taken"}) from err
+        raise ValidationError(_l("MQTT client id '%(mqtt_client_id)s' is already used by another "
+                                 "gateway; every gateway needs its own.",
+                                 mqtt_client_id=mqtt_client_id), {"mqtt_client_id": "taken"}) from err
     return gateway
 
 
@@ -98,7 +102,7 @@ def normalise_address(driver: Any, framing: str, address: Any) -> str:
     text = str(address if address is not None else "").strip()
     if framing == "cjt188-over-tcp":
         if not re.fullmatch(r"\d{1,14}", text):
-            raise ValidationError(f"CJ/T 188 address '{text}' must be up to 14 digits.", {"address": "invalid"})
+            raise ValidationError(_l("CJ/T 188 address '%(text)s' must be up to 14 digits.", text=text), {"address": "invalid"})
         return text.zfill(14)
     try:
         driver.check_address(text)
@@ -125,15 +129,18 @@ def probe_device(gateway: Gateway, driver_key: str, address: str, config: dict[s
     if gateway.framing in DIALIN_FRAMINGS:
         return _dialed_in(gateway, address), {}
     if gateway.framing not in TRANSPORT_FRAMING:
-        raise ValidationError(f"Gateway {gateway.name} is a push gateway; its devices cannot be read on demand.",
+        raise ValidationError(_l("Gateway %(name)s is a push gateway; its devices cannot be read on "
+                                 "demand.",
+                                 name=gateway.name),
                               {"gateway_id": "push"})
     driver = _driver(driver_key)
     try:
         return asyncio.run(_probe(gateway, driver, address, config))
     except (DeviceError, OSError, asyncio.TimeoutError) as err:
         raise ValidationError(
-            f"The device at address {address} on gateway {gateway.name} ({gateway.host}:{gateway.port}) did not "
-            f"answer: {err or type(err).__name__}. Check the wiring, the address and the gateway, then try again.",
+            _l("The device at address %(address)s on gateway %(name)s (%(host)s:%(port)s) did not "
+               "answer: %(value)s. Check the wiring, the address and the gateway, then try again.",
+               address=address, name=gateway.name, host=gateway.host, port=gateway.port, value=err or type(err).__name__),
             {"address": "no answer"},
         ) from err
 
@@ -153,8 +160,9 @@ def _dialed_in(gateway: Gateway, address: str) -> str:
     seen = {k.decode(): json.loads(v) for k, v in get_redis(current_app).hgetall(seen_key(ns)).items()}
     recent = sorted(serial for serial, info in seen.items() if time.time() - float(info.get("at", 0)) < 86400)
     if not recent:
-        raise ValidationError("No 4G meter has dialed in during the last day. Power the meter, check its SIM, APN "
-                              "and server address (the meterhub dialin listener), then try again.",
+        raise ValidationError(_l("No 4G meter has dialed in during the last day. Power the meter, check "
+                                 "its SIM, APN and server address (the meterhub dialin listener), then "
+                                 "try again."),
                               {"serial": "not dialed in"})
     return ",".join(recent)
 
@@ -192,17 +200,21 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
     try:
         config = driver.validate_config(spec.config)
     except jsonschema.ValidationError as err:
-        raise ValidationError(f"Device config is invalid for driver {driver.key}: {err.message}",
+        raise ValidationError(_l("Device config is invalid for driver %(key)s: %(message)s",
+                                 key=driver.key, message=err.message),
                               {"config": err.message}) from err
     serial = (spec.serial or "").strip()
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", serial):
-        raise ValidationError(f"Serial '{serial}' must be 1–64 letters, digits, '-' or '_'.", {"serial": "invalid"})
+        raise ValidationError(_l("Serial '%(serial)s' must be 1–64 letters, digits, '-' or '_'.",
+                                 serial=serial), {"serial": "invalid"})
     address = normalise_address(driver, gateway.framing, spec.address)
     if session.execute(select(Device.id).where(Device.group_id == gateway.group_id,
                                                Device.driver_key == driver.key, Device.serial == serial)).first():
-        raise ValidationError(f"A {driver.model} with serial {serial} is onboarded already.", {"serial": "taken"})
+        raise ValidationError(_l("A %(model)s with serial %(serial)s is onboarded already.",
+                                 model=driver.model, serial=serial), {"serial": "taken"})
     if session.execute(select(Device.id).where(Device.gateway_id == gateway.id, Device.address == address)).first():
-        raise ValidationError(f"Address {address} on gateway {gateway.name} is used by another device.",
+        raise ValidationError(_l("Address %(address)s on gateway %(name)s is used by another device.",
+                                 address=address, name=gateway.name),
                               {"address": "taken"})
     channels = driver.channels(config)
     room_ids = list(spec.room_ids)[:channels]
@@ -211,19 +223,22 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
         found = set(session.execute(select(Room.id).where(Room.id.in_(wanted or {-1}),
                                                           Room.property_id == gateway.property_id)).scalars())
         if wanted - found:
-            raise ValidationError("A room in the mapping is not in this gateway's property.", {"room_ids": "unknown"})
+            raise ValidationError(_l("A room in the mapping is not in this gateway's property."), {"room_ids": "unknown"})
     if verify:
         answered, detected = probe_device(gateway, driver.key, address, config)
         config = driver.validate_config({**config, **detected})
         if gateway.framing in DIALIN_FRAMINGS:
             if serial not in answered.split(","):
-                raise ValidationError(f"No 4G meter with identity {serial} has dialed in during the last day; the "
-                                      "identity is on the meter's label and in its registration.",
+                raise ValidationError(_l("No 4G meter with identity %(serial)s has dialed in during the "
+                                         "last day; the identity is on the meter's label and in its "
+                                         "registration.",
+                                         serial=serial),
                                       {"serial": "not dialed in"})
         elif not same_serial(answered, serial):
             raise ValidationError(
-                f"The device at address {address} answers with serial {answered}, but {serial} was given. "
-                "Scan the label of the device at this address, or fix the address.", {"serial": "mismatch"})
+                _l("The device at address %(address)s answers with serial %(answered)s, but %(serial)s "
+                   "was given. Scan the label of the device at this address, or fix the address.",
+                   address=address, answered=answered, serial=serial), {"serial": "mismatch"})
     device = Device(group_id=gateway.group_id, property_id=gateway.property_id, gateway_id=gateway.id,
                     driver_key=driver.key, address=address, serial=serial, config=config,
                     status="online" if verify else "unknown")
@@ -259,7 +274,7 @@ def decode_qr_image(data: bytes) -> str:
     too_big = ValidationError(f"The photo has more than {MAX_PHOTO_PIXELS // 1_000_000} megapixels; take it at a "
                               "lower resolution or crop it to the label.", {"photo": "too many pixels"})
     if len(data) > MAX_PHOTO_BYTES:
-        raise ValidationError("The photo is larger than 15 MB; take a smaller one.", {"photo": "too large"})
+        raise ValidationError(_l("The photo is larger than 15 MB; take a smaller one."), {"photo": "too large"})
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -285,5 +300,6 @@ def decode_qr_image(data: bytes) -> str:
     for result in zxingcpp.read_barcodes(rgb):
         if result.text:
             return result.text
-    raise ValidationError("No QR code found in the photo; hold the camera closer and keep the label flat.",
+    raise ValidationError(_l("No QR code found in the photo; hold the camera closer and keep the label "
+                             "flat."),
                           {"photo": "no code"})

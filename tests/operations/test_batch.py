@@ -109,10 +109,10 @@ def test_thousand_meters_with_faults_then_retry(site, fleet):
         audited = s.execute(select(func.count()).select_from(AuditEntry).where(
             AuditEntry.group_id == site.group_id, AuditEntry.action == "command.confirmed")).scalar_one()
         assert audited == 893
-        sheet = load_workbook(io.BytesIO(results_xlsx(s, batch)))["results"]
+        sheet = load_workbook(io.BytesIO(results_xlsx(s, batch)))["Results"]  # headers and values in words
         rows = list(sheet.iter_rows(values_only=True))
-        assert len(rows) == 1001 and rows[0][:6] == ("meter_id", "serial", "channel", "room", "status", "reason")
-        assert sum(1 for r in rows[1:] if r[4] == "failed") == 100
+        assert len(rows) == 1001 and rows[0][:6] == ("Meter", "Serial", "Channel", "Room", "Result", "Reason")
+        assert sum(1 for r in rows[1:] if r[4] == "Failed") == 100
     devices.healed = True
     with site.app.app_context(), service_session() as s:
         assert len(retry_failed(s, s.get(Batch, batch_id), actor="amy")) == 100

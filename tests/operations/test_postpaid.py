@@ -66,8 +66,9 @@ def test_bill_lifecycle_pdf_and_export(site):
             PortalMessage.account_id == account)).scalar_one() == 1
         sheet = load_workbook(io.BytesIO(unpaid_xlsx(s, lambda q: q.where(
             __import__("meterhub.modules.postpaid.models", fromlist=["Bill"]).Bill.group_id == site.group_id))))
-        rows = list(sheet["unpaid"].iter_rows(values_only=True))
-        assert rows[1][0] == number and rows[1][5] == "overdue" and rows[1][8] == 33.33
+        rows = list(sheet["Unpaid bills"].iter_rows(values_only=True))
+        assert rows[0][:3] == ("Bill number", "Account", "Customer")
+        assert rows[1][0] == number and rows[1][5] == "Overdue" and rows[1][8] == 33.33
         bill = postpaid.load_bill(s, site.group_id, bill_id)
         text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(bill_pdf(s, bill))).pages)
         assert number in text and "63.33" in text and "33.33" in text and "Tenant 0" in text

@@ -8,12 +8,13 @@ period (or one overlapping it) cannot be posted again: reverse it first, then po
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ...errors import NotFound, ValidationError
+from ...i18n import _l, stored
 from ...ledger import post as ledger
 from ...ledger.models import Entry
 from ...models import utcnow
@@ -47,7 +48,7 @@ def _dispositions(session: Session, rule: ApportionRule, statement: Statement) -
             line.disposition = "billed"
         elif account.status != "open":
             line.disposition = "billed"
-            line.why += f"; account {account.status}: billed instead of deducted"
+            line.why.append(_l("account not open: billed instead of deducted"))
         else:
             line.disposition = "deducted"
 
@@ -58,13 +59,14 @@ def post_run(session: Session, group_id: int, rule_id: int, start: datetime, end
     rule = session.execute(select(ApportionRule).where(ApportionRule.id == rule_id, ApportionRule.group_id == group_id)
                            .with_for_update()).scalar()
     if rule is None:
-        raise NotFound(f"apportioning rule {rule_id} not found")
+        raise NotFound(_l("Apportioning rule %(rule)s not found.", rule=rule_id))
     clash = session.execute(select(ApportionRun).where(
         ApportionRun.rule_id == rule.id, ApportionRun.status == "posted",
         ApportionRun.period_start < end, ApportionRun.period_end > start)).scalar()
     if clash is not None:
-        raise AlreadyPosted(f"rule {rule.name!r} is already posted for {clash.period_start.date()}–"
-                            f"{clash.period_end.date()} (run {clash.id}); reverse that run to correct it",
+        raise AlreadyPosted(_l("The rule %(rule)s is already posted for %(start)s–%(end)s (run %(run)s); reverse "
+                               "that run to correct it.", rule=rule.name, start=clash.period_start.date(),
+                               end=clash.period_end.date(), run=clash.id),
                             {"period": "already posted"})
     statement = compute(session, group_id, rule.id, start, end)
     _dispositions(session, rule, statement)
@@ -91,12 +93,15 @@ def post_run(session: Session, group_id: int, rule_id: int, start: datetime, end
                 request={"op": "apportion", "run": run.id, "account": account.id, "amount": str(line.amount)},
                 legs=[(account.wallet_account_id, -line.amount), (revenue, line.amount)],
                 wallet_account_id=account.wallet_account_id, amount=-line.amount, actor=actor,
-                operator_id=operator_id, reason=f"apportioning {rule.name} {start.date()}–{end.date()}")
+                operator_id=operator_id, reason=stored(_l("Public-area share (%(rule)s) %(start)s–%(end)s: %(basis)s",
+                                                          rule=rule.name, start=start.date(),
+                                                          end=(end - timedelta(seconds=1)).date(),
+                                                          basis=line.why.parts[0]), 300))
             transfer_id = transfer.id
             debited.append(account.id)
         session.add(ApportionShare(group_id=group_id, run_id=run.id, account_id=line.account_id, weight=line.weight,
                                    amount=line.amount, disposition=line.disposition, transfer_id=transfer_id,
-                                   note=line.why[:300]))
+                                   note=stored(line.why, 300)))
     session.flush()
     audit.record(session, group_id, "apportion.post", actor=actor, operator_id=operator_id, object_type="apportion_run",
                  object_id=run.id, detail={"rule": rule.id, "start": start.isoformat(), "end": end.isoformat(),
@@ -110,16 +115,19 @@ def reverse_run(session: Session, group_id: int, run_id: int, reason: str, *, ac
                 operator_id: int | None = None) -> ApportionRun:
     """Undo a posted run: opposite transfers for deducted shares; billed shares must not be on a bill yet."""
     if not reason.strip():
-        raise ValidationError("a reversal needs a reason", {"reason": "required"})
+        raise ValidationError(_l("A reversal needs a reason."), {"reason": "required"})
     run = session.execute(select(ApportionRun).where(ApportionRun.id == run_id, ApportionRun.group_id == group_id)
                           .with_for_update()).scalar()
     if run is None:
-        raise NotFound(f"apportioning run {run_id} not found")
+        raise NotFound(_l("Apportioning run %(run)s not found.", run=run_id))
     if run.status != "posted":
-        raise ValidationError(f"run {run.id} is {run.status}; only a posted run can be reversed", {"status": "state"})
+        raise ValidationError(_l("Run %(run)s is already reversed; only a posted run can be reversed.", run=run.id),
+                              {"status": "state"})
     shares = list(session.execute(select(ApportionShare).where(ApportionShare.run_id == run.id)).scalars())
     if billed := [s.account_id for s in shares if s.bill_id is not None]:
-        raise ValidationError(f"shares of accounts {billed} are already on bills; void those bills first",
+        raise ValidationError(_l("Shares of accounts %(accounts)s are already on bills; void those bills first.",
+                                 accounts=", ".join(a.number for a in session.execute(select(PrepaidAccount).where(
+                                     PrepaidAccount.id.in_(billed))).scalars())),
                               {"bills": "billed"})
     touched = []
     for share in shares:
@@ -131,7 +139,8 @@ def reverse_run(session: Session, group_id: int, run_id: int, reason: str, *, ac
             ledger.post_transfer(session, group_id, kind="reversal", key=f"apportion-reversal:{share.transfer_id}",
                                  request={"op": "apportion-reversal", "transfer": share.transfer_id}, legs=legs,
                                  wallet_account_id=account.wallet_account_id, amount=share.amount,
-                                 reverses_transfer_id=share.transfer_id, reason=reason.strip()[:300], actor=actor,
+                                 reverses_transfer_id=share.transfer_id, actor=actor,
+                                 reason=stored(_l("Public-area share reversed: %(reason)s", reason=reason.strip()), 300),
                                  operator_id=operator_id)
             touched.append(account.id)
         share.disposition = "reversed"

@@ -31,12 +31,14 @@ from sqlalchemy.orm import Session
 
 from ...devices.models import Meter
 from ...errors import NotFound, ValidationError
+from ...i18n import Joined, _l, joined, stored
 from ...ledger.money import CENT, round_money
 from ...tariffs import service as tariffs
 from ...tariffs.pricing import price_interval
 from ...tenants.models import Property, Room
 from ..prepaid.models import MeterState, PrepaidAccount
 from .models import ApportionMember, ApportionRule, ApportionSubMeter
+from ...tenants.lookup import label_of
 from .usage import MeterUsage, period_usage, window_usage
 
 ZERO = Decimal(0)
@@ -55,7 +57,7 @@ class ShareLine:
     amount: Decimal = ZERO
     remainder: Decimal = ZERO
     disposition: str = "deducted"
-    why: str = ""
+    why: Joined = field(default_factory=Joined)  # the reason, a message per step (shown in the reader's language)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Statement:
     usage: Decimal
     amount: Decimal
     lines: list[ShareLine] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)  # messages (lazy strings)
 
     def as_json(self) -> dict[str, Any]:
         """The statement as JSON-safe data (stored with the posted run)."""
@@ -79,17 +81,18 @@ class Statement:
                     "last_ts": u.last_ts.isoformat() if u.last_ts else None}
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "parent": meter(self.parent),
                 "subs": [meter(s) for s in self.subs], "usage": str(self.usage), "amount": str(self.amount),
-                "warnings": self.warnings,
+                "warnings": [stored(w) for w in self.warnings],
                 "lines": [{"account_id": ln.account_id, "number": ln.number, "customer": ln.customer,
                            "basis": str(ln.basis), "open_fraction": str(ln.open_fraction), "weight": str(ln.weight),
                            "amount": str(ln.amount), "remainder": str(ln.remainder), "disposition": ln.disposition,
-                           "why": ln.why} for ln in self.lines]}
+                           "why": stored(ln.why)} for ln in self.lines]}
 
 
 def period_bounds(tz: str, first_day: date, end_day: date) -> tuple[datetime, datetime]:
     """Local midnights of ``first_day`` and ``end_day`` (exclusive) as aware datetimes."""
     if end_day <= first_day:
-        raise ValidationError(f"the period end {end_day} must be after its start {first_day}", {"end": "order"})
+        raise ValidationError(_l("The period end %(end)s must be after its start %(start)s.", end=end_day,
+                                 start=first_day), {"end": "order"})
     zone = ZoneInfo(tz)
     return datetime.combine(first_day, time(), zone), datetime.combine(end_day, time(), zone)
 
@@ -113,7 +116,7 @@ def load_rule(session: Session, group_id: int, rule_id: int) -> ApportionRule:
     """The group's rule or NotFound."""
     rule = session.get(ApportionRule, rule_id)
     if rule is None or rule.group_id != group_id:
-        raise NotFound(f"apportioning rule {rule_id} not found")
+        raise NotFound(_l("Apportioning rule %(rule)s not found.", rule=rule_id))
     return rule
 
 
@@ -130,15 +133,20 @@ def _account_usage(session: Session, utility: str, members: list[tuple[Apportion
 
 
 def _basis(rule: ApportionRule, session: Session, member: ApportionMember, account: PrepaidAccount,
-           usage: dict[int, Decimal]) -> tuple[Decimal, str]:
+           usage: dict[int, Decimal]) -> tuple[Decimal, Any]:
     if rule.method == "ratio":
-        return Decimal(member.ratio), f"ratio {member.ratio}"
+        return Decimal(member.ratio), _l("ratio %(ratio)s", ratio=f"{Decimal(member.ratio).normalize():f}")
     if rule.method == "area":
         room = session.get(Room, account.room_id) if account.room_id else None
         area = Decimal(room.area_m2) if room else ZERO
-        return area, f"room {room.number} {area} m²" if room else "no room: 0 m²"
+        return area, (_l("room %(room)s: %(area)s m²", room=room.label, area=area) if room
+                      else _l("no room: 0 m²"))
     value = usage.get(account.id, ZERO)
-    return value, f"own usage {value}"
+    return value, _l("own usage %(usage)s", usage=value)
+
+
+def _meter_name(session: Session, group_id: int, meter_id: int) -> str:
+    return label_of(session, group_id, "meter", meter_id) or str(meter_id)
 
 
 def compute(session: Session, group_id: int, rule_id: int, start: datetime, end: datetime) -> Statement:
@@ -152,14 +160,18 @@ def compute(session: Session, group_id: int, rule_id: int, start: datetime, end:
     measured = period_usage(session, [rule.parent_meter_id, *sub_ids], start, end, utility)
     parent = measured[rule.parent_meter_id]
     if parent.no_data or parent.last_ts is None or parent.last_ts <= start:
-        raise ValidationError(f"parent meter {rule.parent_meter_id} has no good reading in the period "
-                              f"{start.date()}–{end.date()}; collect it before apportioning", {"parent": "no data"})
+        raise ValidationError(_l("The parent meter %(meter)s has no good reading in the period %(start)s–%(end)s; "
+                                 "collect it before apportioning.", meter=_meter_name(session, group_id, rule.parent_meter_id),
+                                 start=start.date(), end=end.date()), {"parent": "no data"})
     subs = [measured[m] for m in sub_ids]
-    warnings = [f"sub-meter {s.meter_id} offline since {s.last_ts.isoformat() if s.last_ts else 'ever'}: counted "
-                f"up to its last good reading" for s in subs if s.offline]
+    warnings: list[Any] = [
+        _l("Sub-meter %(meter)s offline since %(since)s: counted up to its last good reading.",
+           meter=_meter_name(session, group_id, s.meter_id), since=s.last_ts) if s.last_ts else
+        _l("Sub-meter %(meter)s never gave a good reading: counted as 0.", meter=_meter_name(session, group_id, s.meter_id))
+        for s in subs if s.offline]
     usage = parent.usage - (sum((s.usage for s in subs), ZERO) if rule.subtract_sub_meters else ZERO)
     if usage < 0:
-        warnings.append(f"sub-meters used {-usage} more than the parent meter; nothing to share")
+        warnings.append(_l("The sub-meters used %(usage)s more than the parent meter; nothing to share.", usage=-usage))
         usage = ZERO
     version = tariffs.version_at(session, rule.tariff_id, start)
     price = price_interval(tariffs.as_plan(version), start, end, tz, usage) if usage else None
@@ -174,12 +186,14 @@ def compute(session: Session, group_id: int, rule_id: int, start: datetime, end:
     for member, account in members:
         window = windows.get(account.id)
         fraction = Decimal((window[1] - window[0]).total_seconds()) / period_seconds if window else ZERO
-        basis, why = _basis(rule, session, member, account, usage_by_account)
+        basis, reason = _basis(rule, session, member, account, usage_by_account)
+        why = joined(reason)
         weight = basis if rule.method == "usage" else basis * fraction
         if window is None:
-            why += "; not open in the period"
+            why.append(_l("not open in the period"))
         elif fraction < 1 and rule.method != "usage":
-            why += f"; open {window[0].date()}–{window[1].date()} ({fraction:.4f} of the period)"
+            why.append(_l("open %(start)s–%(end)s (%(fraction)s of the period)", start=window[0].date(),
+                          end=window[1].date(), fraction=f"{fraction:.4f}"))
         statement.lines.append(ShareLine(account.id, account.number, account.customer_name, basis,
                                          fraction, weight if window else ZERO, why=why))
     _distribute(statement, rule.remainder_account_id)
@@ -189,13 +203,14 @@ def compute(session: Session, group_id: int, rule_id: int, start: datetime, end:
 def _distribute(statement: Statement, remainder_account_id: int | None) -> None:
     total_weight = sum((ln.weight for ln in statement.lines), ZERO)
     if statement.amount and not total_weight:
-        raise ValidationError("no member account shares this period (all weights are 0); add members or check "
-                              "their rooms' areas", {"members": "no weight"})
+        raise ValidationError(_l("No member account shares this period (all weights are 0); add members or check "
+                                 "their rooms' areas."), {"members": "no weight"})
     for line in statement.lines:
         exact = statement.amount * line.weight / total_weight if total_weight else ZERO
         line.amount = exact.quantize(CENT, rounding=ROUND_DOWN)
         if line.weight:
-            line.why += f" → {line.weight:.4f}/{total_weight:.4f} of {statement.amount} = {exact:.6f}"
+            line.why.append(_l("%(weight)s/%(total)s of %(amount)s = %(exact)s", weight=f"{line.weight:.4f}",
+                               total=f"{total_weight:.4f}", amount=statement.amount, exact=f"{exact:.6f}"))
     remainder = statement.amount - sum((ln.amount for ln in statement.lines), ZERO)
     if remainder:
         sharing = [ln for ln in statement.lines if ln.weight]
@@ -203,4 +218,4 @@ def _distribute(statement: Statement, remainder_account_id: int | None) -> None:
         target = target or max(sharing, key=lambda ln: (ln.amount, -ln.account_id))
         target.amount += remainder
         target.remainder = remainder
-        target.why += f"; + rounding remainder {remainder}"
+        target.why.append(_l("+ rounding remainder %(amount)s", amount=remainder))

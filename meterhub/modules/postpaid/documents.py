@@ -1,11 +1,12 @@
-"""Bill documents: the PDF bill (Chinese and English, reportlab's built-in CJK font) and the Excel export
-of unpaid and overdue bills."""
+"""Bill documents: the PDF bill (in the reader's language, reportlab's built-in CJK font) and the Excel export
+of unpaid and overdue bills (headers and statuses translated)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable
 
+from flask_babel import gettext as _
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
@@ -14,6 +15,8 @@ from reportlab.pdfgen import canvas
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...i18n import _l, shown
+from ...labels import label
 from ...spreadsheets import sheet_bytes
 from ...tenants.models import Property
 from ..prepaid.models import PrepaidAccount
@@ -35,7 +38,7 @@ def bill_pdf(session: Session, bill: Bill) -> bytes:
     lines = list(session.execute(select(BillLine).where(BillLine.bill_id == bill.id).order_by(BillLine.id)).scalars())
     out = io.BytesIO()
     pdf = canvas.Canvas(out, pagesize=A4, invariant=True)
-    pdf.setTitle(f"Bill {bill.number}")
+    pdf.setTitle(_("Bill %(bill)s", bill=bill.number))
     font = _font()
     width, height = A4
     y = height - 25 * mm
@@ -44,37 +47,37 @@ def bill_pdf(session: Session, bill: Bill) -> bytes:
         pdf.setFont(font, size)
         pdf.drawString(x, y, value)
 
-    text(20 * mm, f"账单 Bill {bill.number}", 16)
+    text(20 * mm, _("Bill %(bill)s", bill=bill.number), 16)
     y -= 10 * mm
-    for label, value in (("项目 Property", prop.name), ("户号 Account", account.number),
-                         ("客户 Customer", account.customer_name or "-"),
-                         ("账期 Period", f"{bill.period_start} – {bill.period_end}"),
-                         ("状态 Status", bill.status), ("到期 Due", str(bill.due_date or "-"))):
-        text(20 * mm, f"{label}: {value}")
+    for name, value in ((_("Property"), prop.name), (_("Account"), account.number),
+                        (_("Customer"), account.customer_name or "-"),
+                        (_("Period"), f"{bill.period_start} – {bill.period_end}"),
+                        (_("Status"), label(bill.status, "bill_status")), (_("Due"), str(bill.due_date or "-"))):
+        text(20 * mm, f"{name}: {value}")
         y -= 6 * mm
     y -= 4 * mm
-    text(20 * mm, "明细 Items", 12)
+    text(20 * mm, _("Items"), 12)
     y -= 7 * mm
     for line in lines:
         if y < 30 * mm:
             pdf.showPage()
             y = height - 25 * mm
-        text(20 * mm, line.description[:80], 9)
+        text(20 * mm, shown(line.description)[:80], 9)
         pdf.setFont(font, 9)
         pdf.drawRightString(width - 20 * mm, y, f"{line.amount:.2f}")
         y -= 6 * mm
     y -= 4 * mm
-    for label, value in (("合计 Total", bill.total), ("已付 Paid", bill.paid), ("应付 Outstanding", bill.outstanding)):
-        text(20 * mm, label, 11)
-        pdf.drawRightString(width - 20 * mm, y, f"{value:.2f} CNY")
+    for name, value in ((_("Total"), bill.total), (_("Paid"), bill.paid), (_("Outstanding"), bill.outstanding)):
+        text(20 * mm, name, 11)
+        pdf.drawRightString(width - 20 * mm, y, f"¥{value:.2f}")
         y -= 7 * mm
     pdf.showPage()
     pdf.save()
     return out.getvalue()
 
 
-UNPAID_HEADER = ("number", "account", "customer", "period_start", "period_end", "status", "total", "paid",
-                 "outstanding", "due_date")
+UNPAID_HEADER = (_l("Bill number"), _l("Account"), _l("Customer"), _l("Period start"), _l("Period end"),
+                 _l("Status"), _l("Total"), _l("Paid"), _l("Outstanding"), _l("Due date"))
 
 
 def unpaid_rows(session: Session, bills: Iterable[Bill]) -> list[tuple]:
@@ -83,7 +86,7 @@ def unpaid_rows(session: Session, bills: Iterable[Bill]) -> list[tuple]:
     for bill in bills:
         account = session.get(PrepaidAccount, bill.account_id)
         rows.append((bill.number, account.number, account.customer_name, bill.period_start, bill.period_end,
-                     bill.status, float(bill.total), float(bill.paid), float(bill.outstanding), bill.due_date))
+                     str(label(bill.status, "bill_status")), float(bill.total), float(bill.paid), float(bill.outstanding), bill.due_date))
     return rows
 
 
@@ -92,4 +95,4 @@ def unpaid_xlsx(session: Session, stmt_filter=None) -> bytes:  # noqa: ANN001
     stmt = select(Bill).where(Bill.status.in_(UNPAID)).order_by(Bill.due_date, Bill.id)
     if stmt_filter is not None:
         stmt = stmt_filter(stmt)
-    return sheet_bytes("unpaid", UNPAID_HEADER, unpaid_rows(session, session.execute(stmt).scalars()))
+    return sheet_bytes(_("Unpaid bills"), [str(h) for h in UNPAID_HEADER], unpaid_rows(session, session.execute(stmt).scalars()))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ...db import service_session
 from ...devices.models import Meter
 from ...errors import NotFound, ValidationError
+from ...i18n import _l, joined, stored
 from ...ledger import post as ledger
 from ...ledger.models import CHANNEL_ACCOUNT
 from ...ledger.money import parse_amount, round_money
@@ -30,7 +31,7 @@ from ...tariffs import service as tariffs
 from ...tariffs.pricing import price_interval
 from ...tenants import audit
 from ...tenants.models import Property
-from ..apportion.models import ApportionShare
+from ..apportion.models import ApportionRule, ApportionRun, ApportionShare
 from ..apportion.statement import period_bounds
 from ..apportion.usage import window_usage
 from ..billing_items.models import BillingCharge, BillingItem
@@ -44,7 +45,7 @@ ZERO = Decimal(0)
 def _account(session: Session, group_id: int, account_id: int) -> PrepaidAccount:
     account = session.get(PrepaidAccount, account_id)
     if account is None or account.group_id != group_id:
-        raise NotFound(f"account {account_id} not found")
+        raise NotFound(_l("Account %(account)s not found.", account=account_id))
     return account
 
 
@@ -53,7 +54,7 @@ def load_bill(session: Session, group_id: int, bill_id: int, *, lock: bool = Fal
     stmt = select(Bill).where(Bill.id == bill_id, Bill.group_id == group_id)
     bill = session.execute(stmt.with_for_update() if lock else stmt).scalar()
     if bill is None:
-        raise NotFound(f"bill {bill_id} not found")
+        raise NotFound(_l("Bill %(bill)s not found.", bill=bill_id))
     return bill
 
 
@@ -62,7 +63,8 @@ def make_postpaid(session: Session, group_id: int, account_id: int, *, due_days:
     """Bill this open account per period from now on (its meters stop prepaid charging)."""
     account = _account(session, group_id, account_id)
     if account.status != "open":
-        raise ValidationError(f"account {account.number} is {account.status}; open it first", {"status": "state"})
+        raise ValidationError(_l("Account %(account)s is not open; open it first.", account=account.number),
+                              {"status": "state"})
     if not 0 <= due_days <= 120:
         raise ValidationError("due days must be 0–120", {"due_days": "range"})
     session.execute(update(MeterState).where(MeterState.account_id == account.id).values(active=False))
@@ -84,15 +86,26 @@ def _usage_lines(session: Session, account: PrepaidAccount, start: datetime, end
         used = window_usage(session, [(meter.id, start, end)], meter.utility)[0]
         tariff = tariffs.resolve_tariff(session, meter)
         if tariff is None:
-            raise ValidationError(f"meter {meter.id} has no price plan; assign one before billing", {"tariff": "none"})
+            raise ValidationError(_l("Meter %(meter)s has no price plan; assign one before billing.",
+                                     meter=meter.name or meter.id), {"tariff": "none"})
         plan = tariffs.as_plan(tariffs.version_at(session, tariff.id, start))
         cost = price_interval(plan, start, end, tz, used.usage).cost if used.usage else ZERO
         unit = "kWh" if meter.utility == "electricity" else "m³"
-        note = " (offline: counted to its last reading)" if used.offline else ""
-        lines.append(BillLine(kind="usage", description=f"meter {meter.id} {meter.name} {used.usage} {unit} × "
-                                                        f"{tariff.name}{note}"[:300],
+        usage = _l("Usage of meter %(meter)s: %(usage)s %(unit)s × %(plan)s", meter=meter.name or meter.id,
+                   usage=used.usage, unit=unit, plan=tariff.name)
+        description = joined(usage, _l("offline: counted to its last reading")) if used.offline else usage
+        lines.append(BillLine(kind="usage", description=stored(description, 300),
                               quantity=used.usage, amount=round_money(cost), source_id=meter.id))
     return lines
+
+
+def _share_description(session: Session, share: ApportionShare) -> object:
+    run = session.get(ApportionRun, share.run_id)
+    rule = session.get(ApportionRule, run.rule_id)
+    tz = ZoneInfo(session.get(Property, run.property_id).timezone)
+    return _l("Public-area share (%(rule)s) %(start)s–%(end)s", rule=rule.name,
+              start=run.period_start.astimezone(tz).date(),
+              end=(run.period_end.astimezone(tz) - timedelta(seconds=1)).date())
 
 
 def generate_bill(session: Session, group_id: int, account_id: int, first_day: date, end_day: date, *, actor: str,
@@ -100,12 +113,14 @@ def generate_bill(session: Session, group_id: int, account_id: int, first_day: d
     """A draft bill for ``[first_day, end_day)``: metered usage, unbilled apportioned shares and billing items."""
     account = _account(session, group_id, account_id)
     if session.get(PostpaidAccount, account.id) is None and account.status != "closed":
-        raise ValidationError(f"account {account.number} is prepaid; make it post-paid first", {"account": "prepaid"})
+        raise ValidationError(_l("Account %(account)s is prepaid; make it post-paid first.", account=account.number),
+                              {"account": "prepaid"})
     tz = session.get(Property, account.property_id).timezone
     start, end = period_bounds(tz, first_day, end_day)
     if session.execute(select(Bill.id).where(Bill.account_id == account.id, Bill.status != "void",
                                              Bill.period_start < end_day, Bill.period_end > first_day)).first():
-        raise ValidationError(f"account {account.number} already has a bill overlapping {first_day}–{end_day}",
+        raise ValidationError(_l("Account %(account)s already has a bill overlapping %(start)s–%(end)s.",
+                                 account=account.number, start=first_day, end=end_day),
                               {"period": "billed"})
     number = f"B{group_id}-{account.number}-{first_day:%Y%m%d}"
     bill = Bill(group_id=group_id, property_id=account.property_id, account_id=account.id, number=number,
@@ -117,14 +132,15 @@ def generate_bill(session: Session, group_id: int, account_id: int, first_day: d
             ApportionShare.account_id == account.id, ApportionShare.disposition == "billed",
             ApportionShare.bill_id.is_(None)).with_for_update()).scalars():
         share.bill_id = bill.id
-        lines.append(BillLine(kind="apportion", description=f"apportioned share (run {share.run_id})",
+        lines.append(BillLine(kind="apportion", description=stored(_share_description(session, share), 300),
                               amount=share.amount, source_id=share.id))
     for charge, name in session.execute(select(BillingCharge, BillingItem.name).join(
             BillingItem, BillingItem.id == BillingCharge.item_id).where(
             BillingCharge.account_id == account.id, BillingCharge.status == "billed",
             BillingCharge.bill_id.is_(None), BillingCharge.due_date < end_day).with_for_update(of=BillingCharge)):
         charge.bill_id = bill.id
-        lines.append(BillLine(kind="item", description=f"{name} due {charge.due_date}", amount=charge.amount,
+        lines.append(BillLine(kind="item", description=stored(_l("%(item)s due %(date)s", item=name,
+                                                                 date=charge.due_date), 300), amount=charge.amount,
                               source_id=charge.id))
     for line in lines:
         line.group_id, line.bill_id = group_id, bill.id
@@ -146,7 +162,8 @@ def confirm_bill(session: Session, group_id: int, bill_id: int, *, today: date |
     """Draft → confirmed: the bill is owed (receivable booked) and due after the account's due days."""
     bill = load_bill(session, group_id, bill_id, lock=True)
     if bill.status != "draft":
-        raise ValidationError(f"bill {bill.number} is {bill.status}; only a draft can be confirmed", {"status": "state"})
+        raise ValidationError(_l("Bill %(bill)s is not a draft; only a draft can be confirmed.", bill=bill.number),
+                              {"status": "state"})
     account = session.get(PrepaidAccount, bill.account_id)
     settings = session.get(PostpaidAccount, account.id)
     today = today or utcnow().astimezone(ZoneInfo(session.get(Property, bill.property_id).timezone)).date()
@@ -158,7 +175,7 @@ def confirm_bill(session: Session, group_id: int, bill_id: int, *, today: date |
         ledger.post_transfer(session, group_id, kind="bill", key=f"bill:{bill.id}:confirm",
                              request={"op": "bill", "bill": bill.id, "total": str(bill.total)},
                              legs=[(_receivable(session, account), -bill.total), (revenue, bill.total)],
-                             amount=-bill.total, actor=actor, operator_id=operator_id, reason=f"bill {bill.number}")
+                             amount=-bill.total, actor=actor, operator_id=operator_id, reason=stored(_l("Bill %(bill)s", bill=bill.number)))
     audit.record(session, group_id, "postpaid.bill.confirm", actor=actor, operator_id=operator_id,
                  object_type="bill", object_id=bill.id, detail={"total": str(bill.total),
                                                                 "due": bill.due_date.isoformat()})
@@ -178,9 +195,10 @@ def record_payment(session: Session, group_id: int, bill_id: int, amount: object
         ledger.check_replay(existing, ledger.request_hash(request), key)
         return bill
     if bill.status not in UNPAID:
-        raise ValidationError(f"bill {bill.number} is {bill.status}; nothing to pay", {"status": "state"})
+        raise ValidationError(_l("Bill %(bill)s has nothing left to pay.", bill=bill.number), {"status": "state"})
     if value > bill.outstanding:
-        raise ValidationError(f"bill {bill.number} has {bill.outstanding} outstanding; {value} is too much",
+        raise ValidationError(_l("Bill %(bill)s has ¥%(outstanding)s outstanding; ¥%(amount)s is too much.",
+                                 bill=bill.number, outstanding=bill.outstanding, amount=value),
                               {"amount": "too much"})
     account = session.get(PrepaidAccount, bill.account_id)
     funding = ledger.ensure_account(session, group_id, CHANNEL_ACCOUNT[channel],
@@ -189,7 +207,7 @@ def record_payment(session: Session, group_id: int, bill_id: int, amount: object
         session, group_id, kind="bill_payment", key=key, request=request,
         legs=[(_receivable(session, account), value), (funding, -value)], amount=value, channel=channel,
         receipt_no=ledger.next_receipt_no(session, group_id), actor=actor, operator_id=operator_id,
-        reason=f"payment of bill {bill.number}")
+        reason=stored(_l("Payment of bill %(bill)s", bill=bill.number)))
     session.add(BillPayment(group_id=group_id, bill_id=bill.id, transfer_id=transfer.id, amount=value, channel=channel))
     bill.paid += value
     if bill.paid == bill.total:
@@ -211,10 +229,12 @@ def remind(session: Session, bill: Bill, kind: str, day: date) -> bool:
         return False
     from ...alarms.models import PortalMessage
 
-    title = f"Bill {bill.number}: {bill.outstanding} CNY {'overdue' if kind == 'overdue' else 'due'}"
-    session.add(PortalMessage(group_id=bill.group_id, account_id=bill.account_id, title=title[:200],
-                              body=f"Please pay {bill.outstanding} CNY for {bill.period_start}–{bill.period_end} "
-                                   f"(due {bill.due_date})."))
+    title = (_l("Bill %(bill)s: ¥%(amount)s overdue", bill=bill.number, amount=bill.outstanding) if kind == "overdue"
+             else _l("Bill %(bill)s: ¥%(amount)s due", bill=bill.number, amount=bill.outstanding))
+    body = _l("Please pay ¥%(amount)s for %(start)s–%(end)s (due %(due)s).", amount=bill.outstanding,
+              start=bill.period_start, end=bill.period_end, due=bill.due_date)
+    session.add(PortalMessage(group_id=bill.group_id, account_id=bill.account_id, title=stored(title, 200),
+                              body=stored(body)))
     bill.reminded_at = utcnow()
     return True
 
