@@ -73,6 +73,9 @@ def register_web(app: Flask) -> None:
     app.add_template_filter(label, "label")
     app.add_template_filter(shown, "shown")  # stored messages (bill lines, reasons) in the reader's language
     register_filters(app)
+    from . import names
+
+    names.register(app)  # {{ alarm.subject_key|subject_name }}: property · building · room · tenant · meter
 
     @app.before_request
     def _reset_group() -> None:

@@ -20,6 +20,7 @@ from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
 
+from .names import prefetch
 from .util import local_path, permission_required, record
 
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
@@ -54,6 +55,7 @@ def index():
     if args.get("property_id", "").isdecimal():  # not isdigit(): "²" is a digit int() refuses
         stmt = stmt.where(Alarm.property_id == int(args["property_id"]))
     alarms = db.session.execute(stmt.limit(500)).scalars().all()
+    prefetch(a.subject_key for a in alarms)
     return render_template("alarms/index.html", alarms=alarms, kinds=KINDS, state=state)
 
 
@@ -90,6 +92,7 @@ def ack(alarm_id: int):
 @permission_required("group.manage")
 def notifications():
     rows = db.session.execute(select(NotificationLog).order_by(NotificationLog.id.desc()).limit(500)).scalars().all()
+    prefetch(r.subject_key for r in rows)
     return render_template("alarms/notifications.html", rows=rows)
 
 

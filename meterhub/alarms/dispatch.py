@@ -26,6 +26,7 @@ from . import secrets as secret_store
 from .kinds import KINDS
 from .models import Alarm, NotificationLog, NotifierConfig
 from .notifiers import Message
+from ..names import name_of, parse_subject_key, subject_names
 from .registry import notifiers
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,12 @@ def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group)
     """Title and text of the message for ``alarm`` (template per kind from the config, else the default)."""
     kind = KINDS[alarm.kind]
     values = _Blank({k: v for k, v in (alarm.detail or {}).items()})
-    values.update(group=group.name, kind=str(kind.label), subject=alarm.subject_key)
-    names = session.execute(text(
-        "SELECT (SELECT coalesce(nullif(m.name, ''), 'meter ' || m.id) FROM meters m WHERE m.id = :m), "
-        "(SELECT coalesce(nullif(a.customer_name, ''), a.number) FROM prepaid_accounts a WHERE a.id = :a)"),
-        {"m": alarm.meter_id, "a": alarm.account_id}).one()
-    values.update(meter=names[0] or "?", account=names[1] or "?")
+    meter, account = ("meter", alarm.meter_id), ("account", alarm.account_id)
+    subject = parse_subject_key(alarm.subject_key)
+    names = subject_names(session, alarm.group_id, [meter, account, subject])  # property · building · room · ...
+    values.update(group=group.name, kind=str(kind.label), subject=name_of(names, subject),
+                  meter=name_of(names, meter) if alarm.meter_id else "?",
+                  account=name_of(names, account) if alarm.account_id else "?")
     template = (config.settings.get("templates") or {}).get(alarm.kind) or kind.sms_template
     try:
         body = Formatter().vformat(template, (), values)
@@ -55,7 +56,8 @@ def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group)
         body = kind.sms_template.format_map(values)
     title = f"[{group.name}] {kind.label}: {values['account'] if kind.subject == 'account' else values['meter']}"
     payload = {"id": alarm.id, "group_id": alarm.group_id, "property_id": alarm.property_id, "kind": alarm.kind,
-               "state": alarm.state, "subject": alarm.subject_key, "meter_id": alarm.meter_id,
+               "state": alarm.state, "subject": alarm.subject_key, "subject_name": values["subject"],
+               "meter_id": alarm.meter_id,
                "account_id": alarm.account_id, "detail": alarm.detail, "raised_at": alarm.raised_at.isoformat()}
     return Message(title, body, payload, alarm.account_id, alarm.id)
 

@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ..names import meter_name_sql, subject_name_sql
 from .filters import ReportFilter
 from .registry import Column, ReportDefinition
 
@@ -30,6 +31,10 @@ def _stream(session: Session, sql: str, f: ReportFilter, params: dict[str, Any])
         yield tuple(_local(v, f) for v in row)
 
 
+#: An alarm's subject by its human name (property · building · room · tenant · meter), never ``meter:12``.
+SUBJECT = subject_name_sql("a.meter_id", "a.account_id", "a.device_id", "a.gateway_id")
+
+
 def _meter_room(meter_id: str) -> str:
     return f"(SELECT mr.room_id FROM meters mr WHERE mr.id = {meter_id})"
 
@@ -40,7 +45,7 @@ def alarm_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     room = f"coalesce({_meter_room('a.meter_id')}, (SELECT ar.room_id FROM prepaid_accounts ar WHERE ar.id = a.account_id))"
     where, params = f.place_sql("a.property_id", room, "a.meter_id = :meter_id")
     yield from _stream(session, (
-        "SELECT a.id, a.raised_at, a.kind, a.state, a.subject_key, p.name, a.occurrences, a.acknowledged_by_name, "
+        f"SELECT a.id, a.raised_at, a.kind, a.state, {SUBJECT}, p.name, a.occurrences, a.acknowledged_by_name, "
         "a.acknowledged_at, a.cleared_at FROM alarms a JOIN properties p ON p.id = a.property_id "
         f"WHERE a.group_id = :g AND a.raised_at >= :start AND a.raised_at < :end{where} ORDER BY a.id"), f, params)
 
@@ -51,7 +56,7 @@ def command_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     if f.extra.get("source"):
         where, params["source"] = where + " AND c.source = :source", f.extra["source"]
     yield from _stream(session, (
-        "SELECT c.id, c.created_at, p.name, c.meter_id, c.kind, c.source, c.state, c.attempts, c.actor, c.error, "
+        f"SELECT c.id, c.created_at, p.name, {meter_name_sql('c.meter_id')}, c.kind, c.source, c.state, c.attempts, c.actor, c.error, "
         "c.done_at FROM commands c JOIN properties p ON p.id = c.property_id "
         f"WHERE c.group_id = :g AND c.created_at >= :start AND c.created_at < :end{where} ORDER BY c.id"), f, params)
 
@@ -60,7 +65,7 @@ def batch_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """Per-meter results of the batch operations created in the period."""
     where, params = f.place_sql("b.property_id", _meter_room("i.meter_id"), "i.meter_id = :meter_id")
     yield from _stream(session, (
-        "SELECT b.id, b.created_at, b.action, b.status, b.actor, i.meter_id, i.status, i.reason, c.state, "
+        f"SELECT b.id, b.created_at, b.action, b.status, b.actor, {meter_name_sql('i.meter_id')}, i.status, i.reason, c.state, "
         "i.attempts, i.updated_at FROM batches b JOIN batch_items i ON i.batch_id = b.id "
         "LEFT JOIN commands c ON c.id = i.command_id "
         f"WHERE b.group_id = :g AND b.created_at >= :start AND b.created_at < :end{where} ORDER BY b.id, i.id"),
@@ -85,7 +90,7 @@ REPORTS = [
     ReportDefinition(
         "commands", _l("Command and batch results"), "report.view",
         (Column("id", "#", "number"), Column("created", _l("Created"), "date"), Column("property", _l("Property")),
-         Column("meter", _l("Meter"), "number"), Column("kind", _l("Command")), Column("source", _l("Source")),
+         Column("meter", _l("Meter")), Column("kind", _l("Command")), Column("source", _l("Source")),
          Column("state", _l("State")), Column("attempts", _l("Attempts"), "number"), Column("actor", _l("By")),
          Column("error", _l("Error")), Column("done", _l("Done"), "date")),
         command_rows, _l("Commands with their per-meter result (source batch: batch operations).")),
@@ -93,7 +98,7 @@ REPORTS = [
         "batches", _l("Batch operation results"), "report.view",
         (Column("batch", _l("Batch"), "number"), Column("created", _l("Created"), "date"),
          Column("action", _l("Action")), Column("batch_status", _l("Batch status")), Column("actor", _l("By")),
-         Column("meter", _l("Meter"), "number"), Column("status", _l("Result")), Column("reason", _l("Reason")),
+         Column("meter", _l("Meter")), Column("status", _l("Result")), Column("reason", _l("Reason")),
          Column("command", _l("Command state")), Column("attempts", _l("Attempts"), "number"),
          Column("updated", _l("Updated"), "date")),
         batch_rows, _l("Every meter of every batch operation with its result.")),
