@@ -52,9 +52,11 @@ def account(account_id: int):
                                    .order_by(Transfer.id.desc()).limit(50)).scalars().all()
     commands = db.session.execute(select(Command).where(Command.meter_id.in_([m.id for m, _ in meters] or [-1]))
                                   .order_by(Command.id.desc()).limit(30)).scalars().all()
+    from ...commands.outlook import outlook
+
     return render_template("prepaid/account.html", acc=acc, meters=meters, charges=charges, transfers=transfers,
                            commands=commands, balance=balance_of(db.session, acc.wallet_account_id), levels=LEVELS,
-                           key=uuid.uuid4().hex)
+                           key=uuid.uuid4().hex, notes=outlook(db.session, commands))
 
 
 @bp.route("/counter")
@@ -211,12 +213,31 @@ def command(meter_id: int):
         return create_command(db.session, meter, "read_now", {}, **_who())
 
     try:
-        run()
+        command = run()
         db.session.commit()
     except MeterhubError as err:
         db.session.rollback()
         flash(str(err), "error")
+    else:
+        flash(action_message(meter, kind, command), "ok")
     return redirect(url_for("prepaid.account", account_id=account_id) if account_id else url_for("prepaid.rooms"))
+
+
+def action_message(meter: Meter, kind: str, command: Command | None) -> str:
+    """What was done to which room, and what happens next (the answer to every relay button)."""
+    from ...names import name_of, subject_names
+
+    names = subject_names(db.session, meter.group_id, [("meter", meter.id)])
+    where = name_of(names, ("meter", meter.id))
+    if command is None:
+        return _("%(where)s: nothing to send, the meter is already set that way.", where=where)
+    if kind == "read_now":
+        return _("%(where)s: reading requested; the reading is shown in the command list below as soon as the meter "
+                 "answers.", where=where)
+    what = {"off": _("Switch-off"), "on": _("Switch-on"), "keep_power": _("Keep-power"),
+            "resume_prepaid": _("Resume prepaid")}.get(kind, kind)
+    return _("%(what)s sent to %(where)s; the command list below shows when the meter confirms it (an offline "
+             "meter gets it when it comes back).", what=what, where=where)
 
 
 def _manage(action, acc: PrepaidAccount):
