@@ -110,7 +110,12 @@ def show(batch_id: int):
     counts = sync_batch(db.session, batch) if batch.status == "running" else progress(db.session, batch.id)
     db.session.commit()
     rows = results_rows(db.session, batch.id)[:2000]
-    return render_template("batch/show.html", batch=batch, counts=counts, rows=rows)
+    from meterhub.commands.models import Command
+    from meterhub.commands.outlook import outlook
+
+    commands = db.session.execute(select(Command).where(Command.id.in_([r[6] for r in rows if r[6]]))).scalars().all()
+    return render_template("batch/show.html", batch=batch, counts=counts, rows=rows,
+                           notes=outlook(db.session, commands))
 
 
 @bp.route("/<int:batch_id>/retry", methods=["POST"])
