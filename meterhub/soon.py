@@ -28,8 +28,9 @@ def _keys(path: str) -> tuple[str, str]:
     return redis_key("soon", path), redis_key("soon", path, "items")
 
 
-def request(path: str, *, queue: str = "default", items: Iterable[int] = ()) -> bool:
+def request(path: str, *, queue: str = "default", items: Iterable[int] = (), strict: bool = False) -> bool:
     """Queue ``path()`` to run soon (through :func:`run`) unless a run of it is already waiting; True if queued.
+    ``strict``: a Redis error is raised (the caller has its own fallback) instead of logged.
 
     The job goes to the front of its queue: it is short and someone waits for it, while a burst of notification
     deliveries or exports can hold the queue for a minute."""
@@ -50,6 +51,8 @@ def request(path: str, *, queue: str = "default", items: Iterable[int] = ()) -> 
                                  result_ttl=60, failure_ttl=3600, description=f"soon: {path}", at_front=True)
         return True
     except (redis.RedisError, RuntimeError) as err:  # Redis unreachable; no app context
+        if strict:
+            raise
         log.warning("%s not queued now (%s: %s); its periodic job will do it", path, type(err).__name__, err)
         return False
 

@@ -11,7 +11,8 @@ a worker that dies mid-command is noticed in seconds and the command is resolved
 meter-side top-up the meter refuses is re-synced from the meter's purchase count (``resync``).
 
 Jobs: ``meterhub.commands.worker:dispatch`` (periodic: expire overdue commands, resolve orphaned ones,
-enqueue each meter's next command) and ``meterhub.commands.worker:execute`` (one command).
+enqueue each meter's next command), ``meterhub.commands.worker:execute`` (one command) and
+``meterhub.commands.worker:execute_batch`` (commands handed over together, side by side).
 """
 
 from __future__ import annotations
@@ -46,26 +47,68 @@ from .verify import purchase_count, shown
 log = logging.getLogger(__name__)
 STALE_ENQUEUE = timedelta(minutes=10)
 EXECUTE_TIMEOUT = 300  # seconds rq gives one command job (a re-sync writes several top-ups)
+BATCH_SIZE = 50  # commands handed to rq together run in one job (execute_batch) ...
+BATCH_THREADS = 6  # ... this many side by side (two service sessions each, within the engine's pool of 15)
 
 
 def enqueue(command_ids: list[int], delay: timedelta | None = None) -> None:
-    """Hand commands to the rq ``commands`` queue (after their rows are committed); records their job ids."""
+    """Hand commands to the rq ``commands`` queue (after their rows are committed); records their job ids.
+
+    Several at once (a burst of trips, ``dispatch``, a batch) go in jobs of up to :data:`BATCH_SIZE` that run
+    them side by side (:func:`execute_batch`): one forked work horse instead of one per command, and the
+    commands of different buses no longer wait for each other (each bus's owner still talks to one meter at a
+    time). A delayed retry stays one job per command."""
     queue = get_queue("commands")
     jobs: dict[int, str] = {}
-    for command_id in command_ids:
-        job_id = f"command-{command_id}-{uuid.uuid4().hex[:12]}"
-        options = {"job_id": job_id, "job_timeout": EXECUTE_TIMEOUT, "description": f"command {command_id}"}
-        if delay:
-            queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id,
-                             **options)
-        else:
-            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id, **options)
-        jobs[command_id] = job_id
+    if delay or len(command_ids) == 1:
+        for command_id in command_ids:
+            job_id = f"command-{command_id}-{uuid.uuid4().hex[:12]}"
+            options = {"job_id": job_id, "job_timeout": EXECUTE_TIMEOUT, "description": f"command {command_id}"}
+            if delay:
+                queue.enqueue_in(delay, "meterhub.jobs.run", "meterhub.commands.worker:execute",
+                                 command_id=command_id, **options)
+            else:
+                queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute", command_id=command_id,
+                              **options)
+            jobs[command_id] = job_id
+    else:
+        for start in range(0, len(command_ids), BATCH_SIZE):
+            ids = list(command_ids[start:start + BATCH_SIZE])
+            job_id = f"commands-{ids[0]}-{uuid.uuid4().hex[:12]}"
+            rounds = -(-len(ids) // BATCH_THREADS)
+            queue.enqueue("meterhub.jobs.run", "meterhub.commands.worker:execute_batch", command_ids=ids,
+                          job_id=job_id, job_timeout=min(EXECUTE_TIMEOUT * rounds, 3600),
+                          description=f"commands {ids[0]}..{ids[-1]} ({len(ids)})")
+            jobs.update(dict.fromkeys(ids, job_id))
     if jobs:
         with service_session() as session:
             for command_id, job_id in jobs.items():
                 session.execute(update(Command).where(Command.id == command_id, Command.state == "queued")
                                 .values(job_id=job_id))
+
+
+def execute_batch(command_ids: list[int]) -> dict[int, str]:
+    """rq job: :func:`execute` each command, up to :data:`BATCH_THREADS` at once; their new states.
+
+    A command whose thread fails stays ``queued`` with this job's id: the sweep enqueues it again once the job
+    has finished (``ownership``), as for a single command's job that died."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask import current_app
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def one(command_id: int) -> str:
+        with app.app_context():
+            try:
+                return execute(command_id)
+            except Exception:  # noqa: BLE001 - the others go on; the sweep re-queues this one
+                log.exception("command %s failed in its batch", command_id)
+                return "error"
+
+    with ThreadPoolExecutor(max_workers=min(BATCH_THREADS, len(command_ids)) or 1,
+                            thread_name_prefix="command") as pool:
+        return dict(zip(command_ids, pool.map(one, command_ids)))
 
 
 def _heads(session: Session, *conditions: Any, limit: int = 5000) -> list[Command]:
@@ -97,8 +140,13 @@ def dispatch(limit: int = 5000) -> list[int]:
 
 def hand_over(meter_id: int) -> list[int]:
     """Enqueue the meter's next command, if it has one waiting (after one of its commands ended)."""
+    return hand_over_meters([meter_id])
+
+
+def hand_over_meters(meter_ids: list[int]) -> list[int]:
+    """Enqueue the next waiting command of each of ``meter_ids``, together (see :func:`enqueue`)."""
     with service_session() as session:
-        rows = _heads(session, Command.meter_id == meter_id, limit=1)
+        rows = _heads(session, Command.meter_id.in_(sorted(set(meter_ids))))
         for command in rows:
             command.enqueued_at = utcnow()
         ids = [c.id for c in rows]

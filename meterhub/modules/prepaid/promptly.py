@@ -42,17 +42,14 @@ def request_alarms() -> None:
 
 
 def hand_over_meters(meter_ids: Iterable[int]) -> list[int]:
-    """Hand each meter's next queued command to rq now (those already handed over are left alone)."""
-    from ...commands.worker import hand_over
+    """Hand each meter's next queued command to rq now, in one go (those already handed over are left alone)."""
+    from ...commands.worker import hand_over_meters as hand_over
 
-    sent: list[int] = []
-    for meter_id in sorted(set(meter_ids)):
-        try:
-            sent += hand_over(meter_id)
-        except Exception as err:  # noqa: BLE001 - Redis down: commands.dispatch hands them over later
-            log.warning("meter %s: command not handed over now (%s); dispatch will", meter_id, err)
-            break
-    return sent
+    try:
+        return hand_over(sorted(set(meter_ids)))
+    except Exception as err:  # noqa: BLE001 - Redis down: commands.dispatch hands them over later
+        log.warning("meters %s: commands not handed over now (%s); dispatch will", sorted(set(meter_ids))[:10], err)
+        return []
 
 
 def retry_waiting(session: Session, meter_ids: Iterable[int]) -> list[int]:
