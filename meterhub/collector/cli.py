@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
                    "starts, stops or dies.")
 @click.option("--lease-ttl", "lease_ttl_s", type=float, default=None,
               help="Seconds a bus lease lives after its last renewal (default 15; renewed every third).")
+@click.option("--only", default=None, help="Poll only these gateway ids (comma separated; trials and tests).")
 @click.option("--interval", "interval_s", type=float, default=None,
               help="Override every property's reading interval (seconds; for tests and demos).")
 @click.option("--reload", "reload_s", type=float, default=60.0, show_default=True,
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 @click.option("--stagger", "stagger_s", type=float, default=60.0, show_default=True,
               help="Spread the first cycles of the buses over this many seconds.")
 @with_appcontext
-def collector_command(shard: str | None, lease_ttl_s: float | None, interval_s: float | None, reload_s: float,
-                      stagger_s: float) -> None:
+def collector_command(shard: str | None, lease_ttl_s: float | None, only: str | None, interval_s: float | None,
+                      reload_s: float, stagger_s: float) -> None:
     """Poll Modbus / CJ/T 188 gateways: one task per bus, readings stored in batches."""
     from meterhub.collector.service import Collector
 
@@ -43,8 +44,12 @@ def collector_command(shard: str | None, lease_ttl_s: float | None, interval_s: 
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--shard") from err
     try:
+        gateway_ids = {int(part) for part in only.split(",") if part.strip()} if only else None
+    except ValueError as err:
+        raise click.BadParameter("a comma-separated list of gateway ids", param_hint="--only") from err
+    try:
         collector = Collector.from_app(current_app, shard=parsed, interval_s=interval_s, reload_s=reload_s,
-                                       stagger_s=stagger_s, lease_ttl_s=lease_ttl_s or LEASE_TTL_S)
+                                       stagger_s=stagger_s, lease_ttl_s=lease_ttl_s or LEASE_TTL_S, only=gateway_ids)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--lease-ttl") from err
 

@@ -9,6 +9,11 @@ injects timeouts, CRC errors, exception replies and dead devices (seeded, so tes
     await server.start()            # server.port is the bound port (host 127.0.0.1, port 0 = any)
     ...
     await server.stop()
+
+Every connection that sent a request is a *master* of the bus: ``server.masters`` keeps, per connection, the
+peer address, the wall-clock time of its first request and the end of its last transaction, and a count;
+``overlapping_masters()`` lists the pairs of masters whose spans intersect (two collectors talking to one
+bus in the same period; zero where the one-master-per-bus rule holds).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import logging
 import random
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +99,7 @@ class SimServer:
         self.bus_free_at = 0.0  # loop time when the line is idle again
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
+        self.masters: list[Master] = []  # every connection that sent a request, in order of its first one
 
     async def start(self) -> SimServer:
         loop = asyncio.get_running_loop()
@@ -135,17 +142,30 @@ class SimServer:
         total = 13 + buf[10]
         return total if len(buf) >= total else None
 
+    def overlapping_masters(self) -> list[tuple[Master, Master]]:
+        """Pairs of masters (connections) whose request spans intersect in time."""
+        ordered = sorted(self.masters, key=lambda m: m.first)
+        return [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:] if b.first < a.last]
+
     def transact(self, connection: _Connection, request: bytes) -> None:
         """Answer one request frame; the reply is written when the bus transaction is over."""
+        now = time.time()
+        master = connection.master
+        if master is None:
+            master = connection.master = Master(connection.peer, now, now)
+            self.masters.append(master)
+        master.requests += 1
         reply = self._answer(request)
         self.transactions += 1
         if self.line is None:
+            master.last = time.time()
             if reply:
                 connection.write(reply)
             return
         loop = asyncio.get_running_loop()
         start = max(loop.time(), self.bus_free_at)
         self.bus_free_at = start + self.line.transaction_time(len(request), len(reply or b""))
+        master.last = now + (self.bus_free_at - loop.time())
         if reply:  # a connection closed meanwhile writes nothing
             loop.call_at(self.bus_free_at, connection.write, reply)
 
@@ -232,6 +252,16 @@ class SimServer:
         return bytes(raw)
 
 
+@dataclass
+class Master:
+    """One connection that talked to the bus: peer, wall-clock span of its transactions, request count."""
+
+    peer: str
+    first: float
+    last: float
+    requests: int = 0
+
+
 class _Connection(asyncio.Protocol):
     """One master's TCP connection to a simulated port."""
 
@@ -240,9 +270,13 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.transport: Any = None
         self.silence: asyncio.TimerHandle | None = None
+        self.master: Master | None = None
+        self.peer = ""
 
     def connection_made(self, transport: Any) -> None:  # an asyncio or a uvloop transport
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
