@@ -62,7 +62,10 @@ def register_web(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
 
-    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp, tariffs.bp):
+    from . import lookup
+
+    for blueprint in (auth.bp, console.bp, devices.bp, admin.bp, audit.bp, settings.bp, payment_channels.bp, tariffs.bp,
+                      lookup.bp):
         app.register_blueprint(blueprint)
 
     from .format import register_filters

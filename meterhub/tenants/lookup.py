@@ -161,10 +161,11 @@ def labels_of(session: Session, group_id: int, kind: str, object_ids: Iterable[i
 
 
 def split_keys(raw: str) -> list[str]:
-    """A typed list of keys: one per line, or separated by commas, semicolons or spaces (、，；too)."""
-    for sep in ",;，；、\n\t":
-        raw = raw.replace(sep, " ")
-    return [k for k in raw.split(" ") if k.strip()]
+    """A typed list of keys: one per line, or separated by commas or semicolons (，；、 too); a key may hold spaces
+    (a building named ``B 2``)."""
+    for sep in ",;，；、\t":
+        raw = raw.replace(sep, "\n")
+    return [k.strip() for k in raw.split("\n") if k.strip()]
 
 
 WHAT = {"room": _l("room"), "meter": _l("meter"), "account": _l("account"), "tenant": _l("tenant"),

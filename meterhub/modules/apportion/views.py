@@ -14,7 +14,9 @@ from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tariffs.models import Tariff
 from meterhub.tenants.models import Property
-from meterhub.tenants.scoping import get_or_404, objects_or_404, requested, requested_all, restrict
+from meterhub.i18n import _l
+from meterhub.tenants import lookup
+from meterhub.tenants.scoping import get_or_404, property_ids, requested, restrict
 from webui.util import permission_required, record
 
 from ..prepaid.models import PrepaidAccount
@@ -26,14 +28,6 @@ from .statement import compute, month_bounds, period_bounds
 bp = Blueprint("apportion", __name__, url_prefix="/apportion")
 
 
-
-
-def ids(raw: str) -> list[int]:
-    """``"1, 2 3"`` → [1, 2, 3]; a non-number is a validation error."""
-    try:
-        return [int(x) for x in raw.replace(",", " ").split()]
-    except ValueError as err:
-        raise ValidationError(f"{raw!r} is not a list of ids", {"ids": "numbers"}) from err
 
 
 def _period(rule: ApportionRule) -> tuple:
@@ -55,35 +49,91 @@ def rules():
     rows = db.session.execute(restrict(select(ApportionRule).order_by(ApportionRule.id), ApportionRule)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
     tariffs = db.session.execute(restrict(select(Tariff).order_by(Tariff.name), Tariff)).scalars().all()
-    return render_template("apportion/rules.html", rules=rows, properties=props, tariffs=tariffs, methods=METHODS)
+    parents = lookup.labels_of(db.session, current_user.group_id, "meter", [r.parent_meter_id for r in rows])
+    return render_template("apportion/rules.html", rules=rows, properties=props, tariffs=tariffs, methods=METHODS,
+                           parents=parents, form=request.form)
+
+
+def _member_key(raw: str) -> tuple[str, str]:
+    """``"A00012:2"`` / ``"张三 2"`` → (key, ratio); a key alone has ratio 1."""
+    line = raw.strip().replace("：", ":")
+    for sep in (":", " "):
+        key, found, ratio = line.rpartition(sep)
+        if found and key.strip() and ratio.strip().replace(".", "", 1).isdigit():
+            return key.strip(), ratio.strip()
+    return line, "1"
+
+
+def _account(key: str, prop: Property) -> lookup.Found:
+    """An account of ``prop`` by number or phone, its tenant's name, or its room's label."""
+    scope = property_ids(current_user)
+    for kind in ("account", "tenant", "room"):
+        try:
+            found = lookup.resolve(db.session, current_user.group_id, kind, key, property_ids=scope,
+                                   property_id=prop.id)
+        except ValidationError:
+            continue
+        if kind != "room":
+            return found
+        account = db.session.execute(select(PrepaidAccount).where(
+            PrepaidAccount.room_id == found.id, PrepaidAccount.status == "open")).scalars().first()
+        if account is not None:
+            return lookup.Found("account", account.id, account.number, account.number, account.property_id)
+    raise ValidationError(_l("%(key)s: no such account, tenant or room in this property.", key=key),
+                          {"members": "unknown"})
+
+
+def rule_form(prop: Property) -> dict:
+    """The rule the form describes, every meter and account resolved from the keys people typed or picked, in the
+    operator's scope and the rule's property; every key that names nothing is listed in one message."""
+    scope = property_ids(current_user)
+    problems: list[str] = []
+
+    def meter(key: str) -> int | None:
+        try:
+            return lookup.resolve(db.session, current_user.group_id, "meter", key, property_ids=scope,
+                                  property_id=prop.id).id
+        except ValidationError as err:
+            problems.append(str(err))
+            return None
+
+    def account(key: str) -> int | None:
+        try:
+            return _account(key, prop).id
+        except ValidationError as err:
+            problems.append(str(err))
+            return None
+
+    parent = meter(request.form.get("parent_meter", ""))
+    subs = [meter(k) for k in lookup.split_keys(request.form.get("sub_meters", ""))]
+    members = [(account(k), r) for k, r in (_member_key(line) for line in request.form.get("members", "").splitlines()
+                                            if line.strip())]
+    remainder = account(request.form["remainder_account"]) if request.form.get("remainder_account", "").strip() \
+        else None
+    if not members and not problems:
+        problems.append(_("Add at least one member account."))
+    if problems:
+        raise ValidationError(" ".join(problems), {"keys": "unknown"})
+    return {"parent_meter_id": parent, "sub_meter_ids": subs, "members": members, "remainder_account_id": remainder}
 
 
 @bp.route("/rules/new", methods=["POST"])
 @permission_required("tariff.manage")
 def create():
     prop = requested(Property, "property_id", "tariff.manage")
-    # every meter, account and plan the form names is resolved in the operator's scope (404 otherwise)
-    parent = requested(Meter, "parent_meter_id", "device.view")
-    subs = requested_all(Meter, "sub_meter_ids", "device.view")
     tariff = requested(Tariff, "tariff_id", "tariff.manage")
-    remainder = requested(PrepaidAccount, "remainder_account_id", "money.view", required=False)
     try:
-        members = [(a, r) for a, _, r in (m.partition(":") for m in request.form.get("members", "").split())]
-        members = [(int(a), r or "1") for a, r in members]
-        objects_or_404(PrepaidAccount, [a for a, _ in members], "money.view")
         if tariff.property_id not in (None, prop.id):
             raise ValidationError(_("The price plan %(plan)s belongs to another property.", plan=tariff.name))
         rule = create_rule(db.session, current_user.group_id, prop.id, name=request.form.get("name", ""),
-                           parent_meter_id=parent.id, sub_meter_ids=[m.id for m in subs],
                            method=request.form.get("method", ""), tariff_id=tariff.id,
-                           members=members, remainder_account_id=remainder.id if remainder else None,
                            subtract_sub_meters=request.form.get("subtract") == "1",
                            post_mode=request.form.get("post_mode", "deduct"), actor=current_user.username,
-                           operator_id=current_user.id)
+                           operator_id=current_user.id, **rule_form(prop))
     except (MeterhubError, ValueError) as err:
         db.session.rollback()
         flash(str(err), "error")
-        return redirect(url_for("apportion.rules"))
+        return rules(), 400  # the form again, with what was typed
     db.session.commit()
     return redirect(url_for("apportion.rule", rule_id=rule.id))
 

@@ -1,4 +1,5 @@
-"""Choosing the meters of a batch: by property, building, floor, status, an id list or an Excel list."""
+"""Choosing the meters of a batch: by property, building, floor, status, or a list of meter serials, room labels
+and account numbers (typed or in Excel), as the console shows them."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...devices.models import Device, Meter
+from ...devices.models import Meter
+from ...errors import ValidationError
 from ...spreadsheets import open_workbook, stream_rows
+from ...tenants import lookup
 from ...tenants.models import Room
+from ..prepaid.models import MeterState
 
 MAX_ROWS = 20_000
 
@@ -45,21 +49,34 @@ def select_meters(session: Session, group_id: int, property_id: int, criteria: d
 
 
 def match_keys(session: Session, group_id: int, property_id: int, keys: Iterable[str]) -> tuple[list[int], list[str]]:
-    """Meters named by id, device serial or room number; returns (meter ids, keys that matched nothing)."""
-    keys = [str(k).strip() for k in keys if str(k).strip()]
-    numeric = [int(k) for k in keys if k.isdecimal()]
-    rows = session.execute(
-        select(Meter.id, Device.serial, Room.number).join(Device, Device.id == Meter.device_id)
-        .outerjoin(Room, Room.id == Meter.room_id)
-        .where(Meter.group_id == group_id, Meter.property_id == property_id,
-               or_(Meter.id.in_(numeric or [-1]), Device.serial.in_(keys), Room.number.in_(keys)))).all()
-    ids, seen = set(), set()
-    for meter_id, serial, room in rows:
-        for key in (str(meter_id), serial, room):
-            if key in keys:
-                ids.add(meter_id)
-                seen.add(key)
-    return sorted(ids), [k for k in keys if k not in seen]
+    """Meters named as the console shows them — a meter serial (``SN`` or ``SN/2``), a room label (``A-310``: the
+    room's meters) or an account number (its meters) — in ``property_id``; returns (meter ids, keys that named
+    nothing there: unknown, or of another property)."""
+    ids: set[int] = set()
+    unmatched: list[str] = []
+    for key in dict.fromkeys(str(k).strip() for k in keys if str(k).strip()):
+        found = _meters_of(session, group_id, property_id, key)
+        if found:
+            ids.update(found)
+        else:
+            unmatched.append(key)
+    return sorted(ids), unmatched
+
+
+def _meters_of(session: Session, group_id: int, property_id: int, key: str) -> list[int]:
+    for kind in ("meter", "room", "account"):
+        try:
+            found = lookup.resolve(session, group_id, kind, key, property_id=property_id)
+        except ValidationError:
+            continue
+        if kind == "meter":
+            return [found.id]
+        if kind == "room":
+            stmt = select(Meter.id).where(Meter.room_id == found.id, Meter.active)
+        else:
+            stmt = select(MeterState.meter_id).where(MeterState.account_id == found.id)
+        return list(session.execute(stmt).scalars())
+    return []
 
 
 def keys_from_excel(data: bytes) -> list[str]:
@@ -73,7 +90,8 @@ def keys_from_excel(data: bytes) -> list[str]:
             if value is None:
                 continue
             text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
-            if number == 1 and text.lower() in ("meter", "meter_id", "serial", "room", "表号", "房间", "id"):
+            if number == 1 and text.lower() in ("meter", "meter_id", "serial", "room", "account", "表号", "房间", "户号",
+                                                "仪表", "id"):
                 continue
             keys.append(text)
     finally:

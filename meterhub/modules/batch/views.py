@@ -13,9 +13,9 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tariffs.models import Tariff
-from meterhub.devices.models import Meter
-from meterhub.tenants.models import Building, Floor, Property
-from meterhub.tenants.scoping import get_or_404, has_permission, requested, requested_all, restrict
+from meterhub.tenants import lookup
+from meterhub.tenants.models import Property
+from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, requested, restrict
 from webui.util import permission_required
 
 from .actions import ACTIONS
@@ -41,25 +41,26 @@ def _enqueue(command_ids: list[int]) -> None:
 
 
 def _criteria(form, prop: Property) -> dict:  # noqa: ANN001
-    """The selection the form describes; every building, floor and meter it names is in scope and of ``prop``
-    (else 404)."""
+    """The selection the form describes: building and floor as people name them (``A``, ``A/3``), resolved in the
+    operator's scope and ``prop`` (an unknown or out-of-scope one is refused with its name); meter serials, room
+    labels and account numbers typed or in an Excel list, carried as ``keys`` (those that match nothing are listed
+    on the confirmation page before anything runs)."""
     criteria: dict = {}
-    for key, model in (("building_id", Building), ("floor_id", Floor)):
-        place = requested(model, key, "batch.run", required=False)
-        if place is not None:
-            if place.property_id != prop.id:
-                abort(404)
-            criteria[key] = place.id
+    for field, kind in (("building", "building"), ("floor", "floor")):
+        if form.get(field, "").strip():
+            criteria[f"{kind}_id"] = lookup.resolve(db.session, current_user.group_id, kind, form[field],
+                                                    property_ids=property_ids(current_user), property_id=prop.id).id
     if form.get("status"):
         criteria["status"] = form["status"]
-    meters = requested_all(Meter, "meter_ids", "batch.run")
-    if any(m.property_id != prop.id for m in meters):
-        abort(404)
-    if meters:
-        criteria["meter_ids"] = [m.id for m in meters]
+    keys: list[str] = []
     upload = request.files.get("file")
     if upload and upload.filename:
-        criteria["keys"] = keys_from_excel(upload.read())
+        keys += keys_from_excel(upload.read())
+    keys += lookup.split_keys(form.get("meters", ""))
+    if form.get("keys"):  # the list, carried by the confirmation page
+        keys = [k for k in form["keys"].splitlines() if k.strip()]
+    if keys:
+        criteria["keys"] = keys
     return criteria
 
 
@@ -97,7 +98,7 @@ def create():
     except MeterhubError as err:
         db.session.rollback()
         flash(str(err), "error")
-        return redirect(url_for("batch.index"))
+        return index(), 400  # the form again (an unknown or out-of-scope building, floor, plan ...)
     db.session.commit()
     _enqueue(command_ids)
     return redirect(url_for("batch.show", batch_id=batch.id))
