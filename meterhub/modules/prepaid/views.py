@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import or_, select
@@ -46,7 +46,8 @@ def account(account_id: int):
     acc = _account(account_id)
     meters = db.session.execute(select(Meter, MeterState).join(MeterState, MeterState.meter_id == Meter.id)
                                 .where(MeterState.account_id == acc.id)).all()
-    charges = db.session.execute(select(Charge).where(Charge.account_id == acc.id)
+    charges = db.session.execute(select(Charge).where(Charge.account_id == acc.id,  # intervals that used something
+                                                      or_(Charge.usage != 0, Charge.amount != 0))
                                  .order_by(Charge.interval_end.desc()).limit(50)).scalars().all()
     transfers = db.session.execute(select(Transfer).where(Transfer.wallet_account_id == acc.wallet_account_id)
                                    .order_by(Transfer.id.desc()).limit(50)).scalars().all()
@@ -54,9 +55,22 @@ def account(account_id: int):
                                   .order_by(Command.id.desc()).limit(30)).scalars().all()
     from ...commands.outlook import outlook
 
+    from .account_page import context
+
+    balance = balance_of(db.session, acc.wallet_account_id)
     return render_template("prepaid/account.html", acc=acc, meters=meters, charges=charges, transfers=transfers,
-                           commands=commands, balance=balance_of(db.session, acc.wallet_account_id), levels=LEVELS,
+                           commands=commands, balance=balance, levels=LEVELS,
+                           **context(db.session, acc, [m for m, _ in meters], balance),
                            key=uuid.uuid4().hex, notes=outlook(db.session, commands))
+
+
+@bp.route("/accounts/<int:account_id>/usage.json")
+@permission_required("money.view")
+def account_usage(account_id: int):
+    """The account page's usage chart: per day (31 days) or per month (12 months)."""
+    from ...portal.dashboard import usage_series
+
+    return jsonify(usage_series(db.session, _account(account_id), request.args.get("bucket", "day")))
 
 
 @bp.route("/counter")
