@@ -95,4 +95,6 @@ class Meter(Timestamps, db.Model):
     overload_limit_kw: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     installed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # readings before it are refused
+    # installed in its room from installed_at until removed_at (a swap): usage outside belongs to no room
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     device: Mapped[Device] = relationship(back_populates="meters")

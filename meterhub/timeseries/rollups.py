@@ -9,6 +9,11 @@ interval contributes **0** (never negative usage) and counts in ``resets``; the 
 baseline, so usage after the reset is counted normally. (A meter swap carries the old meter's counters over
 through the swap workflow, not here.) Readings of quality *bad* are ignored.
 
+Installation interval: a meter's usage counts only while it is installed, from ``meters.installed_at`` to
+``meters.removed_at`` (both readings included, as the swap stores the old meter's final and the new meter's
+initial reading at that moment); a swapped-in meter's past in the store room and a swapped-out meter's readings
+after it left belong to no room, in reports, dashboards, apportioning and bills alike.
+
 :func:`refresh_rollups` is idempotent: for every meter that received readings since ``since`` (by arrival
 time, so late readings are included), it recomputes the hourly buckets from the hour of its oldest new
 reading, then the affected days from the hours and the affected months from the days.
@@ -34,6 +39,7 @@ WATERMARK_KEY = "rollups"
 _SCOPE = """
 CREATE TEMP TABLE rollup_scope ON COMMIT DROP AS
 SELECT c.meter_id, m.group_id, p.timezone AS tz,
+       COALESCE(m.installed_at, '-infinity') AS installed_at, COALESCE(m.removed_at, 'infinity') AS removed_at,
        date_trunc('hour', c.first_ts AT TIME ZONE p.timezone) AT TIME ZONE p.timezone AS start_hour
 FROM (SELECT meter_id, min(ts) AS first_ts FROM readings WHERE received_at >= :since {meters} GROUP BY meter_id) c
 JOIN meters m ON m.id = c.meter_id JOIN properties p ON p.id = m.property_id
@@ -42,6 +48,7 @@ _VALUES = ", ".join(f"('{c}', r.{c})" for c in COUNTERS)
 _BASELINES = "\nUNION ALL\n".join(
     f"SELECT s.meter_id, b.ts, '{c}' AS name, b.value FROM rollup_scope s CROSS JOIN LATERAL ("
     f"SELECT ts, {c} AS value FROM readings WHERE meter_id = s.meter_id AND ts < s.start_hour "
+    f"AND ts >= s.installed_at AND ts <= s.removed_at "
     f"AND {c} IS NOT NULL AND quality <> {QUALITY_BAD} ORDER BY ts DESC LIMIT 1) b"
     for c in COUNTERS
 )
@@ -50,6 +57,7 @@ CREATE TEMP TABLE rollup_deltas ON COMMIT DROP AS
 WITH points AS (
   SELECT r.meter_id, r.ts, q.name, q.value
   FROM rollup_scope s JOIN readings r ON r.meter_id = s.meter_id AND r.ts >= s.start_hour
+   AND r.ts >= s.installed_at AND r.ts <= s.removed_at
   CROSS JOIN LATERAL (VALUES {_VALUES}) AS q(name, value)
   WHERE q.value IS NOT NULL AND r.quality <> {QUALITY_BAD}
   UNION ALL

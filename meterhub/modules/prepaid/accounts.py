@@ -10,17 +10,19 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from ...commands.service import create_command
 from ...devices.models import Meter
 from ...errors import NotFound, ValidationError
 from ...ledger import post as ledger
 from ...ledger.money import booked_increment, parse_amount
 from ...models import utcnow
+from ...outbox import hold
 from ...tariffs import service as tariffs
 from ...tariffs.pricing import price_interval, tier_period_start
 from ...tenants import audit
 from ...tenants.models import Property
 from .charging import charge_new_intervals
-from .control import evaluate_accounts, set_desired
+from .control import ARREARS, can_actuate, evaluate_accounts, relay_command, set_desired
 from .models import Charge, MeterState, PrepaidAccount
 
 READING_COLUMN = {"electricity": "energy_kwh", "water": "water_m3"}
@@ -206,18 +208,38 @@ def swap_meter(session: Session, group_id: int, old_meter_id: int, new_meter_id:
     session.execute(pg_insert(MeterState).values(meter_id=new.id, **values)
                     .on_conflict_do_update(index_elements=["meter_id"], set_=values))
     state.active = False
-    if new.room_id is None:
-        new.room_id = old.room_id
+    new.room_id = old.room_id  # it serves the old meter's room from now on: installed there at the swap
+    old.removed_at, new.installed_at, new.removed_at = at, at, None
+    _bind_purchase_counter(session, new, account)
     new.keep_power = old.keep_power
     audit.record(session, group_id, "prepaid.meter.swap", actor=actor, operator_id=operator_id,
                  object_type="meter", object_id=old.id,
                  detail={"new_meter": new.id, "final_reading": str(final_reading),
                          "new_initial_reading": str(new_initial_reading), "account": account.number,
                          "purchase_count": account.purchase_count})
-    if old.relay_desired is not None:
-        set_desired(session, new, bool(old.relay_desired), actor=actor, operator_id=operator_id, force=True)
+    # the new meter's counters and relay are read at installation, and its relay set as the account needs
+    desired = old.relay_desired if old.relay_desired is not None else account.alarm_level < ARREARS
+    create_command(session, new, "read_now", {}, actor=actor, operator_id=operator_id)
+    if can_actuate(session, new, relay_command(new, bool(desired))[0]):
+        set_desired(session, new, bool(desired), actor=actor, operator_id=operator_id, force=True)
+    column = "water_m3" if new.utility == "water" else "energy_kwh"
+    hold(session, group_id, "reports", "meterhub.modules.prepaid.swap_history:after_swap",
+         {"group_id": group_id, "old_meter_id": old.id, "new_meter_id": new.id, "at": at.isoformat(),
+          "final": str(final), "initial": str(initial), "column": column, "job_timeout": 600},
+         description=f"meter swap {old.id} -> {new.id}: history")
     evaluate_accounts(session, [account.id], actor=actor)
     return charge
+
+
+def _bind_purchase_counter(session: Session, new: Meter, account: PrepaidAccount) -> None:
+    """The swapped-in meter's own purchase counter (its latest reading) against ours: compared from now on
+    net of that difference, so the swap raises no purchase-counter mismatch."""
+    count = session.execute(text(
+        "SELECT purchase_count FROM tenant_readings WHERE meter_id = :m AND purchase_count IS NOT NULL "
+        "ORDER BY ts DESC LIMIT 1"), {"m": new.id}).scalar()
+    offset = int(count) - account.purchase_count if count is not None else 0
+    session.execute(text("UPDATE prepaid_meter_state SET purchase_count_offset = :o, meter_purchase_count = NULL "
+                         "WHERE meter_id = :m"), {"o": offset, "m": new.id})
 
 
 def _final_charge(session: Session, state: MeterState, at: datetime, final: Decimal) -> Charge | None:

@@ -1,4 +1,7 @@
-"""Meter-side prepaid anti-cheat: the meter's purchase counter must equal ours at every read."""
+"""Meter-side prepaid anti-cheat: the meter's purchase counter must equal ours at every read.
+
+A meter swapped in brings its own counter: ``prepaid_meter_state.purchase_count_offset`` (its counter minus ours
+when it was installed) is taken off before comparing, so a swap raises no mismatch."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ WITH latest AS (
   FROM tenant_readings r WHERE r.meter_id = ANY(:ids) AND r.purchase_count IS NOT NULL AND r.group_id = :g
   ORDER BY r.meter_id, r.ts DESC
 ), cmp AS (
-  SELECT s.meter_id, s.account_id, s.group_id, l.purchase_count AS meter_count, a.purchase_count AS our_count,
+  SELECT s.meter_id, s.account_id, s.group_id, l.purchase_count - s.purchase_count_offset AS meter_count,
+         a.purchase_count AS our_count,
          s.meter_purchase_count AS seen
   FROM latest l JOIN prepaid_meter_state s ON s.meter_id = l.meter_id AND s.active
   JOIN prepaid_accounts a ON a.id = s.account_id

@@ -73,6 +73,8 @@ class MeterState(TenantMixin, db.Model):
     period_start: Mapped[date | None] = mapped_column(Date)
     period_usage: Mapped[Decimal] = mapped_column(USAGE, nullable=False, default=Decimal("0"))
     meter_purchase_count: Mapped[int | None] = mapped_column(Integer)
+    # the meter's own purchase counter minus ours when it was bound (a swapped-in meter has its own past)
+    purchase_count_offset: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     bound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 

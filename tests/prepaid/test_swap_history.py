@@ -1,0 +1,100 @@
+"""Issue 21 item 6: a meter swap keeps the room's history right (plain PostgreSQL rollups).
+
+The room's month across a swap is the old meter's use until the swap plus the new meter's use after it; the new
+meter's past in the store room counts nowhere; its counters and relay are read at installation; its own purchase
+counter raises no mismatch."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, text
+
+from meterhub.commands.models import Command
+from meterhub.db import service_session
+from meterhub.devices.models import Device, Meter
+from meterhub.modules.prepaid import accounts, cashier
+from meterhub.modules.prepaid.metering import check_purchase_counters
+from meterhub.modules.prepaid.swap_history import after_swap
+from meterhub.outbox import OutboxJob
+from meterhub.reports.filters import ReportFilter
+from meterhub.reports.usage import usage_rows
+from meterhub.timeseries.rollups import refresh_rollups
+
+from .conftest import add_meters
+
+SH = ZoneInfo("Asia/Shanghai")
+D = Decimal
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=SH)
+
+
+def _readings(s, group_id: int, rows: list[tuple]) -> None:
+    for meter_id, ts, kwh, count in rows:
+        s.execute(text("INSERT INTO readings (group_id, meter_id, ts, energy_kwh, purchase_count, quality, source) "
+                       "VALUES (:g, :m, :ts, :e, :c, 0, 'poll')"),
+                  {"g": group_id, "m": meter_id, "ts": ts, "e": kwh, "c": count})
+
+
+def _room_month(s, world, month: date, end: date) -> Decimal:
+    f = ReportFilter(world.group_id, month, end, room_id=world.room_id, level="room", granularity="month")
+    rows = [r for r in usage_rows(s, f)]
+    assert len(rows) == 1, rows
+    return rows[0][6]
+
+
+@pytest.mark.plain_postgres
+def test_room_month_across_a_swap_is_old_until_the_swap_plus_new_after(world):
+    old = world.meters[0]
+    swap_at = local(2026, 11, 15, 12)
+    with world.app.app_context(), service_session() as s:
+        new = add_meters(s, world.group_id, world.property_id, world.gateway_id, None, 1)[0]  # in the store room
+        for m in (old, new):
+            s.get(Device, s.get(Meter, m).device_id).config = {"variant": "dtsy1352"}
+        _readings(s, world.group_id, [
+            (old, local(2026, 11, 1), D(0), None), (old, local(2026, 11, 10), D(100), None),
+            (old, local(2026, 11, 15, 11), D(148), None),
+            # the new meter's life before: 300 kWh in October and November elsewhere, its own purchase counter 7
+            (new, local(2026, 10, 1), D(1000), 7), (new, local(2026, 11, 1), D(1300), 7),
+            (new, local(2026, 11, 15, 11), D(1500), 7)])
+    with world.app.app_context(), service_session() as s:
+        account = accounts.create_account(s, world.group_id, world.property_id, [old], room_id=world.room_id,
+                                          customer_name="Swap", actor="t")
+        cashier.topup(s, world.group_id, account.id, "500.00", "cash", f"swap-{account.id}", actor="t")
+        account_id = account.id
+    with world.app.app_context(), service_session() as s:
+        accounts.swap_meter(s, world.group_id, old, new, final_reading="150", new_initial_reading="1500",
+                            at=swap_at, actor="t")
+    with world.app.app_context(), service_session() as s:
+        held = s.execute(select(OutboxJob).where(OutboxJob.path.like("%swap_history:after_swap"))
+                         .order_by(OutboxJob.id.desc())).scalars().first()
+        kwargs = {k: v for k, v in held.kwargs.items() if k != "job_timeout"}
+        assert kwargs["new_meter_id"] == new and kwargs["old_meter_id"] == old
+        # read at installation: its counters (read now) and its relay (the account is in credit: closed)
+        kinds = [(c.kind, c.params) for c in s.execute(select(Command).where(Command.meter_id == new)
+                                                       .order_by(Command.id)).scalars()]
+        assert ("read_now", {}) in kinds and ("switch", {"closed": True}) in kinds
+        meter = s.get(Meter, new)
+        assert meter.room_id == world.room_id and meter.installed_at == swap_at
+        assert s.get(Meter, old).removed_at == swap_at
+    with world.app.app_context():
+        assert after_swap(**kwargs) == 2  # the job: both readings at the swap, both meters rolled up again
+        with service_session() as s:
+            _readings(s, world.group_id, [(new, local(2026, 11, 30), D(1600), 7),
+                                          (old, local(2026, 11, 20), D(180), None)])  # the old one, on a shelf
+            refresh_rollups(s, datetime(1970, 1, 1, tzinfo=SH), [old, new])
+        with service_session() as s:
+            # 150 kWh of the old meter until the swap + 100 of the new one after (not its 300 elsewhere)
+            assert _room_month(s, world, date(2026, 11, 1), date(2026, 12, 1)) == D("250")
+            october = ReportFilter(world.group_id, date(2026, 10, 1), date(2026, 11, 1), room_id=world.room_id,
+                                   level="room", granularity="month")
+            assert list(usage_rows(s, october)) == []  # the new meter's October was not in this room
+            # its purchase counter (7 against our 1) is taken as its baseline: no mismatch from the swap
+            assert check_purchase_counters(s, world.group_id, [new]) == []
+            assert s.execute(text("SELECT count(*) FROM prepaid_events WHERE account_id = :a AND kind = "
+                                  "'purchase_count_mismatch'"), {"a": account_id}).scalar() == 0
