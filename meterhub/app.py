@@ -55,6 +55,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config_module.finish(app.config, app.instance_path)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:  # behind HAProxy/nginx: the client's address (rate limits, audit) from X-Forwarded-For
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     from .tenants.audit import audit_key
 
     audit_key(app)  # generated on first start, so every process of the instance shares it from the outset

@@ -104,9 +104,13 @@ def worker_command(queues: tuple[str, ...], burst: bool) -> None:
     The worker outlives Redis restarts: when rq gives up on a lost connection the worker waits with back-off
     and starts again; it ends only on SIGTERM/SIGINT (or, with ``--burst``, when the queues are empty).
     """
+    from flask import current_app
+
     from .redis_conn import by_urgency
     from .rq_worker import run_worker
+    from .shared_keys import check_shared_keys
 
+    check_shared_keys(current_app._get_current_object())
     run_worker(by_urgency(queues), burst=burst)
 
 

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # Where people and payment providers reach the platform (https://...); payment notify URLs are built from
     # it (never from a request's Host) and an https address makes every cookie Secure.
     "PUBLIC_BASE_URL": None,
+    # Reverse proxies in front of the web processes (HAProxy, nginx) whose X-Forwarded-For/-Proto are trusted:
+    # 0 = none (a client's own header is never believed); 1 = one load balancer.
+    "TRUSTED_PROXIES": 0,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,

@@ -15,4 +15,10 @@ def web_command(host: str, port: int, threads: int) -> None:
 
     from .app import create_app
 
-    serve(create_app(), host=host, port=port, threads=threads, _quiet=True)
+    from .shared_keys import check_shared_keys
+
+    app = create_app()
+    check_shared_keys(app)  # logs an error when another host of the deployment signs with other keys
+    # With TRUSTED_PROXIES the app's ProxyFix reads X-Forwarded-For/-Proto: waitress must hand them over.
+    serve(app, host=host, port=port, threads=threads, _quiet=True,
+          clear_untrusted_proxy_headers=not app.config.get("TRUSTED_PROXIES"))
