@@ -161,8 +161,11 @@ def home():
 @access.portal_login_required
 def account(number: str):
     acc, role = access.account_for(number)
+    from meterhub.portal.history import history
+
     return render_template("portal/account.html", s=dashboard.summary(db.session, acc), role=role,
-                           amounts=AMOUNTS, channels=orders.enabled_channels(db.session))
+                           amounts=AMOUNTS, channels=orders.enabled_channels(db.session),
+                           history=history(db.session, acc))
 
 
 @bp.route("/a/<number>/usage.json")

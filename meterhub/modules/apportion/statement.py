@@ -135,7 +135,7 @@ def _account_usage(session: Session, utility: str, members: list[tuple[Apportion
 def _basis(rule: ApportionRule, session: Session, member: ApportionMember, account: PrepaidAccount,
            usage: dict[int, Decimal]) -> tuple[Decimal, Any]:
     if rule.method == "ratio":
-        return Decimal(member.ratio), _l("ratio %(ratio)s", ratio=f"{Decimal(member.ratio).normalize():f}")
+        return Decimal(member.ratio), _l("ratio %(ratio)s", ratio=format(Decimal(member.ratio).normalize(), "f"))
     if rule.method == "area":
         room = session.get(Room, account.room_id) if account.room_id else None
         area = Decimal(room.area_m2) if room else ZERO
@@ -193,7 +193,7 @@ def compute(session: Session, group_id: int, rule_id: int, start: datetime, end:
             why.append(_l("not open in the period"))
         elif fraction < 1 and rule.method != "usage":
             why.append(_l("open %(start)s–%(end)s (%(fraction)s of the period)", start=window[0].date(),
-                          end=window[1].date(), fraction=f"{fraction:.4f}"))
+                          end=window[1].date(), fraction=format(fraction, ".4f")))
         statement.lines.append(ShareLine(account.id, account.number, account.customer_name, basis,
                                          fraction, weight if window else ZERO, why=why))
     _distribute(statement, rule.remainder_account_id)
@@ -209,8 +209,8 @@ def _distribute(statement: Statement, remainder_account_id: int | None) -> None:
         exact = statement.amount * line.weight / total_weight if total_weight else ZERO
         line.amount = exact.quantize(CENT, rounding=ROUND_DOWN)
         if line.weight:
-            line.why.append(_l("%(weight)s/%(total)s of %(amount)s = %(exact)s", weight=f"{line.weight:.4f}",
-                               total=f"{total_weight:.4f}", amount=statement.amount, exact=f"{exact:.6f}"))
+            line.why.append(_l("%(weight)s/%(total)s of %(amount)s = %(exact)s", weight=format(line.weight, ".4f"),
+                               total=format(total_weight, ".4f"), amount=statement.amount, exact=format(exact, ".6f")))
     remainder = statement.amount - sum((ln.amount for ln in statement.lines), ZERO)
     if remainder:
         sharing = [ln for ln in statement.lines if ln.weight]

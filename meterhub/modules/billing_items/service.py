@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from ...db import service_session
 from ...errors import ValidationError
+from ...i18n import _l, stored
 from ...ledger import post as ledger
 from ...ledger.money import round_money
 from ...models import utcnow
@@ -114,7 +115,7 @@ def _charge_one(session: Session, item: BillingItem, account: PrepaidAccount, du
                          "amount": str(amount)},
                 legs=[(account.wallet_account_id, -amount), (revenue, amount)],
                 wallet_account_id=account.wallet_account_id, amount=-amount, actor="billing_items",
-                reason=f"{item.name} due {due.isoformat()}")
+                reason=stored(_l("%(item)s due %(date)s", item=item.name, date=due), 300))
             charge.status, charge.transfer_id = "deducted", transfer.id
     session.add(charge)
     return charge
