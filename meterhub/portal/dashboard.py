@@ -35,6 +35,7 @@ class Summary:
     messages: list[Any] = field(default_factory=list)
     bills: list[Any] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)  # today, month, unit (see usage_totals)
+    days_left: Any = None  # prepaid forecast_store.DaysLeft of an open account
 
 
 def status_of(account: PrepaidAccount) -> str:
@@ -77,6 +78,10 @@ def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Sum
         .order_by(Transfer.id.desc()).limit(20)).scalars())
     result.bills = bills(session, account)
     result.usage = usage_totals(session, account, meters)
+    if account.status == "open":
+        from ..modules.prepaid.forecast_store import current
+
+        result.days_left = current(session, account.id, result.balance, account.overdraft_limit)
     return result
 
 
