@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install lint translations vendor clean-instance chromium
+.PHONY: run test bench install lint translations vendor clean-instance chromium screenshots
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -29,6 +29,13 @@ chromium:
 test: $(STAMP) chromium
 	$(VENV)/bin/pytest -q
 
+# Every console page for every demo role (1440x900) and every portal page on a phone (390x844), zh_CN and
+# English, into screenshots/ (not committed): starts the demo on free ports. Needs chromium + fonts-noto-cjk.
+screenshots: $(STAMP) chromium
+	@[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq fonts-noto-cjk >/dev/null; } || \
+	  echo "warning: fonts-noto-cjk is not installed; Chinese pages will show boxes (apt-get install fonts-noto-cjk)"
+	$(PY) scripts/screenshots.py --out screenshots
+
 bench: $(STAMP)
 	$(PY) -m bench
 
@@ -43,6 +50,8 @@ vendor:
 	cd webui && npm ci --no-audit --no-fund
 	cp webui/node_modules/chart.js/dist/chart.umd.min.js webui/static/vendor/chart.umd.min.js
 	cp webui/node_modules/chart.js/LICENSE.md webui/static/vendor/chart.js.LICENSE.md
+	cp webui/node_modules/axe-core/axe.min.js tests/browser/vendor/axe.min.js  # accessibility checks, tests only
+	cp webui/node_modules/axe-core/LICENSE tests/browser/vendor/axe-core.LICENSE
 	cp webui/node_modules/bootstrap/dist/css/bootstrap.min.css webui/static/vendor/bootstrap.min.css
 	cp webui/node_modules/bootstrap/dist/js/bootstrap.bundle.min.js webui/static/vendor/bootstrap.bundle.min.js
 	cp webui/node_modules/bootstrap/LICENSE webui/static/vendor/bootstrap.LICENSE
