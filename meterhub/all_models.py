@@ -13,6 +13,7 @@ from .modules.postpaid import models as _postpaid_models  # noqa: F401
 from .modules.batch import models as _batch_models  # noqa: F401
 from .process_events import ProcessEvent  # noqa: F401,E402
 from .outbox import OutboxJob  # noqa: F401
+from .tenants.login_failures import LoginFailure  # noqa: F401
 from .files import StoredFile, StoredFileChunk  # noqa: F401
 from .timeseries.property_usage import UsagePropertyDaily, UsageTopMeter  # noqa: F401
 from .collector.leases import BusLease, CollectorMember  # noqa: F401

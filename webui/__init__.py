@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Flask, abort, g, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -175,6 +176,18 @@ def register_web(app: Flask) -> None:
                               "fields": {}}}, 413
         return render_template("errors/error.html", code=413,
                                message=_("The upload is larger than %(size)s.", size=size)), 413
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_unavailable(_err):  # noqa: ANN001, ANN202
+        """Redis unreachable (restarting, down): 503 saying so, never a 500. Sign-in, top-ups and pages that need
+        only the database go on (the sign-in throttle counts in PostgreSQL meanwhile); what needs Redis waits."""
+        db.session.rollback()
+        message = _("A background service (Redis) is not answering, so this action cannot be done now. Try again "
+                    "in a minute; payments and top-ups are still taken.")
+        headers = {"Retry-After": "30"}
+        if request.path.startswith("/api/") or request.is_json:
+            return {"error": {"code": "unavailable", "message": message, "fields": {}}}, 503, headers
+        return render_template("errors/error.html", code=503, message=message), 503, headers
 
     @app.errorhandler(403)
     def _forbidden(_err):  # noqa: ANN001, ANN202

@@ -21,7 +21,8 @@ bp = Blueprint("auth", __name__)
 
 def _throttle() -> LoginThrottle:
     cfg = current_app.config
-    return LoginThrottle(get_redis(), cfg["LOGIN_MAX_FAILURES"], cfg["LOGIN_WINDOW_SECONDS"], cfg["REDIS_NAMESPACE"])
+    return LoginThrottle(get_redis(), cfg["LOGIN_MAX_FAILURES"], cfg["LOGIN_WINDOW_SECONDS"], cfg["REDIS_NAMESPACE"],
+                         engine=db.engine)  # counts in PostgreSQL while Redis is down
 
 
 def _safe_next(target: str | None) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..db import use_group
 from ..errors import RateLimited, ValidationError
+from ..extensions import db
 from ..models import utcnow
 from ..redis_conn import get_redis, redis_key
 from ..tenants.auth import LoginThrottle
@@ -58,14 +59,14 @@ def throttle() -> LoginThrottle:
     """Failed portal sign-ins (password or code) per phone and per address."""
     cfg = current_app.config
     return LoginThrottle(get_redis(), cfg["LOGIN_MAX_FAILURES"], cfg["LOGIN_WINDOW_SECONDS"],
-                         f"{cfg['REDIS_NAMESPACE']}:portal")
+                         f"{cfg['REDIS_NAMESPACE']}:portal", engine=db.engine)
 
 
 def send_throttle() -> LoginThrottle:
     """Sign-in codes asked for, per phone and per address (each request counts, known phone or not)."""
     cfg = current_app.config
     return LoginThrottle(get_redis(), cfg["LOGIN_MAX_FAILURES"], cfg["LOGIN_WINDOW_SECONDS"],
-                         f"{cfg['REDIS_NAMESPACE']}:portal-send")
+                         f"{cfg['REDIS_NAMESPACE']}:portal-send", engine=db.engine)
 
 
 def _phone_hash(phone: str) -> str:
