@@ -17,6 +17,7 @@ from meterhub.models import utcnow
 from meterhub.tenants.models import Operator
 from meterhub.tenants.scoping import requested
 
+from .confirm import confirmation_page
 from .util import client_ip, permission_required
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
@@ -51,6 +52,15 @@ def index():
 @bp.route("/<prefix>/revoke", methods=["POST"])
 @permission_required("group.manage")
 def revoke(prefix: str):
+    token = next((t for t in tokens.group_tokens(db.session, current_user.group_id) if t.prefix == prefix), None)
+    if token is None:
+        abort(404)
+    operator = db.session.get(Operator, token.operator_id)
+    page = confirmation_page(_("Revoke"), [(_("Name"), token.name), (_("Prefix"), f"mh_{token.prefix}_…"),
+                                           (_("Acts as operator"), operator.username if operator else None)],
+                             question=_("Programs using this token stop working at their next request."))
+    if page is not None:
+        return page
     try:
         tokens.revoke(db.session, current_user.group_id, prefix, actor=current_user.username,
                       operator_id=current_user.id, ip=client_ip())

@@ -29,14 +29,14 @@ def confirmed() -> bool:
 
 
 def confirmation_page(title: str, facts: list[tuple[Any, Any]], *, button: str | None = None,
-                      question: str | None = None, back: str | None = None,
-                      layout: str = "base.html") -> str | None:
+                      question: str | None = None, back: str | None = None, layout: str = "base.html",
+                      extra_fields: list[tuple[str, str]] | None = None) -> str | None:
     """None when the request is confirmed; else the confirmation page naming ``facts``, whose button sends the
-    same form fields again with ``confirmed=yes``."""
+    same form fields (and ``extra_fields``, e.g. what an uploaded file held) again with ``confirmed=yes``."""
     if confirmed():
         return None
     fields = [(name, value) for name, value in request.form.items(multi=True)
-              if name not in ("csrf_token", CONFIRM_FIELD)]
+              if name not in ("csrf_token", CONFIRM_FIELD)] + list(extra_fields or [])
     referrer = local_path(_referrer_path())
     return render_template(
         "confirm.html", layout=layout, title=title, facts=facts, fields=fields, action=request.path,

@@ -140,7 +140,8 @@ def test_money_and_commands_never_touch_the_replica(rapp, cluster, replica_state
                         data={"csrf_token": token, "key": key, "amount": "25.00", "channel": "cash"})
     assert topup.status_code == 302 and "/receipts/" in topup.location
     refund = client.post(f"/prepaid/accounts/{account_id}/refund",
-                         data={"csrf_token": token, "key": key + "r", "amount": "5.00", "channel": "cash"})
+                         data={"csrf_token": token, "key": key + "r", "amount": "5.00", "channel": "cash",
+                               "confirmed": "yes"})
     assert refund.status_code == 302
     command = client.post(f"/prepaid/meters/{meter_id}/command",
                           data={"csrf_token": token, "kind": "read_now", "account_id": account_id})

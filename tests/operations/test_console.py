@@ -49,7 +49,8 @@ def test_batch_created_and_cancelled_from_the_console(client, operator, group):
     operator("group_admin")
     token = csrf_token(client, "/batch/")
     response = client.post("/batch/new", data={"csrf_token": token, "property_id": group.property_id,
-                                               "action": "read_now", "meter_ids": "", "at": "2099-01-01T08:00"})
+                                               "action": "read_now", "meter_ids": "", "at": "2099-01-01T08:00",
+                                               "confirmed": "yes"})
     assert response.status_code == 302 and "/batch/" in response.location
     page = client.get(response.location).get_data(as_text=True)
     assert "Scheduled" in page

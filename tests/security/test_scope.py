@@ -54,8 +54,13 @@ FIELD_KIND = {
     "batch_id": "batch", "bill_id": "bill", "alarm_id": "alarm", "operator_id": "operator",
     "notifier_id": "notifier", "schedule_id": "schedule", "channel_id": "channel", "prefix": "token",
     "export_id": "export", "target": "room", "members": "account",
+    # fields that name an object by the key people use (issue 21 item 2: serial, account number, room label ...)
+    "parent_meter": "meter", "sub_meters": "meter", "meters": "meter", "remainder_account": "account",
+    "building": "building", "floor": "floor",
 }
-ID_FIELD = re.compile(r"(?:.+_)?ids?|target|members|prefix")
+#: Key fields: the object is named by its key (meterhub.tenants.lookup), not its id.
+KEY_FIELDS = {"parent_meter", "sub_meters", "meters", "remainder_account", "building", "floor", "members"}
+ID_FIELD = re.compile(r"(?:.+_)?ids?|target|members|prefix|parent_meter|sub_meters|meters|remainder_account|building|floor")
 #: Fields that look like ids but name no object of ours (the identifier a device uses at the MQTT broker).
 NOT_IDS = {"mqtt_client_id"}
 #: Tables left out of the digest: the audit log (a refused attempt may be logged) and the reading series.
@@ -284,7 +289,7 @@ def _workbook(kit: Kit) -> Callable[[], tuple[io.BytesIO, str]]:
 
 
 def _account_form(kit: Kit) -> dict[str, str]:
-    return {"amount": "1.00", "channel": "cash", "key": f"k-{tag()}", "reason": "scope test"}
+    return {"amount": "1.00", "channel": "cash", "key": f"k-{tag()}", "reason": "scope test", "confirmed": "yes"}
 
 
 BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
@@ -294,20 +299,21 @@ BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
     "alarms.notifier_edit": lambda k, c: Req({"notifier_id": k.notifier()}, {"name": f"Renamed {tag()}"}),
     # API tokens
     "api_tokens.index": lambda k, c: Req(form={"name": f"t-{tag()}", "scopes": "read", "operator_id": k.operator()}),
-    "api_tokens.revoke": lambda k, c: Req({"prefix": k.token()}),
+    "api_tokens.revoke": lambda k, c: Req({"prefix": k.token()}, {"confirmed": "yes"}),
     # apportioning
     "apportion.create": lambda k, c: (lambda meters, acc: Req(form={
-        "property_id": k.property_id, "name": f"Rule {tag()}", "parent_meter_id": meters[0],
-        "sub_meter_ids": str(meters[1]), "method": "ratio", "tariff_id": k.tariff_id, "members": f"{acc}:1",
-        "remainder_account_id": acc, "post_mode": "deduct", "subtract": "1"}))(
-        k.meters(2), k.account()["account_id"]),
+        "property_id": k.property_id, "name": f"Rule {tag()}", "parent_meter": _key(k, "meter", meters[0]),
+        "sub_meters": _key(k, "meter", meters[1]), "method": "ratio", "tariff_id": k.tariff_id,
+        "members": f"{_key(k, 'account', acc)}:1", "remainder_account": _key(k, "account", acc),
+        "post_mode": "deduct", "subtract": "1"}))(k.meters(2), k.account()["account_id"]),
     "apportion.post": lambda k, c: Req({"rule_id": k.rule()}, {"start": "2026-01-01", "end": "2026-02-01"}),
     "apportion.reverse": lambda k, c: Req({"run_id": k.run()}, {"reason": "scope test"}),
     # batch operations
     "batch.create": lambda k, c: Req(form={"property_id": k.property_id, "action": "set_tariff",
-                                           "tariff_id": k.tariff_id, "building_id": k.building_id,
-                                           "floor_id": k.floor_id, "meter_ids": str(k.meters()[0])}),
-    "batch.retry": lambda k, c: Req({"batch_id": k.batch(failed=True)}),
+                                           "tariff_id": k.tariff_id, "building": _key(k, "building", k.building_id),
+                                           "floor": _key(k, "floor", k.floor_id),
+                                           "meters": _key(k, "meter", k.meters()[0]), "confirmed": "yes"}),
+    "batch.retry": lambda k, c: Req({"batch_id": k.batch(failed=True)}, {"confirmed": "yes"}),
     "batch.cancel": lambda k, c: Req({"batch_id": k.batch()}),
     # billing items and post-paid bills
     "billing_items.create": lambda k, c: Req(form={
@@ -350,10 +356,11 @@ BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
         **_account_form(k), "transfer_id": acc["transfer_id"]}))(k.account()),
     "prepaid.activate": lambda k, c: Req({"account_id": k.account(preset=True)["account_id"]},
                                          {"customer_name": f"Owner {tag()}", "phone": "13800000000"}),
-    "prepaid.close": lambda k, c: Req({"account_id": k.account()["account_id"]}, {"key": f"k-{tag()}"}),
+    "prepaid.close": lambda k, c: Req({"account_id": k.account()["account_id"]}, {"key": f"k-{tag()}",
+                                                                                  "confirmed": "yes"}),
     "prepaid.swap": lambda k, c: (lambda acc: Req({"account_id": acc["account_id"]}, {
         "old_meter_id": acc["meter_id"], "new_meter_id": k.meters()[0], "final_reading": "0",
-        "new_initial_reading": "0"}))(k.account()),
+        "new_initial_reading": "0", "confirmed": "yes"}))(k.account()),
     "prepaid.open_account": lambda k, c: Req(form={"room_id": k.room_id, "meter_id": str(k.meters()[0]),
                                                    "customer_name": f"New {tag()}", "alarm1": "20.00",
                                                    "alarm2": "5.00", "overdraft_limit": "0.00"}),
@@ -399,9 +406,19 @@ def _value(kind: str, kit: Kit, field_name: str) -> Any:
     value = getattr(kit, KIND_ATTR[kind])
     if field_name == "target":
         return f"room:{value}"
+    if field_name in KEY_FIELDS:
+        value = _key(kit, kind, value)
     if field_name == "members":
         return f"{value}:1"
     return value
+
+
+def _key(kit: Kit, kind: str, object_id: int) -> str:
+    """What people call the object (its serial, account number, room label ...)."""
+    from meterhub.tenants.lookup import label_of
+
+    with kit.app.app_context(), service_session() as s:
+        return label_of(s, kit.group_id, kind, object_id)
 
 
 def _mutations(rule, req: Req, read: set[str], read_query: set[str],  # noqa: ANN001

@@ -13,15 +13,18 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tariffs.models import Tariff
-from meterhub.tenants import lookup
 from meterhub.tenants.models import Property
+from meterhub.tenants import lookup
 from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, requested, restrict
+from webui.confirm import confirmation_page, confirmed
+from webui.format import when
+from webui.labels import label
 from webui.util import permission_required
 
 from .actions import ACTIONS
 from .export import results_rows, results_xlsx
 from .models import Batch
-from .selection import keys_from_excel
+from .selection import keys_from_excel, select_meters
 from .service import cancel_batch, create_batch, progress, retry_failed, start_batch, sync_batch
 
 bp = Blueprint("batch", __name__, url_prefix="/batch")
@@ -64,6 +67,21 @@ def _criteria(form, prop: Property) -> dict:  # noqa: ANN001
     return criteria
 
 
+def _confirm_run(prop: Property, action: str, criteria: dict, at: datetime | None) -> str | None:
+    """The confirmation page of a batch (property, action, how many meters it selects, when), or None once
+    confirmed; an uploaded list travels in the page as ``keys``."""
+    if confirmed():
+        return None
+    chosen = select_meters(db.session, current_user.group_id, prop.id, criteria)
+    keys = [("keys", "\n".join(criteria["keys"]))] if criteria.get("keys") and not request.form.get("keys") else []
+    return confirmation_page(_("Run the batch"), [
+        (_("Property"), prop.name), (_("Action"), label(action, "batch_action")),
+        (_("Meters"), _("%(n)d meters", n=len(chosen.meter_ids))),
+        (_("Not found in this property (left out)"), ", ".join(chosen.unmatched[:50])
+         + (_(" and %(n)d more", n=len(chosen.unmatched) - 50) if len(chosen.unmatched) > 50 else "") or None),
+        (_("Run at"), when(at) if at else _("now"))], extra_fields=keys)
+
+
 @bp.route("/")
 @permission_required("batch.run")
 def index():
@@ -92,7 +110,11 @@ def create():
                 at = datetime.fromisoformat(request.form["at"]).replace(tzinfo=ZoneInfo(prop.timezone))
             except ValueError as err:
                 raise ValidationError("the time must be YYYY-MM-DDTHH:MM", {"at": "time"}) from err
-        batch = create_batch(db.session, current_user.group_id, prop.id, action, params, _criteria(request.form, prop),
+        criteria = _criteria(request.form, prop)
+        page = _confirm_run(prop, action, criteria, at)
+        if page is not None:
+            return page
+        batch = create_batch(db.session, current_user.group_id, prop.id, action, params, criteria,
                              at=at, actor=current_user.username, operator_id=current_user.id)
         command_ids = start_batch(db.session, batch) if at is None else []
     except MeterhubError as err:
@@ -123,6 +145,11 @@ def show(batch_id: int):
 @permission_required("batch.run")
 def retry(batch_id: int):
     batch = get_or_404(Batch, batch_id)
+    page = confirmation_page(_("Retry failed"), [
+        (_("Batch"), f"#{batch.id}"), (_("Action"), label(batch.action, "batch_action")),
+        (_("Meters"), _("%(n)d meters", n=progress(db.session, batch.id).get("failed", 0)))])
+    if page is not None:
+        return page
     try:
         command_ids = retry_failed(db.session, batch, actor=current_user.username, operator_id=current_user.id)
     except MeterhubError as err:

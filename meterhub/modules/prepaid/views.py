@@ -19,6 +19,8 @@ from ...ledger.models import Transfer
 from ...ledger.post import balance_of
 from ...tenants.models import Room
 from ...tenants.scoping import get_or_404, requested, requested_all, restrict
+from webui.confirm import confirmation_page
+from webui.format import money, room_path
 from webui.util import permission_required
 from . import accounts, cashier, control
 from .events import notify_balance
@@ -105,6 +107,14 @@ def _money(action, permission: str, account_id: int):
     return redirect(url_for("prepaid.receipt", transfer_id=result.transfer_id))
 
 
+def _confirm(title: str, acc: PrepaidAccount, *facts: tuple) -> str | None:
+    """The confirmation page of a dangerous action on ``acc`` (room, tenant, account, then ``facts``), or None once
+    the operator confirmed it (webui.confirm)."""
+    room = db.session.get(Room, acc.room_id) if acc.room_id else None
+    return confirmation_page(title, [(_("Room"), room_path(room) if room else None),
+                                     (_("Tenant"), acc.customer_name), (_("Account"), acc.number), *facts])
+
+
 def _who() -> dict:
     return {"actor": current_user.username, "operator_id": current_user.id}
 
@@ -124,6 +134,10 @@ def topup(account_id: int):
 @bp.route("/accounts/<int:account_id>/refund", methods=["POST"])
 @permission_required("money.refund")
 def refund(account_id: int):
+    page = _confirm(_("Refund"), _account(account_id), (_("Amount"), money(request.form.get("amount"))),
+                    (_("Reason"), request.form.get("reason")))
+    if page is not None:
+        return page
     return _money(lambda s, acc, f: cashier.refund(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
                                                    f.get("key", ""), reason=f.get("reason", ""), **_who()),
                   "money.refund", account_id)
@@ -136,6 +150,10 @@ def reverse(account_id: int):
     original = requested(Transfer, "transfer_id", "money.reverse")
     if original.wallet_account_id != acc.wallet_account_id:
         abort(404)  # a top-up of another account, even one in scope, is not this account's to reverse
+    page = _confirm(_("Reverse"), acc, (_("Receipt"), original.receipt_no), (_("Amount"), money(original.amount)),
+                    (_("Reason"), request.form.get("reason")))
+    if page is not None:
+        return page
     return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, original.id, f.get("reason", ""),
                                                     f.get("key", ""), **_who()),
                   "money.reverse", account_id)
@@ -189,6 +207,10 @@ def activate(account_id: int):
 @permission_required("account.manage")
 def close(account_id: int):
     acc = _account(account_id)
+    page = _confirm(_("Close account and settle"), acc,
+                    (_("Balance"), money(balance_of(db.session, acc.wallet_account_id))))
+    if page is not None:
+        return page
     return _manage(lambda: accounts.close_account(db.session, acc.group_id, acc.id, request.form.get("key", ""),
                                                   **_who()), acc)
 
@@ -203,6 +225,10 @@ def swap(account_id: int):
         MeterState.meter_id == old.id, MeterState.account_id == acc.id, MeterState.active)).scalar()
     if bound is None or new.property_id != acc.property_id:
         abort(404)  # the old meter must be this account's, the new one of its property
+    page = _confirm(_("Swap meter"), acc, (_("Old meter"), old.name or f"#{old.id}"), (_("Final reading"), f.get("final_reading")),
+                    (_("New meter"), new.name or f"#{new.id}"), (_("New meter reading"), f.get("new_initial_reading")))
+    if page is not None:
+        return page
     return _manage(lambda: accounts.swap_meter(
         db.session, acc.group_id, old.id, new.id,
         final_reading=f.get("final_reading", "0") or "0", new_initial_reading=f.get("new_initial_reading", "0") or "0",
@@ -216,6 +242,10 @@ def command(meter_id: int):
     kind = request.form.get("kind", "")
     back = requested(PrepaidAccount, "account_id", "money.view", required=False)
     account_id = back.id if back is not None else None
+    if kind == "off":  # cuts a tenant's power or water: named and confirmed first
+        page = confirmation_page(_("Switch off"), _meter_facts(meter))
+        if page is not None:
+            return page
 
     def run():
         if kind == "keep_power":
@@ -235,6 +265,15 @@ def command(meter_id: int):
     else:
         flash(action_message(meter, kind, command), "ok")
     return redirect(url_for("prepaid.account", account_id=account_id) if account_id else url_for("prepaid.rooms"))
+
+
+def _meter_facts(meter: Meter) -> list[tuple]:
+    """Room, tenant and meter of ``meter`` for a confirmation."""
+    room = db.session.get(Room, meter.room_id) if meter.room_id else None
+    acc = db.session.execute(select(PrepaidAccount).join(MeterState, MeterState.account_id == PrepaidAccount.id)
+                             .where(MeterState.meter_id == meter.id, MeterState.active)).scalars().first()
+    return [(_("Room"), room_path(room) if room else None), (_("Tenant"), acc.customer_name if acc else None),
+            (_("Meter"), meter.name or f"#{meter.id}")]
 
 
 def action_message(meter: Meter, kind: str, command: Command | None) -> str:
