@@ -114,8 +114,11 @@ def device_detail(device_id: int):
     config = driver.mask_config(device.config) if driver else {}
     meters = db.session.execute(select(Meter).where(Meter.device_id == device.id).order_by(Meter.channel)).scalars().all()
     latest = query.latest(db.session, [m.id for m in meters])
+    from meterhub.tenants.lookup import labels_of
+
+    rooms = labels_of(db.session, device.group_id, "room", [m.room_id for m in meters if m.room_id])
     return render_template("devices/device.html", device=device, driver=driver, config=config, meters=meters,
-                           latest=latest)
+                           latest=latest, rooms=rooms)
 
 
 def _rooms_for(prop_id: int) -> list[Room]:

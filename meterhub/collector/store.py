@@ -50,6 +50,13 @@ INSERT INTO health_events (group_id, at, object_type, object_id, event, detail)
 SELECT group_id, :now, '{kind}', id, 'online', jsonb_build_object('last_seen_at', last_seen_at, 'by', 'collector')
 FROM changed
 """
+# A device that answers has circuits that answer: meters never judged yet (``unknown``) follow their device at
+# once, instead of waiting for the offline-window job (which then keeps them by their own readings).
+_METERS_FOLLOW_SQL = """
+UPDATE meters m SET status = 'online', last_seen_at = GREATEST(m.last_seen_at, v.at)
+FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)
+WHERE m.device_id = v.id AND m.active AND m.status = 'unknown'
+"""
 _FAULT_SQL = """
 UPDATE {table} t SET fault_count = t.fault_count + v.n
 FROM unnest(CAST(:ids AS bigint[]), CAST(:ns AS bigint[])) AS v(id, n) WHERE t.id = v.id
@@ -189,6 +196,8 @@ class StorageSink:
                 if seen:
                     conn.execute(text(_SEEN_SQL.format(table=table, kind=kind)),
                                  {"ids": list(seen), "ats": list(seen.values()), "now": now})
+                    if table == "devices":
+                        conn.execute(text(_METERS_FOLLOW_SQL), {"ids": list(seen), "ats": list(seen.values())})
             for table, faults in (("devices", batch.device_faults), ("gateways", batch.gateway_faults)):
                 if faults:
                     conn.execute(text(_FAULT_SQL.format(table=table)), {"ids": list(faults), "ns": list(faults.values())})

@@ -36,8 +36,11 @@ def plugins_command() -> None:
 @click.option("--onboarding-file", type=click.Path(dir_okay=False), help="write gateways/devices (.json or .xlsx)")
 @click.option("--installed/--new", default=False, show_default=True,
               help="start meters with the counters of meters in use since 2024 (and list their load profiles)")
+@click.option("--first-gateway", default=1, show_default=True, type=click.IntRange(1, 10_000),
+              help="number of this process's first bus: a second `simulate` for more buses starts after the first "
+                   "one's, so its gateway names and device serials differ and both can be onboarded")
 def simulate_command(gateways: int, devices: int, drivers: str, base_port: int, host: str, line_timing: bool,
-                     acceleration: float, onboarding_file: str | None, installed: bool) -> None:
+                     acceleration: float, onboarding_file: str | None, installed: bool, first_gateway: int) -> None:
     """Run a simulated fleet of gateways and devices until Ctrl-C."""
     from meterhub.plugins import driver_registry
     from meterhub.simulator.fleet import Fleet
@@ -45,7 +48,8 @@ def simulate_command(gateways: int, devices: int, drivers: str, base_port: int, 
     try:
         fleet = Fleet(driver_registry(), gateways=gateways, devices=devices,
                       drivers=[k.strip() for k in drivers.split(",") if k.strip()], base_port=base_port, host=host,
-                      line_timing=line_timing, acceleration=acceleration, installed=installed)
+                      line_timing=line_timing, acceleration=acceleration, installed=installed,
+                      first_gateway=first_gateway)
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
 

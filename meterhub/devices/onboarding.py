@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
@@ -239,9 +239,10 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
                 _l("The device at address %(address)s answers with serial %(answered)s, but %(serial)s "
                    "was given. Scan the label of the device at this address, or fix the address.",
                    address=address, answered=answered, serial=serial), {"serial": "mismatch"})
+    answered_at = datetime.now(UTC) if verify else None  # it answered just now: that is its last contact
     device = Device(group_id=gateway.group_id, property_id=gateway.property_id, gateway_id=gateway.id,
                     driver_key=driver.key, address=address, serial=serial, config=config,
-                    status="online" if verify else "unknown")
+                    status="online" if verify else "unknown", last_seen_at=answered_at)
     session.add(device)
     session.flush()
     utility = driver.manifest.get("utility", "water" if "valve" in driver.capabilities else "electricity")
@@ -249,6 +250,7 @@ def onboard_device(session: Session, gateway: Gateway, spec: DeviceSpec, *, veri
         room_id = room_ids[channel - 1] if channel <= len(room_ids) else None
         session.add(Meter(group_id=gateway.group_id, property_id=gateway.property_id, device_id=device.id,
                           room_id=room_id, channel=channel, utility=utility, installed_at=spec.installed_at,
+                          status=device.status, last_seen_at=answered_at,
                           name=spec.name or f"{driver.model} {serial}" + (f" #{channel}" if channels > 1 else "")))
     session.flush()
     return device

@@ -37,7 +37,7 @@ class Fleet:
     def __init__(self, registry: dict[str, Any], gateways: int = 1, devices: int = 1,
                  drivers: list[str] | None = None, base_port: int = 0, host: str = "127.0.0.1",
                  line_timing: bool = False, acceleration: float = 1.0, seed: int = 1,
-                 faults: Faults | None = None, installed: bool = False) -> None:
+                 faults: Faults | None = None, installed: bool = False, first_gateway: int = 1) -> None:
         keys = drivers or sorted(registry)
         unknown = [k for k in keys if k not in registry]
         if unknown:
@@ -49,24 +49,31 @@ class Fleet:
         self.servers: list[SimServer] = []
         self.gateways: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
+        used: set[tuple[str, str]] = set()  # (driver, serial): a serial is unique per driver, as onboarding requires
         for g in range(gateways):
             key = keys[g % len(keys)]
+            number = first_gateway + g  # the bus's number across fleets: names, seeds and addresses follow it
             driver = registry[key]
             example = driver.examples()[0]
             config = driver.validate_config(example["config"])
             framing = example.get("framing", "rtu")
             line = driver.manifest.get("line_defaults", {"baud": 9600, "parity": "N", "stop_bits": 1})
-            name = f"sim-gw-{g + 1}"
+            name = f"sim-gw-{number}"
             sims = []
+            self._bus_addresses: set[int] = set()
             span = driver.channels(config) * (3 if config.get("wiring") == "three" else 1)
             for d in range(devices):
                 if framing == "cjt188":
-                    address: Any = f"{10000001 + g * 1000 + d}"
+                    address: Any = f"{10000001 + (number - 1) * 1000 + d}"
                 else:
                     address = 1 + d * max(span if key == "acrel_adf300" else 1, 1)
                     if address + span - 1 > 247:
                         raise ValueError(f"{devices} {key} devices do not fit in slave ids 1..247 on one bus")
-                sim = driver.simulator(address, config, clock=self.clock, seed=seed + g * 100 + d)
+                sim = driver.simulator(address, config, clock=self.clock, seed=seed + (number - 1) * 100 + d)
+                sim, address = self._distinct(driver, key, config, sim, address, used, number, seed + d)
+                used.add((key, str(getattr(sim, "serial", address))))
+                if not isinstance(address, str):
+                    self._bus_addresses.add(address)
                 sims.append(sim)
                 device = {"gateway": name, "driver": key, "address": address,
                           "serial": getattr(sim, "serial", str(address)),
@@ -83,6 +90,29 @@ class Fleet:
                                           faults=faults, di_order=config.get("di_order", "low_first")))
             self.gateways.append({"name": name, "host": host, "port": port, "framing": framing,
                                   "bus": {**line, "line_timing": bool(timing)}})
+
+    def _distinct(self, driver: Any, key: str, config: dict[str, Any], sim: Any, address: Any,
+                  used: set[tuple[str, str]], number: int, seed: int) -> tuple[Any, Any]:
+        """A device whose serial no earlier device of this fleet has. A device whose identity is its slave id alone
+        (DTSD1352 has no serial register) moves to a free slave id: past the ids the fleet's earlier buses use,
+        and on a bus numbered above 1 (``first_gateway``, another process) past the ids a bus 1 would use."""
+        if isinstance(address, str):
+            return sim, address
+        by_address = str(getattr(driver.simulator(address, config, clock=self.clock, seed=seed + 7), "serial",
+                                 address)) == str(getattr(sim, "serial", address))
+        if not by_address or ((key, str(getattr(sim, "serial", address))) not in used and number == 1):
+            return sim, address
+        start = max([address] + [int(s.rsplit("-", 1)[-1]) + 1 for k, s in used
+                                 if k == key and s.rsplit("-", 1)[-1].isdecimal()])
+        if number > 1:
+            start = max(start, address + 50 * (number - 1))
+        for candidate in range(start, 248):
+            if candidate in self._bus_addresses:
+                continue
+            moved = driver.simulator(candidate, config, clock=self.clock, seed=seed)
+            if (key, str(getattr(moved, "serial", candidate))) not in used:
+                return moved, candidate
+        raise ValueError(f"no free slave id for another {key} on gateway sim-gw-{number}: use fewer devices")
 
     async def start(self) -> Fleet:
         for server, gateway in zip(self.servers, self.gateways):
