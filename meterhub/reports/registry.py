@@ -58,9 +58,9 @@ class ReportDefinition:
 
 def builtin_reports() -> list[ReportDefinition]:
     """The reports that ship with meterhub."""
-    from . import finance, operations, usage
+    from . import comparison, finance, operations, usage
 
-    return [*usage.REPORTS, *finance.REPORTS, *operations.REPORTS]
+    return [*usage.REPORTS, *comparison.REPORTS, *finance.REPORTS, *operations.REPORTS]
 
 
 def all_reports() -> dict[str, ReportDefinition]:

@@ -300,8 +300,9 @@ def monthly_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
         before, year_ago = months.get(prev, [ZERO] * 5)[0], months.get(last_year, [ZERO] * 5)[0]
         mom = _pct(cur[0] - before, before)
         yoy = _pct(cur[0] - year_ago, year_ago)
-        yield (this, *key, *cur, _pct(cur[2] + cur[1], cur[0]), _pct(cur[4], cur[0]), costs.get(key, ZERO),
-               before, mom, year_ago, yoy)
+        cost = costs.get(key)  # what the ledger charged; nothing booked is "not charged", never a 0
+        yield (this, *key, *cur, _pct(cur[2] + cur[1], cur[0]), _pct(cur[4], cur[0]),
+               str(_l("not charged")) if cost is None else cost, before, mom, year_ago, yoy)
 
 
 def _costs(session: Session, f: ReportFilter, month: date) -> dict[tuple, Decimal]:
