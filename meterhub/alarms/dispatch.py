@@ -53,7 +53,7 @@ def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group)
     values.update(group=group.name, kind=str(kind.label), subject=name_of(names, subject),
                   meter=name_of(names, meter) if alarm.meter_id else "?",
                   account=name_of(names, account) if alarm.account_id else "?")
-    template = (config.settings.get("templates") or {}).get(alarm.kind) or kind.sms_template
+    template = (config.settings.get("templates") or {}).get(alarm.kind) or str(kind.sms_template)
     try:
         body = Formatter().vformat(template, (), values)
     except (ValueError, IndexError, AttributeError):
@@ -184,12 +184,20 @@ def notify_raised() -> int:
                 if alarm is not None and alarm.state != "cleared":
                     ids += plan(session, alarm, now)
         except Exception:  # noqa: BLE001 - the others go on; this one is tried again in a job of its own
-            log.exception("notifications of alarm %s not planned; queued on their own", alarm_id)
-            from ..outbox import enqueue_job
-
-            enqueue_job("default", "meterhub.alarms.dispatch:notify_alarm", {"alarm_id": alarm_id},
-                        description=f"notify alarm {alarm_id}")
+            log.exception("notifications of alarm %s not planned now; queued in a job of its own", alarm_id)
+            _notify_later(alarm_id)
     return send_now(ids)
+
+
+def _notify_later(alarm_id: int) -> None:
+    """``notify_alarm`` for one alarm in a job of its own (rq keeps it in the failed registry if it fails)."""
+    from ..redis_conn import get_queue
+
+    try:
+        get_queue("default").enqueue("meterhub.jobs.run", "meterhub.alarms.dispatch:notify_alarm",
+                                     alarm_id=alarm_id, description=f"notify alarm {alarm_id}")
+    except Exception:  # noqa: BLE001 - never lose the rest of the burst over one alarm
+        log.exception("alarm %s: its notifications could not be queued", alarm_id)
 
 
 def send_now(log_ids: list[int]) -> int:

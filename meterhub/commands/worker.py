@@ -143,14 +143,24 @@ def hand_over(meter_id: int) -> list[int]:
     return hand_over_meters([meter_id])
 
 
-def hand_over_meters(meter_ids: list[int]) -> list[int]:
-    """Enqueue the next waiting command of each of ``meter_ids``, together (see :func:`enqueue`)."""
+def hand_over_meters(meter_ids: list[int], *, here: bool = False) -> list[int]:
+    """Enqueue the next waiting command of each of ``meter_ids``, together (see :func:`enqueue`).
+
+    ``here``: run them in the current rq job instead (a job of the ``commands`` queue, such as the hand-over
+    after a top-up): no second job to wait for; the commands carry this job's id for the lost-job sweep."""
+    from rq import get_current_job
+
+    job = get_current_job() if here else None
     with service_session() as session:
         rows = _heads(session, Command.meter_id.in_(sorted(set(meter_ids))))
         for command in rows:
             command.enqueued_at = utcnow()
+            if job is not None:
+                command.job_id = job.id
         ids = [c.id for c in rows]
-    if ids:
+    if ids and job is not None:
+        execute_batch(ids)
+    elif ids:
         enqueue(ids)
     return ids
 

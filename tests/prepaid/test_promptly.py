@@ -111,3 +111,26 @@ def test_relay_command_waiting_for_a_retry_is_retried_when_its_meter_answers(wor
             assert s.get(Command, command_id).job_id in [j.id for j in get_queue("commands").get_jobs()]
         with service_session() as s:
             assert promptly.retry_waiting(s, [world.meters[1]]) == []
+
+
+def test_the_hand_over_job_sends_the_commands_itself(world):
+    """The hand-over after a top-up runs on the commands queue: it sends the commands in its own job instead of
+    queueing a second job behind whatever waits there (issue 19: a top-up to relay closed)."""
+    from rq import SimpleWorker
+
+    from meterhub.redis_conn import get_redis
+
+    app, meter = world.app, world.meters[0]
+    account_id = setup_account(world, [meter], topup="10.00")
+    with app.app_context(), service_session() as s:
+        result = cashier.topup(s, world.group_id, account_id, "5.00", "cash", "promptly-here", actor="t")
+    with app.app_context():
+        notify_balance(world.group_id, account_id, result.balance)
+        (job,) = [j for j in get_queue("commands").get_jobs() if j.kwargs.get("target") == promptly.HAND_OVER_ACCOUNTS]
+        SimpleWorker([get_queue("commands")], connection=get_redis()).execute_job(job, get_queue("commands"))
+        with service_session() as s:
+            command = _last_relay_command(s, meter)
+            assert command.attempts == 1, "sent by the hand-over job itself"  # no meter answers here: a retry waits
+        waiting = [j for j in get_queue("commands").get_jobs() if j.kwargs.get("command_id") == command.id
+                   or command.id in (j.kwargs.get("command_ids") or [])]
+        assert waiting == [], "no second job queued for it at once (its retry is scheduled, not queued)"

@@ -41,12 +41,13 @@ def request_alarms() -> None:
     soon.request(ALARM_EVENTS)
 
 
-def hand_over_meters(meter_ids: Iterable[int]) -> list[int]:
-    """Hand each meter's next queued command to rq now, in one go (those already handed over are left alone)."""
+def hand_over_meters(meter_ids: Iterable[int], here: bool = False) -> list[int]:
+    """Hand each meter's next queued command to rq now, in one go (those already handed over are left alone);
+    ``here``: run them in this job of the commands queue."""
     from ...commands.worker import hand_over_meters as hand_over
 
     try:
-        return hand_over(sorted(set(meter_ids)))
+        return hand_over(sorted(set(meter_ids)), here=here)
     except Exception as err:  # noqa: BLE001 - Redis down: commands.dispatch hands them over later
         log.warning("meters %s: commands not handed over now (%s); dispatch will", sorted(set(meter_ids))[:10], err)
         return []
@@ -86,7 +87,7 @@ def hand_over_accounts() -> list[int]:
     with service_session() as session:
         meter_ids = list(session.execute(select(MeterState.meter_id).where(
             MeterState.account_id.in_(account_ids), MeterState.active.is_(True))).scalars())
-    return hand_over_meters(meter_ids)
+    return hand_over_meters(meter_ids, here=True)  # this job is on the commands queue: send them now
 
 
 def charge_stored() -> int:
