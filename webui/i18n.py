@@ -23,4 +23,7 @@ def select_locale() -> str:
 
 
 def select_timezone() -> str:
-    return current_app.config["BABEL_DEFAULT_TIMEZONE"]
+    """Babel's zone is the pages' display zone (the selected property's, else the group's; webui.format)."""
+    from .format import display_zone
+
+    return display_zone()

@@ -123,7 +123,7 @@ def test_shop_owner_pays_through_the_sandbox_in_the_portal(page, live_server, ap
     assert deliver_queued_codes(app) == 1
     page.fill("input[name=code]", codes[site.phone])
     page.click("button.primary")
-    assert page.locator("#balance").inner_text() == "¥ 0.00"
+    assert page.locator("#balance").inner_text() == "¥0.00"
     page.fill("#topup input[name=amount]", "50")
     page.click("#pay")
     page.wait_for_selector("#sandbox-pay")
@@ -131,9 +131,9 @@ def test_shop_owner_pays_through_the_sandbox_in_the_portal(page, live_server, ap
     page.wait_for_selector("#order")
     assert run_jobs(app) >= 1
     page.wait_for_selector("text=Paid", timeout=15000)
-    assert page.locator("#balance").inner_text() == "¥ 50.00"
+    assert page.locator("#balance").inner_text() == "¥50.00"
     page.click("text=Back to my account")
-    assert page.locator("#balance").inner_text() == "¥ 50.00"
+    assert page.locator("#balance").inner_text() == "¥50.00"
 
 
 def test_hq_finance_exports_the_monthly_sales_report(page, live_server, app, group, tmp_path):
