@@ -140,7 +140,8 @@ def size(admin_url: str, days: int) -> dict:
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         meters = conn.execute(text("SELECT count(*) FROM meters")).scalar()
-        conn.execute(text("CREATE TABLE size_bench (LIKE readings INCLUDING DEFAULTS)"))
+        # readings' own indexes (its primary key (meter_id, ts), the BRIN on received_at), as in production
+        conn.execute(text("CREATE TABLE size_bench (LIKE readings INCLUDING DEFAULTS INCLUDING INDEXES)"))
         conn.execute(text("SELECT create_hypertable('size_bench', 'ts', chunk_time_interval => interval '7 days')"))
         conn.execute(text("ALTER TABLE size_bench SET (timescaledb.compress, timescaledb.compress_segmentby = "
                           "'meter_id', timescaledb.compress_orderby = 'ts DESC')"))
@@ -151,6 +152,12 @@ def size(admin_url: str, days: int) -> dict:
         load_s = time.perf_counter() - started
         conn.execute(text("VACUUM ANALYZE size_bench"))
         rows = conn.execute(text("SELECT count(*) FROM size_bench")).scalar()
+        # the same rows in a plain PostgreSQL table with the same indexes: the size without TimescaleDB
+        conn.execute(text("CREATE TABLE size_plain (LIKE readings INCLUDING DEFAULTS INCLUDING INDEXES)"))
+        conn.execute(text("INSERT INTO size_plain SELECT * FROM size_bench ORDER BY ts, meter_id"))
+        conn.execute(text("VACUUM ANALYZE size_plain"))
+        plain = conn.execute(text("SELECT pg_total_relation_size('size_plain')")).scalar()
+        conn.execute(text("DROP TABLE size_plain"))
         before = conn.execute(text("SELECT hypertable_size('size_bench')")).scalar()
         started = time.perf_counter()
         conn.execute(text("SELECT count(compress_chunk(c)) FROM show_chunks('size_bench') c"))
@@ -162,7 +169,9 @@ def size(admin_url: str, days: int) -> dict:
         conn.execute(text("DROP TABLE size_bench"))
     engine.dispose()
     per_year = 365 / days
-    return {"readings": rows, "meters": meters, "uncompressed_mb": before / 2**20, "compressed_mb": after / 2**20,
+    return {"readings": rows, "meters": meters, "plain_postgresql_mb": plain / 2**20,
+            "kb_per_meter_year_plain_postgresql": plain / meters * per_year / 1000,
+            "uncompressed_mb": before / 2**20, "compressed_mb": after / 2**20,
             "ratio": before / after, "load_s": load_s, "compress_s": compress_s,
             "chunks": stats[0], "compressed_chunks": stats[1],
             "stats_before_mb": stats[2] / 2**20, "stats_after_mb": stats[3] / 2**20,
@@ -173,8 +182,10 @@ def size(admin_url: str, days: int) -> dict:
 
 def _print_size(args: argparse.Namespace, sizes: dict) -> None:
     print_table(f"On-disk size of {args.size_days} days of 15-minute readings, {sizes['meters']} meters",
-                [{"readings": sizes["readings"], "uncompressed_MB": sizes["uncompressed_mb"],
+                [{"readings": sizes["readings"], "plain_PostgreSQL_MB": sizes["plain_postgresql_mb"],
+                  "uncompressed_MB": sizes["uncompressed_mb"],
                   "compressed_MB": sizes["compressed_mb"], "ratio": sizes["ratio"],
+                  "kB/meter-year plain": sizes["kb_per_meter_year_plain_postgresql"],
                   "kB/meter-year raw": sizes["kb_per_meter_year_uncompressed"],
                   "kB/meter-year compressed": sizes["kb_per_meter_year_compressed"], "compress_s": sizes["compress_s"]}])
 

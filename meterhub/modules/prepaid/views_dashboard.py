@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template, session
 from flask_login import current_user
 
-from ...extensions import db
+from ...replica import reads
 from ...tenants.models import Property
 from ...tenants.scoping import get_or_404, has_permission, property_ids
+from webui.console import policy_banner
 from webui.util import permission_required
 from . import dashboard
 
@@ -15,8 +16,10 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 
 def _render(props: list[int] | None, prop: Property | None):
-    figures = dashboard.build(db.session, props)
-    return render_template("prepaid/dashboard.html", d=figures, prop=prop,
+    reading, fresh = reads()  # the read replica when configured; the page says how fresh it is
+    figures = dashboard.build(reading, props)
+    return render_template("prepaid/dashboard.html", d=figures, prop=prop, fresh=fresh,
+                           failing_policies=policy_banner(),
                            money=has_permission(current_user, "money.view"),
                            devices=has_permission(current_user, "device.view"),
                            reports=has_permission(current_user, "report.view"),
