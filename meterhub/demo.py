@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -104,6 +105,7 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
             _wait_for_file(fleet_file, sim)
         with app.app_context():
             _seed(app, None if no_fleet else fleet_file, history=not no_history)
+        seeded_at = datetime.now(timezone.utc)
         service_url = app.config["SERVICE_DATABASE_URL"]
         children.on_event = lambda name, event, detail: process_events.record(service_url, name, event, detail)
         # the web and the collector first: on a small machine the processes that start together share the CPU
@@ -117,11 +119,13 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
             from .demo_seed import DEMO_4G_SERIAL
 
             children.start("sim-4g", "simulate-4g", "--server", f"127.0.0.1:{DIALIN_PORT}", "--serial", DEMO_4G_SERIAL)
-        children.start("scheduler", "scheduler")
         for name, queues in WORKER_QUEUES.items():
             children.start(f"worker-{name}", "worker", *(arg for q in queues for arg in ("--queue", q)))
         children.watch()
         _banner(host, port)
+        if not no_fleet:  # nothing polled the meters while the history was stored: let the collector go first
+            _await_first_poll(service_url, seeded_at)
+        children.start("scheduler", "scheduler")  # its offline check judges meters the collector has had a go at
         while True:  # the supervisor thread does the work; SIGTERM / Ctrl-C end this wait
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -129,6 +133,33 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
     finally:
         children.stop()
         services.stop_all()
+
+
+def _await_first_poll(service_url: str, since: datetime, timeout_s: float = 120) -> None:
+    """Wait (at most ``timeout_s``) until the collector has read every polled meter since ``since``.
+
+    Storing the demo's year of history takes minutes on a small machine, longer than the offline window of its
+    one-minute reading interval, and nothing polls meanwhile: the scheduler's offline check, started before the
+    collector's first round, took every meter for offline (offline and communication-fault alarms raised and
+    cleared a minute later)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(service_url)
+    deadline, waiting = time.monotonic() + timeout_s, None
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                waiting = conn.execute(text(
+                    "SELECT count(*) FROM meters m JOIN devices d ON d.id = m.device_id "
+                    "JOIN gateways g ON g.id = d.gateway_id LEFT JOIN meter_latest l ON l.meter_id = m.id "
+                    "WHERE m.active AND g.enabled AND g.host <> '' AND (l.good_ts IS NULL OR l.good_ts < :since)"),
+                    {"since": since}).scalar()
+            if not waiting:
+                return
+            time.sleep(2)
+        log.warning("%s meters not read %d s after the start; the offline check starts anyway", waiting, timeout_s)
+    finally:
+        engine.dispose()
 
 
 def _demo_addresses(app, instance: Path, host: str, port: int) -> None:  # noqa: ANN001
