@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint, text, true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...extensions import db
@@ -57,13 +59,16 @@ class BillLine(TenantMixin, db.Model):
     """One line of a bill: metered usage, an apportioned share or a billing item."""
 
     __tablename__ = "postpaid_bill_lines"
+    __table_args__ = (Index("ux_postpaid_late_fee_day", "bill_id", "fee_day", unique=True,
+                            postgresql_where=text("fee_day IS NOT NULL")),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     bill_id: Mapped[int] = mapped_column(ForeignKey("postpaid_bills.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(12), nullable=False)  # usage | apportion | item
+    kind: Mapped[str] = mapped_column(String(12), nullable=False)  # usage | apportion | item | late_fee
     description: Mapped[str] = mapped_column(String(300), nullable=False)
     quantity: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
     source_id: Mapped[int | None] = mapped_column(BigInteger)
+    fee_day: Mapped[date | None] = mapped_column(Date)  # a late fee's day (one per bill and day)
 
 
 class BillPayment(TenantMixin, db.Model):
@@ -89,3 +94,22 @@ class BillReminder(TenantMixin, db.Model):
     day: Mapped[date] = mapped_column(Date, nullable=False)
     channel: Mapped[str] = mapped_column(String(16), nullable=False, default="portal")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class PostpaidPolicy(TenantMixin, db.Model):
+    """How finance runs post-paid in one property: the monthly bill run and the overdue policy."""
+
+    __tablename__ = "postpaid_policies"
+    property_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("properties.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    bill_day: Mapped[int | None] = mapped_column(Integer)  # 1–28: the previous month's bills are made that day
+    confirm_on_run: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
+    remind_every_days: Mapped[int] = mapped_column(Integer, nullable=False, default=3, server_default="3")
+    late_fee_daily_rate: Mapped[Decimal] = mapped_column(Numeric(8, 6), nullable=False, default=Decimal(0),
+                                                         server_default="0")
+    late_fee_cap_rate: Mapped[Decimal] = mapped_column(Numeric(8, 6), nullable=False, default=Decimal(0),
+                                                       server_default="0")
+    cutoff_days: Mapped[int | None] = mapped_column(Integer)  # switch off after N days overdue (None: never)
+    last_run_month: Mapped[date | None] = mapped_column(Date)  # the month the schedule last billed
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow,
+                                                 server_default=text("now()"))

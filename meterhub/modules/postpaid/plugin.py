@@ -32,4 +32,6 @@ def menu_items(operator: Any) -> list[dict[str, Any]]:
 
 @hookimpl
 def register_jobs() -> list[dict[str, Any]]:
-    return [{"name": "postpaid.overdue", "interval": 3600, "callable": "meterhub.modules.postpaid.service:overdue_job"}]
+    return [{"name": "postpaid.overdue", "interval": 3600, "callable": "meterhub.modules.postpaid.service:overdue_job"},
+            {"name": "postpaid.monthly_runs", "interval": 3600,
+             "callable": "meterhub.modules.postpaid.runs:scheduled_runs_job"}]

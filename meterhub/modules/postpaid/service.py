@@ -66,7 +66,8 @@ def make_postpaid(session: Session, group_id: int, account_id: int, *, due_days:
         raise ValidationError(_l("Account %(account)s is not open; open it first.", account=account.number),
                               {"status": "state"})
     if not 0 <= due_days <= 120:
-        raise ValidationError("due days must be 0–120", {"due_days": "range"})
+        raise ValidationError(_l("Due days must be a whole number from 0 to 120 (0: due on the day the bill is "
+                                 "confirmed); %(value)s is not.", value=due_days), {"due_days": "range"})
     session.execute(update(MeterState).where(MeterState.account_id == account.id).values(active=False))
     row = PostpaidAccount(group_id=group_id, account_id=account.id, property_id=account.property_id,
                           due_days=due_days)
@@ -240,7 +241,10 @@ def remind(session: Session, bill: Bill, kind: str, day: date) -> bool:
 
 
 def mark_overdue(session: Session, today: date, group_id: int | None = None) -> list[int]:
-    """Unpaid bills past their due date become overdue and get a reminder; returns their ids."""
+    """Unpaid bills past their due date become overdue; each gets what its property's overdue policy says for
+    today (``overdue``: reminders, late fee, cut-off); returns their ids."""
+    from .overdue import cut_off, late_fee, policy_of, reminder_due
+
     stmt = select(Bill).where(Bill.status.in_(UNPAID), Bill.due_date < today).with_for_update(skip_locked=True)
     if group_id is not None:
         stmt = stmt.where(Bill.group_id == group_id)
@@ -250,7 +254,11 @@ def mark_overdue(session: Session, today: date, group_id: int | None = None) -> 
             bill.status = "overdue"
             audit.record(session, bill.group_id, "postpaid.bill.overdue", actor="postpaid", object_type="bill",
                          object_id=bill.id, detail={"outstanding": str(bill.outstanding)})
-        remind(session, bill, "overdue", today)
+        policy, days = policy_of(session, bill.property_id), (today - bill.due_date).days
+        late_fee(session, bill, policy, today)
+        if reminder_due(policy, days):
+            remind(session, bill, "overdue", today)
+        cut_off(session, bill, policy, days)
     return [b.id for b in bills]
 
 

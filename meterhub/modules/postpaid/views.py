@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import click
+
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -39,7 +42,12 @@ def bills():
     if request.args.get("status") in BILL_STATUSES:
         stmt = stmt.where(Bill.status == request.args["status"])
     rows = db.session.execute(restrict(stmt, Bill)).scalars().all()
-    return render_template("postpaid/bills.html", bills=rows, statuses=BILL_STATUSES)
+    from meterhub.tenants.models import Building, Property
+
+    props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
+    buildings = db.session.execute(restrict(select(Building).order_by(Building.name), Building)).scalars().all()
+    return render_template("postpaid/bills.html", bills=rows, statuses=BILL_STATUSES, properties=props,
+                           buildings=buildings)
 
 
 @bp.route("/unpaid.xlsx")
@@ -121,3 +129,95 @@ def pdf(bill_id: int):
     bill = get_or_404(Bill, bill_id)
     return Response(bill_pdf(db.session, bill), mimetype="application/pdf",
                     headers={"Content-Disposition": f"inline; filename={bill.number}.pdf"})
+
+
+def _run_form() -> tuple:
+    """The run form's property, optional building and month (each resolved in the operator's scope)."""
+    from meterhub.tenants.models import Building, Property
+
+    from .runs import month_of
+
+    prop = requested(Property, "property_id", "account.manage")
+    building = requested(Building, "building_id", "account.manage", required=False)
+    if building is not None and building.property_id != prop.id:
+        raise ValidationError(_("The building is not in the chosen property."), {"building": "property"})
+    return prop, building, month_of(request.form.get("month", ""))
+
+
+@bp.route("/run", methods=["POST"])
+@permission_required("account.manage")
+def run():
+    """A month's bills for a property or building: preview first (nothing kept), then make them."""
+    from .runs import bill_run
+
+    try:
+        prop, building, month = _run_form()
+        preview = request.form.get("preview") == "1"
+        lines = bill_run(db.session, current_user.group_id, prop.id, month,
+                         building_id=building.id if building else None, preview=preview,
+                         confirm=request.form.get("confirm") == "1", actor=current_user.username,
+                         operator_id=current_user.id)
+    except MeterhubError as err:
+        return _done(None, err)
+    if preview:
+        db.session.rollback()
+        return render_template("postpaid/run_preview.html", lines=lines, prop=prop, building=building,
+                               month=month.isoformat()[:7], form=request.form)
+    db.session.commit()
+    made = [r for r in lines if r.bill_id and not r.problem]
+    flash(_("%(prop)s, %(month)s: %(made)d bills made, %(skipped)d not (see the list).", prop=prop.name,
+            month=month.isoformat()[:7], made=len(made), skipped=len(lines) - len(made)), "ok")
+    for line in lines:
+        if line.problem:
+            flash(f"{line.room} {line.customer} ({line.number}): {line.problem}", "warning")
+    return redirect(url_for("postpaid.bills"))
+
+
+@bp.route("/policy/<int:property_id>", methods=["GET", "POST"])
+@permission_required("account.manage")
+def policy(property_id: int):
+    """A property's monthly bill run and overdue policy; a cut-off is confirmed as a switch-off is."""
+    from meterhub.tenants.models import Property
+    from webui.confirm import confirmation_page
+
+    from .overdue import policy_of, save_policy
+
+    prop = get_or_404(Property, property_id, "account.manage", write=request.method == "POST")
+    if request.method == "POST":
+        form = request.form
+        if (form.get("cutoff_days") or "").strip():
+            page = confirmation_page(_("Switch off overdue accounts"), [
+                (_("Property"), prop.name), (_("After overdue days"), form.get("cutoff_days"))])
+            if page is not None:
+                return page
+        try:
+            save_policy(db.session, current_user.group_id, prop.id, bill_day=form.get("bill_day"),
+                        confirm_on_run=form.get("confirm_on_run") == "1",
+                        remind_every_days=form.get("remind_every_days"),
+                        late_fee_daily_rate=form.get("late_fee_daily_rate"),
+                        late_fee_cap_rate=form.get("late_fee_cap_rate"), cutoff_days=form.get("cutoff_days"),
+                        actor=current_user.username, operator_id=current_user.id)
+        except MeterhubError as err:
+            db.session.rollback()
+            flash(str(err), "error")
+        else:
+            db.session.commit()
+            flash(_("Saved."), "ok")
+        return redirect(url_for("postpaid.policy", property_id=prop.id))
+    return render_template("postpaid/policy.html", prop=prop, policy=policy_of(db.session, prop.id))
+
+
+@bp.cli.command("run")
+@click.option("--property-id", type=int, required=True, help="The property whose post-paid accounts are billed.")
+@click.option("--month", required=True, help="The month billed, YYYY-MM.")
+@click.option("--building-id", type=int, default=None, help="Only the accounts of this building.")
+@click.option("--preview", is_flag=True, help="Show the bills the run would make; make none.")
+@click.option("--confirm", is_flag=True, help="Confirm the bills made (book what is owed).")
+def run_command(property_id: int, month: str, building_id: int | None, preview: bool, confirm: bool) -> None:
+    """``meterhub postpaid run``: a month's post-paid bills for a property (or one of its buildings) in one run."""
+    from .runs import run_command_impl
+
+    try:
+        click.echo(run_command_impl(property_id, month, building_id, preview, confirm))
+    except MeterhubError as err:
+        raise click.ClickException(str(err)) from err
