@@ -201,10 +201,10 @@ class BusPoller:
         self._due = self.clock() + self.first_delay_s
         try:
             while not self._stopping:
-                job = await self._wait_for_work()
-                if self._stopping:
-                    break
                 try:
+                    job = await self._wait_for_work()
+                    if self._stopping:
+                        break
                     if job is not None:
                         await self._run_job(job)
                     else:
@@ -216,17 +216,24 @@ class BusPoller:
         finally:
             while not self.jobs.empty():
                 _resolve(self.jobs.get_nowait(), {"ok": False, "error": "collector stopping"})
-            await self.port.close()
+            if self.lease is not None:  # the bus is given up: no queued byte may reach it after the lease
+                await self.port.abort()
+            else:
+                await self.port.close()
 
     async def _wait_for_work(self) -> BusJob | None:
         """The next job, or None when a cycle is due."""
         while not self._stopping:
             self.alive_at = self.clock()
+            if self.lease is not None and not self.lease.may_send(0.0):
+                raise LeaseExpired(f"bus lease of gateway {self.spec.gateway_id} ran out")
             if not self.jobs.empty():
                 return self.jobs.get_nowait()
             delay = self._due - self.clock()
             if delay <= 0:
                 return None
+            if self.lease is not None:  # wake up when the lease runs out, to drop the connection then
+                delay = min(delay, max(self.lease.deadline - self.clock(), 0.0) + 0.001)
             job = await self._wait(min(delay, 5.0))
             if job is not None:
                 return job
@@ -386,7 +393,7 @@ class BusPoller:
         the collector stops this poller because another owner got the bus). Jobs meanwhile fail at once."""
         self.fenced += 1
         log.warning("%s: %s; the bus is left alone until the lease is renewed", self.name, err)
-        await self.port.close()
+        await self.port.abort()
         while not self._stopping:
             self.alive_at = self.clock()
             if self.lease is None or self.lease.may_send(2 * self.spec.timeout_s):

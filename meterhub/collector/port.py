@@ -66,6 +66,8 @@ class BusPort:
         self._busy = False
         self._answered: set[Any] = set()  # units whose last transaction on this bus was answered
         self.lease: Any = None  # a leases.LocalLease: no request is sent that could outlive it
+        if hasattr(transport, "abortive_close"):  # a given-up request never reaches the bus later
+            transport.abortive_close = True
 
     def __getattr__(self, name: str) -> Any:  # di_order, name … of the wrapped client
         return getattr(self.transport, name)
@@ -90,6 +92,14 @@ class BusPort:
 
     async def close(self) -> None:
         await self.transport.close()
+
+    async def abort(self) -> None:
+        """Give the connection up at once: nothing queued in the kernel is delivered to the gateway later."""
+        abort = getattr(self.transport, "abort", None)
+        if abort is None:
+            await self.transport.close()
+        else:
+            abort()
 
     # --- the transport surface drivers use ------------------------------------------------------
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meterhub.protocols import modbus as mb
+from meterhub.transports.stream import hard_close, no_linger
 from meterhub.protocols.errors import DeviceTimeout, FrameError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class ModbusClient:
         self._tid = 0
         self._broken_logged = False
         self._silent: set[int] = set()  # units that timed out since the last reply on this connection
+        self.abortive_close = False  # the collector's bus ports: every close resets (see stream.no_linger)
 
     @property
     def connected(self) -> bool:
@@ -142,9 +144,18 @@ class ModbusClient:
                 self.name,
             ) from err
         self._link = link
+        if self.abortive_close:
+            no_linger(link.transport)
         if self._broken_logged:
             log.info("%s: connection restored", self.name)
             self._broken_logged = False
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding unsent and unacknowledged bytes (see ``stream.hard_close``)."""
+        link, self._link = self._link, None
+        self._silent.clear()
+        if link is not None and link.transport is not None:
+            hard_close(link.transport)
 
     async def close(self) -> None:
         """Close the connection; the next request reconnects."""

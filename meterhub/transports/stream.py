@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +30,7 @@ class StreamBus:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._broken_logged = False
+        self.abortive_close = False  # the collector's bus ports: every close resets (see no_linger)
 
     @property
     def name(self) -> str:
@@ -48,9 +51,18 @@ class StreamBus:
                 f"cannot connect ({err.__class__.__name__}: {err}); check the gateway's address, port and power",
                 self.name,
             ) from err
+        if self.abortive_close:
+            no_linger(self._writer.transport)
         if self._broken_logged:
             log.info("%s: connection restored", self.name)
             self._broken_logged = False
+
+    def abort(self) -> None:
+        """Drop the connection at once: unsent and unacknowledged bytes are discarded (RST), so no request
+        waiting in the kernel reaches the bus later (the collector's bus lease ran out)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            hard_close(writer.transport)
 
     async def close(self) -> None:
         """Close the connection; the next transaction reconnects."""
@@ -98,3 +110,22 @@ class StreamBus:
             finally:
                 if self.inter_frame_delay:
                     await asyncio.sleep(self.inter_frame_delay)
+
+
+def no_linger(transport: Any) -> None:
+    """``SO_LINGER`` 0 on a bus connection: whenever it is closed (by us, on a fault, or when the process dies)
+    the kernel resets it and discards what it still had to send. A request the master gave up on (it timed out
+    while the network was cut, say) is then never delivered to the gateway minutes later, when another master
+    may own the bus; a graceful close would keep retransmitting it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except Exception:  # a transport without a real socket (tests): abort() is what is left
+            log.debug("SO_LINGER not set on %r", sock)
+
+
+def hard_close(transport: Any) -> None:
+    """Close at once with a reset (``no_linger``), the transport's and the kernel's send queues discarded."""
+    no_linger(transport)
+    transport.abort()
