@@ -185,6 +185,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "usage": lazy_pgettext("value", "Usage"),
         "apportion": lazy_pgettext("value", "Shared-area charge"),
         "item": lazy_pgettext("value", "Billing item"),
+        "late_fee": lazy_pgettext("value", "Late fee"),
     },
     # batches
     "batch_status": {

@@ -167,7 +167,8 @@ def charge_now(session: Session, item_id: int, *, actor: str, operator_id: int |
     the job and a second click never charge twice); the caller commits. Returns the charges created."""
     item = session.execute(select(BillingItem).where(BillingItem.id == item_id).with_for_update()).scalar_one()
     if not item.active:
-        raise ValidationError(f"billing item {item.name} is not active; nothing to charge", {"item": "inactive"})
+        raise ValidationError(_l("Billing item %(item)s is not active; nothing to charge.", item=item.name),
+                              {"item": "inactive"})
     today = (now or utcnow()).astimezone(ZoneInfo(session.get(Property, item.property_id).timezone)).date()
     created = charge_item(session, item, today)
     audit.record(session, item.group_id, "billing_item.charge_now", actor=actor, operator_id=operator_id,
