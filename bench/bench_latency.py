@@ -3,8 +3,9 @@
     python -m bench.bench_latency [--rooms 50] [--portal 10] [--offline 6] [--poll 2]
 
 One rig (bench/latency_rig.py): a throwaway database, simulated DTSD1352 meters (platform-side prepaid: relays
-switch by cut-off/restore commands, read back), ``meterhub collector / worker --queue commands / worker --queue
-default / scheduler`` as separate processes, a local listener for signed webhooks. Then, in order:
+switch by cut-off/restore commands, read back), ``meterhub collector``, ``scheduler`` and the workers ``meterhub
+run`` starts (one per queue and a spare serving all of them by urgency) as separate processes, a local listener
+for signed webhooks. Then, in order:
 
 1. trip: every measured room's balance is set one cent above its trip line by a refund at the counter; the next
    charged reading takes it to the line. From the commit of that reading (first seen committed by a 50 ms

@@ -8,7 +8,8 @@ against simulated Acrel DTSD1352 meters, a throwaway database, a local webhook l
 
 The simulators run in this process (an asyncio thread), so the benchmark reads their relays directly and can
 take a meter off the bus (``rig.offline(meter_id, True)``). The processes are those ``meterhub run`` starts
-(``meterhub collector / worker --queue … / scheduler``), with the database, Redis and instance of this rig.
+(``meterhub collector``, ``scheduler``, and a ``worker`` per entry of ``meterhub.demo.WORKER_QUEUES``), with the
+database, Redis and instance of this rig.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from bench.common import BENCH_INSTANCE, throwaway_database
 log = logging.getLogger("bench.latency")
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "bench-latency-secret"
-QUEUES = ("commands", "default")
 
 
 class Listener:
@@ -121,8 +121,12 @@ class Rig:
                     "METERHUB_REDIS_URL": self.app.config["REDIS_URL"],
                     "METERHUB_REDIS_NAMESPACE": self.app.config["REDIS_NAMESPACE"]})
         interval = str(self.poll_s)
+        from meterhub.demo import WORKER_QUEUES  # the workers meterhub run starts, each with its queues
+
         commands = {"collector": ["collector", "--interval", interval, "--stagger", interval],
-                    "scheduler": ["scheduler"], **{f"worker-{q}": ["worker", "--queue", q] for q in QUEUES}}
+                    "scheduler": ["scheduler"],
+                    **{f"worker-{name}": ["worker", *(arg for q in queues for arg in ("--queue", q))]
+                       for name, queues in WORKER_QUEUES.items()}}
         for name, args in commands.items():
             with (self.workdir / f"{name}.log").open("wb") as out:
                 self.procs[name] = subprocess.Popen([sys.executable, "-m", "meterhub", *args], env=env, stdout=out,
