@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     # A hot-standby replica for reports, dashboards and exports (meterhub.replica); money and commands never use it.
     "REPLICA_DATABASE_URL": None,
     "REPLICA_MAX_LAG_SECONDS": 300,  # further behind than this, the same reads go to the primary
+    "EXPORT_KEEP_DAYS": 7,  # report export files (stored in the database) are deleted after this many days
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "REDIS_NAMESPACE": "meterhub",  # prefix of every Redis key and rq queue (tests use their own)
     "MQTT_URL": "mqtt://127.0.0.1:1883",  # without a user: the instance's MQTT service user (docs/mqtt_auth.md)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..commands.ownership import heartbeat, orphan_after, worker_id
 from ..db import service_session
 from ..errors import NotFound
-from ..files import XLSX, save_file
+from ..files import XLSX, StoredFile, save_file
 from ..models import utcnow
 from ..replica import service_reads
 from .filters import ReportFilter
@@ -136,3 +136,21 @@ def recover_exports(max_attempts: int = 2) -> dict[str, list[int]]:
     if again or failed:
         log.warning("exports: %d started again, %d failed after their worker died", len(again), len(failed))
     return {"again": [e for e, _ in again], "failed": failed}
+
+
+def prune_exports(keep_days: int | None = None) -> int:
+    """Periodic job: delete the files of exports finished more than ``EXPORT_KEEP_DAYS`` (7) days ago (the
+    database is their only copy); the export stays listed and its page says to export again. Returns the count."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete, select
+
+    keep = keep_days if keep_days is not None else int(current_app.config.get("EXPORT_KEEP_DAYS", 7))
+    with service_session() as session:
+        ids = session.execute(select(ReportExport.file_id).where(
+            ReportExport.file_id.is_not(None), ReportExport.finished_at < utcnow() - timedelta(days=keep))).scalars().all()
+        if ids:  # report_exports.file_id is set to NULL by its foreign key, the chunks go with the file
+            session.execute(delete(StoredFile).where(StoredFile.id.in_(ids)))
+    if ids:
+        log.info("exports: %d files older than %d days deleted", len(ids), keep)
+    return len(ids)

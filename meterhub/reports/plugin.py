@@ -26,7 +26,8 @@ def register_blueprints() -> list[Any]:
 @hookimpl
 def register_jobs() -> list[dict[str, Any]]:
     return [{"name": "reports.scheduled", "interval": 900, "callable": "meterhub.reports.scheduled:run_due"},
-            {"name": "reports.recover", "interval": 15, "callable": "meterhub.reports.exports:recover_exports"}]
+            {"name": "reports.recover", "interval": 15, "callable": "meterhub.reports.exports:recover_exports"},
+            {"name": "reports.prune", "interval": 3600, "callable": "meterhub.reports.exports:prune_exports"}]
 
 
 @hookimpl
