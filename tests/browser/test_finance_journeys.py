@@ -1,0 +1,111 @@
+"""Issue 21 journeys in Chromium, in zh_CN and in English: a month's post-paid bills for a property with rent and
+a fee (preview, then made and confirmed); a meter swap and the room's report across it; read now on a meter."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text
+
+from meterhub.db import service_session
+from meterhub.modules.billing_items.service import charge_due, create_item
+from meterhub.modules.postpaid import service as postpaid
+from meterhub.modules.postpaid.models import Bill
+from tests.browser.conftest import ARGS, ARTIFACTS, CHROMIUM  # noqa: F401
+from tests.browser.conftest import sign_in
+from tests.operations.conftest import site  # noqa: F401  (fixture)
+from tests.operations.test_apportion import january
+
+LOCALES = {"zh-CN": "zh_CN", "en-US": "en"}
+WORDS = {"zh_CN": {"preview": "出账预览", "made": "已生成 2 张账单", "sent": "已请求立即抄表", "read": "读数："},
+         "en": {"preview": "Bill run preview", "made": "2 bills made", "sent": "reading requested", "read": "read: "}}
+
+
+@pytest.fixture(params=list(LOCALES))
+def lang_page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=request.param,
+                                  extra_http_headers={"Accept-Language": request.param})
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page, LOCALES[request.param]
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def test_finance_makes_a_months_bills_for_a_property_with_rent_and_a_fee(lang_page, live_server, app, group, site):
+    page, lang = lang_page
+    with app.app_context(), service_session() as s:
+        for account in site.accounts[:2]:
+            postpaid.make_postpaid(s, site.group_id, account, due_days=10, actor="t")
+        create_item(s, site.group_id, site.property_id, name="Rent 租金", rate="100.00", category="rent", day=31,
+                    start_date=date(2026, 1, 1), account_ids=site.accounts[:2], actor="t")
+        create_item(s, site.group_id, site.property_id, name="Fee 物业费", rate="2.0", basis="per_m2",
+                    category="property_fee", day=31, start_date=date(2026, 1, 1), account_ids=site.accounts[:2],
+                    actor="t")
+        charge_due(s, datetime(2026, 1, 31, 12, tzinfo=UTC), group_id=site.group_id)
+    january(site)  # 10 and 20 kWh at 1.00; rooms of 10 and 20 m² at 2.00: 130.00 and 160.00
+    username, password, _ = group.operator("group_admin")
+    sign_in(page, live_server, username, password)
+    page.goto(f"{live_server}/bills/")
+    page.select_option("form[action$='/bills/run'] select[name=property_id]", str(site.property_id))
+    page.fill("form[action$='/bills/run'] input[name=month]", "2026-01")
+    page.click("form[action$='/bills/run'] button")
+    page.wait_for_url("**/bills/run")
+    page.wait_for_selector("h1")
+    body = page.inner_text("body")
+    assert WORDS[lang]["preview"] in body and "130.00" in body and "160.00" in body, body[:2000]
+    with app.app_context(), service_session() as s:
+        assert s.execute(select(func.count()).select_from(Bill).where(Bill.group_id == site.group_id)).scalar() == 0
+    page.check("input[name=confirm]")
+    page.click("form[action$='/bills/run'] button")
+    page.wait_for_url("**/bills/")
+    assert WORDS[lang]["made"] in page.inner_text("body")
+    with app.app_context(), service_session() as s:
+        bills = s.execute(select(Bill.total, Bill.status).where(Bill.group_id == site.group_id)
+                          .order_by(Bill.total)).all()
+    assert bills == [(Decimal("130.00"), "confirmed"), (Decimal("160.00"), "confirmed")]
+
+
+def test_read_now_on_a_meter_answers_and_shows_the_reading(lang_page, live_server, app, group, site):
+    from meterhub.commands.models import Command
+    from meterhub.commands.worker import execute
+    from tests.operations.test_batch import Bus
+    from tests.operations.test_batch_outlook import ReadingDevices
+
+    page, lang = lang_page
+    meter = site.meters[0]
+    with app.app_context(), service_session() as s:
+        s.execute(text("UPDATE devices SET config = '{\"variant\": \"dtsy1352\"}' WHERE id = "
+                       "(SELECT device_id FROM meters WHERE id = :m)"), {"m": meter})
+        s.execute(text("UPDATE commands SET state = 'confirmed' WHERE meter_id = :m AND state IN ('queued', 'sent')"),
+                  {"m": meter})
+    username, password, _ = group.operator("group_admin")
+    sign_in(page, live_server, username, password)
+    page.goto(f"{live_server}/prepaid/accounts/{site.accounts[0]}")
+    page.click("form:has(input[name=kind][value=read_now]) button")
+    page.wait_for_url("**/prepaid/accounts/*")
+    page.wait_for_selector("h1")
+    assert WORDS[lang]["sent"] in page.inner_text("body")
+    with app.app_context():
+        with service_session() as s:
+            command_id = s.execute(select(Command.id).where(Command.meter_id == meter, Command.kind == "read_now")
+                                   ).scalar_one()
+        # the worker's asyncio.run in a thread of its own: Playwright's event loop runs in this one
+        from concurrent.futures import ThreadPoolExecutor
+
+        def work() -> str:
+            with app.app_context():
+                return execute(command_id, registry={"acrel_dtsd1352": ReadingDevices()},
+                               transport_factory=lambda gw: Bus())
+
+        with ThreadPoolExecutor(1) as pool:
+            state = pool.submit(work).result(60)
+        with service_session() as s:
+            assert state == "confirmed", s.get(Command, command_id).error
+    page.reload()
+    assert f"{WORDS[lang]['read']}1234.5 kWh" in page.inner_text("body")
