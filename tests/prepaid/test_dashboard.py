@@ -81,9 +81,10 @@ def test_group_dashboard_figures_and_links(client, group, operator, data):
     usage = _section(page, "usage")
     assert "15.50 kWh" in usage and "yesterday 10.00 kWh" in usage and "+55%" in usage
     assert "1.20 m³" in usage
-    assert "?status=alarm1" in money and "days=3" in money
-    assert re.search(r'status=alarm1[^"]*">1<', money)  # one room at alarm 1
-    assert re.search(r'days=3[^"]*">1<', money)  # one room runs out within 3 days
+    rooms = _section(page, "rooms")
+    assert "?status=alarm1" in rooms and "days=3" in rooms
+    assert re.search(r'status=alarm1[^"]*">1<', rooms)  # one room at alarm 1
+    assert re.search(r'days=3[^"]*">1<', rooms)  # one room runs out within 3 days
     assert re.search(r'status=offline[^"]*">1<', page)  # one offline meter
     assert "Dorm tenant" in _section(page, "running-out")
     assert re.search(r"kind=comm_fault[^>]*>[^<]*</a></td><td class=\"text-end\">2<", page)

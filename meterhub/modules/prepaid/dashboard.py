@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ...models import utcnow
-from .forecast_store import DAYS_LEFT_SQL
+from .forecast_store import DAYS_LEFT_SQL, ESTIMATE_SQL
 
 ZERO = Decimal(0)
 TREND_DAYS = 30
@@ -160,13 +160,14 @@ FROM prepaid_forecasts f
 JOIN prepaid_accounts a ON a.id = f.account_id AND a.status = 'open' AND a.alarm_level < 3
 LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
 LEFT JOIN rooms r ON r.id = a.room_id
-WHERE f.status IN ('ok', 'beyond') AND f.computed_at > now() - interval '2 days'
-  AND {_scoped('f.property_id')}
+WHERE f.status = 'ok' AND f.computed_at > now() - interval '2 days' AND f.days_left <= CAST(:within AS numeric) + 3
+  AND {ESTIMATE_SQL} <= CAST(:within AS numeric) + 1 AND {_scoped('f.property_id')}
 """
 
 
 def running_out(session: Session, property_ids: list[int] | None, within_days: int = SOON_DAYS) -> list[Any]:
-    """Open accounts (not yet in arrears) whose money runs out within ``within_days``, soonest first."""
+    """Open accounts (not yet in arrears) whose money runs out within ``within_days``, soonest first: the exact
+    days left of the moment for those whose stored estimate is within a day of it (index on the estimate)."""
     return session.execute(text(
         f"SELECT * FROM ({RUNNING_OUT_SQL}) x WHERE x.days <= :within ORDER BY x.days, x.account_id"),
         {"props": _ids(property_ids), "within": within_days}).all()

@@ -19,7 +19,9 @@ def notify_balance(group_id: int, account_id: int, balance: Decimal, *, follow_u
     except Exception:
         log.exception("a balance_changed hook failed for account %s", account_id)
     if follow_up:
+        from .forecast_store import request_refresh
         from .promptly import request_alarms, request_hand_over
 
         request_hand_over(account_id)
         request_alarms()
+        request_refresh([account_id])  # the days left follow a top-up or refund at once

@@ -1,8 +1,10 @@
 """The room monitor's data: one page of rooms with status, balance and days left, filtered, sorted, counted.
 
-One statement per page whatever the number of rooms (10,000 and more): the filters and the status are SQL,
-the days left are read from the stored forecasts (``meterhub_days_left``) only when a page sorts or filters by
-them, else for the rows of the page alone. Runs in the caller's session (RLS) within ``property_ids``.
+One statement per page whatever the number of rooms (10,000 and more) gives the counts per status and the
+page's rows. Sorting by days left uses the stored estimate (``ESTIMATE_SQL``, plain SQL); the exact days left of
+the moment (``meterhub_days_left``, a plpgsql call) are computed for the page's rows only, and for a "days left
+≤ N" filter only for the rooms whose estimate is within a day of N. Runs in the caller's session (RLS) within
+``property_ids``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ...errors import ValidationError
-from .forecast_store import DAYS_LEFT_SQL
+from .forecast_store import DAYS_LEFT_SQL, ESTIMATE_SQL
 
 STATUSES = ("opened", "alarm1", "alarm2", "arrears", "not-opened", "offline")
 SORTS = {
     "room": "x.property_name, x.building_name, x.floor_level, x.number",
     "balance": "x.balance ASC NULLS LAST, x.number",
-    "days": "x.days ASC NULLS LAST, x.balance ASC NULLS LAST, x.number",
+    "days": "x.estimate ASC NULLS LAST, x.balance ASC NULLS LAST, x.number",
     "status": "x.status_rank DESC, x.number",
 }
 PAGE_SIZE = 240
@@ -32,7 +34,7 @@ SELECT r.id AS room_id, r.number, r.property_id, r.building_id, f.level AS floor
        a.id AS account_id, a.customer_name, a.phone, a.alarm_level, a.overdraft_limit, b.balance,
        fc.status AS forecast_status, fc.account_id IS NOT NULL AS has_forecast,
        EXISTS (SELECT 1 FROM meters m WHERE m.room_id = r.id AND m.status = 'offline') AS offline,
-       {days} AS days
+       {estimate} AS estimate, {days} AS days
 FROM rooms r
 JOIN properties p ON p.id = r.property_id
 JOIN buildings bl ON bl.id = r.building_id
@@ -109,17 +111,26 @@ def page_of(session: Session, mq: MonitorQuery) -> MonitorPage:
               "building": mq.building_id, "floor": mq.floor,
               "q": f"%{_escape_like(mq.q)}%" if mq.q else None, "status": mq.status or None,
               "within": mq.within_days, "limit": mq.size, "offset": (mq.page - 1) * mq.size}
-    needs_days = mq.sort == "days" or mq.within_days is not None
-    base = BASE_SQL.format(days=DAYS_LEFT_SQL.replace("f.", "fc.") if needs_days else "NULL::numeric")
+    estimate = ESTIMATE_SQL.replace("f.", "fc.")
+    days = "NULL::numeric"
+    if mq.within_days is not None:  # exact only where the estimate is near enough to matter
+        days = (f"CASE WHEN {estimate} <= CAST(:within AS numeric) + 1 "
+                f"THEN {DAYS_LEFT_SQL.replace('f.', 'fc.')} END")
+    base = BASE_SQL.format(estimate=estimate, days=days)
     filtered = (f"SELECT x.*, {STATUS_SQL} AS status, {RANK_SQL} AS status_rank FROM ({base}) x"
                 + (" WHERE x.days <= CAST(:within AS numeric) AND x.alarm_level < 3" if mq.within_days is not None
                    else ""))
-    counts = dict(session.execute(text(f"SELECT y.status, count(*) FROM ({filtered}) y GROUP BY 1"), params).all())
+    result = session.execute(text(
+        f"WITH x AS MATERIALIZED ({filtered}), "
+        "c AS (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) AS counts "
+        "      FROM (SELECT status, count(*) AS n FROM x GROUP BY status) s) "
+        "SELECT c.counts, p.* FROM c LEFT JOIN LATERAL (SELECT * FROM x "
+        "WHERE CAST(:status AS text) IS NULL OR x.status = :status "
+        f"ORDER BY {SORTS[mq.sort]} LIMIT :limit OFFSET :offset) p ON true"), params).all()
+    counts = {k: int(v) for k, v in (result[0].counts if result else {}).items()}
+    rows = [r for r in result if r.room_id is not None]
     total = counts.get(mq.status, 0) if mq.status else sum(counts.values())
-    rows = session.execute(text(
-        f"SELECT * FROM ({filtered}) x WHERE (CAST(:status AS text) IS NULL OR x.status = :status) "
-        f"ORDER BY {SORTS[mq.sort]} LIMIT :limit OFFSET :offset"), params).all()
-    if not needs_days:
+    if mq.within_days is None:
         rows = _with_days(session, rows)
     pages = max(1, -(-total // mq.size))
     return MonitorPage(rows, total, counts, min(mq.page, pages), pages)
