@@ -54,6 +54,75 @@ LABELS: dict[str, dict[str, Any]] = {
         "platform": lazy_pgettext("value", "On the platform"),
         "meter": lazy_pgettext("value", "On the meter"),
     },
+    "notifier_setting": {  # settings and secrets of the built-in notifiers (meterhub.alarms.notifiers)
+        "host": lazy_pgettext("value", "SMTP server"),
+        "port": lazy_pgettext("value", "Port"),
+        "security": lazy_pgettext("value", "Encryption (none, starttls, tls)"),
+        "username": lazy_pgettext("value", "User name"),
+        "password": lazy_pgettext("value", "Password"),
+        "from": lazy_pgettext("value", "Sender address"),
+        "url": lazy_pgettext("value", "Webhook address"),
+        "secret": lazy_pgettext("value", "Signing secret"),
+        "provider": lazy_pgettext("value", "SMS provider"),
+        "api_key": lazy_pgettext("value", "API key"),
+    },
+    "driver": {  # drivers whose manifest names them by what they are rather than by a product name
+        "water_valve": lazy_pgettext("value", "Generic CJ/T 188 valve water meter"),
+    },
+    "object_type": {  # audit_log.object_type
+        "api_token": lazy_pgettext("value", "API token"),
+        "apportion_rule": lazy_pgettext("value", "Apportioning rule"),
+        "apportion_run": lazy_pgettext("value", "Apportioning run"),
+        "audit_log": lazy_pgettext("value", "Audit log"),
+        "batch": lazy_pgettext("value", "Batch"),
+        "bill": lazy_pgettext("value", "Bill"),
+        "billing_item": lazy_pgettext("value", "Billing item"),
+        "command": lazy_pgettext("value", "Command"),
+        "gateway": lazy_pgettext("value", "Gateway"),
+        "device": lazy_pgettext("value", "Device"),
+        "group": lazy_pgettext("value", "Group"),
+        "meter": lazy_pgettext("value", "Meter"),
+        "operator": lazy_pgettext("value", "Operator"),
+        "payment_channel": lazy_pgettext("value", "Payment channel"),
+        "prepaid_account": lazy_pgettext("value", "Account"),
+        "property": lazy_pgettext("value", "Property"),
+        "transfer": lazy_pgettext("value", "Ledger transfer"),
+        "room": lazy_pgettext("value", "Room"),
+    },
+    "import_column": {  # the columns and sheets of the gateway/device workbook (meterhub.devices.excel)
+        "Gateways": lazy_pgettext("value", "Gateways"),
+        "Devices": lazy_pgettext("value", "Devices"),
+        "property_code": lazy_pgettext("value", "Property code"),
+        "name": lazy_pgettext("value", "Name"),
+        "host": lazy_pgettext("value", "Host or IP"),
+        "port": lazy_pgettext("value", "Port"),
+        "framing": lazy_pgettext("value", "Framing"),
+        "baud": lazy_pgettext("value", "Baud rate"),
+        "parity": lazy_pgettext("value", "Parity"),
+        "mqtt_client_id": lazy_pgettext("value", "MQTT client id"),
+        "gateway": lazy_pgettext("value", "Gateway"),
+        "driver": lazy_pgettext("value", "Driver"),
+        "address": lazy_pgettext("value", "Address"),
+        "serial": lazy_pgettext("value", "Serial"),
+        "rooms": lazy_pgettext("value", "Rooms (building/room per channel)"),
+        "config_json": lazy_pgettext("value", "Config (JSON)"),
+    },
+    "payment_provider": {  # payment channel providers (meterhub.payments.providers)
+        "sandbox": lazy_pgettext("value", "Sandbox (test payments)"),
+        "wechat_v3": lazy_pgettext("value", "WeChat Pay"),
+    },
+    "token_scope": {  # API token scopes
+        "read": lazy_pgettext("value", "Read"),
+        "topup": lazy_pgettext("value", "Top up"),
+        "commands": lazy_pgettext("value", "Send commands"),
+    },
+    "actor": {  # who did it, when not a person
+        "system": lazy_pgettext("value", "System"),
+        "prepaid": lazy_pgettext("value", "Prepaid control"),
+        "postpaid": lazy_pgettext("value", "Post-paid billing"),
+        "billing_items": lazy_pgettext("value", "Billing items"),
+        "collector": lazy_pgettext("value", "Collector"),
+    },
     "collector_state": {  # gateways.collector_state (meterhub.collector.liveness)
         "polling": lazy_pgettext("value", "Polling"),
         "down": lazy_pgettext("value", "Collector down"),
@@ -281,6 +350,24 @@ LABELS: dict[str, dict[str, Any]] = {
         "monthly": lazy_pgettext("value", "Monthly"),
     },
 }
+
+
+def key_of(text: str, family: str, locales: tuple[str, ...] = ("en", "zh_CN")) -> str:
+    """The stored value whose label in ``family`` is ``text`` in any of ``locales`` (or that value itself); else
+    ``text``: how a header written in the reader's language is read back."""
+    from flask import has_app_context
+    from flask_babel import force_locale
+
+    wanted = text.strip()
+    for key, name in LABELS.get(family, {}).items():
+        if wanted.lower() == key.lower():
+            return key
+        if has_app_context():
+            for locale in locales:
+                with force_locale(locale):
+                    if wanted == str(name):
+                        return key
+    return wanted
 
 
 def label(value: Any, family: str | None = None) -> Any:

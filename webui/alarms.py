@@ -105,7 +105,7 @@ def notifier_list():
         if key not in registry:
             abort(404)
         config = NotifierConfig(group_id=current_user.group_id, notifier=key,
-                                name=(request.form.get("name") or registry[key].label)[:100])
+                                name=(request.form.get("name") or str(registry[key].label))[:100])
         _apply_form(config, registry[key])
         db.session.add(config)
         db.session.flush()

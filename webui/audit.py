@@ -6,6 +6,7 @@ import io
 from datetime import datetime
 
 from flask import Blueprint, Response, render_template, request
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -50,7 +51,8 @@ def index():
 def export():
     buffer = io.StringIO()
     writer = CsvWriter(buffer)
-    writer.writerow(["id", "at", "actor", "action", "object_type", "object_id", "detail", "ip", "hash"])
+    writer.writerow([_("Entry"), _("Time"), _("Operator"), _("Action"), _("Object"), _("Object id"), _("Detail"), "IP",
+                     _("Chain hash")])
     for e in db.session.execute(_filtered()).scalars().yield_per(1000):
         writer.writerow([e.id, e.at.isoformat(), e.actor, e.action, e.object_type, e.object_id, e.detail, e.ip, e.hash])
     return Response(buffer.getvalue(), mimetype="text/csv",

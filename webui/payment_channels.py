@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -20,11 +21,12 @@ from .util import permission_required, record
 bp = Blueprint("payment_channels", __name__, url_prefix="/payment-channels")
 #: Form fields per provider: (name, label, secret?, multi-line?)
 FIELDS = {
-    "wechat_v3": (("appid", "AppID", False, False), ("mchid", "Merchant id (mchid)", False, False),
-                  ("merchant_serial_no", "Merchant certificate serial", False, False),
-                  ("apiv3_key", "APIv3 key", True, False), ("merchant_private_key", "Merchant private key (PEM)", True, True),
-                  ("platform_serial", "Platform certificate serial", False, False),
-                  ("platform_certificate", "Platform certificate or public key (PEM)", False, True)),
+    "wechat_v3": (("appid", "AppID", False, False), ("mchid", _l("Merchant id (mchid)"), False, False),
+                  ("merchant_serial_no", _l("Merchant certificate serial"), False, False),
+                  ("apiv3_key", _l("APIv3 key"), True, False),
+                  ("merchant_private_key", _l("Merchant private key (PEM)"), True, True),
+                  ("platform_serial", _l("Platform certificate serial"), False, False),
+                  ("platform_certificate", _l("Platform certificate or public key (PEM)"), False, True)),
 }
 SECRETS = {"apiv3_key", "merchant_private_key"}
 

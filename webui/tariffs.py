@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import pgettext
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -257,8 +258,9 @@ def add_version(tariff_id: int):
             return redirect(url_for("tariffs.detail", tariff_id=tariff.id))
     else:
         form = VersionForm(kind="flat", timezone=_display_tz(),
-                           periods="00:00-08:00 valley\n08:00-12:00 peak\n12:00-17:00 flat\n17:00-21:00 peak\n"
-                                   "21:00-24:00 flat")
+                           # an example in the reader's words (the parser takes sharp/peak/flat/valley and 尖/峰/平/谷)
+                           periods=pgettext("periods", "00:00-08:00 valley\n08:00-12:00 peak\n12:00-17:00 flat\n"
+                                                       "17:00-21:00 peak\n21:00-24:00 flat"))
     return render_template("tariffs/version.html", tariff=tariff, form=form, newest=newest, error=error,
                            kinds=PLAN_KINDS if tariff.utility == "electricity" else ("flat", "tiered"),
                            rates=RATES, timezones=_tz_choices(), max_periods=MAX_PERIODS), (400 if error else 200)

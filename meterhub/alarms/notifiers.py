@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..i18n import _l
 from ..errors import ConfigError, MeterhubError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 class EmailNotifier:
     """Email over SMTP (plain, STARTTLS or implicit TLS) to the configured addresses."""
 
-    key, label, local = "email", "Email (SMTP)", False
+    key, label, local = "email", _l("Email (SMTP)"), False
     settings_fields = ("host", "port", "security", "username", "from")
     secret_fields = ("password",)
 
@@ -101,7 +102,7 @@ class EmailNotifier:
 class WebhookNotifier:
     """A JSON POST signed with HMAC-SHA256 (headers ``X-Meterhub-Timestamp`` and ``X-Meterhub-Signature``)."""
 
-    key, label, local = "webhook", "Webhook (signed)", False
+    key, label, local = "webhook", _l("Webhook (signed)"), False
     settings_fields = ("url",)
     secret_fields = ("secret",)
 
@@ -123,7 +124,7 @@ class WebhookNotifier:
 class HttpJsonSmsProvider:
     """A generic HTTP SMS gateway: POST ``{"to", "text", "sender"}`` with ``Authorization: Bearer <api_key>``."""
 
-    key, label = "http_json", "HTTP JSON gateway"
+    key, label = "http_json", _l("HTTP JSON gateway")
 
     def send_sms(self, phone: str, text: str, settings: dict[str, Any], secrets: dict[str, str]) -> None:
         body = json.dumps({"to": phone, "text": text, "sender": settings.get("sender", "")},
@@ -143,7 +144,7 @@ class HttpJsonSmsProvider:
 class SmsNotifier:
     """SMS through a provider plugin chosen per group (``settings["provider"]``); one template per kind."""
 
-    key, label, local = "sms", "SMS", False
+    key, label, local = "sms", _l("SMS"), False
     settings_fields = ("provider", "url", "sender")
     secret_fields = ("api_key",)
 
@@ -172,7 +173,7 @@ class SmsNotifier:
 class PortalNotifier:
     """A message in the tenant portal for the holder of the alarm's account."""
 
-    key, label, local = "portal", "Portal message", True
+    key, label, local = "portal", _l("Portal message"), True
     settings_fields: tuple[str, ...] = ()
     secret_fields: tuple[str, ...] = ()
 

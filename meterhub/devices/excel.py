@@ -11,6 +11,8 @@ import json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..i18n import _l
+from ..labels import label
 from ..spreadsheets import append_row, new_workbook, workbook_bytes
 from ..tenants.models import Property, Room
 from .excel_import import DEVICE_COLUMNS, GATEWAY_COLUMNS, MAX_ROWS, ImportReport, import_workbook
@@ -20,25 +22,34 @@ __all__ = ["DEVICE_COLUMNS", "GATEWAY_COLUMNS", "MAX_ROWS", "ImportReport", "exp
            "template"]
 
 
+def _heading(key: str) -> str:
+    return str(label(key, "import_column"))
+
+
+def _headers(columns: list[str]) -> list[str]:
+    """Column headers in the reader's language (the import reads them back, or the plain keys)."""
+    return [_heading(c) for c in columns]
+
+
 def template() -> bytes:
     """An empty workbook with both sheets, their headers and one example row each."""
     wb = new_workbook()
-    gw = wb.create_sheet("Gateways")
-    append_row(gw, GATEWAY_COLUMNS, bold=True)
+    gw = wb.create_sheet(_heading("Gateways"))
+    append_row(gw, _headers(GATEWAY_COLUMNS), bold=True)
     append_row(gw, ["P1", "GW-1", "192.168.1.50", 502, "modbus-rtu-over-tcp", 9600, "E", ""])
-    dev = wb.create_sheet("Devices")
-    append_row(dev, DEVICE_COLUMNS, bold=True)
-    append_row(dev, ["GW-1", "acrel_dtsd1352", 1, "2301234567", "A/101", "{}", "Shop 101 main"])
+    dev = wb.create_sheet(_heading("Devices"))
+    append_row(dev, _headers(DEVICE_COLUMNS), bold=True)
+    append_row(dev, ["GW-1", "acrel_dtsd1352", 1, "2301234567", "A/101", "{}", str(_l("Shop 101 main meter"))])
     return workbook_bytes(wb)
 
 
 def export_workbook(session: Session, group_id: int, property_ids: set[int] | None = None) -> bytes:
     """Gateways and devices in the import format (re-importable into an empty group)."""
     wb = new_workbook()
-    gw = wb.create_sheet("Gateways")
-    append_row(gw, GATEWAY_COLUMNS, bold=True)
-    dev = wb.create_sheet("Devices")
-    append_row(dev, DEVICE_COLUMNS, bold=True)
+    gw = wb.create_sheet(_heading("Gateways"))
+    append_row(gw, _headers(GATEWAY_COLUMNS), bold=True)
+    dev = wb.create_sheet(_heading("Devices"))
+    append_row(dev, _headers(DEVICE_COLUMNS), bold=True)
     codes = dict(session.execute(select(Property.id, Property.code).where(Property.group_id == group_id)).all())
     stmt = select(Gateway).where(Gateway.group_id == group_id).order_by(Gateway.name)
     if property_ids is not None:

@@ -19,6 +19,7 @@ import jsonschema
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..labels import key_of
 from ..errors import ValidationError
 from ..mqtt_auth.credentials import Credentials, issue_gateway_password
 from ..plugins import driver_registry
@@ -57,7 +58,7 @@ def _text(value: Any) -> str:
 def _rows(sheet: Any, columns: list[str], name: str, report: ImportReport) -> list[tuple[int, dict[str, str]]]:
     """Non-blank rows as (row number, {column: text}); streaming, refused past the cap."""
     rows = stream_rows(sheet, MAX_ROWS, name, header=True)
-    header = [_text(c) for c in next(rows, (0, ()))[1]]
+    header = [key_of(_text(c), "import_column") for c in next(rows, (0, ()))[1]]  # keys, or their labels
     missing = [c for c in columns if c not in header]
     if missing:
         report.errors.append((name, 1, f"missing columns: {', '.join(missing)} (download the template)"))
@@ -188,7 +189,7 @@ def import_workbook(session: Session, group_id: int, data: bytes, *, verify: boo
     try:
         book = open_workbook(data)
         try:
-            sheets = {name.lower(): book[name] for name in book.sheetnames}
+            sheets = {key_of(name, "import_column").lower(): book[name] for name in book.sheetnames}
             if "gateways" not in sheets and "devices" not in sheets:
                 raise ValidationError("no sheet named Gateways or Devices (download the template)")
             gateway_rows = _rows(sheets["gateways"], GATEWAY_COLUMNS, "Gateways", report) if "gateways" in sheets else []
