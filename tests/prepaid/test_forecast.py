@@ -105,3 +105,19 @@ def test_days_left_for_another_balance_read_from_the_curve():
     assert days_left_on_curve(fc.cum_cost, fc.first_fraction, D("1"), D("30.00")) == D("3.00")
     assert days_left_on_curve(fc.cum_cost, fc.first_fraction, D("1.25"), D("5.00")) == D("0.50")
     assert days_left_on_curve(fc.cum_cost, fc.first_fraction, D("1"), D("0")) == 0
+
+
+def test_flat_shortcut_prices_as_price_interval_does():
+    # the flat plan's shortcut and price_interval agree to the sub-cent (a TOU plan without registers goes the
+    # general way; its daily cost is the day's usage at the periods' mean weighted by their length)
+    from meterhub.tariffs.pricing import price_interval
+
+    usage = D("7.123456")
+    t0 = MONDAY
+    assert price_interval(FLAT, t0, t0 + timedelta(days=1), TZ, usage).cost == (usage * D("1.00")).quantize(D("1E-8"))
+    tou = PlanVersion("tou", {"sharp": D("1.2"), "peak": D("1.0"), "flat": D("0.7"), "valley": D("0.3")},
+                      periods=((0, 480, "valley"), (480, 1200, "peak"), (1200, 1440, "flat")))
+    fc = project(D("100.00"), D("0"), [MeterOutlook(history("10"), ((datetime(2020, 1, 1, tzinfo=ZONE), tou),))],
+                 MONDAY, TZ)
+    # 10 kWh spread over the day: 8 h valley 0.3, 12 h peak 1.0, 4 h flat 0.7 → (2.4 + 12 + 2.8) / 24 × 10 = 7.1667
+    assert fc.cum_cost[1] == D("7.16666667")

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
+from ...ledger.money import round_sub_cent
 from ...tariffs.pricing import TIER_KINDS, PlanVersion, price_interval, tier_period_start
 
 HISTORY_DAYS = 28
@@ -72,6 +73,18 @@ def expected_usage(daily: Mapping[date, Decimal], day: date) -> Decimal | None:
     return sum(values, ZERO) / len(values)
 
 
+def weekday_means(daily: Mapping[date, Decimal]) -> list[Decimal] | None:
+    """:func:`expected_usage` for each weekday (0 = Monday), computed once per meter."""
+    if len(daily) < MIN_DAYS:
+        return None
+    everything = sum(daily.values(), ZERO) / len(daily)
+    out = []
+    for weekday in range(7):
+        same = [v for d, v in daily.items() if d.weekday() == weekday]
+        out.append(sum(same, ZERO) / len(same) if len(same) >= MIN_SAME_WEEKDAY else everything)
+    return out
+
+
 def history_window(at: datetime, tz: str) -> tuple[date, date]:
     """The complete local days the history is read from: [first, last] (today is not complete)."""
     today = at.astimezone(ZoneInfo(tz)).date()
@@ -117,9 +130,10 @@ def project(balance: Decimal, overdraft_limit: Decimal, meters: Sequence[MeterOu
     cum, total, used_any, priced_any = [ZERO], ZERO, False, False
     tier_use = [m.period_usage for m in known]
     tier_start: list[date | None] = [None] * len(known)
+    means = [weekday_means(m.daily_usage) for m in known]
     for t0, t1, day, share in slices:
         for i, meter in enumerate(known):
-            usage = expected_usage(meter.daily_usage, day)
+            usage = means[i][day.weekday()]  # type: ignore[index]
             plan = _plan_at(meter.plans, t0)
             used_any = used_any or bool(usage)
             if not usage or plan is None:
@@ -131,7 +145,10 @@ def project(balance: Decimal, overdraft_limit: Decimal, meters: Sequence[MeterOu
                     tier_use[i] = ZERO  # a new month (or year): tiers count again from zero
                 tier_start[i] = period
             usage = usage * share
-            total += price_interval(plan, t0, t1, tz, usage, cum_before=tier_use[i]).cost
+            if plan.kind == "flat":  # what price_interval answers for a flat plan, without its general path
+                total += round_sub_cent(usage * plan.prices["flat"])
+            else:
+                total += price_interval(plan, t0, t1, tz, usage, cum_before=tier_use[i]).cost
             tier_use[i] += usage
         cum.append(total)
     curve = tuple(cum)
