@@ -167,6 +167,9 @@ def _demo_addresses(app, instance: Path, host: str, port: int) -> None:  # noqa:
     from a request), and sign-in codes go to a development SMS outbox file (the demo has no SMS gateway)."""
     if not app.config.get("PUBLIC_BASE_URL"):
         app.config["PUBLIC_BASE_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        # the web and the workers are child processes: they read it from the environment (without it the
+        # portal's "Pay" answered "Cannot take online payments: set PUBLIC_BASE_URL")
+        os.environ["METERHUB_PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"]
     outbox = os.environ.setdefault("METERHUB_DEV_SMS_OUTBOX", str(instance / "sms-outbox.log"))
     app.config.setdefault("DEV_SMS_OUTBOX", outbox)
     log.info("public address %s; portal sign-in codes are written to %s", app.config["PUBLIC_BASE_URL"],

@@ -145,9 +145,10 @@ def portal_pages(page, base: str, shots: Path) -> list[tuple[str, str, int]]:
     page.goto(f"{base}/portal/login", wait_until="networkidle")
     page.screenshot(path=str(shots / "00-login.png"), full_page=True)
     done = [("00-login.png", page.url, 200)]
-    page.fill("input[name=phone]", DEMO_PORTAL[0])
-    page.fill("input[name=password]", DEMO_PORTAL[1])
-    page.locator("form:has(input[name=password]) button").first.click()
+    form = page.locator("form:has(input[name=password])")
+    form.locator("input[name=phone]").fill(DEMO_PORTAL[0])
+    form.locator("input[name=password]").fill(DEMO_PORTAL[1])
+    form.locator("button").first.click()
     page.wait_for_load_state("networkidle")
     done += crawl(page, base, page.url, "/portal/", shots, limit=20)
     account = next((u for _, u, _ in done if "/portal/a/" in u), None)

@@ -56,3 +56,23 @@ def test_account_page_header_tables_chart_and_receipt(world, client, operator):
     receipt_url = re.search(r'href="(/prepaid/receipts/\d+)"', html).group(1)
     receipt = client.get(receipt_url).get_data(as_text=True)
     assert "¥80.00" in receipt and "Li Lei" in receipt and "@media print" in receipt and "window.print()" in receipt
+
+
+def test_counter_shows_takings_receipts_and_balances_before_anything_is_typed(world, client, operator):
+    with world.app.app_context(), service_session() as s:
+        write_readings(s, world.group_id, [(world.meters[0], EPOCH, Decimal(0))])
+    with world.app.app_context(), service_session() as s:
+        acc = accounts.create_account(s, world.group_id, world.property_id, world.meters[:1], room_id=world.room_id,
+                                      customer_name="Han Mei", phone="13922223333", actor="t", evaluate=False)
+        cashier.topup(s, world.group_id, acc.id, "120.00", "cash", "k-c1", actor="t")
+        cashier.topup(s, world.group_id, acc.id, "30.00", "card", "k-c2", actor="t")
+        account_id = acc.id
+    operator("cashier")
+    page = client.get("/prepaid/counter").get_data(as_text=True)
+    takings = page[page.index('id="takings"'):page.index('id="receipts"')]
+    assert 'id="takings-total">¥150.00 · 2<' in takings and 'id="takings-mine">¥0.00 · 0<' in takings
+    receipts = page[page.index('id="receipts"'):]
+    assert receipts.count("/prepaid/receipts/") == 2 and "Han Mei" in receipts
+    found = client.get("/prepaid/counter?q=13922223333").get_data(as_text=True)
+    assert f"/prepaid/accounts/{account_id}" in found and "¥150.00" in found
+    assert "No account matches" in client.get("/prepaid/counter?q=nobody-here").get_data(as_text=True)

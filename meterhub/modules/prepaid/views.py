@@ -86,7 +86,17 @@ def counter():
                 .where(or_(PrepaidAccount.customer_name.ilike(like), PrepaidAccount.phone.ilike(like),
                            PrepaidAccount.number.ilike(like), Room.number.ilike(like))).limit(50))
         found = db.session.execute(restrict(stmt, PrepaidAccount, None, "money.view")).all()
-    return render_template("prepaid/counter.html", q=q, found=found)
+    from webui.format import display_zone
+    from webui.names import prefetch
+
+    from . import counter_page
+
+    scope = _scope_props()
+    receipts = counter_page.recent_receipts(db.session, scope)
+    prefetch([("account", acc.id) for acc, _ in found] + [("account", r.account_id) for r in receipts])
+    return render_template("prepaid/counter.html", q=q, found=found, receipts=receipts,
+                           balances=counter_page.balances(db.session, [acc.wallet_account_id for acc, _ in found]),
+                           takings=counter_page.takings_today(db.session, display_zone(), scope, current_user.id))
 
 
 def _money(action, permission: str, account_id: int):
