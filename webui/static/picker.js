@@ -21,7 +21,15 @@
           option.textContent = row.label;
           list.appendChild(option);
         });
+        if (input.dataset.appendTo && input.value && chosen(input)) { append(input); }
       });
+  }
+  function append(input) {
+    var area = input.form.elements[input.dataset.appendTo];
+    var lines = area.value.split("\n").filter(function (l) { return l.trim(); });
+    if (lines.indexOf(input.value) < 0) { lines.push(input.value); }
+    area.value = lines.join("\n");
+    input.value = "";
   }
   function chosen(input) {
     var list = document.getElementById(input.getAttribute("list"));
@@ -31,11 +39,7 @@
     var input = e.target;
     if (!input.dataset || !input.dataset.picker) { return; }
     if (input.dataset.appendTo && input.value && chosen(input)) {
-      var area = input.form.elements[input.dataset.appendTo];
-      var lines = area.value.split("\n").filter(function (l) { return l.trim(); });
-      if (lines.indexOf(input.value) < 0) { lines.push(input.value); }
-      area.value = lines.join("\n");
-      input.value = "";
+      append(input);
       return;
     }
     clearTimeout(input._pickerTimer);
