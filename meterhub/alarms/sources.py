@@ -31,6 +31,24 @@ BATCH = 5000
 NIGHT_END, FACTOR, BASELINE_NIGHTS, MIN_NIGHTS, MIN_EXCESS = 6, Decimal(3), 14, 7, Decimal("1.0")
 
 
+#: The oldest transaction still running that may belong to *this database* (its txid), else the snapshot's xmax:
+#: the events of every transaction below it have been committed or rolled back. The snapshot's own xmin counts
+#: every writing transaction of the whole server (transaction ids are server-wide), so one long transaction in
+#: another database held every alarm back (the latency bench on a shared server: alarms minutes late). Only the
+#: in-progress ids positively held by a backend of another database (its transaction-id lock in ``pg_locks``, its
+#: database in ``pg_stat_activity``; both readable by every role) are left out; an id not yet seen there counts.
+HORIZON_SQL = """
+WITH snap AS (SELECT txid_current_snapshot() AS s),
+elsewhere AS (SELECT l.transactionid::text AS xid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+                AND a.datname <> current_database())
+SELECT coalesce(
+    (SELECT min(x) FROM snap, txid_snapshot_xip(snap.s) AS x
+     WHERE (x % 4294967296)::text NOT IN (SELECT xid FROM elsewhere)),
+    (SELECT txid_snapshot_xmax(s) FROM snap))
+"""
+
+
 def _watermark(session: Session, key: str) -> int:
     value = session.execute(text("SELECT value FROM alarm_watermarks WHERE key = :k FOR UPDATE"), {"k": key}).scalar()
     if value is None:
@@ -52,7 +70,7 @@ def _finished_events(session: Session, table: str, columns: str) -> list[Any]:
     inserting transaction, below the oldest transaction still running, sees every event exactly once.
     """
     after_txid, after_id = _watermark(session, f"{table}:txid"), _watermark(session, f"{table}:id")
-    horizon = session.execute(text("SELECT txid_snapshot_xmin(txid_current_snapshot())")).scalar()
+    horizon = session.execute(text(HORIZON_SQL)).scalar()
     rows = session.execute(text(
         f"SELECT {columns}, txid FROM {table} WHERE (txid, id) > (:t, :i) AND txid < :horizon "
         "ORDER BY txid, id LIMIT :n"), {"t": after_txid, "i": after_id, "horizon": horizon, "n": BATCH}).all()

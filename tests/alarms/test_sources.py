@@ -175,3 +175,25 @@ def test_events_committed_out_of_id_order_are_all_read(app, group, database_url)
             s.commit()
             assert _open(s, site.group_id, "meter:") == [f"offline@meter:{m1}", f"offline@meter:{m2}"]
     engine.dispose()
+
+
+def test_a_long_transaction_in_another_database_holds_no_alarm_back(app, group, database_url):
+    """Transaction ids are server-wide: a writing transaction left open in another database of the same server
+    (a long report, another tenant's database, a test suite) must not hold the events of this one back."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    site = make_site(app, group, account=False)
+    meter = site.meters[0]
+    other = create_engine(make_url(database_url).set(database="postgres"))
+    with other.connect() as elsewhere, app.app_context():
+        elsewhere.execute(text("SELECT txid_current()"))  # a writing transaction, open until the end
+        with service_session() as s:
+            s.execute(text("INSERT INTO health_events (group_id, object_type, object_id, event, detail) VALUES "
+                           "(:g, 'meter', :m, 'offline', '{}')"), {"g": site.group_id, "m": meter})
+        with service_session() as s:
+            run_sources(s)
+            s.commit()
+            assert _open(s, site.group_id, "meter:") == [f"offline@meter:{meter}"]
+        elsewhere.rollback()
+    other.dispose()
