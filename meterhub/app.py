@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from . import config as config_module
-from .extensions import babel, csrf, db, login_manager
+from .extensions import csrf, db, login_manager
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def _register_plugins(app: Flask) -> None:
 
     pm = get_plugin_manager()
     driver_registry(pm)
+    pm.hook.web_app(app=app)  # the web layer (webui.plugin): the core never imports it
     for blueprints in pm.hook.register_blueprints():
         for blueprint in blueprints or []:
             app.register_blueprint(blueprint)
@@ -70,18 +71,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     replica.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
-    from webui import i18n
-
-    babel.init_app(app, locale_selector=i18n.select_locale, timezone_selector=i18n.select_timezone,
-                   default_translation_directories=str(Path(__file__).resolve().parent.parent / "webui" / "translations"))
-
     from flask_migrate import Migrate
 
     Migrate(app, db, directory=str(Path(__file__).parent / "migrations"))
-
-    from webui import register_web
-
-    register_web(app)
     _register_plugins(app)
 
     from .cli import register_commands

@@ -28,6 +28,12 @@ def register_blueprints():
 
 
 @hookspec
+def web_app(app):
+    """Set up a web layer on the Flask ``app`` (sign-in, pages, error pages, template helpers, translations), once,
+    before ``register_blueprints``; the console and tenant portal (``webui.plugin``) implement it."""
+
+
+@hookspec
 def menu_items(operator):
     """Return console menu entries (dicts: label, endpoint, permission, order, section — monitor, money, devices,
     reports or settings) visible to ``operator``."""

@@ -57,8 +57,14 @@ def menu_items(operator: Operator) -> list:
 
 def register_web(app: Flask) -> None:
     """Blueprints, the user loader, error pages and template helpers."""
-    from . import admin, audit, auth, console, devices, payment_channels, settings, tariffs
+    from pathlib import Path
 
+    from meterhub.extensions import babel
+
+    from . import admin, audit, auth, console, devices, i18n, payment_channels, settings, tariffs
+
+    babel.init_app(app, locale_selector=i18n.select_locale, timezone_selector=i18n.select_timezone,
+                   default_translation_directories=str(Path(__file__).resolve().parent / "translations"))
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None

@@ -1,4 +1,5 @@
-"""The alarms feature as a plugin: notifiers, SMS provider, the polling job, console pages, notifications."""
+"""The alarms feature as a plugin: notifiers, SMS provider, the polling job, notifications, the menu entry
+of its console pages (webui.alarms, registered by the web layer)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,6 @@ def register_sms_providers() -> list[Any]:
 @hookimpl
 def register_jobs() -> list[dict[str, Any]]:
     return [{"name": "alarms.poll", "interval": 60, "callable": "meterhub.alarms.sources:poll"}]
-
-
-@hookimpl
-def register_blueprints() -> list[Any]:
-    from webui.alarms import bp
-
-    return [bp]
 
 
 @hookimpl

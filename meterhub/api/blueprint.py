@@ -61,10 +61,3 @@ def unknown(anything: str) -> Response:
         return errors.error_response(405, f"{request.method} is not allowed here; use {', '.join(allowed)}.",
                                      headers={"Allow": ", ".join(allowed)})
     return errors.error_response(404, f"No API endpoint /api/v1/{anything} with this method.")
-
-
-def load_views() -> Blueprint:
-    """The blueprint with every resource module's routes attached."""
-    from . import views_devices, views_money  # noqa: F401  (routes register on import)
-
-    return bp

@@ -14,26 +14,28 @@ from ..tenants.models import Property, Room
 from ..timeseries import query as ts_query
 from . import serialize
 from .auth import get_in_scope, requires, scoped
-from .blueprint import bp
 from .errors import ApiError
 from .pagination import datetime_arg, enum_arg, int_arg, page
+from .routes import Routes
+
+routes = Routes()  # attached to the /api/v1 blueprint by meterhub.api.plugin
 
 MAX_SPAN = timedelta(days=400)
 
 
-@bp.route("/properties")
+@routes.route("/properties")
 @requires("property.view")
 def properties() -> Any:
     return jsonify(page(scoped(select(Property), Property), Property.id, serialize.property_))
 
 
-@bp.route("/properties/<int:property_id>")
+@routes.route("/properties/<int:property_id>")
 @requires("property.view")
 def property_detail(property_id: int) -> Any:
     return jsonify(serialize.property_(get_in_scope(Property, property_id)))
 
 
-@bp.route("/rooms")
+@routes.route("/rooms")
 @requires("property.view")
 def rooms() -> Any:
     stmt = scoped(select(Room), Room)
@@ -44,13 +46,13 @@ def rooms() -> Any:
     return jsonify(page(stmt, Room.id, serialize.room))
 
 
-@bp.route("/rooms/<int:room_id>")
+@routes.route("/rooms/<int:room_id>")
 @requires("property.view")
 def room_detail(room_id: int) -> Any:
     return jsonify(serialize.room(get_in_scope(Room, room_id)))
 
 
-@bp.route("/meters")
+@routes.route("/meters")
 @requires("device.view")
 def meters() -> Any:
     stmt = scoped(select(Meter), Meter)
@@ -61,7 +63,7 @@ def meters() -> Any:
     return jsonify(page(stmt, Meter.id, serialize.meter))
 
 
-@bp.route("/meters/<int:meter_id>")
+@routes.route("/meters/<int:meter_id>")
 @requires("device.view")
 def meter_detail(meter_id: int) -> Any:
     meter = get_in_scope(Meter, meter_id)
@@ -81,7 +83,7 @@ def _period(default_days: int) -> tuple[datetime, datetime]:
     return start, end
 
 
-@bp.route("/meters/<int:meter_id>/readings")
+@routes.route("/meters/<int:meter_id>/readings")
 @requires("device.view")
 def readings(meter_id: int) -> Any:
     meter = get_in_scope(Meter, meter_id)
@@ -93,7 +95,7 @@ def readings(meter_id: int) -> Any:
     return jsonify({"meter_id": meter.id, "data": data})
 
 
-@bp.route("/meters/<int:meter_id>/usage")
+@routes.route("/meters/<int:meter_id>/usage")
 @requires("device.view")
 def usage(meter_id: int) -> Any:
     meter = get_in_scope(Meter, meter_id)

@@ -22,9 +22,11 @@ from ..modules.prepaid.models import PrepaidAccount
 from ..tenants.models import Building, Group, Property, Room
 from . import serialize
 from .auth import get_in_scope, principal, requires, scoped
-from .blueprint import bp
 from .errors import ApiError, json_body
 from .pagination import date_arg, enum_arg, int_arg, page
+from .routes import Routes
+
+routes = Routes()  # attached to the /api/v1 blueprint by meterhub.api.plugin
 
 COMMANDS = ("switch_on", "switch_off", "keep_power", "resume_prepaid", "read_now")
 MAX_REPORT_ROWS = 5000
@@ -35,7 +37,7 @@ def _account_json(acc: PrepaidAccount) -> dict[str, Any]:
     return serialize.account(acc, balance_of(db.session, acc.wallet_account_id))
 
 
-@bp.route("/accounts")
+@routes.route("/accounts")
 @requires("money.view")
 def accounts() -> Any:
     stmt = scoped(select(PrepaidAccount), PrepaidAccount)
@@ -46,13 +48,13 @@ def accounts() -> Any:
     return jsonify(page(stmt, PrepaidAccount.id, _account_json))
 
 
-@bp.route("/accounts/<int:account_id>")
+@routes.route("/accounts/<int:account_id>")
 @requires("money.view")
 def account_detail(account_id: int) -> Any:
     return jsonify(_account_json(get_in_scope(PrepaidAccount, account_id)))
 
 
-@bp.route("/accounts/<int:account_id>/balance")
+@routes.route("/accounts/<int:account_id>/balance")
 @requires("money.view")
 def balance(account_id: int) -> Any:
     acc = get_in_scope(PrepaidAccount, account_id)
@@ -60,7 +62,7 @@ def balance(account_id: int) -> Any:
                     "currency": "CNY"})
 
 
-@bp.route("/accounts/<int:account_id>/topups")
+@routes.route("/accounts/<int:account_id>/topups")
 @requires("money.view")
 def topups(account_id: int) -> Any:
     acc = get_in_scope(PrepaidAccount, account_id)
@@ -69,7 +71,7 @@ def topups(account_id: int) -> Any:
     return jsonify(page(stmt, Transfer.id, serialize.transfer))
 
 
-@bp.route("/accounts/<int:account_id>/topups", methods=["POST"])
+@routes.route("/accounts/<int:account_id>/topups", methods=["POST"])
 @requires("money.topup")
 def create_topup(account_id: int) -> Any:
     acc = get_in_scope(PrepaidAccount, account_id)
@@ -96,7 +98,7 @@ def create_topup(account_id: int) -> Any:
     return jsonify(body), 201 if result.created else 200
 
 
-@bp.route("/meters/<int:meter_id>/commands", methods=["POST"])
+@routes.route("/meters/<int:meter_id>/commands", methods=["POST"])
 @requires("device.control")
 def create_command(meter_id: int) -> Any:
     meter = get_in_scope(Meter, meter_id)
@@ -117,13 +119,13 @@ def create_command(meter_id: int) -> Any:
     return jsonify(serialize.command(command)), 202
 
 
-@bp.route("/commands/<int:command_id>")
+@routes.route("/commands/<int:command_id>")
 @requires("device.view")
 def command_detail(command_id: int) -> Any:
     return jsonify(serialize.command(get_in_scope(Command, command_id)))
 
 
-@bp.route("/alarms")
+@routes.route("/alarms")
 @requires("property.view")
 def alarms() -> Any:
     from ..alarms.models import Alarm
@@ -143,7 +145,7 @@ def _visible_reports() -> dict[str, Any]:
     return {k: r for k, r in all_reports().items() if who.can(r.permission)}
 
 
-@bp.route("/reports")
+@routes.route("/reports")
 @requires("report.view")
 def reports() -> Any:
     data = [{"key": k, "name": str(r.name), "permission": r.permission,
@@ -160,7 +162,7 @@ def _cell(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
-@bp.route("/reports/<key>")
+@routes.route("/reports/<key>")
 @requires("report.view")
 def report(key: str) -> Any:
     from ..reports import filters as report_filters

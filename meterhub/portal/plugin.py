@@ -1,18 +1,9 @@
-"""The tenant portal as a plugin: its blueprint (sign-in, accounts, payment, members, room QR pay page).
+"""The tenant portal as a plugin: its tables. Its pages (sign-in, accounts, payment, members, room QR pay page:
+webui.portal) are registered by the web layer (webui.plugin) when this plugin is loaded.
 
 Entry point: ``portal = "meterhub.portal.plugin"`` in the ``meterhub.plugins`` group.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..hookspecs import hookimpl
 from . import models  # noqa: F401  (tables in the metadata)
-
-
-@hookimpl
-def register_blueprints() -> list[Any]:
-    from webui.portal import bp
-
-    return [bp]

@@ -1,4 +1,5 @@
-"""The reports feature as a plugin: built-in report definitions, console pages, the scheduled-report job."""
+"""The reports feature as a plugin: built-in report definitions, the scheduled-report job, the menu entry
+of its console pages (webui.reports, registered by the web layer)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,6 @@ def register_reports() -> list[Any]:
     from .registry import builtin_reports
 
     return builtin_reports()
-
-
-@hookimpl
-def register_blueprints() -> list[Any]:
-    from webui.reports import bp
-
-    return [bp]
 
 
 @hookimpl
