@@ -154,3 +154,44 @@ def test_batch_refuses_an_unknown_or_out_of_scope_building(client, operator, gro
         assert response.status_code == 400 and building in response.get_data(as_text=True), building
     with group.app.app_context(), service_session() as s:
         assert s.execute(select(func.count()).select_from(Batch).where(Batch.group_id == group.group_id)).scalar() == 0
+
+
+def test_bill_billing_item_and_meter_swap_forms_take_keys_and_refuse_unknown_or_out_of_scope(client, operator,
+                                                                                              group):
+    from meterhub.modules.billing_items.models import BillingItem
+    from meterhub.modules.postpaid.models import Bill
+
+    w = _world(group)
+    operator("property_manager")  # P1 only
+    token = csrf_token(client, "/billing-items/")
+    item = {"csrf_token": token, "property_id": group.property_id, "name": "物业费", "category": "property_fee",
+            "rate": "10.00", "basis": "fixed", "recurrence": "monthly", "day": "1", "start_date": "2026-01-01",
+            "mode": "deduct"}
+    for accounts in ("NO-SUCH", w["far_account_no"]):  # unknown; of the other property
+        page = client.post("/billing-items/new", data={**item, "accounts": accounts}, follow_redirects=True)
+        assert accounts in page.get_data(as_text=True)
+    with group.app.app_context(), service_session() as s:
+        assert s.execute(select(func.count()).select_from(BillingItem)
+                         .where(BillingItem.group_id == group.group_id)).scalar() == 0
+    response = client.post("/billing-items/new", data={**item, "accounts": w["account_no"]})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    bill = {"csrf_token": token, "start": "2026-01-01", "end": "2026-02-01", "make_postpaid": "1", "due_days": "10"}
+    for account in ("NO-SUCH", w["far_account_no"]):
+        page = client.post("/bills/generate", data={**bill, "account": account}, follow_redirects=True)
+        assert account in page.get_data(as_text=True)
+    with group.app.app_context(), service_session() as s:
+        assert s.execute(select(func.count()).select_from(Bill).where(Bill.group_id == group.group_id)).scalar() == 0
+    swap = {"csrf_token": token, "old_meter_id": w["meters"][2], "final_reading": "0", "new_initial_reading": "0",
+            "confirmed": "yes"}
+    for new in ("NO-SUCH", w["serials"][w["far"]]):  # unknown; a meter of the other property
+        response = client.post(f"/prepaid/accounts/{w['account']}/swap", data={**swap, "new_meter": new})
+        assert response.status_code == 400 and new in response.get_data(as_text=True), new
+    response = client.post(f"/prepaid/accounts/{w['account']}/swap",
+                           data={**swap, "new_meter": w["serials"][w["meters"][1]]})
+    assert response.status_code == 302
+    with group.app.app_context(), service_session() as s:
+        from meterhub.modules.prepaid.models import MeterState
+
+        bound = s.execute(select(MeterState.meter_id).where(MeterState.account_id == w["account"],
+                                                            MeterState.active)).scalars().all()
+        assert bound == [w["meters"][1]]

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.models import Property
-from meterhub.tenants.scoping import get_or_404, requested, requested_all, restrict
+from meterhub.tenants.scoping import get_or_404, requested, restrict
+from webui.lookup import picked_all
 from webui.util import permission_required
 
 from ..prepaid.models import PrepaidAccount
@@ -46,9 +47,10 @@ def index():
 @permission_required("account.manage")
 def create():
     prop = requested(Property, "property_id", "account.manage")
-    accounts = requested_all(PrepaidAccount, "account_ids", "account.manage")
     form = request.form
     try:
+        accounts = picked_all(PrepaidAccount, "account", "accounts", "account_ids", "account.manage",
+                              property_id=prop.id)
         item = create_item(db.session, current_user.group_id, prop.id, name=form.get("name", ""),
                            rate=form.get("rate", ""), basis=form.get("basis", "fixed"),
                            category=form.get("category", "custom"), recurrence=form.get("recurrence", "monthly"),

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, requested, restrict
+from webui.lookup import picked
 from webui.util import permission_required
 
 from ..prepaid.models import PrepaidAccount
@@ -72,8 +73,8 @@ def _due_days() -> int:
 @bp.route("/generate", methods=["POST"])
 @permission_required("account.manage")
 def generate():
-    account = requested(PrepaidAccount, "account_id", "account.manage")
     try:
+        account = picked(PrepaidAccount, "account", "account", "account_id", "account.manage")
         try:
             first, end = date.fromisoformat(request.form["start"]), date.fromisoformat(request.form["end"])
         except (KeyError, ValueError) as err:

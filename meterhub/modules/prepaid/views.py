@@ -12,13 +12,14 @@ from sqlalchemy import or_, select
 from ...commands.models import Command
 from ...commands.service import create_command
 from ...devices.models import Meter
-from ...errors import MeterhubError
+from ...errors import MeterhubError, ValidationError
 from ...extensions import db
 from ...ledger import run_money_transaction
 from ...ledger.models import Transfer
 from ...ledger.post import balance_of
 from ...tenants.models import Room
-from ...tenants.scoping import get_or_404, requested, requested_all, restrict
+from ...tenants import lookup
+from ...tenants.scoping import get_or_404, property_ids, requested, requested_all, restrict
 from webui.confirm import confirmation_page
 from webui.format import money, room_path
 from webui.util import permission_required
@@ -230,11 +231,22 @@ def close(account_id: int):
 def swap(account_id: int):
     acc, f = _account(account_id), request.form
     old = requested(Meter, "old_meter_id", "account.manage")
-    new = requested(Meter, "new_meter_id", "account.manage")
     bound = db.session.execute(select(MeterState.meter_id).where(
         MeterState.meter_id == old.id, MeterState.account_id == acc.id, MeterState.active)).scalar()
-    if bound is None or new.property_id != acc.property_id:
-        abort(404)  # the old meter must be this account's, the new one of its property
+    if bound is None:
+        abort(404)  # the old meter must be this account's
+    if "new_meter" in f or "new_meter_id" not in f:
+        try:  # the new meter by its serial (the form's picker), in the operator's scope and the account's property
+            found = lookup.resolve(db.session, acc.group_id, "meter", f.get("new_meter", ""),
+                                   property_ids=property_ids(current_user), property_id=acc.property_id)
+        except ValidationError as err:
+            flash(str(err), "error")
+            return account(acc.id), 400
+        new = get_or_404(Meter, found.id, "account.manage")
+    else:  # a client that names it by id: resolved in scope like every id
+        new = requested(Meter, "new_meter_id", "account.manage")
+        if new.property_id != acc.property_id:
+            abort(404)
     page = _confirm(_("Swap meter"), acc, (_("Old meter"), old.name or f"#{old.id}"), (_("Final reading"), f.get("final_reading")),
                     (_("New meter"), new.name or f"#{new.id}"), (_("New meter reading"), f.get("new_initial_reading")))
     if page is not None:
