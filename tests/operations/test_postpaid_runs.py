@@ -142,3 +142,24 @@ def test_console_preview_and_run_and_cli(site, client, operator, runner):
     assert result.output.count("already billed") == 2 and "preview, nothing made" in result.output
     bad = runner.invoke(args=["postpaid", "run", "--property-id", str(site.property_id), "--month", "January"])
     assert bad.exit_code != 0 and "YYYY-MM" in bad.output
+
+
+def test_policy_page_saves_and_a_cut_off_asks_for_confirmation_first(site, client, operator):
+    operator("group_admin")
+    url = f"/bills/policy/{site.property_id}"
+    assert client.get(url).status_code == 200
+    token = csrf_token(client, url)
+    form = {"csrf_token": token, "bill_day": "5", "confirm_on_run": "1", "remind_every_days": "3",
+            "late_fee_daily_rate": "0.0005", "late_fee_cap_rate": "0.1", "cutoff_days": "30"}
+    asked = client.post(url, data=form)
+    assert asked.status_code == 200 and "confirmed" in asked.get_data(as_text=True)  # the confirmation page
+    with site.app.app_context(), service_session() as s:
+        assert s.get(PostpaidPolicy, site.property_id) is None  # nothing saved before the confirmation
+    saved = client.post(url, data={**form, "confirmed": "yes"}, follow_redirects=True)
+    assert saved.status_code == 200
+    with site.app.app_context(), service_session() as s:
+        policy = s.get(PostpaidPolicy, site.property_id)
+        assert (policy.bill_day, policy.cutoff_days, policy.late_fee_daily_rate) == (5, 30, D("0.0005"))
+    bad = client.post(url, data={**form, "cutoff_days": "", "bill_day": "31"}, follow_redirects=True)
+    assert "bill_day" in bad.get_data(as_text=True)
+    assert client.get("/bills/policy/999999").status_code == 404
