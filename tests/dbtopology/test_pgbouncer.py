@@ -23,7 +23,10 @@ def bouncer(database_url, service_urls):
         pytest.skip("PgBouncer is not installed and could not be installed here (apt-get install pgbouncer)")
     cfg = create_app(_config(database_url, service_urls)).config
     roles = {cfg["APP_DB_USER"]: cfg["APP_DB_PASSWORD"], cfg["SERVICE_DB_USER"]: cfg["SERVICE_DB_PASSWORD"]}
-    made = PgBouncer(binary, database_url, roles, pool_size=1)  # one server connection: every client shares it
+    # Two server connections at most: sequential clients share the most recently used one (PgBouncer reuses
+    # LIFO). Not one: a sign-in holds two connections at once (the request's transaction, and the sign-in
+    # throttle's own in meterhub/tenants/login_failures.py), which a pool of one starves until query_wait_timeout.
+    made = PgBouncer(binary, database_url, roles, pool_size=2)
     yield made, cfg
     dispose_service_engines()
     made.close()
