@@ -130,7 +130,8 @@ class Bench:
             start = self.crossing_commit(meter, *set_at[meter])
             if opened is not None and start is not None:
                 trips.append(opened - start)
-                alarms.append(("arrears", self.accounts[meter].id, start))
+                # matched from the refund on: the watcher may see the reading's commit after its alarm went out
+                alarms.append(("arrears", self.accounts[meter].id, start, set_at[meter][0]))
         return trips, self.alarm_latencies(alarms)
 
     def refund_alarms(self, meters: list[int], to: Decimal = Decimal("10.00")) -> list[float]:
@@ -160,8 +161,9 @@ class Bench:
         self.failures.append(f"trip: no charge took meter {meter} to its trip line")
         return None
 
-    def alarm_latencies(self, wanted: list[tuple[str, int, float]]) -> list[float]:
-        """For each (kind, account, commit time): until both the signed webhook and the portal message are in."""
+    def alarm_latencies(self, wanted: list[tuple[Any, ...]]) -> list[float]:
+        """For each (kind, account, commit time[, matched from]): until both the signed webhook and the portal
+        message are in (a message counts from ``matched from``, default the commit time)."""
         def hook(kind: str, account: int, after: float) -> float | None:
             for at, payload in self.rig.listener.received:
                 alarm = payload.get("alarm", payload)
@@ -175,10 +177,11 @@ class Bench:
                                 "to_timestamp(:t) ORDER BY p.id LIMIT 1", k=kind, a=account, t=after - 1)
             return float(rows[0][0]) if rows else None
 
-        wait_until(lambda: all(hook(*w) and portal(*w) for w in wanted), WAIT_S, step=0.25)
+        wanted = [(w[0], w[1], w[2], w[3] if len(w) > 3 else w[2]) for w in wanted]
+        wait_until(lambda: all(hook(k, a, m) and portal(k, a, m) for k, a, _, m in wanted), WAIT_S, step=0.25)
         out = []
-        for kind, account, start in wanted:
-            got, stored = hook(kind, account, start), portal(kind, account, start)
+        for kind, account, start, matched in wanted:
+            got, stored = hook(kind, account, matched), portal(kind, account, matched)
             if got is None or stored is None:
                 self.failures.append(f"alarm {kind} of account {account}: webhook {got}, portal message {stored}")
                 continue
