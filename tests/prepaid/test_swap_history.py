@@ -94,6 +94,12 @@ def test_room_month_across_a_swap_is_old_until_the_swap_plus_new_after(world):
             october = ReportFilter(world.group_id, date(2026, 10, 1), date(2026, 11, 1), room_id=world.room_id,
                                    level="room", granularity="month")
             assert list(usage_rows(s, october)) == []  # the new meter's October was not in this room
+            # apportioning and post-paid bills read the same interval from the readings
+            from meterhub.modules.apportion.usage import window_usage
+
+            nov = (local(2026, 11, 1), local(2026, 12, 1))
+            used = {u.meter_id: u.usage for u in window_usage(s, [(old, *nov), (new, *nov)], "electricity")}
+            assert used == {old: D(150), new: D(100)}
             # its purchase counter (7 against our 1) is taken as its baseline: no mismatch from the swap
             assert check_purchase_counters(s, world.group_id, [new]) == []
             assert s.execute(text("SELECT count(*) FROM prepaid_events WHERE account_id = :a AND kind = "

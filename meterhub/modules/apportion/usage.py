@@ -3,7 +3,8 @@
 Usage over a window (start, end] is the sum of the positive steps of the counter between the last good
 reading at or before ``start`` (else the first one inside the window: a meter installed mid-period) and
 the last good reading at or before ``end``. A counter that goes down (reset, swap) contributes nothing
-for that step. A meter whose newest reading in the window is older than ``OFFLINE_GRACE`` before the end
+for that step. Only readings of the meter's installation interval count (``meters.installed_at`` to
+``removed_at``: a swapped-in meter's past elsewhere is nobody's usage here). A meter whose newest reading in the window is older than ``OFFLINE_GRACE`` before the end
 is reported ``offline``: its usage counts up to that reading, and because counters are cumulative what
 it used later is counted in the period where it reports again (never lost, never counted twice).
 """
@@ -23,17 +24,21 @@ COUNTER = {"electricity": "energy_kwh", "water": "water_m3"}
 
 USAGE_SQL = """
 WITH w AS (
-  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
-         AS w(meter_id, ws, we)
+  SELECT u.meter_id, u.ws, u.we,
+         greatest(u.ws, coalesce(m.installed_at, '-infinity')) AS cs, coalesce(m.installed_at, '-infinity') AS inst,
+         least(u.we, coalesce(m.removed_at, 'infinity')) AS ce
+  FROM unnest(CAST(:ids AS bigint[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
+         AS u(meter_id, ws, we)
+  LEFT JOIN meters m ON m.id = u.meter_id
 ), b AS (
-  SELECT w.meter_id, w.ws, w.we,
+  SELECT w.meter_id, w.ws, w.ce,
          coalesce((SELECT max(r.ts) FROM tenant_readings r WHERE r.meter_id = w.meter_id AND r.quality = 0
-                   AND r.{col} IS NOT NULL AND r.ts <= w.ws), w.ws) AS t0
+                   AND r.{col} IS NOT NULL AND r.ts <= w.cs AND r.ts >= w.inst), w.cs) AS t0
   FROM w
 ), steps AS (
   SELECT b.meter_id, b.ws, r.ts, r.{col} - lag(r.{col}) OVER (PARTITION BY b.meter_id, b.ws ORDER BY r.ts) AS d
   FROM b JOIN tenant_readings r ON r.meter_id = b.meter_id AND r.quality = 0 AND r.{col} IS NOT NULL
-   AND r.ts >= b.t0 AND r.ts <= b.we
+   AND r.ts >= b.t0 AND r.ts <= b.ce
 )
 SELECT meter_id, ws, coalesce(sum(greatest(d, 0)), 0) AS usage, max(ts) AS last_ts, count(*) AS readings
 FROM steps GROUP BY meter_id, ws
