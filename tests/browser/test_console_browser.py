@@ -10,7 +10,8 @@ from tests.browser.conftest import sign_in
 def test_manager_creates_rooms_in_bulk_and_cannot_reach_another_property(page, live_server, group):
     username, password, _ = group.operator("property_manager", ("P1",))
     sign_in(page, live_server, username, password)
-    page.click("text=Properties")
+    page.click("#nav-settings")  # the menu groups pages by job: properties and rooms are under Settings
+    page.click("#nav-settings + .dropdown-menu >> text=Properties and rooms")
     page.click(f"a:has-text('Mall {group.marker}')")
     page.click(f"a:has-text('B {group.marker}')")
     page.fill("input[name=floor_from]", "2")

@@ -88,3 +88,42 @@ def test_the_menu_collapses_on_a_phone_in_both_languages(browser, live_server, a
     page.goto(f"{live_server}/alarms/")
     _shot(page, "desktop-zh-alarms")
     context.close()
+
+
+@pytest.mark.slow
+def test_switch_off_asks_in_a_dialog_naming_the_tenant(browser, live_server, app, group):
+    from meterhub.commands.models import Command
+    from meterhub.db import service_session
+
+    from meterhub.modules.prepaid import cashier
+
+    site = open_site(app, group)
+    with app.app_context(), service_session() as s:  # in credit: the relay is wanted on
+        cashier.topup(s, group.group_id, site.account_id, "50.00", "cash", f"k-{site.account_id}", actor="t")
+    admin = group.operator("group_admin", all_properties=True)
+
+    def switch_offs() -> int:
+        with app.app_context(), service_session() as s:
+            return s.query(Command).filter(Command.meter_id == site.meter_id, Command.kind == "switch",
+                                           Command.source == "operator").count()
+
+    context = _context(browser, DESKTOP, "en-US")
+    page = context.new_page()
+    sign_in(page, live_server, admin[0], admin[1])
+    page.goto(f"{live_server}/prepaid/accounts/{site.account_id}")
+    before = switch_offs()
+    off = page.locator("form[data-confirm]:has(input[name=kind][value=off]) button")
+    off.click()
+    dialog = page.locator("#mh-confirm-modal")
+    dialog.wait_for(state="visible")
+    assert f"Shop {group.marker}" in dialog.inner_text() and "Switch off" in dialog.inner_text()
+    _shot(page, "desktop-en-confirm-switch-off")
+    dialog.locator("[data-bs-dismiss=modal].btn").click()  # Cancel: nothing is sent
+    dialog.wait_for(state="hidden")
+    assert switch_offs() == before
+    off.click()
+    dialog.wait_for(state="visible")
+    dialog.locator(".mh-confirm-ok").click()
+    page.locator(".flash.ok").wait_for()
+    assert switch_offs() == before + 1
+    context.close()
