@@ -199,6 +199,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "wanted_open": lazy_pgettext("value", "Valve wanted open"),
         "last_seen_at": lazy_pgettext("value", "Last heard from"),
         "collector_seen_at": lazy_pgettext("value", "Collector last seen"),
+        "since": lazy_pgettext("value", "Since"),
     },
     "alarm_action": {
         "raised": lazy_pgettext("value", "Raised"),
