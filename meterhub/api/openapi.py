@@ -93,7 +93,10 @@ def _schemas() -> dict[str, Any]:
                         "columns": {"type": "array", "items": {"type": "object"}}}),
         "ReportRows": _obj({"key": {"type": "string"}, "columns": {"type": "array", "items": {"type": "string"}},
                             "rows": {"type": "array", "items": {"type": "array", "items": {}}},
-                            "truncated": {"type": "boolean"}}),
+                            "truncated": {"type": "boolean"},
+                            "source": {"type": "string", "enum": ["primary", "replica"]},
+                            "data_as_of": {**TS, "nullable": True,
+                                           "description": "read replica only: the last change it had replayed"}}),
     }
 
 

@@ -19,6 +19,7 @@ from ..ledger.post import balance_of
 from ..modules.prepaid import cashier, control
 from ..modules.prepaid.events import notify_balance
 from ..modules.prepaid.models import PrepaidAccount
+from ..replica import reads
 from ..tenants.models import Building, Group, Property, Room
 from . import serialize
 from .auth import get_in_scope, principal, requires, scoped
@@ -183,9 +184,11 @@ def report(key: str) -> Any:
         if value is not None:
             get_in_scope(model, value, "report.view")
     rows = []
-    for row in definition.rows(db.session, f):
+    reading, fresh = reads()  # the read replica when configured (meterhub.replica)
+    for row in definition.rows(reading, f):
         if len(rows) >= MAX_REPORT_ROWS:
             break
         rows.append([_cell(v) for v in row])
     return jsonify({"key": key, "columns": [c.key for c in definition.columns], "rows": rows,
-                    "truncated": len(rows) >= MAX_REPORT_ROWS})
+                    "truncated": len(rows) >= MAX_REPORT_ROWS, "source": fresh.source,
+                    "data_as_of": fresh.as_of.isoformat() if fresh.replica and fresh.as_of else None})

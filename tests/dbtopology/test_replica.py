@@ -147,8 +147,15 @@ def test_money_and_commands_never_touch_the_replica(rapp, cluster, replica_state
 
     with rapp.app_context(), service_session() as s:
         assert s.execute(select(Command.id).where(Command.meter_id == meter_id)).first() is not None
-    # the listener does see the replica's statements: the finance report reads there
+    # the listener does see the replica's statements: the finance report reads there, in the console and the API
     assert client.get("/reports/sales").status_code == 200 and replica_statements.seen
+    from tests.api.world import bearer, make_token
+
+    cluster.wait_replayed()
+    api = rapp.test_client().get("/api/v1/reports/sales", headers=bearer(make_token(rapp, tenant, scopes=("read",))))
+    body = api.get_json()
+    assert api.status_code == 200 and body["source"] == "replica" and body["data_as_of"], body
+    assert any("topup" in row for row in body["rows"]), body
 
 
 def test_export_read_on_the_replica_stored_in_the_database(rapp, cluster, replica_statements):
