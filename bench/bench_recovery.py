@@ -25,6 +25,7 @@ FAULTS = (
     ("kill -9 every process kind", scenarios.kill_each_process),
     ("PostgreSQL restart", scenarios.restart_postgres),
     ("Redis restart", scenarios.restart_redis),
+    ("MQTT broker kill -9 and restart", scenarios.restart_mqtt_broker),
     ("hung gateways (SIGSTOP)", scenarios.hung_gateways),
     ("collector frozen (SIGSTOP)", scenarios.stuck_collector),
 )

@@ -66,10 +66,11 @@ class Platform:
         self.servers = self.workdir / "servers"
         self.log_path = self.workdir / "run.log"
         self.web_port = free_port()
-        self.pg_port, self.redis_port = free_port(), free_port()
+        self.pg_port, self.redis_port, self.mqtt_port = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.pg: Any = None
         self.redis: Any = None
+        self.mqtt: Any = None
         self.engine: Engine | None = None
         self.token = ""
 
@@ -92,9 +93,10 @@ class Platform:
         self.pg = start_embedded_postgres(self.servers, port=self.pg_port)
         self.redis = start_embedded_redis(self.servers, port=self.redis_port)
         db_url = make_url(self.pg.url).set(database="meterhub")
+        self.mqtt = self._start_broker(db_url.render_as_string(False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("METERHUB_")}
         env.update(METERHUB_INSTANCE_PATH=str(self.instance), METERHUB_DATABASE_URL=db_url.render_as_string(False),
-                   METERHUB_REDIS_URL=self.redis.url, METERHUB_MQTT_PORT=str(free_port()),
+                   METERHUB_REDIS_URL=self.redis.url, METERHUB_MQTT_URL=self.mqtt.url,
                    METERHUB_DEMO_FLEET_PORT=str(_fleet_port()), METERHUB_REDIS_NAMESPACE="chaos")
         with self.log_path.open("w") as out:
             self.proc = subprocess.Popen(
@@ -104,7 +106,8 @@ class Platform:
         wait_until(lambda: "meterhub is running" in self.log(), START_S, "meterhub run started", step=0.5)
         self.engine = create_engine(db_url, pool_pre_ping=True, pool_size=2)
         for name in ("web", "worker-commands", "worker-periodic", "worker-default", "scheduler", "collector"):
-            self.pid(name)
+            # the scheduler starts once the collector has read every polled meter (meterhub run, at most 2 min)
+            wait_until(lambda: self.pid(name), 150, f"{name} started", step=0.5)
         wait_until(lambda: self.readings_since(time.time() - 60) > 0, 60, "the collector stores readings")
         self.token = self._api_token()
         wait_until(lambda: self.api("GET", "/accounts?limit=1")[0] == 200, 60, "the web API answers")
@@ -119,7 +122,7 @@ class Platform:
                 self.proc.wait(10)
         if self.engine is not None:
             self.engine.dispose()
-        for server in (self.redis, self.pg):
+        for server in (self.mqtt, self.redis, self.pg):
             if server is not None:
                 server.stop()
 
@@ -163,6 +166,57 @@ class Platform:
         time.sleep(down_s)
         self.pg = start_embedded_postgres(self.servers, port=self.pg_port)
         return stopped, time.time()
+
+    def _start_broker(self, db_url: str) -> Any:
+        """The embedded amqtt broker as ``meterhub run`` would start it (auth, topic rules, message journal in
+        the instance folder), but owned by this harness so that it can be killed and started again."""
+        from meterhub.config import DEFAULTS, finish
+        from meterhub.services.mqtt import start_embedded_mqtt
+
+        config = {**DEFAULTS, "DATABASE_URL": db_url}
+        finish(config, str(self.instance))  # the service role's URL, its password generated in the instance
+        self._broker_auth_url = config["SERVICE_DATABASE_URL"]
+        return start_embedded_mqtt(self.instance, port=self.mqtt_port, auth_database_url=self._broker_auth_url)
+
+    def restart_mqtt(self, down_s: float) -> tuple[float, float]:
+        """kill -9 the broker, start it again on the same port after ``down_s``; (killed at, started at)."""
+        from meterhub.services.mqtt import start_embedded_mqtt
+
+        os.kill(self.mqtt.pid, signal.SIGKILL)
+        try:
+            os.waitpid(self.mqtt.pid, 0)  # reaped: no zombie keeps its pid file alive
+        except ChildProcessError:
+            pass
+        killed = time.time()
+        time.sleep(down_s)
+        self.mqtt = start_embedded_mqtt(self.instance, port=self.mqtt_port, auth_database_url=self._broker_auth_url)
+        return killed, time.time()
+
+    def mqtt_gateway(self) -> tuple[str, str, int]:
+        """A push gateway with one meter in the demo's first property: (client id, password, meter id)."""
+        from sqlalchemy.orm import Session
+
+        from meterhub.devices.models import Device, Gateway, Meter
+        from meterhub.mqtt_auth.credentials import issue_gateway_password
+
+        assert self.engine is not None
+        marker = secrets.token_hex(4)
+        with Session(self.engine) as s:
+            group_id, property_id = s.execute(text("SELECT group_id, id FROM properties ORDER BY id LIMIT 1")).one()
+            gateway = Gateway(group_id=group_id, property_id=property_id, name=f"chaos-mqtt-{marker}",
+                              framing="mqtt", mqtt_client_id=f"chaos-mqtt-{marker}")
+            credentials = issue_gateway_password(gateway)
+            s.add(gateway)
+            s.flush()
+            device = Device(group_id=group_id, property_id=property_id, gateway_id=gateway.id, driver_key="test",
+                            address="1", serial=f"chaos-mqtt-{marker}")
+            s.add(device)
+            s.flush()
+            meter = Meter(group_id=group_id, property_id=property_id, device_id=device.id, channel=1,
+                          utility="electricity")
+            s.add(meter)
+            s.commit()
+            return credentials.username, credentials.password, meter.id
 
     def restart_redis(self, down_s: float) -> tuple[float, float]:
         from meterhub.services.redis import start_embedded_redis
@@ -280,6 +334,64 @@ class TopUps:
             short = key[key.index("chaos-"):]
             counts[short] = counts.get(short, 0) + count
         return {k: v for k, v in counts.items() if v != 1}
+
+
+class MqttReadings:
+    """A push gateway publishing one QoS 1 reading every ``every_s`` (seq 1, 2, …), each retried until the broker
+    acknowledges it, as a gateway does across a broker restart (a retry may deliver a message twice: the ingest
+    drops repeats by (gateway, seq))."""
+
+    def __init__(self, platform: Platform, gateway: tuple[str, str, int], every_s: float = 0.1) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client_id, password, self.meter_id = gateway
+        self.every_s = every_s
+        self.acked = 0  # readings the broker acknowledged (seq 1..acked)
+        self.start_ts = time.time() - 3600  # an hour back, one second per seq: distinct and never in the future
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
+        self.client.username_pw_set(self.client_id, password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.connect("127.0.0.1", platform.mqtt_port)
+        self.client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MqttReadings:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _payload(self, seq: int) -> bytes:
+        from datetime import datetime, timezone
+
+        ts = datetime.fromtimestamp(self.start_ts + seq, timezone.utc).isoformat()
+        return json.dumps({"seq": seq, "ts": ts, "readings": [{"address": "1",
+                                                                "values": {"energy_kwh": str(1000 + seq)}}]}).encode()
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            while True:  # until acknowledged, even after stop(): every seq started is delivered
+                try:
+                    info = self.client.publish(f"meterhub/{self.client_id}/readings", self._payload(seq), qos=1)
+                    info.wait_for_publish(3)
+                    if info.is_published():
+                        break
+                except (RuntimeError, ValueError, OSError):
+                    pass
+                time.sleep(0.5)
+            self.acked = seq
+            self._stop.wait(self.every_s)
 
 
 def _fleet_port() -> int:

@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from tests.chaos.harness import Platform, TopUps, wait_until
+from tests.chaos.harness import MqttReadings, Platform, TopUps, wait_until
 
 KILLED = ("web", "worker-commands", "worker-periodic", "worker-default", "worker-reports", "scheduler", "collector",
           "mqtt-ingest")
@@ -22,6 +22,7 @@ JOBS_AGAIN_S = 40.0  # periodic jobs (liveness every 15 s) run again
 COMMAND_S = 60.0  # a queued command is confirmed (dispatch every 15 s, then the bus)
 FIRST_COMMAND_S = 120.0  # the same right after start: the demo seed's relay commands (one per meter) go first
 COLLECTOR_DOWN_S = 60.0  # a stuck collector's gateways read "collector down"
+MQTT_STORED_S = 30.0  # every reading acknowledged across a broker restart is stored (ingest reconnects 1-5 s)
 
 
 def check_money(load: TopUps, platform: Platform) -> None:
@@ -194,3 +195,32 @@ def hung_gateways(platform: Platform, hang_s: float = 12.0) -> dict[str, Any]:
     again = all_meters_read_after(platform, meters, resumed, READ_AGAIN_S)
     return {"periodic_jobs_during_hang_s": round(during, 2), "readings_after_hang_s": round(again, 2),
             "hung_s": round(resumed - hung_at, 1)}
+
+
+def restart_mqtt_broker(platform: Platform, down_s: float = 4.0) -> dict[str, Any]:
+    """The MQTT broker is killed (kill -9) and started again while a gateway publishes QoS 1 readings: the ingest
+    reconnects by itself (nothing is restarted), every reading published before, during and after is stored once
+    (those the broker acknowledged before dying come from its journal), and money goes on."""
+    restarts = {name: platform.restarts(name) for name in KILLED}
+    gateway = platform.mqtt_gateway()
+    meter = gateway[2]
+
+    def stored() -> list[Any]:
+        return platform.sql("SELECT ts FROM readings WHERE meter_id = :m ORDER BY ts", m=meter)
+
+    with TopUps(platform) as load, MqttReadings(platform, gateway) as readings:
+        wait_until(lambda: len(stored()) >= 10, MQTT_STORED_S, "the gateway's readings are stored")
+        killed, started = platform.restart_mqtt(down_s)
+        before_restart = readings.acked
+        wait_until(lambda: readings.acked >= before_restart + 20, MQTT_STORED_S,
+                   "the gateway publishes again after the restart")
+    published = readings.acked
+    took = wait_until(lambda: len(stored()) >= published, MQTT_STORED_S, f"all {published} readings stored")
+    rows = stored()
+    expected = {readings.start_ts + seq for seq in range(1, published + 1)}
+    assert {round(r[0].timestamp()) for r in rows} == {round(t) for t in expected}, "a reading lost or foreign"
+    assert len(rows) == published, "a reading stored twice"
+    check_money(load, platform)
+    assert {name: platform.restarts(name) for name in KILLED} == restarts, "a process died of the broker restart"
+    return {"mqtt_down_s": round(started - killed, 1), "mqtt_readings": published,
+            "mqtt_stored_after_s": round(took, 2), "topups": len(load.booked)}

@@ -43,6 +43,10 @@ def test_redis_restart_kills_nothing_and_polling_goes_on(platform):
     scenarios.restart_redis(platform)
 
 
+def test_mqtt_broker_restart_loses_no_reading_and_the_ingest_reconnects(platform):
+    scenarios.restart_mqtt_broker(platform)
+
+
 def test_hung_gateways_cost_only_their_own_time(platform):
     scenarios.hung_gateways(platform)
 
