@@ -150,10 +150,38 @@ def assign(members: Iterable[str], gateway_ids: Iterable[int]) -> dict[int, str]
     return {gid: max(live, key=lambda m, g=gid: _score(m, g)) for gid in gateway_ids}
 
 
+def dead_local(member_ids: Iterable[str]) -> list[str]:
+    """The members that are collector processes of this host (same host name) which no longer run (killed:
+    their row and leases outlive them by a TTL). Never a process of another host; a reused pid reads alive."""
+    here, dead = socket.gethostname(), []
+    for member in member_ids:
+        parts = member.split(":")
+        if len(parts) < 3 or parts[0] != "collector" or parts[1] != here or not parts[2].isdigit():
+            continue
+        pid = int(parts[2])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(member)
+            continue
+        except PermissionError:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    dead.append(member)
+        except (OSError, IndexError):
+            pass
+    return dead
+
+
 def heartbeat(conn: Connection, member: str, *, shard: str | None, ttl_s: float,
               info: dict[str, Any] | None = None) -> list[str]:
     """Record that ``member`` is alive; return the live dynamic members (no ``--shard``), itself included
-    when it is one. Members silent for ten TTLs are deleted."""
+    when it is one. Members silent for ten TTLs are deleted; collectors of this host that no longer run are
+    deleted at once and their leases expired (a restarted collector need not wait a TTL for them)."""
     import json
 
     conn.execute(text(
@@ -162,6 +190,15 @@ def heartbeat(conn: Connection, member: str, *, shard: str | None, ttl_s: float,
         {"m": member, "h": socket.gethostname(), "p": os.getpid(), "s": shard, "i": json.dumps(info or {})})
     conn.execute(text("DELETE FROM collector_members WHERE last_seen < now() - make_interval(secs => :t)"),
                  {"t": ttl_s * 10})
+    local = [r[0] for r in conn.execute(text(
+        "SELECT member_id FROM collector_members WHERE host = :h UNION "
+        "SELECT DISTINCT owner FROM bus_leases WHERE owner LIKE :like AND expires_at > now()"),
+        {"h": socket.gethostname(), "like": f"collector:{socket.gethostname()}:%"})]
+    gone = dead_local(local)
+    if gone:
+        conn.execute(text("DELETE FROM collector_members WHERE member_id = ANY(:m)"), {"m": gone})
+        conn.execute(text("UPDATE bus_leases SET expires_at = now() WHERE owner = ANY(:m) AND expires_at > now()"),
+                     {"m": gone})
     rows = conn.execute(text("SELECT member_id FROM collector_members WHERE shard IS NULL "
                              "AND last_seen > now() - make_interval(secs => :t) ORDER BY member_id"), {"t": ttl_s})
     return [r[0] for r in rows]

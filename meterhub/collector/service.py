@@ -311,6 +311,7 @@ class Collector:
                 lease.revoke()
                 given[gid] = lease.epoch
         if release and given:
+            await self.sink.flush()  # their readings are stored while the leases are still ours (else refused)
 
             def work() -> None:
                 with self.engine.begin() as conn:

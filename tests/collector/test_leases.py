@@ -147,3 +147,25 @@ def test_a_command_result_of_a_stale_owner_is_not_confirmed(app, group, monkeypa
 def leases_holder(app, gateway_id: int):
     with service_engine().connect() as c:
         return leases.holder(c, gateway_id)
+
+
+def test_a_dead_collector_of_this_host_is_dropped_and_its_leases_freed_at_once(app, group):
+    import socket
+    import subprocess
+
+    engine, gid = _engine(app), group.gateway_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"collector:{socket.gethostname()}:{gone.pid}"
+    elsewhere = f"collector:another-host:{gone.pid}"  # a process of another host is never judged from here
+    with engine.begin() as c:
+        for member in (dead, elsewhere):
+            leases.heartbeat(c, member, shard=None, ttl_s=30)
+        assert leases.acquire(c, dead, [gid], 30) == {gid: 1}
+    with engine.begin() as c:
+        live = leases.heartbeat(c, leases.member_id(), shard=None, ttl_s=30)
+        assert dead not in live and elsewhere in live
+        assert leases.acquire(c, leases.member_id(), [gid], 30) == {gid: 2}  # no TTL to wait out
+        leases.release(c, leases.member_id(), {gid: 2})
+        leases.leave(c, elsewhere)
+        leases.leave(c, leases.member_id())

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,21 @@ def _moved(url: str, host: str, port: int) -> str:
 
 
 class Collector:
-    """``meterhub collector`` inside a host, reaching PostgreSQL and Redis through the root's forwarders."""
+    """``meterhub collector`` inside a host, reaching PostgreSQL and Redis through the root's forwarders. Its
+    own UTS namespace gives it the host's name, so its member id names its "host" (collectors recognise dead
+    collectors of their own host by pid; the hosts here share one pid space, so they must not look alike)."""
 
     def __init__(self, host: Host, env: dict[str, str], only: list[int], log_dir: Path) -> None:
         self.host, self.env, self.log_path = host, env, log_dir / f"collector-{host.name}.log"
-        self.args = [sys.executable, "-m", "meterhub", "collector", "--only", ",".join(map(str, only)),
+        self.args = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host.name,
+                     sys.executable, "-m", "meterhub", "collector", "--only", ",".join(map(str, only)),
                      "--interval", str(INTERVAL_S), "--lease-ttl", str(TTL_S), "--reload", "3", "--stagger", "1"]
         with self.log_path.open("ab") as out:
             self.proc = host.popen(self.args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property
     def member(self) -> str:
-        return f"collector:{os.uname().nodename}:{self.proc.pid}"
+        return f"collector:{self.host.name}:{self.proc.pid}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
