@@ -65,6 +65,8 @@ def test_the_menu_collapses_on_a_phone_in_both_languages(browser, live_server, a
     for locale, code in (("en-US", "en"), ("zh-CN", "zh")):
         context = _context(browser, PHONE, locale)
         page = context.new_page()
+        page.goto(f"{live_server}/login")
+        _shot(page, f"phone-{code}-login")
         sign_in(page, live_server, admin[0], admin[1])
         if code == "zh":
             assert "监控" in page.content() or page.locator("html").get_attribute("lang") == "zh-CN"
@@ -87,6 +89,10 @@ def test_the_menu_collapses_on_a_phone_in_both_languages(browser, live_server, a
     _shot(page, "desktop-zh-dashboard")
     page.goto(f"{live_server}/alarms/")
     _shot(page, "desktop-zh-alarms")
+    for name, path in (("gateways", "/gateways"), ("reports", "/reports/"), ("properties", "/properties"),
+                       ("tokens", "/settings/api-tokens/"), ("missing", "/no-such-page")):
+        page.goto(f"{live_server}{path}")
+        _shot(page, f"desktop-zh-{name}")
     context.close()
 
 
