@@ -69,3 +69,19 @@ def test_read_now_batch_shows_each_reading_and_a_failed_switch_off_waits(site, c
                    .scalars())
         assert not s.execute(select(Command).where(Command.id.in_(_commands(site, off)),
                                                    Command.state != "failed")).first()
+
+
+def test_starting_a_batch_answers_what_was_done_to_how_many_meters_where(site, client, operator):
+    from tests.conftest import csrf_token
+
+    operator("group_admin")
+    token = csrf_token(client, "/batch/")
+    page = client.post("/batch/new", data={"csrf_token": token, "property_id": site.property_id,
+                                           "action": "read_now", "meter_ids": "", "confirmed": "yes"},
+                       follow_redirects=True)
+    body = html.unescape(page.get_data(as_text=True))
+    assert page.status_code == 200 and "started on" in body and "meters of" in body, body[:2000]
+    later = client.post("/batch/new", data={"csrf_token": token, "property_id": site.property_id,
+                                            "action": "read_now", "meter_ids": "", "at": "2099-01-01T08:00",
+                                            "confirmed": "yes"}, follow_redirects=True)
+    assert "is scheduled for 2099-01-01 08:00" in html.unescape(later.get_data(as_text=True))

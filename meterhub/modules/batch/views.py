@@ -123,6 +123,13 @@ def create():
         return index(), 400  # the form again (an unknown or out-of-scope building, floor, plan ...)
     db.session.commit()
     _enqueue(command_ids)
+    what = label(batch.action, "batch_action")
+    if at is None:
+        flash(_("%(what)s started on %(n)d meters of %(prop)s; each meter's result fills in below as it answers.",
+                what=what, n=batch.total, prop=prop.name), "ok")
+    else:
+        flash(_("%(what)s on %(n)d meters of %(prop)s is scheduled for %(at)s.", what=what, n=batch.total,
+                prop=prop.name, at=when(at)), "ok")
     return redirect(url_for("batch.show", batch_id=batch.id))
 
 
