@@ -8,6 +8,7 @@ transaction's group) and is limited to ``property_ids``. Days are each property'
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -79,22 +80,24 @@ def _month_before(day: date) -> date:
     return (day.replace(day=1) - timedelta(days=1)).replace(day=1)
 
 
-def _money(session: Session, figures: dict[int, PropertyFigures], params: dict) -> None:
-    """Top-ups less their reversals today and this month, at the counter and online."""
+def _money(session: Session, figures: dict[int, PropertyFigures], params: dict) -> dict[date, Decimal]:
+    """Top-ups less their reversals today and this month, at the counter and online, and per day (one pass over
+    the last 32 days' top-ups through their partial index on time)."""
     rows = session.execute(text(
-        "WITH p AS (SELECT id, date_trunc('day', now() AT TIME ZONE timezone) AT TIME ZONE timezone AS day_start, "
-        "date_trunc('month', now() AT TIME ZONE timezone) AT TIME ZONE timezone AS month_start FROM properties "
-        f"WHERE {_scoped('id')}) "
-        "SELECT a.property_id, t.channel = 'online' AS online, "
-        "coalesce(sum(t.amount) FILTER (WHERE t.created_at >= p.day_start), 0), coalesce(sum(t.amount), 0) "
-        "FROM ledger_transfers t JOIN prepaid_accounts a ON a.wallet_account_id = t.wallet_account_id "
-        "JOIN p ON p.id = a.property_id "
+        "SELECT a.property_id, (t.created_at AT TIME ZONE p.timezone)::date AS day, t.channel = 'online', "
+        "sum(t.amount) FROM ledger_transfers t JOIN prepaid_accounts a ON a.wallet_account_id = t.wallet_account_id "
+        "JOIN properties p ON p.id = a.property_id "
         "WHERE t.kind IN ('topup', 'reversal') AND t.created_at >= now() - interval '32 days' "
-        "AND t.created_at >= p.month_start GROUP BY 1, 2"), params).all()
-    for prop_id, online, today, month in rows:
-        key = "online" if online else "counter"
-        figures[prop_id].money_today[key] += today
-        figures[prop_id].money_month[key] += month
+        f"AND {_scoped('a.property_id')} GROUP BY 1, 2, 3"), params).all()
+    by_day: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    for prop_id, day, online, amount in rows:
+        fig, key = figures[prop_id], "online" if online else "counter"
+        if day == fig.today:
+            fig.money_today[key] += amount
+        if day >= fig.today.replace(day=1):
+            fig.money_month[key] += amount
+        by_day[day] += amount
+    return by_day
 
 
 def _usage(session: Session, figures: dict[int, PropertyFigures], params: dict) -> tuple[list[date], dict]:
@@ -124,18 +127,6 @@ def _usage(session: Session, figures: dict[int, PropertyFigures], params: dict) 
         if 0 <= offset < TREND_DAYS and utility in trend:
             trend[utility][offset] += usage
     return days, trend
-
-
-def _money_trend(session: Session, days: list[date], params: dict) -> list[Decimal]:
-    rows = session.execute(text(
-        "SELECT (t.created_at AT TIME ZONE p.timezone)::date AS day, sum(t.amount) "
-        "FROM ledger_transfers t JOIN prepaid_accounts a ON a.wallet_account_id = t.wallet_account_id "
-        "JOIN properties p ON p.id = a.property_id "
-        f"WHERE t.kind IN ('topup', 'reversal') AND t.created_at >= :since AND {_scoped('a.property_id')} "
-        "GROUP BY 1"), {**params, "since": datetime.combine(days[0] - timedelta(days=1), datetime.min.time(),
-                                                             ZoneInfo("UTC"))}).all()
-    by_day = dict(rows)
-    return [by_day.get(d, ZERO) for d in days]
 
 
 def _counts(session: Session, figures: dict[int, PropertyFigures], params: dict) -> None:
@@ -202,11 +193,12 @@ def _lists(session: Session, params: dict) -> tuple[list, list, list]:
 def build(session: Session, property_ids: list[int] | None) -> Dashboard:
     """Every figure of the dashboard of ``property_ids`` (None: the whole group)."""
     params = {"props": _ids(property_ids)}
+    session.execute(text("SET LOCAL jit = off"))  # short page queries: JIT compiling costs more than it saves
     now = utcnow()
     figures = {pid: PropertyFigures(pid, name, tz, now.astimezone(ZoneInfo(tz)).date())
                for pid, name, tz in session.execute(text(
                    f"SELECT id, name, timezone FROM properties WHERE {_scoped('id')} ORDER BY name"), params)}
-    _money(session, figures, params)
+    money_by_day = _money(session, figures, params)
     days, trend = _usage(session, figures, params)
     _counts(session, figures, params)
     soon = running_out(session, property_ids)
@@ -217,7 +209,7 @@ def build(session: Session, property_ids: list[int] | None) -> Dashboard:
         "GROUP BY kind ORDER BY count(*) DESC"), params).all())
     top, topups, commands = _lists(session, params)
     return Dashboard(list(figures.values()), _sum(list(figures.values()), now), alarms, days, trend,
-                     _money_trend(session, days, params), top, soon[:10], topups, commands)
+                     [money_by_day.get(d, ZERO) for d in days], top, soon[:10], topups, commands)
 
 
 def _sum(props: list[PropertyFigures], now: datetime) -> PropertyFigures:

@@ -33,7 +33,7 @@ SELECT r.id AS room_id, r.number, r.property_id, r.building_id, f.level AS floor
        p.name AS property_name, bl.name AS building_name,
        a.id AS account_id, a.customer_name, a.phone, a.alarm_level, a.overdraft_limit, b.balance,
        fc.status AS forecast_status, fc.account_id IS NOT NULL AS has_forecast,
-       EXISTS (SELECT 1 FROM meters m WHERE m.room_id = r.id AND m.status = 'offline') AS offline,
+       off.room_id IS NOT NULL AS offline,
        {estimate} AS estimate, {days} AS days
 FROM rooms r
 JOIN properties p ON p.id = r.property_id
@@ -42,6 +42,7 @@ JOIN floors f ON f.id = r.floor_id
 LEFT JOIN prepaid_accounts a ON a.room_id = r.id AND a.status = 'open'
 LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
 LEFT JOIN prepaid_forecasts fc ON fc.account_id = a.id AND fc.computed_at > now() - interval '2 days'
+LEFT JOIN (SELECT DISTINCT m.room_id FROM meters m WHERE m.status = 'offline') off ON off.room_id = r.id
 WHERE (CAST(:props AS bigint[]) IS NULL OR r.property_id = ANY(CAST(:props AS bigint[])))
   AND (CAST(:building AS bigint) IS NULL OR r.building_id = CAST(:building AS bigint))
   AND (CAST(:floor AS int) IS NULL OR f.level = CAST(:floor AS int))
@@ -120,6 +121,7 @@ def page_of(session: Session, mq: MonitorQuery) -> MonitorPage:
     filtered = (f"SELECT x.*, {STATUS_SQL} AS status, {RANK_SQL} AS status_rank FROM ({base}) x"
                 + (" WHERE x.days <= CAST(:within AS numeric) AND x.alarm_level < 3" if mq.within_days is not None
                    else ""))
+    session.execute(text("SET LOCAL jit = off"))  # a page's query: compiling it took 5 s of 5.3 at 10,000 rooms
     result = session.execute(text(
         f"WITH x AS MATERIALIZED ({filtered}), "
         "c AS (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb) AS counts "
