@@ -42,7 +42,8 @@ def test_pages_show_last_contact_and_settings_as_labelled_fields(app, client, op
     assert '{"ct"' not in device and "CT ratio" in device and "Model variant" in device
     circuits = device.split("Meters</h2>", 1)[-1]
     assert "Unknown" not in circuits and "Online" in circuits  # the circuit shows its device's state
-    assert f">{group.room_id}<" not in circuits  # the room by its label, not its id
+    assert f'/rooms/{group.room_id}">{group.room_id}</a>' not in circuits  # the room by its label, not its id
+    assert f'/rooms/{group.room_id}">B {group.marker}-101</a>' in circuits
 
 
 def test_simulated_buses_have_distinct_serials_and_names():

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from ..i18n import _l
 from ..devices.models import Meter
 from ..errors import NotFound, ValidationError
 from ..tenants.models import Room
@@ -20,7 +21,7 @@ def create_tariff(session: Session, group_id: int, name: str, utility: str = "el
                   property_id: int | None = None) -> Tariff:
     """A new, empty price plan of one property, or of the whole group when ``property_id`` is None."""
     if utility not in ("electricity", "water"):
-        raise ValidationError(f"utility {utility!r} must be electricity or water", {"utility": "invalid"})
+        raise ValidationError(_l("utility %(utility)r must be electricity or water", utility=utility), {"utility": "invalid"})
     tariff = Tariff(group_id=group_id, name=name, utility=utility, property_id=property_id)
     session.add(tariff)
     session.flush()
@@ -30,10 +31,10 @@ def create_tariff(session: Session, group_id: int, name: str, utility: str = "el
 def add_version(session: Session, tariff: Tariff, effective_from: datetime, version: PlanVersion) -> TariffVersion:
     """Add prices effective from ``effective_from`` (timezone-aware); earlier intervals keep old prices."""
     if effective_from.tzinfo is None:
-        raise ValidationError("effective_from must carry a time zone", {"effective_from": "naive"})
+        raise ValidationError(_l("effective_from must carry a time zone"), {"effective_from": "naive"})
     validate_version(version)
     if tariff.utility == "water" and version.kind not in ("flat", "tiered"):
-        raise ValidationError("a water plan is flat or tiered per m³", {"kind": "water"})
+        raise ValidationError(_l("a water plan is flat or tiered per m³"), {"kind": "water"})
     row = TariffVersion(
         group_id=tariff.group_id, tariff_id=tariff.id, effective_from=effective_from, kind=version.kind,
         tier_period=version.tier_period, **{f"price_{r}": version.prices[r] for r in RATES},
@@ -57,10 +58,12 @@ def flat_prices(price: Decimal) -> dict[str, Decimal]:
 def assign(session: Session, group_id: int, scope: str, scope_id: int, tariff: Tariff) -> None:
     """Make ``tariff`` the plan of a property, building, room or meter (replacing the previous one)."""
     if scope not in SCOPES:
-        raise ValidationError(f"scope {scope!r} must be one of {', '.join(SCOPES)}", {"scope": "invalid"})
+        raise ValidationError(_l("scope %(scope)r must be one of %(join)s",
+                                 scope=scope, join=', '.join(SCOPES)), {"scope": "invalid"})
     if tariff.property_id is not None and target_property_id(session, scope, scope_id) != tariff.property_id:
-        raise ValidationError(f"price plan {tariff.name!r} belongs to another property; assign it only inside its "
-                              "own property or use a group-wide plan", {"tariff": "property"})
+        raise ValidationError(_l("price plan %(name)r belongs to another property; assign it only "
+                                 "inside its own property or use a group-wide plan",
+                                 name=tariff.name), {"tariff": "property"})
     stmt = pg_insert(TariffAssignment).values(group_id=group_id, scope=scope, scope_id=scope_id,
                                               utility=tariff.utility, tariff_id=tariff.id)
     session.execute(stmt.on_conflict_do_update(index_elements=["scope", "scope_id", "utility"],
@@ -111,5 +114,6 @@ def version_at(session: Session, tariff_id: int, at: datetime) -> TariffVersion:
         .order_by(TariffVersion.effective_from.desc()).limit(1)
     ).scalar()
     if version is None:
-        raise NotFound(f"price plan {tariff_id} has no version in force at {at.isoformat()}; add one")
+        raise NotFound(_l("price plan %(tariff_id)s has no version in force at %(isoformat)s; add one",
+                          tariff_id=tariff_id, isoformat=at.isoformat()))
     return version

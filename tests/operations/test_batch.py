@@ -146,16 +146,17 @@ def test_topup_batch_once_per_account_and_excel_selection(site):
     book.active.append(("meter",))
     with site.app.app_context(), service_session() as s:
         serials = [s.get(Device, s.get(Meter, m).device_id).serial for m in site.meters]
-    for key in (serials[0], str(site.meters[1]), "no-such-meter"):
+    # what the console shows: a serial, a second serial; a database id is not a key people know
+    for key in (serials[0], serials[1], str(site.meters[2]), "no-such-meter"):
         book.active.append((key,))
     data = io.BytesIO()
     book.save(data)
     keys = keys_from_excel(data.getvalue())
-    assert keys == [serials[0], str(site.meters[1]), "no-such-meter"]
+    assert keys == [serials[0], serials[1], str(site.meters[2]), "no-such-meter"]
     with site.app.app_context(), service_session() as s:
         batch = create_batch(s, site.group_id, site.property_id, "topup", {"amount": "10.00"}, {"keys": keys},
                              actor="amy")
-        assert batch.selection["unmatched"] == ["no-such-meter"] and batch.total == 2
+        assert batch.selection["unmatched"] == [str(site.meters[2]), "no-such-meter"] and batch.total == 2
         start_batch(s, batch)
         assert batch.status == "done" and progress(s, batch.id) == {"ok": 2}
     with pytest.raises(ValidationError):

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...i18n import _l, joined
 from ...devices.models import Meter
 from ...errors import ValidationError
 from ...tariffs.models import Tariff
@@ -20,9 +21,9 @@ def _ratio(raw: object) -> Decimal:
     try:
         value = Decimal(str(raw))
     except InvalidOperation as err:
-        raise ValidationError(f"ratio {raw!r} is not a number", {"ratio": "number"}) from err
+        raise ValidationError(_l("ratio %(raw)r is not a number", raw=raw), {"ratio": "number"}) from err
     if not value.is_finite() or value < 0:
-        raise ValidationError(f"ratio {raw} must be ≥ 0", {"ratio": "negative"})
+        raise ValidationError(_l("ratio %(raw)s must be ≥ 0", raw=raw), {"ratio": "negative"})
     return value
 
 
@@ -32,31 +33,37 @@ def create_rule(session: Session, group_id: int, property_id: int, *, name: str,
                 post_mode: str = "deduct", actor: str, operator_id: int | None = None) -> ApportionRule:
     """A new rule; every meter and account must belong to ``property_id`` of the group."""
     errors: dict[str, str] = {}
+    problems = joined()  # what to fix, in the reader's language
+
+    def refuse(field: str, code: str, message: object) -> None:
+        errors[field] = code
+        problems.append(message)
+
     if not name.strip():
-        errors["name"] = "required"
+        refuse("name", "required", _l("Give the rule a name."))
     if method not in METHODS:
-        errors["method"] = f"one of {', '.join(METHODS)}"
+        refuse("method", "unknown", _l("Choose a method: by fixed ratio, by floor area or by usage."))
     if post_mode not in POST_MODES:
-        errors["post_mode"] = f"one of {', '.join(POST_MODES)}"
+        refuse("post_mode", "unknown", _l("Choose whether shares are deducted from balances or billed."))
     meter_ids = [parent_meter_id, *sub_meter_ids]
     meters = {m.id: m for m in session.execute(select(Meter).where(
         Meter.id.in_(meter_ids), Meter.group_id == group_id, Meter.property_id == property_id)).scalars()}
     if len(meters) != len(set(meter_ids)) or parent_meter_id in sub_meter_ids:
-        errors["meters"] = "the parent and sub-meters must be distinct meters of this property"
+        refuse("meters", "invalid", _l("The parent meter and the sub-meters must be different meters of this property."))
     tariff = session.get(Tariff, tariff_id)
     parent = meters.get(parent_meter_id)
     if tariff is None or tariff.group_id != group_id or (parent and tariff.utility != parent.utility):
-        errors["tariff"] = "a price plan of the group for the parent meter's utility is required"
+        refuse("tariff", "invalid", _l("Choose a price plan for the parent meter's utility (electricity or water)."))
     account_ids = [int(a) for a, _ in members]
     accounts = set(session.execute(select(PrepaidAccount.id).where(
         PrepaidAccount.id.in_(account_ids), PrepaidAccount.group_id == group_id,
         PrepaidAccount.property_id == property_id)).scalars())
     if not account_ids or len(accounts) != len(set(account_ids)) or len(account_ids) != len(set(account_ids)):
-        errors["members"] = "one or more distinct accounts of this property are required"
+        refuse("members", "invalid", _l("Add one or more different accounts of this property as members."))
     if remainder_account_id is not None and remainder_account_id not in accounts:
-        errors["remainder_account"] = "must be one of the member accounts"
+        refuse("remainder_account", "invalid", _l("The remainder account must be one of the member accounts."))
     if errors:
-        raise ValidationError("the apportioning rule is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
+        raise ValidationError(joined(_l("The apportioning rule cannot be saved:"), problems, sep=" "),
                               errors)
     rule = ApportionRule(group_id=group_id, property_id=property_id, name=name.strip(), parent_meter_id=parent_meter_id,
                          subtract_sub_meters=subtract_sub_meters, method=method, tariff_id=tariff_id,

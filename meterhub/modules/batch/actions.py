@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...i18n import _l
 from ...commands.models import Command
 from ...commands.service import create_command
 from ...devices.models import Device, Meter
@@ -45,18 +46,19 @@ class Outcome:
 def validate_params(session: Session, group_id: int, action: str, params: dict[str, Any]) -> dict[str, Any]:
     """Check and normalise an action's parameters before any meter is touched."""
     if action not in ACTIONS:
-        raise ValidationError(f"unknown batch action {action!r}; one of {', '.join(ACTIONS)}", {"action": "unknown"})
+        raise ValidationError(_l("unknown batch action %(action)r; one of %(join)s",
+                                 action=action, join=', '.join(ACTIONS)), {"action": "unknown"})
     if action == "set_tariff":
         tariff = session.get(Tariff, int(params.get("tariff_id") or 0))
         if tariff is None or tariff.group_id != group_id:
-            raise ValidationError("choose a price plan of the group", {"tariff_id": "required"})
+            raise ValidationError(_l("choose a price plan of the group"), {"tariff_id": "required"})
         return {"tariff_id": tariff.id}
     if action == "set_thresholds":
         return {k: str(parse_amount(params.get(k, ""), k, positive=False)) for k in ("alarm1", "alarm2", "overdraft")}
     if action == "set_overload_limit":
         limit = Decimal(str(params.get("limit_kw", "")).strip() or "0")
         if not limit.is_finite() or limit <= 0 or limit > 10000:
-            raise ValidationError("the overload limit must be 0–10000 kW", {"limit_kw": "range"})
+            raise ValidationError(_l("the overload limit must be 0–10000 kW"), {"limit_kw": "range"})
         return {"limit_kw": str(limit)}
     if action == "topup":
         channel = str(params.get("channel") or "cash")

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ...i18n import _l
 from ...commands.models import FINAL_STATES, Command
 from ...db import service_session
 from ...devices.models import Meter
@@ -49,15 +50,15 @@ def create_batch(session: Session, group_id: int, property_id: int, action: str,
     """A batch over the meters matching ``criteria`` (scheduled at ``at``, default now); items pending."""
     prop = session.get(Property, property_id)
     if prop is None or prop.group_id != group_id:
-        raise NotFound(f"property {property_id} not found")
+        raise NotFound(_l("property %(property_id)s not found", property_id=property_id))
     params = actions.validate_params(session, group_id, action, params)
     chosen = select_meters(session, group_id, property_id, criteria)
     if not chosen.meter_ids:
-        raise ValidationError("no meter matches the selection", {"selection": "empty"})
+        raise ValidationError(_l("no meter matches the selection"), {"selection": "empty"})
     if len(chosen.meter_ids) > MAX_METERS:
-        raise ValidationError(f"at most {MAX_METERS} meters per batch", {"selection": "too many"})
+        raise ValidationError(_l("at most %(MAX_METERS)s meters per batch", MAX_METERS=MAX_METERS), {"selection": "too many"})
     if at is not None and at.tzinfo is None:
-        raise ValidationError("the scheduled time needs a time zone", {"at": "naive"})
+        raise ValidationError(_l("the scheduled time needs a time zone"), {"at": "naive"})
     selection = {**{k: v for k, v in criteria.items() if k != "keys"}, "unmatched": chosen.unmatched[:500]}
     batch = Batch(group_id=group_id, property_id=property_id, action=action, params=params, selection=selection,
                   status="scheduled", scheduled_at=at or utcnow(), actor=actor, operator_id=operator_id,
@@ -95,7 +96,8 @@ def _run_items(session: Session, batch: Batch, items: list[BatchItem]) -> list[i
 def start_batch(session: Session, batch: Batch) -> list[int]:
     """Apply the action to every pending item; returns command ids to enqueue after the commit."""
     if batch.status != "scheduled":
-        raise ValidationError(f"batch {batch.id} is {batch.status}; only a scheduled batch starts", {"status": "state"})
+        raise ValidationError(_l("batch %(id)s is %(status)s; only a scheduled batch starts",
+                                 id=batch.id, status=batch.status), {"status": "state"})
     batch.status, batch.started_at = "running", utcnow()
     items = list(session.execute(select(BatchItem).where(BatchItem.batch_id == batch.id, BatchItem.status == "pending")
                                  .order_by(BatchItem.id)).scalars())
@@ -138,7 +140,7 @@ def retry_failed(session: Session, batch: Batch, *, actor: str, operator_id: int
     items = list(session.execute(select(BatchItem).where(BatchItem.batch_id == batch.id, BatchItem.status == "failed")
                                  .order_by(BatchItem.id)).scalars())
     if not items:
-        raise ValidationError(f"batch {batch.id} has no failed meters to retry", {"items": "none failed"})
+        raise ValidationError(_l("batch %(id)s has no failed meters to retry", id=batch.id), {"items": "none failed"})
     batch.status, batch.finished_at = "running", None
     command_ids = _run_items(session, batch, items)
     audit.record(session, batch.group_id, "batch.retry", actor=actor, operator_id=operator_id, object_type="batch",
@@ -150,7 +152,8 @@ def retry_failed(session: Session, batch: Batch, *, actor: str, operator_id: int
 def cancel_batch(session: Session, batch: Batch, *, actor: str, operator_id: int | None = None) -> None:
     """Cancel a batch that has not started; its items become skipped."""
     if batch.status != "scheduled":
-        raise ValidationError(f"batch {batch.id} is {batch.status}; only a scheduled batch can be cancelled",
+        raise ValidationError(_l("batch %(id)s is %(status)s; only a scheduled batch can be cancelled",
+                                 id=batch.id, status=batch.status),
                               {"status": "state"})
     batch.status, batch.finished_at = "cancelled", utcnow()
     session.execute(update(BatchItem).where(BatchItem.batch_id == batch.id)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ...db import service_session
 from ...errors import ValidationError
-from ...i18n import _l, stored
+from ...i18n import _l, joined, stored
 from ...ledger import post as ledger
 from ...ledger.money import round_money
 from ...models import utcnow
@@ -44,30 +44,36 @@ def create_item(session: Session, group_id: int, property_id: int, *, name: str,
                 account_ids: Sequence[int], actor: str, operator_id: int | None = None) -> BillingItem:
     """A new billing item for accounts of one property."""
     errors: dict[str, str] = {}
+    problems = joined()  # what to fix, in the reader's language
+
+    def refuse(field: str, code: str, message: object) -> None:
+        errors[field] = code
+        problems.append(message)
+
     try:
         value = Decimal(str(rate))
         if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.0001")):
-            errors["rate"] = "a number ≥ 0 with at most 4 decimals"
+            refuse("rate", "invalid", _l("The rate must be a number ≥ 0 with at most 4 decimals."))
     except InvalidOperation:
-        value, errors["rate"] = Decimal(0), "not a number"
+        value = Decimal(0)
+        refuse("rate", "not a number", _l("The rate must be a number."))
     for field, choice, allowed in (("basis", basis, BASES), ("category", category, CATEGORIES),
                                    ("recurrence", recurrence, RECURRENCES), ("mode", mode, MODES)):
         if choice not in allowed:
-            errors[field] = f"one of {', '.join(allowed)}"
+            refuse(field, "unknown", _l("Choose one of the offered values for %(field)s.", field=field))
     if not 1 <= int(day) <= 31 or not 1 <= int(anchor_month) <= 12:
-        errors["day"] = "day 1–31, month 1–12"
+        refuse("day", "range", _l("The day must be 1–31 and the month 1–12."))
     if not name.strip():
-        errors["name"] = "required"
+        refuse("name", "required", _l("Give the billing item a name."))
     if end_date is not None and end_date < start_date:
-        errors["end_date"] = "before the start date"
+        refuse("end_date", "order", _l("The end date is before the start date."))
     found = set(session.execute(select(PrepaidAccount.id).where(
         PrepaidAccount.id.in_(list(account_ids)), PrepaidAccount.group_id == group_id,
         PrepaidAccount.property_id == property_id)).scalars())
     if not account_ids or found != set(account_ids):
-        errors["accounts"] = "accounts of this property are required"
+        refuse("accounts", "invalid", _l("Add one or more accounts of this property."))
     if errors:
-        raise ValidationError("the billing item is invalid: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
-                              errors)
+        raise ValidationError(joined(_l("The billing item cannot be saved:"), problems, sep=" "), errors)
     item = BillingItem(group_id=group_id, property_id=property_id, name=name.strip(), category=category, basis=basis,
                        rate=value, recurrence=recurrence, day=int(day), anchor_month=int(anchor_month),
                        start_date=start_date, end_date=end_date, mode=mode, may_trip=may_trip)

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from ...i18n import _l
 from ...commands.service import create_command
 from ...devices.models import Meter
 from ...errors import NotFound, ValidationError
@@ -32,14 +33,15 @@ def _meters(session: Session, group_id: int, property_id: int, meter_ids: list[i
     meters = list(session.execute(select(Meter).where(Meter.id.in_(meter_ids), Meter.group_id == group_id))
                   .scalars())
     if not meter_ids or len(meters) != len(set(meter_ids)):
-        raise NotFound(f"meters {sorted(set(meter_ids) - {m.id for m in meters})} not found")
+        raise NotFound(_l("meters %(value)s not found",
+                          value=sorted(set(meter_ids) - {m.id for m in meters})))
     for meter in meters:
         if meter.property_id != property_id:
-            raise ValidationError(f"meter {meter.id} belongs to another property", {"meters": "property"})
+            raise ValidationError(_l("meter %(id)s belongs to another property", id=meter.id), {"meters": "property"})
         busy = session.execute(select(PrepaidAccount.number).join(MeterState, MeterState.account_id == PrepaidAccount.id)
                                .where(MeterState.meter_id == meter.id, PrepaidAccount.status != "closed")).scalar()
         if busy:
-            raise ValidationError(f"meter {meter.id} is already on account {busy}", {"meters": "bound"})
+            raise ValidationError(_l("meter %(id)s is already on account %(busy)s", id=meter.id, busy=busy), {"meters": "bound"})
     return meters
 
 
@@ -75,17 +77,17 @@ def create_account(session: Session, group_id: int, property_id: int, meter_ids:
     """Open an account over ``meter_ids`` (一户多表), or with ``preset`` keep it ready for one-click opening
     (``evaluate``: see :func:`open_account`)."""
     if session.get(Property, property_id) is None:
-        raise NotFound(f"property {property_id} not found")
+        raise NotFound(_l("property %(property_id)s not found", property_id=property_id))
     meters = _meters(session, group_id, property_id, meter_ids)
     for meter in meters:
         tariff = tariffs.resolve_tariff(session, meter)
         if tariff is None:
-            raise ValidationError(f"meter {meter.id} has no price plan; assign one first", {"meters": "no tariff"})
+            raise ValidationError(_l("meter %(id)s has no price plan; assign one first", id=meter.id), {"meters": "no tariff"})
         tariffs.version_at(session, tariff.id, utcnow())
     a1, a2 = parse_amount(alarm1, "alarm1", positive=False), parse_amount(alarm2, "alarm2", positive=False)
     overdraft = parse_amount(overdraft_limit, "overdraft_limit", positive=False)
     if overdraft < 0 or a2 > a1:
-        raise ValidationError("need overdraft ≥ 0 and alarm 2 ≤ alarm 1", {"alarm2": "order"})
+        raise ValidationError(_l("need overdraft ≥ 0 and alarm 2 ≤ alarm 1"), {"alarm2": "order"})
     number = number or f"A{uuid.uuid4().hex[:10].upper()}"
     wallet = ledger.ensure_account(session, group_id, "wallet", f"wallet:{number}", name=customer_name or number,
                                    property_id=property_id)
@@ -114,11 +116,12 @@ def open_account(session: Session, group_id: int, account_id: int, *, customer_n
     alarm that the top-up clears a moment later."""
     account = session.get(PrepaidAccount, account_id)
     if account is None or account.group_id != group_id:
-        raise NotFound(f"prepaid account {account_id} not found")
+        raise NotFound(_l("prepaid account %(account_id)s not found", account_id=account_id))
     if account.status != "preset":
-        raise ValidationError(f"account {account.number} is {account.status}, not preset", {"status": "state"})
+        raise ValidationError(_l("account %(number)s is %(status)s, not preset",
+                                 number=account.number, status=account.status), {"status": "state"})
     if not customer_name.strip():
-        raise ValidationError("the customer's name is required", {"customer_name": "required"})
+        raise ValidationError(_l("the customer's name is required"), {"customer_name": "required"})
     account.customer_name, account.phone = customer_name.strip(), phone.strip()
     account.status, account.opened_at, account.alarm_level = "open", utcnow(), 0
     for state in session.execute(select(MeterState).where(MeterState.account_id == account.id)).scalars():
@@ -136,7 +139,7 @@ def close_account(session: Session, group_id: int, account_id: int, key: str, *,
     """Charge the last usage, settle the balance in cash (refund or collect arrears), close; returns the settled amount."""
     account = session.get(PrepaidAccount, account_id)
     if account is None or account.group_id != group_id:
-        raise NotFound(f"prepaid account {account_id} not found")
+        raise NotFound(_l("prepaid account %(account_id)s not found", account_id=account_id))
     request = {"op": "close", "account": account.id}
     ledger.lock_accounts(session, [account.wallet_account_id])
     if (existing := ledger.find_transfer(session, group_id, key)) is not None:
@@ -144,7 +147,8 @@ def close_account(session: Session, group_id: int, account_id: int, key: str, *,
     if account.status == "closed" and ledger.balance_of(session, account.wallet_account_id) == 0:
         return Decimal("0")  # a retry of a close that settled nothing: closing is done
     if account.status != "open":
-        raise ValidationError(f"account {account.number} is {account.status}", {"status": "state"})
+        raise ValidationError(_l("account %(number)s is %(status)s",
+                                 number=account.number, status=account.status), {"status": "state"})
     states = list(session.execute(select(MeterState).where(MeterState.account_id == account.id, MeterState.active))
                   .scalars())
     charge_new_intervals(session, meter_ids=[s.meter_id for s in states], control=False)
@@ -176,10 +180,12 @@ def _reading(raw: object, field: str) -> Decimal:
     try:
         value = Decimal(str(raw).strip())
     except (InvalidOperation, ValueError) as err:
-        raise ValidationError(f"{field} {raw!r} is not a number; type the counter as shown on the meter",
+        raise ValidationError(_l("%(field)s %(raw)r is not a number; type the counter as shown on the "
+                                 "meter",
+                                 field=field, raw=raw),
                               {field: "not a number"}) from err
     if not value.is_finite() or not 0 <= value < 10**12:
-        raise ValidationError(f"{field} must be a counter reading from 0 to 999999999999", {field: "range"})
+        raise ValidationError(_l("%(field)s must be a counter reading from 0 to 999999999999", field=field), {field: "range"})
     return value
 
 
@@ -191,10 +197,11 @@ def swap_meter(session: Session, group_id: int, old_meter_id: int, new_meter_id:
     at = at or utcnow()
     state = session.get(MeterState, old_meter_id)
     if state is None or not state.active or state.group_id != group_id:
-        raise NotFound(f"meter {old_meter_id} is not on an open account")
+        raise NotFound(_l("meter %(old_meter_id)s is not on an open account", old_meter_id=old_meter_id))
     old, new = session.get(Meter, old_meter_id), session.get(Meter, new_meter_id)
     if new is None or new.group_id != group_id or new.utility != old.utility:
-        raise ValidationError(f"meter {new_meter_id} cannot replace meter {old_meter_id}", {"new_meter": "invalid"})
+        raise ValidationError(_l("meter %(new_meter_id)s cannot replace meter %(old_meter_id)s",
+                                 new_meter_id=new_meter_id, old_meter_id=old_meter_id), {"new_meter": "invalid"})
     _meters(session, group_id, state.property_id, [new_meter_id])
     charge_new_intervals(session, meter_ids=[old_meter_id], until=at, control=False)
     session.refresh(state)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...i18n import _l
 from ...commands.service import create_command
 from ...devices.models import Device, Meter
 from ...errors import NotFound, ValidationError
@@ -44,13 +45,14 @@ def load_account(session: Session, group_id: int, account_id: int) -> PrepaidAcc
     """The group's account or NotFound."""
     account = session.get(PrepaidAccount, account_id)
     if account is None or account.group_id != group_id:
-        raise NotFound(f"prepaid account {account_id} not found")
+        raise NotFound(_l("prepaid account %(account_id)s not found", account_id=account_id))
     return account
 
 
 def _channel(channel: str, table: dict[str, str]) -> str:
     if channel not in table:
-        raise ValidationError(f"payment channel {channel!r} must be one of {', '.join(table)}", {"channel": "invalid"})
+        raise ValidationError(_l("payment channel %(channel)r must be one of %(join)s",
+                                 channel=channel, join=', '.join(table)), {"channel": "invalid"})
     return table[channel]
 
 
@@ -83,7 +85,8 @@ def topup(session: Session, group_id: int, account_id: int, amount: object, chan
     if enforce_limits:
         check_topup(session, group_id, value, confirmed=confirmed, what=f" for account {account.number}")
     if account.status != "open":
-        raise LedgerError(f"account {account.number} is {account.status}; open it before topping up")
+        raise LedgerError(_l("account %(number)s is %(status)s; open it before topping up",
+                             number=account.number, status=account.status))
     funding = ledger.ensure_account(session, group_id, funding_kind, f"{funding_kind}:{account.property_id}",
                                     property_id=account.property_id)
     transfer, _ = ledger.post_transfer(
@@ -135,7 +138,8 @@ def refund(session: Session, group_id: int, account_id: int, amount: object, cha
         return replayed
     balance = ledger.balance_of(session, account.wallet_account_id)
     if value > balance:
-        raise InsufficientBalance(f"account {account.number} holds {balance}; cannot refund {value}")
+        raise InsufficientBalance(_l("account %(number)s holds %(balance)s; cannot refund %(value)s",
+                                     number=account.number, balance=balance, value=value))
     payout = ledger.ensure_account(session, group_id, payout_kind, f"{payout_kind}:{account.property_id}",
                                    property_id=account.property_id)
     transfer, _ = ledger.post_transfer(
@@ -154,10 +158,10 @@ def reverse(session: Session, group_id: int, transfer_id: int, reason: str, key:
             operator_id: int | None = None) -> MoneyResult:
     """Undo a wrong top-up with the opposite transfer (the original stays; at most one reversal)."""
     if not reason.strip():
-        raise ValidationError("a reversal needs a reason", {"reason": "required"})
+        raise ValidationError(_l("a reversal needs a reason"), {"reason": "required"})
     original = session.get(Transfer, transfer_id)
     if original is None or original.group_id != group_id or original.kind != "topup":
-        raise NotFound(f"top-up {transfer_id} not found")
+        raise NotFound(_l("top-up %(transfer_id)s not found", transfer_id=transfer_id))
     account = session.execute(select(PrepaidAccount).where(
         PrepaidAccount.wallet_account_id == original.wallet_account_id)).scalar_one()
     ledger.lock_accounts(session, [account.wallet_account_id])

@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...i18n import _l
 from ...errors import NotFound, ValidationError
 from ...ledger.money import MAX_AMOUNT, parse_amount
 from ...tenants import audit
@@ -34,7 +35,7 @@ def limits_of(session: Session, group_id: int) -> TopupLimits:
     """The group's top-up limits."""
     row = session.execute(select(Group.topup_max, Group.topup_confirm_above).where(Group.id == group_id)).first()
     if row is None:
-        raise NotFound(f"group {group_id} not found")
+        raise NotFound(_l("group %(group_id)s not found", group_id=group_id))
     return TopupLimits(row.topup_max, row.topup_confirm_above)
 
 
@@ -56,10 +57,13 @@ def set_limits(session: Session, group: Group, maximum: object, confirm_above: o
     new_max = parse_amount(maximum, "topup_max")
     new_confirm = parse_amount(confirm_above, "topup_confirm_above", positive=False)
     if new_confirm < 0 or new_confirm > new_max:
-        raise ValidationError(f"The confirmation threshold must be between 0 and the maximum ({new_max} CNY).",
+        raise ValidationError(_l("The confirmation threshold must be between 0 and the maximum "
+                                 "(%(new_max)s CNY).",
+                                 new_max=new_max),
                               {"topup_confirm_above": "out of range"})
     if new_max > MAX_AMOUNT:
-        raise ValidationError(f"The maximum top-up can be at most {MAX_AMOUNT} CNY.", {"topup_max": "too large"})
+        raise ValidationError(_l("The maximum top-up can be at most %(MAX_AMOUNT)s CNY.",
+                                 MAX_AMOUNT=MAX_AMOUNT), {"topup_max": "too large"})
     before = {"topup_max": str(group.topup_max), "topup_confirm_above": str(group.topup_confirm_above)}
     group.topup_max, group.topup_confirm_above = new_max, new_confirm
     audit.record(session, group.id, "group.topup_limits", actor=actor, operator_id=operator_id, object_type="group",
