@@ -5,7 +5,6 @@ public-area share in the portal's money history with its reason in the tenant's 
 
 from __future__ import annotations
 
-import io
 
 import pytest
 from openpyxl import Workbook

@@ -167,9 +167,9 @@ def test_bill_billing_item_and_meter_swap_forms_take_keys_and_refuse_unknown_or_
     item = {"csrf_token": token, "property_id": group.property_id, "name": "物业费", "category": "property_fee",
             "rate": "10.00", "basis": "fixed", "recurrence": "monthly", "day": "1", "start_date": "2026-01-01",
             "mode": "deduct"}
-    for accounts in ("NO-SUCH", w["far_account_no"]):  # unknown; of the other property
-        page = client.post("/billing-items/new", data={**item, "accounts": accounts}, follow_redirects=True)
-        assert accounts in page.get_data(as_text=True)
+    for key in ("NO-SUCH", w["far_account_no"]):  # unknown; of the other property
+        page = client.post("/billing-items/new", data={**item, "accounts": key}, follow_redirects=True)
+        assert key in page.get_data(as_text=True)
     with group.app.app_context(), service_session() as s:
         assert s.execute(select(func.count()).select_from(BillingItem)
                          .where(BillingItem.group_id == group.group_id)).scalar() == 0
