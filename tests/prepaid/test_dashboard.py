@@ -167,3 +167,26 @@ def test_property_usage_rollup_from_readings(app, group):
         if today.day > 1:  # both days in this month
             assert [(m, u) for m, u in top] == [(elec[0], D("20")), (elec[1], D("4"))]
         assert s.execute(select(Meter.id).where(Meter.id == elec[0])).scalar() == elec[0]
+
+
+def test_alarm_levels_in_days_set_from_the_console(client, app, group, operator, login):
+    from tests.conftest import csrf_token
+
+    account_id = group.account_id
+    username, password, _ = group.operator("cashier")
+    login(username, password)
+    token = csrf_token(client, "/prepaid/counter")
+    url = f"/prepaid/accounts/{account_id}/alarm-levels"
+    form = {"alarm1": "30", "alarm2": "10", "alarm1_days": "5", "alarm2_days": "2", "csrf_token": token}
+    assert client.post(url, data=form).status_code in (403, 404)  # a cashier may not change them
+    operator("property_manager")
+    token = csrf_token(client, "/prepaid/counter")
+    bad = client.post(url, data={**form, "alarm2_days": "9", "csrf_token": token}, follow_redirects=True)
+    assert "at most alarm level 1 in days" in bad.get_data(as_text=True)
+    with app.app_context(), service_session() as s:
+        assert s.get(PrepaidAccount, account_id).alarm1_days is None  # nothing changed
+    ok = client.post(url, data={**form, "csrf_token": token})
+    assert ok.status_code == 302
+    with app.app_context(), service_session() as s:
+        acc = s.get(PrepaidAccount, account_id)
+        assert (acc.alarm1, acc.alarm2, acc.alarm1_days, acc.alarm2_days) == (D("30.00"), D("10.00"), D("5.0"), D("2.0"))

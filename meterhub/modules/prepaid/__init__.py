@@ -22,7 +22,7 @@ def register_modules():
 
 @hookimpl
 def register_blueprints():
-    from . import views_monitor  # noqa: F401  (the room monitor's routes on the prepaid blueprint)
+    from . import views_alarm_levels, views_monitor  # noqa: F401  (their routes are on the prepaid blueprint)
     from .views import bp
     from .views_dashboard import bp as dashboard_bp
 
