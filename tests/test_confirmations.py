@@ -187,3 +187,17 @@ def test_the_pages_put_the_dialog_on_every_dangerous_form(app, client, kit, admi
     off = re.search(r'<form[^>]*data-confirm[^>]*>(?:(?!</form>).)*name="kind" value="off"', html, re.S)
     assert off, "the switch-off button asks first"
     assert html.count('class="mh-confirm-facts"') >= 5
+
+
+def test_a_refused_form_shows_the_error_beside_its_field_and_keeps_what_was_typed(client, admin):
+    """The ``ui.field`` macro with ``webui.forms.field_errors``: the API-token form without a name."""
+    page = client.post("/settings/api-tokens/", data={"csrf_token": admin, "name": " ", "scopes": ["read", "topup"],
+                                                     "expires_days": "30"})
+    html = unescape(page.get_data(as_text=True))
+    assert page.status_code == 400
+    field = re.search(r'<input class="form-control is-invalid" id="f-name"[^>]*aria-describedby="f-name-error"', html)
+    assert field, "the name field is marked invalid and points to its message"
+    assert re.search(r'id="f-name-error">Give the token a name', html)
+    assert 'value="30"' in html and re.search(r'value="topup"\s+checked', html)  # what was typed stays
+    ok = client.post("/settings/api-tokens/", data={"csrf_token": admin, "name": "meter reader", "scopes": "read"})
+    assert ok.status_code == 200 and "is-invalid" not in ok.get_data(as_text=True)

@@ -18,6 +18,7 @@ from meterhub.tenants.models import Operator
 from meterhub.tenants.scoping import requested
 
 from .confirm import confirmation_page
+from .forms import field_errors
 from .util import client_ip, permission_required
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
@@ -30,7 +31,7 @@ def _operators() -> list[Operator]:
 @bp.route("/", methods=["GET", "POST"])
 @permission_required("group.manage")
 def index():
-    created = None
+    created, errors = None, {}
     if request.method == "POST":
         form = request.form
         operator = requested(Operator, "operator_id", "group.manage", required=False) or current_user._get_current_object()
@@ -43,10 +44,14 @@ def index():
             created = new.secret
         except MeterhubError as err:
             db.session.rollback()
-            flash(str(err), "error")
-    return render_template("api_tokens/index.html", tokens=tokens.group_tokens(db.session, current_user.group_id),
+            errors = field_errors(err)
+            if not errors:
+                flash(str(err), "error")
+    page = render_template("api_tokens/index.html", tokens=tokens.group_tokens(db.session, current_user.group_id),
                            operators=_operators(), scopes=tokens.SCOPES, created=created,
-                           names={o.id: o.username for o in _operators()})
+                           names={o.id: o.username for o in _operators()}, errors=errors,
+                           form=request.form if errors else {})
+    return (page, 400) if errors else page
 
 
 @bp.route("/<prefix>/revoke", methods=["POST"])
