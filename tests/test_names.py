@@ -89,6 +89,9 @@ def test_alarm_pages_notifications_and_exports_show_names(app, client, group, op
     page = client.get(f"/alarms/{alarm_id}").get_data(as_text=True)
     assert expected in page and f"meter:{site.meters[0]}" not in page
     assert f"/prepaid/accounts/{site.account_id}" in client.get(f"/alarms/{acc_alarm_id}").get_data(as_text=True)
+    operator("electrician")  # sees alarms (devices) but not accounts: the name, not a link to a 404
+    listing = client.get("/alarms/").get_data(as_text=True)
+    assert expected in listing and "/prepaid/accounts/" not in listing
 
 
 #: template text that prints a raw id or subject key where a name belongs
