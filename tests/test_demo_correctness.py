@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import select, text
 
@@ -70,14 +71,15 @@ def test_demo_starts_without_false_alarms_or_zero_charges(app):
                 zero = s.execute(text("SELECT count(*) FROM prepaid_charges WHERE group_id = :g AND usage = 0 "
                                       "AND amount = 0"), {"g": group.id}).scalar()
                 assert zero > 0, "the baseline intervals are kept in the charging chain"
-                shown = 0
+                shown, booked = Decimal(0), s.execute(text(
+                    "SELECT coalesce(sum(amount), 0) FROM prepaid_charges WHERE group_id = :g"), {"g": group.id}).scalar()
                 for account in s.execute(select(PrepaidAccount).where(PrepaidAccount.group_id == group.id)).scalars():
-                    summary = dashboard.summary(s, account)
+                    summary = dashboard.summary(s, account)  # the portal's charges: one row per day and utility
                     assert all(c.usage != 0 or c.amount != 0 for c in summary.charges), account.number
-                    shown += len(summary.charges)
+                    assert len({(c.day, c.utility) for c in summary.charges}) == len(summary.charges)
+                    shown += sum((c.amount for c in summary.charges), Decimal(0))
                     assert summary.usage["unit"] == "kWh" and summary.usage["month"] >= summary.usage["today"] >= 0
-                assert shown == s.execute(text("SELECT count(*) FROM prepaid_charges WHERE group_id = :g AND "
-                                               "(usage <> 0 OR amount <> 0)"), {"g": group.id}).scalar()
+                assert shown == booked, "the days add up to every interval charged"
     finally:
         asyncio.run_coroutine_threadsafe(fleet.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

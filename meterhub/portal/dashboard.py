@@ -9,13 +9,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from ..devices.models import Meter
 from ..ledger.models import Transfer
 from ..ledger.post import balance_of
-from ..modules.prepaid.models import LEVELS, Charge, MeterState, PrepaidAccount
+from ..modules.prepaid.models import LEVELS, MeterState, PrepaidAccount
 from ..tenants.models import Property, Room
 from ..timeseries import query as ts_query
 
@@ -30,7 +30,7 @@ class Summary:
     status: str  # opened | alarm1 | alarm2 | arrears | preset | closed
     meters: list[Meter]
     alarms: list[Any] = field(default_factory=list)
-    charges: list[Charge] = field(default_factory=list)
+    charges: list[Any] = field(default_factory=list)  # per day and utility (daily_charges)
     topups: list[Transfer] = field(default_factory=list)
     messages: list[Any] = field(default_factory=list)
     bills: list[Any] = field(default_factory=list)
@@ -68,11 +68,7 @@ def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Sum
                                                .order_by(PortalMessage.id.desc()).limit(20)).scalars())
     except ImportError:  # the alarms module is not installed
         pass
-    # Intervals with nothing used and nothing charged (the baseline interval an account opens with, a night with
-    # the power off) stay in the ledger's interval chain (each interval is charged once) but tell a tenant nothing.
-    result.charges = list(session.execute(select(Charge).where(Charge.account_id == account.id,
-                                                               or_(Charge.usage != 0, Charge.amount != 0))
-                                          .order_by(Charge.interval_end.desc()).limit(20)).scalars())
+    result.charges = daily_charges(session, account)
     result.topups = list(session.execute(select(Transfer).where(
         Transfer.wallet_account_id == account.wallet_account_id, Transfer.kind.in_(MONEY_KINDS))
         .order_by(Transfer.id.desc()).limit(20)).scalars())
@@ -94,6 +90,28 @@ def bills(session: Session, account: PrepaidAccount) -> list[Any]:
     return list(session.execute(select(Bill).where(Bill.account_id == account.id,
                                                    Bill.status.not_in(("draft", "void")))
                                 .order_by(Bill.period_start.desc()).limit(24)).scalars())
+
+
+#: A day of charges as the tenant reads it: local day, utility, usage and money (sums of that day's intervals).
+DAILY_CHARGES_SQL = """
+SELECT (c.interval_end AT TIME ZONE :tz)::date AS day, m.utility, sum(c.usage) AS usage, sum(c.amount) AS amount
+FROM prepaid_charges c JOIN meters m ON m.id = c.meter_id
+WHERE c.account_id = :a AND c.interval_end >= :since AND (c.usage <> 0 OR c.amount <> 0)
+GROUP BY 1, 2 ORDER BY 1 DESC, 2
+"""
+
+
+def daily_charges(session: Session, account: PrepaidAccount, days: int = 14, now: datetime | None = None) -> list[Any]:
+    """Charges per local day and utility over the last ``days`` days, newest first.
+
+    The charging run books one row per reading interval (a minute in the demo); a tenant reads days. Intervals
+    with nothing used and nothing charged (the baseline interval an account opens with, a night with the power
+    off) stay in the ledger's interval chain but add nothing here."""
+    prop = session.get(Property, account.property_id)
+    tz = prop.timezone if prop else "Asia/Shanghai"
+    now = (now or datetime.now(ZoneInfo(tz))).astimezone(ZoneInfo(tz))
+    since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return list(session.execute(text(DAILY_CHARGES_SQL), {"tz": tz, "a": account.id, "since": since}))
 
 
 def usage_totals(session: Session, account: PrepaidAccount, meters: list[Meter] | None = None,
