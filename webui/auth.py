@@ -50,6 +50,7 @@ def login():
     username = request.form.get("username", "").strip().lower()[:64]
     password = request.form.get("password", "")
     throttle = _throttle()
+    db.session.rollback()  # nothing read so far is kept: the throttle may use a connection of its own
     try:
         throttle.check(username, client_ip())
     except RateLimited as err:
@@ -65,14 +66,14 @@ def login():
         if operator is not None:
             record("login.failed", operator, {"username": username}, group_id=operator.group_id,
                    actor=username, operator_id=operator.id)
-            db.session.commit()
+        db.session.commit()  # the throttle may use a connection of its own: never two at once per sign-in
         throttle.failed(username, client_ip())
         return render_template("auth/login.html", error=_("Wrong username or password."), username=username), 401
-    throttle.succeeded(username, client_ip())
     session.clear()
     login_user(operator)
     record("login", operator, group_id=operator.group_id, actor=operator.username, operator_id=operator.id)
     db.session.commit()
+    throttle.succeeded(username, client_ip())  # after the commit: one database connection at a time
     return redirect(_safe_next(request.args.get("next")))
 
 

@@ -58,6 +58,7 @@ def _too_many(err: RateLimited, template: str, **context: object):
 def login():
     if request.method != "POST":
         return render_template("portal/login.html", next=_next())
+    db.session.rollback()  # nothing read so far is kept: the throttle may use a connection of its own
     throttle = auth.throttle()
     try:
         phone = auth.normalize_phone(request.form.get("phone", ""))
@@ -74,10 +75,12 @@ def login():
         if user is not None and user.password_hash:
             verified += 1
             if verify_password(user.password_hash, password):
-                throttle.succeeded(phone, _ip())
-                return _signed_in(user)
+                response = _signed_in(user)
+                throttle.succeeded(phone, _ip())  # after the commit: one database connection at a time
+                return response
     if not verified:
         burn_time(password)
+    db.session.rollback()  # nothing to keep; the throttle may use a connection of its own
     throttle.failed(phone, _ip())
     return render_template("portal/login.html", error=_("Wrong phone number or password."), phone=phone,
                            next=_next()), 401
@@ -93,6 +96,7 @@ def _signed_in(user: PortalUser):
 @bp.route("/code", methods=["POST"])
 def send_code():
     """Send a one-time sign-in code to a phone known to some group (same answer whether known or not)."""
+    db.session.rollback()  # the throttle may use a connection of its own: never two at once
     try:
         phone = auth.normalize_phone(request.form.get("phone", ""))
         auth.throttle().check(phone, _ip())
@@ -109,14 +113,17 @@ def send_code():
 def verify_code():
     pending = session.get("portal_pending") or {}
     phone = pending.get("phone", "")
+    db.session.rollback()  # the throttle may use a connection of its own: never two at once
     throttle = auth.throttle()
     try:
         throttle.check(phone, _ip())
     except RateLimited as err:
         return _too_many(err, "portal/code.html", phone=phone)
     if not phone or not auth.check_code(phone, request.form.get("code", "")):
+        db.session.rollback()  # nothing to keep; the throttle may use a connection of its own
         throttle.failed(phone or "-", _ip())
         return render_template("portal/code.html", phone=phone, error=_("Wrong or expired code."), next=_next()), 401
+    db.session.rollback()
     throttle.succeeded(phone, _ip())
     groups = auth.candidate_groups(db.session, phone)
     if len(groups) > 1 and request.form.get("group_id", type=int) not in groups:

@@ -107,3 +107,55 @@ def test_every_throttle_counts_in_postgres_while_redis_cannot_be_reached(app, su
         throttle.check(account, ip)
         with pytest.raises(redis.RedisError):  # without an engine, as before: the error is raised
             LoginThrottle(dead, 3, 60, "t").check(account, ip)
+
+
+class _Checkouts:
+    """The most database connections the app's engine had checked out at once."""
+
+    def __init__(self, engine) -> None:
+        from sqlalchemy import event
+
+        self.now = self.most = 0
+        event.listen(engine.pool, "checkout", self._out)
+        event.listen(engine.pool, "checkin", self._in)
+
+    def _out(self, *_args) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def _in(self, *_args) -> None:
+        self.now -= 1
+
+    def reset(self) -> None:
+        self.most = self.now
+
+
+def test_a_sign_in_never_holds_two_database_connections_while_redis_is_down(own_app, redis_server):
+    """Behind PgBouncer a pool is small: the throttle's own connection must not overlap the request's."""
+    tenant = Tenant(own_app, "c")
+    username, password, _ = tenant.operator("group_admin")
+    redis_server.stop()
+    with own_app.app_context():
+        checkouts = _Checkouts(db.engine)
+    client = own_app.test_client()
+    token = csrf_token(client)
+    seen = {}
+    for name, post in {
+        "console wrong password": lambda: client.post("/login", data={
+            "username": username, "password": "nope", "csrf_token": token}),
+        "console unknown user": lambda: client.post("/login", data={
+            "username": "nobody-here", "password": "nope", "csrf_token": token}),
+        "console sign-in": lambda: client.post("/login", data={
+            "username": username, "password": password, "csrf_token": token}),
+        "portal wrong password": lambda: client.post("/portal/login", data={  # signed in to the console
+            "phone": "13900000001", "password": "nope", "csrf_token": csrf_token(client, "/portal/login")}),
+        "portal code asked": lambda: client.post("/portal/code", data={
+            "phone": "13900000001", "csrf_token": csrf_token(client, "/portal/login")}),
+        "portal wrong code": lambda: client.post("/portal/code/verify", data={
+            "code": "000000", "csrf_token": csrf_token(client, "/portal/login")}),
+    }.items():
+        checkouts.reset()
+        answer = post()
+        assert answer.status_code in (200, 302, 401, 503), (name, answer.status_code)  # codes live in Redis: 503
+        seen[name] = checkouts.most
+    assert all(most <= 1 for most in seen.values()), seen
