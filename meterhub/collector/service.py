@@ -125,6 +125,8 @@ class Collector:
         self._redis_down = False
         self._db_down = False
         self._started_once = False
+        self._sync = asyncio.Lock()  # one lease sync (or reload of the bus list) at a time
+        self._beating: asyncio.Task[None] | None = None
 
     @classmethod
     def from_app(cls, app: Any, **kwargs: Any) -> Collector:
@@ -146,6 +148,7 @@ class Collector:
         log.info("collector %s starting (%s)", self.owner,
                  f"shard {self.shard}" if self.shard else "gateways spread over the live collectors")
         retry = Backoff(first_s=1.0, max_s=30.0)
+        ticker = asyncio.create_task(self._tick_loop())  # leases renewed on time, however long a reload takes
         try:
             while not self.stop_event.is_set():
                 try:
@@ -161,14 +164,13 @@ class Collector:
                     retry.reset()
                     self.loaded.set()
                     deadline = time.monotonic() + self.reload_s
-                while not self.stop_event.is_set() and time.monotonic() < deadline:
-                    await self._tick()
-                    try:
-                        await asyncio.wait_for(self.stop_event.wait(), min(self.renew_s, self.reload_s))
-                    except TimeoutError:
-                        pass
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    pass
         finally:
             self.stop_event.set()
+            await asyncio.gather(ticker, *([self._beating] if self._beating else []), return_exceptions=True)
             await self._stop_pollers(list(self.pollers))
             try:
                 await asyncio.to_thread(self._leave)
@@ -181,6 +183,18 @@ class Collector:
             await self.redis.aclose()
             log.info("collector %s stopped: %s", self.owner, self.sink.stats)
 
+    async def _tick_loop(self) -> None:
+        """Every ``renew_s`` until stopped: the tick (its own task, so a slow reload never delays renewals)."""
+        while not self.stop_event.is_set():
+            try:
+                await self._tick()
+            except Exception:  # a bug here must not end renewals: the leases would lapse everywhere
+                log.exception("collector %s: lease tick failed", self.owner)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), self.renew_s)
+            except TimeoutError:
+                pass
+
     def _leave(self) -> None:
         with self.engine.begin() as conn:
             leases.leave(conn, self.owner)
@@ -190,6 +204,10 @@ class Collector:
         heartbeat; a fault is logged once and tried again next tick."""
         self._restart_dead_pollers()
         await self.sync_leases()
+        if self._beating is None or self._beating.done():  # Redis, however slow, never delays a renewal
+            self._beating = asyncio.create_task(self._redis_heartbeat())
+
+    async def _redis_heartbeat(self) -> None:
         try:
             await self._heartbeat()
         except TRANSIENT as err:
@@ -224,11 +242,12 @@ class Collector:
                 return load_buses(session, self.shard or Shard(), self.registry, self.interval_s, self.only)
 
         buses = await asyncio.to_thread(load)
-        self.candidates = buses
-        gone = [gid for gid in self.pollers if gid not in buses]
-        await self._stop_pollers(gone)
-        for gateway_id, poller in self.pollers.items():
-            poller.update(*buses[gateway_id])
+        async with self._sync:
+            self.candidates = buses
+            gone = [gid for gid in self.pollers if gid not in buses]
+            await self._stop_pollers(gone)
+            for gateway_id, poller in self.pollers.items():
+                poller.update(*buses[gateway_id])
         await self.sync_leases()
 
     def wanted(self) -> set[int]:
@@ -241,6 +260,10 @@ class Collector:
     async def sync_leases(self) -> None:
         """One transaction: heartbeat, renew held leases, take wanted free ones. Then stop pollers whose lease
         was lost, hand back leases now wanted elsewhere, start pollers for new ones."""
+        async with self._sync:
+            await self._sync_leases()
+
+    async def _sync_leases(self) -> None:
         started = time.monotonic()  # before the transaction: the local deadline is not later than the row's
         held = {gid: lease.epoch for gid, lease in self.leases.items()}
         info = {"buses": len(self.pollers), "readings_stored": self.sink.stats.readings_stored}
