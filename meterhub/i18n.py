@@ -17,7 +17,7 @@ from typing import Any
 from flask_babel import gettext, lazy_gettext, lazy_pgettext, pgettext
 from flask_babel.speaklater import LazyString
 
-__all__ = ["_l", "lazy_pgettext", "stored", "shown", "joined", "is_message"]
+__all__ = ["_l", "lazy_pgettext", "stored", "shown", "joined", "filled", "is_message"]
 
 _l = lazy_gettext
 PREFIX = "i18n:"
@@ -40,6 +40,26 @@ class Joined:
         return bool(self.parts)
 
 
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+class Filled:
+    """A message with ``{name}`` placeholders (a notification template) and the values to fill them with."""
+
+    def __init__(self, message: Any, values: dict[str, Any]) -> None:
+        self.message, self.values = message, dict(values)
+
+    def __str__(self) -> str:
+        return str(self.message).format_map(_Blank({k: str(v) for k, v in self.values.items()}))
+
+
+def filled(message: Any, **values: Any) -> Filled:
+    """``message`` (with ``{name}`` placeholders) filled with ``values`` when shown."""
+    return Filled(message, values)
+
+
 def joined(*parts: Any, sep: str = "; ") -> Joined:
     """Messages shown one after the other, separated by ``sep``."""
     return Joined(parts, sep)
@@ -47,7 +67,7 @@ def joined(*parts: Any, sep: str = "; ") -> Joined:
 
 def is_message(value: Any) -> bool:
     """Whether ``value`` is a translatable message (lazy string or joined messages)."""
-    return isinstance(value, (LazyString, Joined))
+    return isinstance(value, (LazyString, Joined, Filled))
 
 
 def _encode(value: Any) -> Any:
@@ -61,6 +81,8 @@ def _encode(value: Any) -> Any:
         return data
     if isinstance(value, Joined):
         return {"j": [_encode(p) for p in value.parts], "s": value.sep}
+    if isinstance(value, Filled):
+        return {"f": _encode(value.message), "v": {k: _encode(v) for k, v in value.values.items()}}
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, datetime):
@@ -90,6 +112,12 @@ def _decode(data: Any) -> str:
         return "" if data is None else str(data)
     if "j" in data:
         return str(data.get("s", "; ")).join(t for t in (_decode(p) for p in data["j"]) if t)
+    if "f" in data:
+        values = _Blank({k: _decode(v) for k, v in (data.get("v") or {}).items()})
+        try:
+            return _decode(data["f"]).format_map(values)
+        except (ValueError, IndexError, AttributeError):
+            return _decode(data["f"])
     params = {k: _decode(v) if isinstance(v, dict) else v for k, v in (data.get("p") or {}).items()}
     try:
         if data.get("c"):

@@ -35,6 +35,7 @@ BRANDS = {"meterhub", "Modbus", "Acrel", "MQTT", "Excel", "xlsx", "WeChat", "Ali
 WORD = re.compile(r"(?<![\w.@/-])[A-Za-z][a-z]{2,}(?![\w@/-])")
 URL = re.compile(r"\w+://\S+")
 BRACES = re.compile(r"\{\w+\}")
+QUOTED = re.compile(r'"[^"\n]*"(?:\s*:\s*\w+)?')
 SKIP_SUFFIXES = (".svg",)
 
 
@@ -127,7 +128,8 @@ def english_lines(lines, allowed: set[str]) -> list[str]:  # noqa: ANN001
     """Lines holding English words that are neither data nor brand names (URLs left aside)."""
     found = []
     for line in lines:
-        line = BRACES.sub("", URL.sub("", str(line)))  # placeholders such as {meter} are code
+        # placeholders such as {meter} and quoted literals such as "confirm": true (an API field) are code
+        line = QUOTED.sub("", BRACES.sub("", URL.sub("", str(line))))
         if line.lstrip().startswith(("{", "[")) and _json(line):
             continue  # a JSON cell (a device's config in the import format) is data, the same in every language
         words = [w for w in WORD.findall(line) if w not in allowed]

@@ -21,6 +21,7 @@ from flask_babel import force_locale
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from ..i18n import _l, filled, stored
 from ..db import service_session
 from ..models import utcnow
 from ..tenants.models import Group
@@ -53,7 +54,8 @@ def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group)
     values.update(group=group.name, kind=str(kind.label), subject=name_of(names, subject),
                   meter=name_of(names, meter) if alarm.meter_id else "?",
                   account=name_of(names, account) if alarm.account_id else "?")
-    template = (config.settings.get("templates") or {}).get(alarm.kind) or str(kind.sms_template)
+    custom = (config.settings.get("templates") or {}).get(alarm.kind)
+    template = custom or str(kind.sms_template)
     try:
         body = Formatter().vformat(template, (), values)
     except (ValueError, IndexError, AttributeError):
@@ -63,7 +65,12 @@ def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group)
                "state": alarm.state, "subject": alarm.subject_key, "subject_name": values["subject"],
                "meter_id": alarm.meter_id,
                "account_id": alarm.account_id, "detail": alarm.detail, "raised_at": alarm.raised_at.isoformat()}
-    return Message(title, body, payload, alarm.account_id, alarm.id)
+    who = values["account"] if kind.subject == "account" else values["meter"]
+    plain = {**values, "kind": kind.label}
+    # kept as messages too, so that the portal shows them in the tenant's language (a custom template stays as typed)
+    stored_title = stored(filled(_l("[{group}] {kind}: {who}"), group=group.name, kind=kind.label, who=who), 200)
+    stored_body = "" if custom else stored(filled(kind.sms_template, **plain))
+    return Message(title, body, payload, alarm.account_id, alarm.id, stored_title, stored_body)
 
 
 def in_quiet_hours(config: NotifierConfig, now: datetime, tz: ZoneInfo) -> datetime | None:

@@ -44,6 +44,9 @@ class Message:
     payload: dict[str, Any] = field(default_factory=dict)
     account_id: int | None = None
     alarm_id: int | None = None
+    # title and text as stored messages (meterhub.i18n), for notifiers that keep them for a reader (the portal)
+    stored_title: str = ""
+    stored_body: str = ""
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, bytes]:
@@ -188,7 +191,8 @@ class PortalNotifier:
         account_id = int(recipient.split(":", 1)[1])
         group_id = message.payload["group_id"]
         session.add(PortalMessage(group_id=group_id, account_id=account_id, alarm_id=message.alarm_id,
-                                  title=message.title[:200], body=message.body))
+                                  title=message.stored_title or message.title[:200],
+                                  body=message.stored_body or message.body))
 
 
 BUILTIN_NOTIFIERS = (EmailNotifier(), WebhookNotifier(), SmsNotifier(), PortalNotifier())

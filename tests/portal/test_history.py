@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from meterhub.db import service_session
 from meterhub.modules.apportion.posting import post_run, reverse_run
@@ -78,3 +79,26 @@ def test_the_same_history_reads_in_english_and_shows_a_reversal(app, client, gro
     history = _history(page.get_data(as_text=True))
     assert "Public-area share (走廊照明) 2026-01-01–2026-01-31" in history, history
     assert "Public-area share reversed: wrong meter" in history and "+¥24.79" in history, history
+
+
+def test_an_alarm_message_reads_in_the_tenants_language(app, client, group, codes):
+    """The portal notifier keeps the default template as a message: the tenant reads it in their language."""
+    from meterhub.alarms.dispatch import plan
+    from meterhub.alarms.engine import raise_alarm
+    from meterhub.alarms.models import NotifierConfig, PortalMessage
+    from meterhub.models import utcnow
+
+    site = open_site(app, group)
+    with app.app_context(), service_session() as s:
+        s.add(NotifierConfig(group_id=group.group_id, notifier="portal", name="门户", kinds=["low_balance_1"]))
+        s.flush()
+        alarm = raise_alarm(s, group.group_id, "low_balance_1", account_id=site.account_id,
+                            detail={"balance": "8.50"})
+        plan(s, alarm, utcnow())
+        assert s.execute(select(PortalMessage).where(PortalMessage.account_id == site.account_id)).scalar_one()
+    sign_in_with_code(client, codes, site.phone)
+    url = f"/portal/a/{site.account_number}"
+    zh = client.get(url, headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    en = client.get(url, headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "已低于报警1，请及时充值" in zh and "8.50" in zh and "below alarm level 1" not in zh
+    assert "is below alarm level 1. Please top up." in en and "请及时充值" not in en
