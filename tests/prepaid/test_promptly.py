@@ -135,3 +135,33 @@ def test_the_hand_over_job_sends_the_commands_itself(world):
         waiting = [j for j in get_queue("commands").get_jobs() if j.kwargs.get("command_id") == command.id
                    or command.id in (j.kwargs.get("command_ids") or [])]
         assert waiting == [], "no second job queued for it at once (its retry is scheduled, not queued)"
+
+
+def test_commands_handed_over_together_run_side_by_side_in_one_job(world):
+    """A burst of commands (trips decided together) is one rq job that runs each as ``execute`` does, not one
+    forked job per command served one after another (issue 19: 60 trips took 18-30 s)."""
+    from rq import SimpleWorker
+
+    from meterhub.commands import worker
+    from meterhub.redis_conn import get_redis
+
+    app = world.app
+    for meter in world.meters[:2]:
+        setup_account(world, [meter], topup="10.00")
+    with app.app_context(), service_session() as s:
+        ids = [_last_relay_command(s, meter).id for meter in world.meters[:2]]
+        for command_id in ids:
+            s.get(Command, command_id).enqueued_at = None
+    with app.app_context():
+        get_queue("commands").empty()
+        worker.enqueue(ids)
+        (job,) = get_queue("commands").get_jobs()
+        assert job.kwargs == {"command_ids": ids}
+        with service_session() as s:
+            assert {s.get(Command, c).job_id for c in ids} == {job.id}
+        SimpleWorker([get_queue("commands")], connection=get_redis()).execute_job(job, get_queue("commands"))
+        with service_session() as s:
+            for command_id in ids:  # each was sent (no meter answers here: each waits for its own retry)
+                command = s.get(Command, command_id)
+                assert command.attempts == 1 and command.state == "queued" and command.error, command.state
+        assert [j.id for j in get_queue("commands").get_jobs() if j.id != job.id] == []  # retries are scheduled
