@@ -14,12 +14,19 @@ from meterhub.db import service_session
 from meterhub.modules.apportion.models import ApportionMember, ApportionRule
 from meterhub.modules.batch.models import Batch
 from meterhub.tenants.lookup import label_of
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import ARTIFACTS, sign_in
 from tests.portal.test_history import shared  # noqa: F401 (a fixture: an account that paid a public-area share)
 
 LOCALES = {"zh-CN": {"method": "按固定比例", "left_out": "本项目中未找到（不执行）", "share": "公摊费用 走廊照明"},
            "en-US": {"method": "By fixed ratio", "left_out": "Not found in this property (left out)",
                      "share": "Public-area share (走廊照明)"}}
+
+
+def _shot(page, name: str) -> None:  # noqa: ANN001
+    """Keep what the journey looked like (test-artifacts/issue21/), to be looked at."""
+    folder = ARTIFACTS / "issue21"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(params=sorted(LOCALES))
@@ -58,9 +65,11 @@ def test_an_apportion_rule_built_with_pickers(lang, live_server, app, group, sha
     # a member: search by account number, choosing it adds a line to the list
     form.locator("input[data-append-to=members]").fill(account_no)
     page.wait_for_function("(n) => document.querySelector('textarea[name=members]').value.includes(n)", arg=account_no)
+    _shot(page, f"apportion-pickers-{locale}")
     form.locator("select[name=method]").select_option("ratio")
     form.locator("button").last.click()
     page.wait_for_url("**/apportion/rules/*")
+    _shot(page, f"apportion-rule-{locale}")
     assert "二层公摊" in page.inner_text("h1") and LOCALES[locale]["method"] in page.content()
     with app.app_context(), service_session() as s:
         rule = s.execute(select(ApportionRule).where(ApportionRule.group_id == group.group_id,
@@ -92,6 +101,7 @@ def test_a_batch_from_an_excel_list_of_room_labels(lang, live_server, app, group
     # the confirmation lists what matched nothing before anything runs
     page.wait_for_selector("text=" + LOCALES[locale]["left_out"])
     listed = page.content()
+    _shot(page, f"batch-confirm-{locale}")
     assert "Z-999" in listed and far_room in listed
     with app.app_context(), service_session() as s:
         assert s.execute(select(Batch).where(Batch.group_id == group.group_id)).first() is None
@@ -121,5 +131,6 @@ def test_a_tenant_sees_the_public_area_share_in_the_portal(lang, live_server, ap
     page.click("button.primary")
     page.wait_for_selector("#history")
     history = page.inner_text("#history")
+    _shot(page, f"portal-history-{locale}")
     assert LOCALES[locale]["share"] in history and "24.79" in history, history
     assert ("Public-area" in history) == (locale == "en-US")

@@ -162,7 +162,7 @@ def compute(session: Session, group_id: int, rule_id: int, start: datetime, end:
     if parent.no_data or parent.last_ts is None or parent.last_ts <= start:
         raise ValidationError(_l("The parent meter %(meter)s has no good reading in the period %(start)s–%(end)s; "
                                  "collect it before apportioning.", meter=_meter_name(session, group_id, rule.parent_meter_id),
-                                 start=start.date(), end=end.date()), {"parent": "no data"})
+                                 start=start.date(), end=(end - timedelta(seconds=1)).date()), {"parent": "no data"})
     subs = [measured[m] for m in sub_ids]
     warnings: list[Any] = [
         _l("Sub-meter %(meter)s offline since %(since)s: counted up to its last good reading.",

@@ -152,7 +152,7 @@ def rule(rule_id: int):
                               .order_by(ApportionRun.id.desc())).scalars().all()
     parent = db.session.get(Meter, rule.parent_meter_id)
     return render_template("apportion/rule.html", rule=rule, statement=statement, error=error, runs=runs,
-                           parent=parent)
+                           parent=parent, parent_key=lookup.label_of(db.session, rule.group_id, "meter", parent.id))
 
 
 @bp.route("/rules/<int:rule_id>/post", methods=["POST"])
