@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_INTERVALS = [10, 60, 300]
 NOTIFY_RAISED = "meterhub.alarms.dispatch:notify_raised"
 SEND_THREADS = 8  # first attempts made side by side by notify_raised (webhooks wait on the network)
+SEND_BUDGET_S = 60  # after this, the rest of a burst goes to deliver jobs (the event job's own time stays bounded)
 LIVE = ("queued", "held", "retrying", "sent")
 
 
@@ -213,9 +214,14 @@ def send_now(log_ids: list[int]) -> int:
         return 0
     from concurrent.futures import ThreadPoolExecutor
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    import time as clock
 
-    def one(log_id: int) -> bool:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    deadline = clock.monotonic() + SEND_BUDGET_S
+
+    def one(log_id: int) -> bool | None:
+        if clock.monotonic() > deadline:
+            return None  # not tried here: a deliver job of its own (the job's time is bounded)
         with app.app_context():
             try:
                 return _attempt(log_id, lambda: False)[1] is None
@@ -225,10 +231,13 @@ def send_now(log_ids: list[int]) -> int:
 
     with ThreadPoolExecutor(max_workers=min(SEND_THREADS, len(log_ids)), thread_name_prefix="notify") as pool:
         ok = list(pool.map(one, log_ids))
-    failed = [log_id for log_id, sent in zip(log_ids, ok) if not sent]
+    failed = [log_id for log_id, sent in zip(log_ids, ok) if sent is False]
+    untried = [log_id for log_id, sent in zip(log_ids, ok) if sent is None]
     if failed:
         enqueue_deliveries(failed, first_done=True)
-    return len(log_ids) - len(failed)
+    if untried:
+        enqueue_deliveries(untried)
+    return len(log_ids) - len(failed) - len(untried)
 
 
 def deliver(log_id: int) -> str:

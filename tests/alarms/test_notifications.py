@@ -216,3 +216,19 @@ def test_secrets_encrypted_at_rest_and_masked_in_the_console(app, client, group,
         assert secret_store.reveal(config.secrets, f"{group.group_id}:{config.id}") == {"password": "hunter2"}
         with pytest.raises(ValueError):  # bound to its owner: useless in another group's row
             secret_store.decrypt(config.secrets["password"], f"{group.group_id + 1}:{config.id}:password")
+
+
+def test_a_burst_beyond_the_first_attempts_budget_goes_to_deliver_jobs(app, group, http_server, monkeypatch):
+    """The first attempts of a burst are made within a time budget (a dead endpoint must not hold the event job
+    past its timeout, leaving planned messages without a job); the rest are sent by deliver jobs."""
+    from meterhub.alarms import dispatch
+
+    app.config["NOTIFY_RETRY_INTERVALS"] = [0]
+    monkeypatch.setattr(dispatch, "SEND_BUDGET_S", -1)  # spent before the first attempt
+    site = make_site(app, group, n=2, account=False)
+    url = f"http://127.0.0.1:{http_server.server_address[1]}/hook"
+    _config(app, site.group_id, "webhook", [url], {"secret": "s"})
+    for meter in site.meters[:2]:
+        _raise(app, site, meter_id=meter)
+    run_jobs(app)  # notify_raised (nothing tried in it), then the deliver jobs
+    assert [r[2:] for r in _log(app, site.group_id) if r[0] == "webhook"] == [("sent", 1), ("sent", 1)]
