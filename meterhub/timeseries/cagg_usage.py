@@ -16,8 +16,8 @@ The SQL reads the ``tenant_readings_*`` views (never the aggregates) and takes t
 
 from __future__ import annotations
 
-from .columns import COUNTERS
-from .tenant_views import CAGG_VIEWS
+from .columns import COUNTERS, QUALITY_BAD
+from .tenant_views import CAGG_VIEWS, READINGS_VIEW
 from .timescale import CAGGS, cagg_timezone
 
 VIEWS = {bucket: CAGG_VIEWS[CAGGS[bucket]] for bucket in CAGGS}
@@ -26,40 +26,103 @@ LOOKBACK = {"hour": "7 days", "day": "62 days", "month": "400 days"}
 _WINDOW = "PARTITION BY src.meter_id ORDER BY src.bucket ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
 
 
-def _lower(view: str, bucket: str) -> str:
-    """The first bucket read for meter ``s.meter_id``: the lookback, or the last bucket before it if older."""
+#: A meter's installation interval (``meters.installed_at`` .. ``removed_at``, both readings included; NULL: open),
+#: as columns of ``selected`` (``s``): ``ih``/``rh`` the UTC hours of its edges, ``ib``/``rb`` their buckets.
+#: A bucket of ``c`` is read when it is not wholly outside the interval; one that straddles an edge is an *edge*
+#: bucket, recomputed from the interval's hours (:func:`_installed_hours`).
+_KEEP = "(s.ib IS NULL OR {c}.bucket >= s.ib) AND (s.rem IS NULL OR {c}.bucket <= s.rem)"
+_EDGE = "COALESCE(({c}.bucket = s.ib AND s.ib < s.inst) OR {c}.bucket = s.rb, false)"
+
+
+def _bucket_of(bucket: str, moment: str) -> str:
+    """The native aggregate bucket (hour: UTC; day, month: the aggregates' zone) holding ``moment``."""
+    if bucket == "hour":
+        return f"time_bucket(interval '1 hour', {moment})"
+    tz = cagg_timezone().replace("'", "''")
+    return f"time_bucket(interval '1 {bucket}', {moment}, '{tz}')"
+
+
+def _bucket_end(bucket: str, start: str) -> str:
+    """The end of the native bucket starting at ``start``."""
+    if bucket == "hour":
+        return f"{start} + interval '1 hour'"
+    tz = cagg_timezone().replace("'", "''")
+    return f"({start} AT TIME ZONE '{tz}' + interval '1 {bucket}') AT TIME ZONE '{tz}'"
+
+
+def _installed_hours(lo: str, hi: str) -> str:
+    """The shared building block of installation intervals: the hourly spans ``(bucket, <counters>, readings)``
+    of meter ``s`` with ``lo <= bucket < hi``, limited to its installation interval with exact edges.
+
+    Whole hours inside the interval come from the hourly aggregate; the hour of ``installed_at`` and that of
+    ``removed_at`` are spanned from the raw readings inside the interval (the swap stores a reading at both
+    moments), so a swapped-in meter's past and a swapped-out meter's later readings count nowhere, and the
+    value at installation is the baseline of what follows, as in the rollups (:mod:`rollups`). A meter with
+    neither edge reads the aggregate only.
+    """
+    cols = ", ".join(f"h.{c}" for c in COUNTERS)
+    spans = ", ".join(f"meterhub_span(r.{c} ORDER BY r.ts)" for c in COUNTERS)
+    with_counter = " OR ".join(f"r.{c} IS NOT NULL" for c in COUNTERS)
+    return (
+        f"SELECT h.bucket, {cols}, h.readings FROM {VIEWS['hour']} h WHERE h.meter_id = s.meter_id "
+        f"AND h.bucket >= {lo} AND h.bucket < {hi} AND (s.ih IS NULL OR h.bucket > s.ih) "
+        f"AND (s.rh IS NULL OR h.bucket < s.rh) "
+        f"UNION ALL SELECT e.hour, {spans}, count(*) FILTER (WHERE {with_counter}) "
+        f"FROM (SELECT DISTINCT v.hour FROM (VALUES (s.ih), (s.rh)) v(hour) WHERE v.hour >= {lo} "
+        f"AND v.hour < {hi}) e JOIN {READINGS_VIEW} r ON r.meter_id = s.meter_id AND r.ts >= e.hour "
+        f"AND r.ts < e.hour + interval '1 hour' AND r.ts >= COALESCE(s.inst, '-infinity') "
+        f"AND r.ts <= COALESCE(s.rem, 'infinity') AND r.quality <> {QUALITY_BAD} GROUP BY e.hour"
+    )
+
+
+def _merged(source: str) -> str:
+    """Span columns merged over the ordered rows of ``source`` (finer buckets), then their readings."""
+    merged = ", ".join(f"meterhub_span_merge({source}.{c} ORDER BY {source}.bucket) AS {c}" for c in COUNTERS)
+    return f"{merged}, sum({source}.readings)::bigint AS readings"
+
+
+def _lower(bucket: str) -> str:
+    """The first hour read for meter ``s.meter_id`` (regrouped into days or months): the lookback, or its last
+    hour inside its installation interval before ``start`` if older."""
+    view = VIEWS["hour"]
     return (f"LEAST(CAST(%(start)s AS timestamptz) - interval '{LOOKBACK[bucket]}', (SELECT max(p.bucket) "
-            f"FROM {view} p WHERE p.meter_id = s.meter_id AND p.bucket < %(start)s))")
+            f"FROM {view} p WHERE p.meter_id = s.meter_id AND p.bucket < %(start)s "
+            f"AND (s.ih IS NULL OR p.bucket >= s.ih) AND (s.rem IS NULL OR p.bucket <= s.rem)))")
 
 
 def _source(bucket: str) -> str:
     """CTEs ending in ``src``: span rows (meter_id, bucket, one span per counter, readings) of the selected
-    meters, from the lookback on (or from their last bucket before ``start`` when older).
+    meters inside their installation intervals, from the lookback on (or from their last bucket before
+    ``start`` when older).
 
     The meters of the aggregate's time zone are read in one range scan; only those without a row in the
-    lookback (a long silence) look further back, one bucket each.
+    lookback (a long silence) look further back, one bucket each. A bucket at an edge of a meter's
+    installation interval is recomputed from its hours inside the interval (:func:`_installed_hours`).
     """
     cols = ", ".join(f"c.{c}" for c in COUNTERS)
     view = VIEWS[bucket]
     lookback = f"CAST(%(start)s AS timestamptz) - interval '{LOOKBACK[bucket]}'"
+    keep, edge = _KEEP.format(c="c"), _EDGE.format(c="c")
     ctes = (
-        f"recent AS (SELECT c.meter_id, c.bucket, {cols}, c.readings FROM {view} c "
+        f"recent AS (SELECT c.meter_id, c.bucket, {cols}, c.readings, {edge} AS edge FROM {view} c "
         f"JOIN selected s ON s.meter_id = c.meter_id AND s.native "
-        f"WHERE c.meter_id = ANY(%(ids)s) AND c.bucket >= {lookback} AND c.bucket < %(end)s), "
+        f"WHERE c.meter_id = ANY(%(ids)s) AND c.bucket >= {lookback} AND c.bucket < %(end)s AND {keep}), "
         f"silent AS (SELECT c.* FROM selected s CROSS JOIN LATERAL (SELECT c.meter_id, c.bucket, {cols}, "
-        f"c.readings FROM {view} c WHERE c.meter_id = s.meter_id AND c.bucket < {lookback} "
-        f"ORDER BY c.bucket DESC LIMIT 1) c WHERE s.native AND NOT EXISTS "
-        f"(SELECT 1 FROM recent r WHERE r.meter_id = s.meter_id AND r.bucket < %(start)s))"
+        f"c.readings, {edge} AS edge FROM {view} c WHERE c.meter_id = s.meter_id AND c.bucket < {lookback} "
+        f"AND {keep} ORDER BY c.bucket DESC LIMIT 1) c WHERE s.native AND NOT EXISTS "
+        f"(SELECT 1 FROM recent r WHERE r.meter_id = s.meter_id AND r.bucket < %(start)s)), "
+        f"edges AS (SELECT * FROM recent WHERE edge UNION ALL SELECT * FROM silent WHERE edge)"
     )
-    native = "SELECT * FROM recent UNION ALL SELECT * FROM silent"
+    plain = ", ".join(f"n.{c}" for c in COUNTERS)
+    native = (f"SELECT n.meter_id, n.bucket, {plain}, n.readings FROM recent n WHERE NOT n.edge "
+              f"UNION ALL SELECT n.meter_id, n.bucket, {plain}, n.readings FROM silent n WHERE NOT n.edge "
+              f"UNION ALL SELECT n.meter_id, n.bucket, x.* FROM edges n JOIN selected s ON s.meter_id = n.meter_id "
+              f"CROSS JOIN LATERAL (SELECT {_merged('h')} FROM ({_installed_hours('n.bucket', _bucket_end(bucket, 'n.bucket'))}) h) x")
     if bucket == "hour":
         return f"{ctes}, src AS ({native})"
-    hourly = VIEWS["hour"]
-    merged = ", ".join(f"meterhub_span_merge(h.{c} ORDER BY h.bucket) AS {c}" for c in COUNTERS)
     local = f"date_trunc('{bucket}', h.bucket AT TIME ZONE s.tz) AT TIME ZONE s.tz"
-    regrouped = (f"SELECT h.meter_id, {local} AS bucket, {merged}, sum(h.readings)::bigint AS readings "
-                 f"FROM {hourly} h WHERE h.meter_id = s.meter_id AND h.bucket >= {_lower(hourly, bucket)} "
-                 f"AND h.bucket < %(end)s GROUP BY 1, 2")
+    regrouped = (f"SELECT s.meter_id, {local} AS bucket, {_merged('h')} "
+                 f"FROM ({_installed_hours(_lower(bucket), '%(end)s')}) h GROUP BY 1, 2")
     return (f"{ctes}, src AS ({native} UNION ALL SELECT c.* FROM selected s CROSS JOIN LATERAL ({regrouped}) c "
             f"WHERE NOT s.native)")
 
@@ -80,7 +143,10 @@ def usage_rows_sql(bucket: str) -> str:
     unknown = " AND ".join(f"x.p_{c} IS NULL" for c in COUNTERS)
     return (
         f"WITH selected AS (SELECT m.id AS meter_id, p.timezone AS tz, "
-        f"{'true' if bucket == 'hour' else f'p.timezone = {chr(39)}{tz}{chr(39)}'} AS native "
+        f"{'true' if bucket == 'hour' else f'p.timezone = {chr(39)}{tz}{chr(39)}'} AS native, "
+        f"m.installed_at AS inst, m.removed_at AS rem, {_bucket_of('hour', 'm.installed_at')} AS ih, "
+        f"{_bucket_of('hour', 'm.removed_at')} AS rh, {_bucket_of(bucket, 'm.installed_at')} AS ib, "
+        f"{_bucket_of(bucket, 'm.removed_at')} AS rb "
         f"FROM meters m JOIN properties p ON p.id = m.property_id WHERE m.id = ANY(%(ids)s)), "
         f"{_source(bucket)} "
         f"SELECT y.* FROM (SELECT x.meter_id, x.bucket, {values}, "

@@ -4,8 +4,11 @@
 the new one's at the swap (``meters.removed_at`` / ``installed_at``) and holds :func:`after_swap` in the job
 outbox (queue ``reports``: someone is looking at the room). The job, as the service role: stores the old meter's
 final and the new meter's initial reading at the swap (so the usage of both sides is counted up to and from that
-moment) and rolls both meters up again, so that a swapped-in meter's past elsewhere and anything the old meter
-reads after it left belong to no room (rollups count a meter's usage only while it is installed).
+moment) and brings both meters' usage up to date, so that a swapped-in meter's past elsewhere and anything the old
+meter reads after it left belong to no room: on plain PostgreSQL the rollups count a meter's usage only while it
+is installed (both meters rolled up again); on TimescaleDB the usage queries limit each meter's aggregate buckets
+to its installation interval when they read them (:mod:`meterhub.timeseries.cagg_usage`, edges from the raw
+readings), and the aggregates are refreshed over the swap's buckets.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from ...db import service_engine, service_session
-from ...timeseries.freshness import uses_timescale
+from ...timeseries.freshness import refresh_aggregates, uses_timescale
 from ...timeseries.ingest import Reading, ingest
 from ...timeseries.rollups import refresh_rollups
 
@@ -30,10 +33,11 @@ def after_swap(group_id: int, old_meter_id: int, new_meter_id: int, at: str, fin
     result = ingest([Reading(group_id, old_meter_id, when, {column: Decimal(final)}, source="swap"),
                      Reading(group_id, new_meter_id, when, {column: Decimal(initial)}, source="swap")],
                     notify=False, fresh=False)
-    if uses_timescale(service_engine()):
-        # the continuous aggregates cannot follow an installation interval: reports read them as they are
-        log.warning("meter swap %s -> %s: usage on TimescaleDB is not clipped to the installation interval",
-                    old_meter_id, new_meter_id)
+    engine = service_engine()
+    if uses_timescale(engine):
+        # the readers clip each meter's buckets to its interval; the swap readings join the aggregates
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            refresh_aggregates(conn, when, when, force=True)
         return result.stored
     with service_session() as session:
         refresh_rollups(session, EPOCH, [old_meter_id, new_meter_id])
