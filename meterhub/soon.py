@@ -1,7 +1,7 @@
 """Event jobs: a periodic job's work queued right after the commit that needs it, coalesced.
 
     request("meterhub.alarms.sources:poll_events")                            # prepaid/health events written
-    request("meterhub.modules.prepaid.jobs:charge_stored", items=meter_ids)   # readings stored
+    request("meterhub.modules.prepaid.jobs:charge_stored", queue="periodic", items=meter_ids)  # readings stored
 
 At most one job per path waits in its queue: a request while one waits joins it (its ``items`` go to a set the
 job takes when it starts, :func:`take`), so a burst of commits costs one run; the job clears its mark before it
