@@ -56,11 +56,13 @@ FIELD_KIND = {
     "export_id": "export", "target": "room", "members": "account",
     # fields that name an object by the key people use (issue 21 item 2: serial, account number, room label ...)
     "parent_meter": "meter", "sub_meters": "meter", "meters": "meter", "remainder_account": "account",
-    "building": "building", "floor": "floor",
+    "building": "building", "floor": "floor", "account": "account", "accounts": "account", "new_meter": "meter",
 }
 #: Key fields: the object is named by its key (meterhub.tenants.lookup), not its id.
-KEY_FIELDS = {"parent_meter", "sub_meters", "meters", "remainder_account", "building", "floor", "members"}
-ID_FIELD = re.compile(r"(?:.+_)?ids?|target|members|prefix|parent_meter|sub_meters|meters|remainder_account|building|floor")
+KEY_FIELDS = {"parent_meter", "sub_meters", "meters", "remainder_account", "building", "floor", "members",
+              "account", "accounts", "new_meter"}
+ID_FIELD = re.compile(r"(?:.+_)?ids?|target|members|prefix|parent_meter|sub_meters|meters|remainder_account|building"
+                      r"|floor|account|accounts|new_meter")
 #: Fields that look like ids but name no object of ours (the identifier a device uses at the MQTT broker).
 NOT_IDS = {"mqtt_client_id"}
 #: Tables left out of the digest: the audit log (a refused attempt may be logged) and the reading series.
@@ -319,8 +321,8 @@ BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
     "billing_items.create": lambda k, c: Req(form={
         "property_id": k.property_id, "name": f"Fee {tag()}", "rate": "1.00", "basis": "fixed",
         "category": "custom", "recurrence": "monthly", "day": "1", "start_date": "2026-01-01", "mode": "deduct",
-        "account_ids": str(k.account()["account_id"])}),
-    "postpaid.generate": lambda k, c: Req(form={"account_id": k.account(readings=True)["account_id"],
+        "accounts": _key(k, "account", k.account()["account_id"])}),
+    "postpaid.generate": lambda k, c: Req(form={"account": _key(k, "account", k.account(readings=True)["account_id"]),
                                                 "start": "2026-01-01", "end": "2026-02-01", "make_postpaid": "1"}),
     "postpaid.confirm": lambda k, c: Req({"bill_id": k.bill()}),
     "postpaid.pay": lambda k, c: Req({"bill_id": k.bill(confirmed=True)}, {"amount": "1.00", "channel": "cash",
@@ -359,7 +361,7 @@ BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
     "prepaid.close": lambda k, c: Req({"account_id": k.account()["account_id"]}, {"key": f"k-{tag()}",
                                                                                   "confirmed": "yes"}),
     "prepaid.swap": lambda k, c: (lambda acc: Req({"account_id": acc["account_id"]}, {
-        "old_meter_id": acc["meter_id"], "new_meter_id": k.meters()[0], "final_reading": "0",
+        "old_meter_id": acc["meter_id"], "new_meter": _key(k, "meter", k.meters()[0]), "final_reading": "0",
         "new_initial_reading": "0", "confirmed": "yes"}))(k.account()),
     "prepaid.open_account": lambda k, c: Req(form={"room_id": k.room_id, "meter_id": str(k.meters()[0]),
                                                    "customer_name": f"New {tag()}", "alarm1": "20.00",

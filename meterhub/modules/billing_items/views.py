@@ -62,7 +62,7 @@ def create():
     except MeterhubError as err:
         db.session.rollback()
         flash(str(err), "error")
-        return redirect(url_for("billing_items.index"))
+        return index(), 400  # the form again, saying what to fix (an unknown or out-of-scope account ...)
     db.session.commit()
     return redirect(url_for("billing_items.item", item_id=item.id))
 

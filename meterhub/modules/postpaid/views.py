@@ -75,6 +75,10 @@ def _due_days() -> int:
 def generate():
     try:
         account = picked(PrepaidAccount, "account", "account", "account_id", "account.manage")
+    except ValidationError as err:  # an unknown or out-of-scope account: named, nothing made
+        flash(str(err), "error")
+        return bills(), 400
+    try:
         try:
             first, end = date.fromisoformat(request.form["start"]), date.fromisoformat(request.form["end"])
         except (KeyError, ValueError) as err:
