@@ -42,6 +42,6 @@ def test_dashboard_figure_opens_its_filtered_list(page, live_server, app, group)
     username, password, _ = group.operator("group_admin", all_properties=True)
     sign_in(page, live_server, username, password)
     page.goto(f"{live_server}/dashboard/")
-    page.click("#money a[href*='status=alarm1']")
+    page.click("#rooms a[href*='status=alarm1']")
     page.wait_for_url("**/prepaid/rooms?status=alarm1**")
     assert page.locator(f"#room-{group.room_id}").count() == 1
