@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, text
 
 from meterhub.commands.models import Command
-from meterhub.db import service_engine, service_session
+from meterhub.db import service_session
 from meterhub.devices.models import Device, Meter
 from meterhub.modules.prepaid import accounts, cashier
 from meterhub.modules.prepaid.metering import check_purchase_counters
@@ -25,9 +25,9 @@ from meterhub.portal import dashboard as portal_dashboard
 from meterhub.reports.filters import ReportFilter
 from meterhub.reports.usage import usage_rows
 from meterhub.timeseries import query
-from meterhub.timeseries.freshness import refresh_aggregates, uses_timescale
 from meterhub.timeseries.property_usage import refresh_property
-from meterhub.timeseries.rollups import refresh_rollups
+
+from tests.timeseries.usage_writer import refresh_usage
 
 from .conftest import add_meters
 
@@ -44,17 +44,6 @@ def _readings(s, group_id: int, rows: list[tuple]) -> None:
         s.execute(text("INSERT INTO readings (group_id, meter_id, ts, energy_kwh, purchase_count, quality, source) "
                        "VALUES (:g, :m, :ts, :e, :c, 0, 'poll')"),
                   {"g": group_id, "m": meter_id, "ts": ts, "e": kwh, "c": count})
-
-
-def refresh_usage(meters: list[int]) -> None:
-    """Readings written by hand reach the usage: the rollups (plain PostgreSQL) or the aggregates (TimescaleDB)."""
-    engine = service_engine()
-    if uses_timescale(engine):
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            refresh_aggregates(conn, datetime(2026, 1, 1, tzinfo=SH), force=True)
-    else:
-        with service_session() as s:
-            refresh_rollups(s, datetime(1970, 1, 1, tzinfo=SH), meters)
 
 
 def _check_edges_and_dashboards(s, world, old: int, new: int, account_id: int) -> None:
@@ -128,7 +117,7 @@ def test_room_month_across_a_swap_is_old_until_the_swap_plus_new_after(world):
         with service_session() as s:
             _readings(s, world.group_id, [(new, local(2026, 11, 30), D(1600), 7),
                                           (old, local(2026, 11, 20), D(180), None)])  # the old one, on a shelf
-        refresh_usage([old, new])
+        refresh_usage([old, new], local(2026, 10, 1))
         with service_session() as s:
             # 150 kWh of the old meter until the swap + 100 of the new one after (not its 300 elsewhere)
             assert _room_month(s, world, date(2026, 11, 1), date(2026, 12, 1)) == D("250")

@@ -12,12 +12,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from meterhub.db import service_engine, service_session
+from meterhub.db import service_session
 from meterhub.timeseries import query
-from meterhub.timeseries.freshness import refresh_aggregates, uses_timescale
-from meterhub.timeseries.rollups import refresh_rollups
 
 from .factories import make_fleet
+from .usage_writer import refresh_usage
 
 SH = ZoneInfo("Asia/Shanghai")
 UTC = timezone.utc
@@ -28,16 +27,6 @@ def _put(s, group_id: int, meter_id: int, rows: list[tuple[datetime, int]]) -> N
     for ts, kwh in rows:
         s.execute(text("INSERT INTO readings (group_id, meter_id, ts, energy_kwh, quality, source) "
                        "VALUES (:g, :m, :ts, :e, 0, 'poll')"), {"g": group_id, "m": meter_id, "ts": ts, "e": kwh})
-
-
-def _refresh(meters: list[int]) -> None:
-    engine = service_engine()
-    if uses_timescale(engine):
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            refresh_aggregates(conn, datetime(2025, 11, 1, tzinfo=UTC), force=True)
-    else:
-        with service_session() as s:
-            refresh_rollups(s, datetime(1970, 1, 1, tzinfo=UTC), meters)
 
 
 def _usage(s, meters: list[int], start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> dict:
@@ -70,7 +59,7 @@ def test_usage_inside_the_installation_interval_only(app, group):
         # d: a counter with no interval at all (every reading counts)
         _put(s, group.group_id, d, [(datetime(2026, 3, 1, tzinfo=SH), 1), (datetime(2026, 3, 12, tzinfo=SH), 4)])
     with app.app_context():
-        _refresh([a, b, c, d])
+        refresh_usage([a, b, c, d], datetime(2025, 11, 1, tzinfo=UTC))
     march = (datetime(2026, 3, 1, tzinfo=SH), datetime(2026, 4, 1, tzinfo=SH))
     with app.app_context(), service_session() as s:
         assert _usage(s, [a, c, d], *march, "day", SH) == {

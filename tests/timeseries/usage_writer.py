@@ -44,3 +44,20 @@ def write_usage(app, entries: Iterable[tuple[int, int, datetime, Mapping[str, ob
     with app.app_context():
         result = ingest(readings)
     assert result.stored == len(readings), result
+
+
+def refresh_usage(meter_ids: Iterable[int], since: datetime) -> None:
+    """Readings written by hand (SQL, not ``ingest``) from ``since`` on reach the usage, as each backend keeps
+    it: the rollups of ``meter_ids`` (plain PostgreSQL) or the aggregates over the range (TimescaleDB). Needs an
+    app context."""
+    from meterhub.db import service_engine, service_session
+    from meterhub.timeseries.freshness import refresh_aggregates, uses_timescale
+    from meterhub.timeseries.rollups import refresh_rollups
+
+    engine = service_engine()
+    if uses_timescale(engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            refresh_aggregates(conn, since, force=True)
+    else:
+        with service_session() as s:
+            refresh_rollups(s, datetime(1970, 1, 1, tzinfo=since.tzinfo), list(meter_ids))
