@@ -133,3 +133,37 @@ def test_switch_off_asks_in_a_dialog_naming_the_tenant(browser, live_server, app
     page.locator(".flash.ok").wait_for()
     assert switch_offs() == before + 1
     context.close()
+
+
+@pytest.mark.slow
+def test_the_portal_on_a_phone_uses_the_same_design_system(browser, live_server, app, group, monkeypatch):
+    from meterhub.db import service_session
+    from meterhub.modules.prepaid import cashier
+    from tests.portal.conftest import deliver_queued_codes
+
+    codes: dict[str, str] = {}
+    monkeypatch.setattr("meterhub.portal.auth.deliver_code",
+                        lambda session, groups, phone, code: codes.__setitem__(phone, code) or True)
+    site = open_site(app, group)
+    with app.app_context(), service_session() as s:
+        cashier.topup(s, group.group_id, site.account_id, "88.50", "cash", f"p-{site.account_id}", actor="t")
+    context = _context(browser, PHONE, "zh-CN")
+    page = context.new_page()
+    page.goto(f"{live_server}/portal/login")
+    assert page.locator("link[href$='vendor/bootstrap.min.css']").count() == 1
+    _shot(page, "phone-zh-portal-login")
+    page.fill("form[action*='/portal/code'] input[name=phone]", site.phone)
+    page.click("#send-code")
+    page.wait_for_selector("input[name=code]")
+    deliver_queued_codes(app)
+    page.fill("input[name=code]", codes[site.phone])
+    page.click("button.primary")
+    for code in ("zh", "en"):
+        assert page.locator("#balance").inner_text() == "¥88.50"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the portal scrolls sideways on a phone ({width} px)"
+        _shot(page, f"phone-{code}-portal-account")
+        if code == "zh":
+            page.click("header button:has-text('English')")  # the language switch in the portal's header
+            page.wait_for_selector("html[lang=en]")
+    context.close()
