@@ -23,8 +23,8 @@ KINDS = ("meter", "account", "device", "gateway", "room", "property")
 Subject = tuple[str, int]
 
 # The tenant of a meter: the customer of the account it is bound to now.
-_METER_TENANT = ("(SELECT a.customer_name FROM prepaid_meter_state s JOIN prepaid_accounts a ON a.id = s.account_id "
-                 "WHERE s.meter_id = m.id AND s.active ORDER BY s.bound_at DESC LIMIT 1)")
+_METER_TENANT = ("(SELECT na.customer_name FROM prepaid_meter_state ns JOIN prepaid_accounts na ON na.id = ns.account_id "
+                 "WHERE ns.meter_id = nm.id AND ns.active ORDER BY ns.bound_at DESC LIMIT 1)")
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,26 @@ class _Parts:
         return f"(SELECT concat_ws('{SEPARATOR}', {parts}) FROM {self.source} AND {self.key} = {id_sql})"
 
 
+# Aliases start with n: :meth:`_Parts.joined` runs inside the callers' queries (an export's ``a`` or ``p``).
 _PARTS = {
-    "meter": _Parts("m.id", ("p.name", "b.name", "r.number", _METER_TENANT,
-                             "coalesce(nullif(m.name, ''), d.serial || '/' || m.channel)"),
-                    "meters m JOIN devices d ON d.id = m.device_id JOIN properties p ON p.id = m.property_id "
-                    "LEFT JOIN rooms r ON r.id = m.room_id LEFT JOIN buildings b ON b.id = r.building_id "
-                    "WHERE m.group_id = :g"),
-    "account": _Parts("a.id", ("p.name", "b.name", "r.number", "a.customer_name", "a.number"),
-                      "prepaid_accounts a JOIN properties p ON p.id = a.property_id LEFT JOIN rooms r "
-                      "ON r.id = a.room_id LEFT JOIN buildings b ON b.id = r.building_id WHERE a.group_id = :g"),
-    "device": _Parts("d.id", ("p.name", "NULL", "NULL", "NULL", "g.name || ' / ' || d.serial"),
-                     "devices d JOIN gateways g ON g.id = d.gateway_id JOIN properties p ON p.id = g.property_id "
-                     "WHERE d.group_id = :g"),
-    "gateway": _Parts("g.id", ("p.name", "NULL", "NULL", "NULL", "g.name"),
-                      "gateways g JOIN properties p ON p.id = g.property_id WHERE g.group_id = :g"),
-    "room": _Parts("r.id", ("p.name", "b.name", "r.number", "(SELECT a.customer_name FROM prepaid_accounts a "
-                            "WHERE a.room_id = r.id AND a.status = 'open' ORDER BY a.id DESC LIMIT 1)", "NULL"),
-                   "rooms r JOIN properties p ON p.id = r.property_id LEFT JOIN buildings b "
-                   "ON b.id = r.building_id WHERE r.group_id = :g"),
-    "property": _Parts("p.id", ("p.name", "NULL", "NULL", "NULL", "NULL"), "properties p WHERE p.group_id = :g"),
+    "meter": _Parts("nm.id", ("np.name", "nb.name", "nr.number", _METER_TENANT,
+                             "coalesce(nullif(nm.name, ''), nd.serial || '/' || nm.channel)"),
+                    "meters nm JOIN devices nd ON nd.id = nm.device_id JOIN properties np ON np.id = nm.property_id "
+                    "LEFT JOIN rooms nr ON nr.id = nm.room_id LEFT JOIN buildings nb ON nb.id = nr.building_id "
+                    "WHERE nm.group_id = :g"),
+    "account": _Parts("na.id", ("np.name", "nb.name", "nr.number", "na.customer_name", "na.number"),
+                      "prepaid_accounts na JOIN properties np ON np.id = na.property_id LEFT JOIN rooms nr "
+                      "ON nr.id = na.room_id LEFT JOIN buildings nb ON nb.id = nr.building_id WHERE na.group_id = :g"),
+    "device": _Parts("nd.id", ("np.name", "NULL", "NULL", "NULL", "ng.name || ' / ' || nd.serial"),
+                     "devices nd JOIN gateways ng ON ng.id = nd.gateway_id JOIN properties np ON np.id = ng.property_id "
+                     "WHERE nd.group_id = :g"),
+    "gateway": _Parts("ng.id", ("np.name", "NULL", "NULL", "NULL", "ng.name"),
+                      "gateways ng JOIN properties np ON np.id = ng.property_id WHERE ng.group_id = :g"),
+    "room": _Parts("nr.id", ("np.name", "nb.name", "nr.number", "(SELECT na.customer_name FROM prepaid_accounts na "
+                            "WHERE na.room_id = nr.id AND na.status = 'open' ORDER BY na.id DESC LIMIT 1)", "NULL"),
+                   "rooms nr JOIN properties np ON np.id = nr.property_id LEFT JOIN buildings nb "
+                   "ON nb.id = nr.building_id WHERE nr.group_id = :g"),
+    "property": _Parts("np.id", ("np.name", "NULL", "NULL", "NULL", "NULL"), "properties np WHERE np.group_id = :g"),
 }
 
 
