@@ -10,6 +10,15 @@ Days and months come from the daily and monthly aggregates for meters of a prope
 zone, and from the hourly aggregate grouped by the property's local days and months for the others. Hourly
 buckets are UTC hours (the local hours of every zone with a whole-hour offset).
 
+A meter's usage counts only inside its installation interval (``meters.installed_at`` .. ``removed_at``, a meter
+swap sets both; issue 21 item 6), as in the rollups: buckets wholly outside it are not read, and a bucket that
+straddles an edge is recomputed from the interval's hours, whole hours from the hourly aggregate and the edge
+hours from the raw readings inside the interval (:func:`_installed_hours`, the one building block for this).
+A meter without those dates reads the aggregates as before; one with them reads at most its two edge hours of
+raw readings, and only when an edge bucket is among the buckets read. Where the raw readings of an edge hour are
+gone (``METERHUB_READINGS_RETENTION_DAYS``), that hour counts nothing and the next reading inside has no
+baseline: a bucket at an edge older than the retention may fall short by that step.
+
 The SQL reads the ``tenant_readings_*`` views (never the aggregates) and takes the parameters ``%(ids)s``,
 ``%(start)s`` and ``%(end)s`` (psycopg2 style), like :func:`query._series_rollup_sql`.
 """

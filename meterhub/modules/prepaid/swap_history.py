@@ -8,21 +8,19 @@ moment) and brings both meters' usage up to date, so that a swapped-in meter's p
 meter reads after it left belong to no room: on plain PostgreSQL the rollups count a meter's usage only while it
 is installed (both meters rolled up again); on TimescaleDB the usage queries limit each meter's aggregate buckets
 to its installation interval when they read them (:mod:`meterhub.timeseries.cagg_usage`, edges from the raw
-readings), and the aggregates are refreshed over the swap's buckets.
+readings), and the swap readings reach the aggregates as any stored reading does.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from ...db import service_engine, service_session
-from ...timeseries.freshness import refresh_aggregates, uses_timescale
+from ...timeseries.freshness import uses_timescale
 from ...timeseries.ingest import Reading, ingest
 from ...timeseries.rollups import refresh_rollups
 
-log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -30,14 +28,13 @@ def after_swap(group_id: int, old_meter_id: int, new_meter_id: int, at: str, fin
                column: str = "energy_kwh") -> int:
     """rq job: the swap's two readings stored, both meters' usage rolled up again; readings stored."""
     when = datetime.fromisoformat(at)
+    # TimescaleDB: the usage queries clip each meter's buckets to its interval (edges from the raw readings);
+    # the swap readings reach the aggregates as any stored reading does (fresh: refreshed if behind the watermark)
+    timescale = uses_timescale(service_engine())
     result = ingest([Reading(group_id, old_meter_id, when, {column: Decimal(final)}, source="swap"),
                      Reading(group_id, new_meter_id, when, {column: Decimal(initial)}, source="swap")],
-                    notify=False, fresh=False)
-    engine = service_engine()
-    if uses_timescale(engine):
-        # the readers clip each meter's buckets to its interval; the swap readings join the aggregates
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            refresh_aggregates(conn, when, when, force=True)
+                    notify=False, fresh=timescale)
+    if timescale:
         return result.stored
     with service_session() as session:
         refresh_rollups(session, EPOCH, [old_meter_id, new_meter_id])
