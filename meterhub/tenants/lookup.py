@@ -143,6 +143,23 @@ def resolve_many(session: Session, group_id: int, kind: str, keys: Sequence[str]
     return list(found.values()), refused
 
 
+def exact_many(session: Session, group_id: int, kind: str, keys: Sequence[str], *,
+               property_ids: Iterable[int] | None = None,
+               property_id: int | None = None) -> dict[str, list[Found]]:
+    """Objects of ``kind`` whose key is one of ``keys`` (case-insensitive), in scope, in one query: the upper-cased
+    key → the objects it names (several: ambiguous)."""
+    wanted = sorted({str(k).strip().upper() for k in keys if str(k).strip()})
+    if not wanted:
+        return {}
+    key, _, prop, _ = _check(kind)
+    params: dict = {"g": group_id, "keys": wanted}
+    where = f" AND upper({key}) = ANY(:keys)" + _scope(prop, property_ids, property_id, params)
+    found: dict[str, list[Found]] = {}
+    for item in _rows(session, kind, where, params, len(wanted) * 3):
+        found.setdefault(item.key.upper(), []).append(item)
+    return found
+
+
 def label_of(session: Session, group_id: int, kind: str, object_id: int | None) -> str:
     """The key people know ``object_id`` by (``""`` when it has none in the group)."""
     if object_id is None:

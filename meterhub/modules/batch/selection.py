@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ...devices.models import Meter
-from ...errors import ValidationError
 from ...spreadsheets import open_workbook, stream_rows
 from ...tenants import lookup
 from ...tenants.models import Room
@@ -51,32 +50,37 @@ def select_meters(session: Session, group_id: int, property_id: int, criteria: d
 def match_keys(session: Session, group_id: int, property_id: int, keys: Iterable[str]) -> tuple[list[int], list[str]]:
     """Meters named as the console shows them — a meter serial (``SN`` or ``SN/2``), a room label (``A-310``: the
     room's meters) or an account number (its meters) — in ``property_id``; returns (meter ids, keys that named
-    nothing there: unknown, or of another property)."""
+    nothing there: unknown, ambiguous, or of another property). One query per kind, whatever the list's length."""
+    wanted = list(dict.fromkeys(str(k).strip() for k in keys if str(k).strip()))
+    found = {kind: lookup.exact_many(session, group_id, kind, wanted, property_id=property_id)
+             for kind in ("meter", "room", "account")}
+    rooms = {f.id for hits in found["room"].values() for f in hits}
+    accounts = {f.id for hits in found["account"].values() for f in hits}
+    room_meters: dict[int, list[int]] = {}
+    for meter_id, room_id in session.execute(select(Meter.id, Meter.room_id).where(
+            Meter.room_id.in_(rooms or {-1}), Meter.active)):
+        room_meters.setdefault(room_id, []).append(meter_id)
+    account_meters: dict[int, list[int]] = {}
+    for meter_id, account_id in session.execute(select(MeterState.meter_id, MeterState.account_id).where(
+            MeterState.account_id.in_(accounts or {-1}))):
+        account_meters.setdefault(account_id, []).append(meter_id)
     ids: set[int] = set()
     unmatched: list[str] = []
-    for key in dict.fromkeys(str(k).strip() for k in keys if str(k).strip()):
-        found = _meters_of(session, group_id, property_id, key)
-        if found:
-            ids.update(found)
+    for key in wanted:
+        upper = key.upper()
+        if len(found["meter"].get(upper, [])) == 1:
+            meters = [found["meter"][upper][0].id]
+        elif len(found["room"].get(upper, [])) == 1:
+            meters = room_meters.get(found["room"][upper][0].id, [])
+        elif len(found["account"].get(upper, [])) == 1:
+            meters = account_meters.get(found["account"][upper][0].id, [])
         else:
+            meters = []
+        if meters:
+            ids.update(meters)
+        else:  # nothing of that name here, or a room or account without meters: listed back
             unmatched.append(key)
     return sorted(ids), unmatched
-
-
-def _meters_of(session: Session, group_id: int, property_id: int, key: str) -> list[int]:
-    for kind in ("meter", "room", "account"):
-        try:
-            found = lookup.resolve(session, group_id, kind, key, property_id=property_id)
-        except ValidationError:
-            continue
-        if kind == "meter":
-            return [found.id]
-        if kind == "room":
-            stmt = select(Meter.id).where(Meter.room_id == found.id, Meter.active)
-        else:
-            stmt = select(MeterState.meter_id).where(MeterState.account_id == found.id)
-        return list(session.execute(stmt).scalars())
-    return []
 
 
 def keys_from_excel(data: bytes) -> list[str]:
