@@ -10,13 +10,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ..devices.models import Meter
 from ..ledger.models import Transfer
 from ..ledger.post import balance_of
 from ..modules.prepaid.models import LEVELS, MeterState, PrepaidAccount
-from ..tenants.models import Property, Room
+from ..tenants.models import Floor, Property, Room
 from ..timeseries import query as ts_query
 
 MONEY_KINDS = ("topup", "refund", "reversal")
@@ -53,7 +53,9 @@ def account_meters(session: Session, account: PrepaidAccount) -> list[Meter]:
 def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Summary:
     """The account page's data (``full`` False: balance, status and meters only, for the room pay page)."""
     meters = account_meters(session, account)
-    result = Summary(account, session.get(Room, account.room_id) if account.room_id else None,
+    room = session.get(Room, account.room_id, options=[joinedload(Room.floor).joinedload(Floor.building)]) \
+        if account.room_id else None  # the page names it by building and number: one query, not three
+    result = Summary(account, room,
                      balance_of(session, account.wallet_account_id), status_of(account), meters)
     if not full:
         return result

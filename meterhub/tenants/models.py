@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -146,3 +147,14 @@ class OperatorProperty(TenantMixin, db.Model):
     property_id: Mapped[int] = mapped_column(
         ForeignKey("properties.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+def _pin(target: Group | Property, context) -> None:  # noqa: ANN001
+    """Keep a loaded group or property in its session for the session's life (a web request's): the identity map
+    holds objects weakly, so each ``session.get(Property, id)`` of a request (time zone, names, money pages, the
+    portal's figures) went to the database again once the first caller dropped its reference. Few per group."""
+    context.session.info.setdefault("pinned", []).append(target)
+
+
+event.listen(Group, "load", _pin)
+event.listen(Property, "load", _pin)
