@@ -86,6 +86,9 @@ def register_web(app: Flask) -> None:
     from . import names
 
     names.register(app)  # {{ alarm.subject_key|subject_name }}: property · building · room · tenant · meter
+    from . import links
+
+    links.register(app)  # may_open / page_url / link_to: links only to pages the viewer may open
 
     @app.before_request
     def _reset_group() -> None:
