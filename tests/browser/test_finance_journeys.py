@@ -117,7 +117,7 @@ def test_a_meter_swap_in_the_console_and_the_rooms_report_across_it(lang_page, l
     from datetime import timedelta
     from zoneinfo import ZoneInfo
 
-    from meterhub.devices.models import Meter
+    from meterhub.devices.models import Device, Meter
     from meterhub.models import utcnow
     from meterhub.modules.prepaid.swap_history import after_swap
     from meterhub.outbox import OutboxJob
@@ -142,6 +142,7 @@ def test_a_meter_swap_in_the_console_and_the_rooms_report_across_it(lang_page, l
 
     with app.app_context(), service_session() as s:
         new = add_meters(s, site.group_id, site.property_id, site.gateway_id, None, 1)[0]  # in the store room
+        serial = s.get(Device, s.get(Meter, new).device_id).serial  # the swap form names it by serial
     # this month: the old meter 0 → 100 kWh; the new one used 300 elsewhere before it came
     put([(old, start, 0), (old, now - timedelta(hours=2), 100),
          (new, start - timedelta(days=20), 1000), (new, start, 1300), (new, now - timedelta(hours=1), 1500)])
@@ -151,7 +152,7 @@ def test_a_meter_swap_in_the_console_and_the_rooms_report_across_it(lang_page, l
     details = page.locator(f"details:has(input[name=old_meter_id][value='{old}'])")
     details.locator("summary").click()
     details.locator("input[name=final_reading]").fill("150")
-    details.locator("input[name=new_meter_id]").fill(str(new))
+    details.locator("input[name=new_meter]").fill(serial)
     details.locator("input[name=new_initial_reading]").fill("1500")
     details.locator("form button").click()
     ok = page.locator(".mh-confirm-ok")
