@@ -265,7 +265,7 @@ def main() -> None:
     print_table("Background jobs the pages read from (once)", [jobs])
     load = [round(x, 2) for x in os.getloadavg()]
     log.info("load average %s", load)
-    write_results("web_console", {
+    write_results("web", part="dashboards", entries={
         "rooms": ids["rooms"], "meters": ids["meters"], "runs": args.runs, "floor_p95_ms": floor["p95_ms"],
         "room_monitor_p95_ms": pages["room_monitor"]["p95_ms"],
         "dashboard_group_p95_ms": pages["dashboard_group"]["p95_ms"],

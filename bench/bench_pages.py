@@ -11,8 +11,8 @@ it on a free port; ``--users`` clients, each signed in with its own session, ask
 for ``--seconds`` after a warm-up. Every answer must be 200 with the page's own content. Reported per page: p50 /
 p95 / max of the time each request took (localhost: the server's time plus a socket round trip), requests per
 second, and p95 over the floor's p95. The dashboards and the room monitor are timed by ``bench_dashboards``.
-Results merged into ``bench/results.json`` as ``web`` (``account_page_p95_ms``, ``portal_home_p95_ms``,
-``api_accounts_p95_ms``, ``floor_p95_ms`` and ``detail``).
+Results merged into ``bench/results.json``: ``web.account_page_p95_ms``, ``web.portal_home_p95_ms``,
+``web.api_accounts_p95_ms``, and the whole run (floor, detail, machine) as ``web.pages``.
 """
 
 from __future__ import annotations
@@ -199,11 +199,10 @@ def main() -> None:
                                                                                 else "NOT MET")})
     print_table(f"Pages under load: {args.users} concurrent users, {args.seconds:g} s each, meterhub web "
                 f"(waitress, 8 threads), {ids['rooms']} rooms", rows)
-    write_results("web", {"account_page_p95_ms": pages["account_page"]["p95_ms"],
-                          "portal_home_p95_ms": pages["portal_home"]["p95_ms"],
-                          "api_accounts_p95_ms": pages["api_accounts"]["p95_ms"], "floor_p95_ms": floor,
-                          "users": args.users, "rooms": ids["rooms"], "detail": pages,
-                          "goals_p95_ms": GOALS_MS})
+    write_results("web", part="pages", entries={
+        "account_page_p95_ms": pages["account_page"]["p95_ms"], "portal_home_p95_ms": pages["portal_home"]["p95_ms"],
+        "api_accounts_p95_ms": pages["api_accounts"]["p95_ms"], "floor_p95_ms": floor, "users": args.users,
+        "rooms": ids["rooms"], "detail": pages, "goals_p95_ms": GOALS_MS})
 
 
 if __name__ == "__main__":

@@ -213,19 +213,31 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_results(bench: str, entries: dict[str, Any]) -> None:
-    """Merge ``entries`` under ``bench`` into ``bench/results.json`` (other benches' entries are kept)."""
+def write_results(bench: str, entries: dict[str, Any], part: str | None = None) -> None:
+    """Merge ``entries`` under ``bench`` into ``bench/results.json`` (other benches' entries are kept).
+
+    With ``part``, several benchmark modules share the key ``bench`` (``web``: ``bench_pages`` and
+    ``bench_dashboards``): each run goes to ``bench.part`` whole (with its time and machine), and its goal figures
+    (``*_p95_ms`` but the floor's, whose floor is per run) are also copied to ``bench`` itself, where the stable keys
+    such as ``web.room_monitor_p95_ms`` stay whichever module ran last."""
     data: dict[str, Any] = {}
     if RESULTS.exists():
         try:
             data = json.loads(RESULTS.read_text(encoding="utf-8"))
         except ValueError:
             log.warning("%s is not valid JSON; starting it afresh", RESULTS)
-    data[bench] = {
+    run = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform(),
                     "load_average": [round(x, 2) for x in os.getloadavg()]},
         **entries,
     }
+    if part is None:
+        data[bench] = run
+    else:
+        shared = data.get(bench) if isinstance(data.get(bench), dict) else {}
+        shared.update({k: v for k, v in entries.items() if k.endswith("_p95_ms") and not k.startswith("floor")})
+        shared[part] = run
+        data[bench] = shared
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log.info("results written to %s (%s)", RESULTS, bench)
