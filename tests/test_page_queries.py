@@ -24,7 +24,8 @@ from tests.portal.conftest import codes, sign_in_with_code  # noqa: F401  (the p
 from tests.prepaid.conftest import EPOCH, add_meters, write_readings
 
 #: Statements each page may run, whatever the number of rows it shows (measured, with a little room).
-BUDGET = {"account_page": 21, "portal_account": 22, "counter": 9, "room_monitor": 10, "dashboard": 20}
+BUDGET = {"account_page": 21, "portal_account": 22, "counter": 9, "counter_search": 12, "room_monitor": 10,
+          "dashboard": 20, "dashboard_property": 20}
 
 
 @contextmanager
@@ -97,8 +98,9 @@ def console_counts(app, tenant, ids: dict) -> dict[str, int]:
                                             "csrf_token": csrf_token(client)})
     assert signed_in.status_code == 302
     pages = {"account_page": (f"/prepaid/accounts/{ids['account_id']}", ids["number"]),
-             "counter": ("/prepaid/counter", 'id="takings"'), "room_monitor": ("/prepaid/rooms", "Tenant 0"),
-             "dashboard": (f"/dashboard/properties/{tenant.property_id}", 'id="')}
+             "counter": ("/prepaid/counter", 'id="takings"'), "counter_search": ("/prepaid/counter?q=Tenant", "Tenant 0"),
+             "room_monitor": ("/prepaid/rooms", "Tenant 0"), "dashboard": ("/dashboard/", 'id="'),
+             "dashboard_property": (f"/dashboard/properties/{tenant.property_id}", 'id="')}
     return {name: count(client, url, must) for name, (url, must) in pages.items()}
 
 
