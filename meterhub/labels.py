@@ -200,6 +200,11 @@ LABELS: dict[str, dict[str, Any]] = {
         "last_seen_at": lazy_pgettext("value", "Last heard from"),
         "collector_seen_at": lazy_pgettext("value", "Collector last seen"),
         "since": lazy_pgettext("value", "Since"),
+        "usage": lazy_pgettext("value", "Usage last night"),
+        "baseline": lazy_pgettext("value", "Usual night usage"),
+        "night": lazy_pgettext("value", "Night of"),
+        "command_id": lazy_pgettext("value", "Command"),
+        "reason": lazy_pgettext("value", "Reason"),
     },
     "alarm_action": {
         "raised": lazy_pgettext("value", "Raised"),

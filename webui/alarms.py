@@ -15,6 +15,7 @@ from meterhub.alarms import secrets as secret_store
 from meterhub.alarms.engine import acknowledge
 from meterhub.alarms.kinds import KINDS, STATES
 from meterhub.alarms.models import Alarm, AlarmEvent, NotificationLog, NotifierConfig
+from meterhub.alarms.notes import level_name
 from meterhub.alarms.registry import notifiers
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
@@ -24,6 +25,7 @@ from .names import prefetch
 from .util import local_path, permission_required, record
 
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
+bp.add_app_template_global(level_name, "alarm_level_name")  # a balance level as "Alarm level 1" (一级报警)
 VIEW_PERMISSIONS = ("device.view", "money.view")
 
 

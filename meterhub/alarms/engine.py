@@ -148,8 +148,11 @@ def raise_alarm(session: Session, group_id: int, kind: str, *, meter_id: int | N
 
 def clear_alarm(session: Session, group_id: int, kind: str, *, meter_id: int | None = None,
                 account_id: int | None = None, device_id: int | None = None, gateway_id: int | None = None,
-                actor: str = "system", note: str = "", at: datetime | None = None) -> Alarm | None:
-    """Clear the open ``kind`` alarm of a subject (None when there is none)."""
+                actor: str = "system", note: Any = "", at: datetime | None = None) -> Alarm | None:
+    """Clear the open ``kind`` alarm of a subject (None when there is none); ``note`` is text or a message
+    (``_l(...)``, stored to be read in the reader's language)."""
+    from ..i18n import stored
+
     get_kind(kind)
     subject, subject_id = subject_of(meter_id, account_id, device_id, gateway_id)
     at = at or utcnow()
@@ -161,7 +164,7 @@ def clear_alarm(session: Session, group_id: int, kind: str, *, meter_id: int | N
     if alarm_id is None:
         return None
     session.add(AlarmEvent(group_id=group_id, alarm_id=alarm_id, at=at, action="cleared", actor=actor,
-                           note=note[:500]))
+                           note=stored(note, 500)))
     session.flush()
     log.info("alarm %s cleared (%s on %s:%s)", alarm_id, kind, subject, subject_id)
     return session.get(Alarm, alarm_id, populate_existing=True)
@@ -221,4 +224,8 @@ def _json(detail: dict[str, Any] | None) -> str:
 
 
 def _note(detail: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (detail or {}).items())[:500]
+    """A raised event's note: the detail, labelled and formatted, read in the reader's language (``|shown``)."""
+    from ..i18n import stored
+    from .notes import detail_note
+
+    return stored(detail_note(detail), 500)

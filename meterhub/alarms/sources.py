@@ -19,9 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from ..i18n import _l
 from ..models import utcnow
 from ..timeseries import query
 from .engine import clear_alarm, raise_alarm
+from .notes import level_name
 
 log = logging.getLogger(__name__)
 LEVEL_KINDS = {1: "low_balance_1", 2: "low_balance_2", 3: "arrears"}
@@ -103,12 +105,12 @@ def from_health_events(session: Session) -> int:
             _safe(raise_alarm, session, row.group_id, "collector_down", detail={"since": row.at.isoformat()},
                   at=row.at, **subject)
         elif row.event == "collector_up":
-            clear_alarm(session, row.group_id, "collector_down", at=row.at, note="collector polling again", **subject)
+            clear_alarm(session, row.group_id, "collector_down", at=row.at, note=_l("collector polling again"), **subject)
         elif row.event == "offline":
             _safe(raise_alarm, session, row.group_id, kind, detail={"since": row.at.isoformat()}, at=row.at,
                   **subject)
         elif row.event == "online":
-            clear_alarm(session, row.group_id, kind, at=row.at, note="back online", **subject)
+            clear_alarm(session, row.group_id, kind, at=row.at, note=_l("back online"), **subject)
     return len(rows)
 
 
@@ -133,7 +135,7 @@ def apply_level(session: Session, group_id: int, account_id: int, level: int, ba
             _safe(raise_alarm, session, group_id, kind, account_id=account_id,
                   detail={"balance": str(balance) if balance is not None else None, "level": level}, at=at)
         else:
-            clear_alarm(session, group_id, kind, account_id=account_id, at=at, note=f"level {level}")
+            clear_alarm(session, group_id, kind, account_id=account_id, at=at, note=level_name(level))
 
 
 def _sync(session: Session, kind: str, bad_sql: str, good_sql: str, params: dict[str, Any]) -> tuple[int, int]:

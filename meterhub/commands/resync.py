@@ -112,6 +112,7 @@ def raise_not_on_meter(session: Session, command: Command, reason: str, meter_co
 def clear_not_on_meter(session: Session, command: Command) -> None:
     """The meter holds every write up to this one: clear its ``topup_not_on_meter`` alarm."""
     from ..alarms.engine import clear_alarm
+    from ..i18n import _l
 
     clear_alarm(session, command.group_id, "topup_not_on_meter", meter_id=command.meter_id, actor="worker",
-                note=f"purchase count {command.params.get('purchase_count')} is on the meter")
+                note=_l("purchase count %(count)s is on the meter", count=command.params.get("purchase_count")))

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..alarms import secrets as secret_store
+from ..i18n import _l
 from ..ledger import run_money_transaction
 from ..ledger.errors import LedgerError
 from ..ledger.money import parse_amount
@@ -110,7 +111,10 @@ def create_order(session: Session, account: PrepaidAccount, channel: PaymentChan
                          channel_id=channel.id, out_trade_no=f"MH{utcnow():%y%m%d}{secrets.token_hex(8).upper()}",
                          amount=value, currency="CNY", state="created", portal_user_id=portal_user_id,
                          expires_at=utcnow() + ORDER_TTL, detail={})
-    request = OrderRequest(order.out_trade_no, value, "CNY", f"Top-up {account.number}", order.expires_at,
+    # What the provider shows the payer (a plain string it keeps): in the language of the request placing the order,
+    # the payer's (the portal's, zh_CN by default).
+    description = str(_l("Top-up of account %(number)s", number=account.number))
+    request = OrderRequest(order.out_trade_no, value, "CNY", description, order.expires_at,
                            return_url.replace("OUT_TRADE_NO", order.out_trade_no))
     placed = get_provider(channel.provider).create_order(channel_view(channel), request)
     order.pay_url, order.detail = placed.pay_url, {"qr": placed.qr_payload} if placed.qr_payload else {}

@@ -113,6 +113,14 @@ def test_shop_pays_online_through_the_sandbox(app, client, group, codes):
     assert response.status_code == 302 and "/pay/sandbox/" in response.headers["Location"]
     pay_page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "66.00" in pay_page
+    # the order's description (kept by the provider, shown to the payer) in the payer's language (the portal's
+    # default is zh_CN; the tests' app defaults to English)
+    chinese = client.post(f"/portal/a/{site.account_number}/pay", headers={"Accept-Language": "zh-CN"},
+                          data={"amount": "5", "csrf_token": token_of(page)})
+    assert f"账户 {site.account_number} 充值" in client.get(chinese.headers["Location"]).get_data(as_text=True)
+    english = client.post(f"/portal/a/{site.account_number}/pay", headers={"Accept-Language": "en"},
+                          data={"amount": "5", "csrf_token": token_of(page)})
+    assert f"Top-up of account {site.account_number}" in client.get(english.headers["Location"]).get_data(as_text=True)
 
 
 def test_room_qr_label_leads_to_the_room_pay_page(app, client, group):
