@@ -236,7 +236,8 @@ def write_results(bench: str, entries: dict[str, Any], part: str | None = None) 
         data[bench] = run
     else:
         shared = data.get(bench) if isinstance(data.get(bench), dict) else {}
-        shared.update({k: v for k, v in entries.items() if k.endswith("_p95_ms") and not k.startswith("floor")})
+        shared.update({k: v for k, v in entries.items()
+                       if k.endswith("_p95_ms") and not k.startswith("floor") and isinstance(v, int | float)})
         shared[part] = run
         data[bench] = shared
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
