@@ -43,16 +43,15 @@ _WINDOW = "PARTITION BY src.meter_id ORDER BY src.bucket ROWS BETWEEN UNBOUNDED 
 #: before ``installed_at``, so a meter installed in the window reads its aggregate row as it is, without the
 #: recomputation: 18x slower for a report whose every meter was installed in it, measured).
 _KEEP = "(s.ib IS NULL OR {c}.bucket >= s.ib) AND (s.rem IS NULL OR {c}.bucket <= s.rem)"
-_EDGE = ("COALESCE(({c}.bucket = s.ib AND s.ib < s.inst AND EXISTS (SELECT 1 FROM {readings} r "
-         "WHERE r.meter_id = s.meter_id AND r.ts >= {c}.bucket AND r.ts < s.inst)) OR {c}.bucket = s.rb, false)")
+# (a CASE, so that the probe runs only for the bucket of installed_at: ``NULL AND EXISTS`` would run it on every row)
+_EDGE = ("CASE WHEN {c}.bucket = s.rb THEN true WHEN {c}.bucket = s.ib AND s.ib < s.inst THEN EXISTS (SELECT 1 "
+         "FROM {readings} r WHERE r.meter_id = s.meter_id AND r.ts >= {c}.bucket AND r.ts < s.inst) ELSE false END")
 
 
 def _bucket_of(bucket: str, moment: str) -> str:
     """The native aggregate bucket (hour: UTC; day, month: the aggregates' zone) holding ``moment``."""
-    if bucket == "hour":
-        return f"time_bucket(interval '1 hour', {moment})"
-    tz = cagg_timezone().replace("'", "''")
-    return f"time_bucket(interval '1 {bucket}', {moment}, '{tz}')"
+    tz = "UTC" if bucket == "hour" else cagg_timezone().replace("'", "''")
+    return f"date_trunc('{bucket}', {moment} AT TIME ZONE '{tz}') AT TIME ZONE '{tz}'"  # = time_bucket's
 
 
 def _bucket_end(bucket: str, start: str) -> str:
