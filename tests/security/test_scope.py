@@ -324,6 +324,14 @@ BASELINES: dict[str, Callable[[Kit, dict], Req]] = {
         "accounts": _key(k, "account", k.account()["account_id"])}),
     "postpaid.generate": lambda k, c: Req(form={"account": _key(k, "account", k.account(readings=True)["account_id"]),
                                                 "start": "2026-01-01", "end": "2026-02-01", "make_postpaid": "1"}),
+    "billing_items.charge": lambda k, c: Req({"item_id": k.item()}),  # monthly since January: charges are due
+    "postpaid.run": lambda k, c: (k.bill(), Req(form={  # a new post-paid account billed for January, run February
+        "property_id": k.property_id, "building_id": k.building_id, "month": "2026-02"}))[1],
+    "postpaid.policy": lambda k, c: Req({"property_id": k.property_id}, {
+        "bill_day": str(1 + uuid.uuid4().int % 28), "remind_every_days": str(1 + uuid.uuid4().int % 30),
+        "late_fee_daily_rate": "0.0005", "late_fee_cap_rate": "0.10", "cutoff_days": ""}),
+    "prepaid.alarm_levels": lambda k, c: Req({"account_id": k.account()["account_id"]}, {
+        "alarm1": f"{20 + uuid.uuid4().int % 50}.00", "alarm2": "5.00", "alarm1_days": "3", "alarm2_days": ""}),
     "postpaid.confirm": lambda k, c: Req({"bill_id": k.bill()}),
     "postpaid.pay": lambda k, c: Req({"bill_id": k.bill(confirmed=True)}, {"amount": "1.00", "channel": "cash",
                                                                           "key": f"k-{tag()}"}),
