@@ -144,3 +144,23 @@ def test_the_count_sees_a_statement_per_row(app, group):
             db.session.execute(text("SELECT :i"), {"i": i})
         db.session.rollback()
     assert sum(1 for st in seen if st.startswith("SELECT %(i)s")) == 5
+
+
+def test_a_property_is_read_once_per_request(app, group):
+    """What a request's callers look up by key again and again (the property's time zone, the group's modules) is
+    read once: the session keeps a loaded group or property although the first caller let go of it."""
+    import gc
+
+    from meterhub.db import use_group
+    from meterhub.extensions import db
+    from meterhub.tenants.models import Group, Property
+
+    with app.test_request_context("/"), statements() as seen:
+        use_group(group.group_id)
+        for _ in range(3):
+            assert db.session.get(Property, group.property_id).code == "P1"
+            assert db.session.get(Group, group.group_id).id == group.group_id
+            gc.collect()  # the identity map holds objects weakly: nothing else keeps them
+        db.session.rollback()
+    assert sum(1 for st in seen if "FROM properties" in st) == 1, seen
+    assert sum(1 for st in seen if "FROM groups" in st) == 1, seen

@@ -152,8 +152,9 @@ class OperatorProperty(TenantMixin, db.Model):
 def _pin(target: Group | Property, context) -> None:  # noqa: ANN001
     """Keep a loaded group or property in its session for the session's life (a web request's): the identity map
     holds objects weakly, so each ``session.get(Property, id)`` of a request (time zone, names, money pages, the
-    portal's figures) went to the database again once the first caller dropped its reference. Few per group."""
-    context.session.info.setdefault("pinned", []).append(target)
+    portal's figures) went to the database again once the first caller dropped its reference. One entry per row
+    (a session that is closed and used again replaces it), so a long-lived session holds at most the table."""
+    context.session.info.setdefault("pinned", {})[type(target), target.id] = target
 
 
 event.listen(Group, "load", _pin)
