@@ -105,7 +105,7 @@ def run(meters: int, days: int) -> dict:
                           METERHUB_REDIS_NAMESPACE=namespace, METERHUB_EXPORT_DIR=str(workdir))
         from meterhub.app import create_app
         from meterhub.db import service_session
-        from meterhub.redis_conn import get_queue, get_redis
+        from meterhub.redis_conn import get_queue
         from meterhub.reports.exports import create_export, enqueue_export
         from meterhub.reports.filters import ReportFilter
         from meterhub.reports.models import ReportExport
@@ -116,7 +116,6 @@ def run(meters: int, days: int) -> dict:
         procs = start_workers(env, workdir)
         try:
             with app.app_context():
-                client = get_redis()
                 wait_for("workers", lambda: _registered(app, len(procs)), 180, procs, workdir)
                 rollup = next(j for j in periodic_jobs() if j.name == "timeseries.rollups")
                 # as the scheduler enqueues it (scheduler.tick), keeping the job to follow it

@@ -15,7 +15,7 @@ from meterhub.commands.worker import execute
 from meterhub.db import service_session
 from meterhub.devices.models import Device, Meter
 from meterhub.modules.batch.models import BatchItem
-from meterhub.modules.batch.service import create_batch, start_batch, sync_batch
+from meterhub.modules.batch.service import create_batch, start_batch
 from tests.operations.test_batch import Bus
 
 
