@@ -179,7 +179,10 @@ def run(run_id: int):
     shares = db.session.execute(select(ApportionShare, PrepaidAccount.number).join(
         PrepaidAccount, PrepaidAccount.id == ApportionShare.account_id).where(ApportionShare.run_id == run.id)
         .order_by(ApportionShare.account_id)).all()
-    return render_template("apportion/run.html", run=run, shares=shares)
+    rule = db.session.get(ApportionRule, run.rule_id)
+    parent = db.session.get(Meter, rule.parent_meter_id) if rule is not None else None
+    return render_template("apportion/run.html", run=run, shares=shares, rule=rule,
+                           utility=parent.utility if parent is not None else "electricity")
 
 
 @bp.route("/runs/<int:run_id>/reverse", methods=["POST"])
