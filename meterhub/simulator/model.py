@@ -170,6 +170,8 @@ class ElectricChannel:
     power_kw: float = 0.0
     noise: float = 0.05
     installed: bool = False  # runs on its day factors (see install)
+    #: Every top-up write the meter accepted, as (purchase count, amount), in the order it took them.
+    accepted_topups: list[tuple[int, Decimal]] = field(default_factory=list)
     _last: datetime | None = None
 
     @property
@@ -218,6 +220,7 @@ class ElectricChannel:
             return False
         self.purchase_count = purchase_count
         self.remaining_money += amount
+        self.accepted_topups.append((purchase_count, amount))
         return True
 
 
