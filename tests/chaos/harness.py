@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class Platform:
         self.mqtt: Any = None
         self.engine: Engine | None = None
         self.token = ""
+        self.meter_side: MeterSideMeter | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> Platform:
@@ -111,6 +113,9 @@ class Platform:
         wait_until(lambda: self.readings_since(time.time() - 60) > 0, 60, "the collector stores readings")
         self.token = self._api_token()
         wait_until(lambda: self.api("GET", "/accounts?limit=1")[0] == 200, 60, "the web API answers")
+        self.meter_side = MeterSideMeter(self)
+        # the collector reads its gateway list every 60 s: the new bus is polled after the next reload
+        wait_until(lambda: self.meter_side.meter_id in self.polled_meters(), 150, "the meter-side meter is polled")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -120,6 +125,8 @@ class Platform:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        if self.meter_side is not None:
+            self.meter_side.close()
         if self.engine is not None:
             self.engine.dispose()
         for server in (self.mqtt, self.redis, self.pg):
@@ -291,6 +298,9 @@ class TopUps:
         self.accounts = [r[0] for r in platform.sql("SELECT id FROM prepaid_accounts WHERE status = 'open' "
                                                     "ORDER BY id LIMIT 5")]
         assert self.accounts, "the demo seed opened no prepaid account"
+        self.meter_side = platform.meter_side
+        if self.meter_side is not None and self.meter_side.account_id not in self.accounts:  # top-ups = writes
+            self.accounts.append(self.meter_side.account_id)
         self.booked: dict[str, int] = {}  # idempotency key -> account
         self.failures = 0
         self._stop = threading.Event()
@@ -308,17 +318,21 @@ class TopUps:
         n = 0
         while not self._stop.is_set():
             account = self.accounts[n % len(self.accounts)]
+            side = self.meter_side if self.meter_side is not None and account == self.meter_side.account_id else None
+            amount = side.next_amount() if side is not None else Decimal(self.amount)  # distinct: order shows
             key = f"chaos-{secrets.token_hex(6)}"
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:  # the same key on every retry, even after _stop
                 try:
                     status, _ = self.platform.api("POST", f"/accounts/{account}/topups",
-                                                  {"amount": self.amount, "channel": "transfer"},
+                                                  {"amount": str(amount), "channel": "transfer"},
                                                   {"Idempotency-Key": key}, timeout=5)
                 except OSError:
                     status = 0
                 if status in (200, 201):
                     self.booked[key] = account
+                    if side is not None:
+                        side.booked.append(amount)  # one top-up at a time: booking order
                     break
                 self.failures += 1
                 time.sleep(0.5)
@@ -334,6 +348,95 @@ class TopUps:
             short = key[key.index("chaos-"):]
             counts[short] = counts.get(short, 0) + count
         return {k: v for k, v in counts.items() if v != 1}
+
+
+class MeterSideMeter:
+    """A DTSY1352 in meter-side prepaid mode (``prepaid_mode: meter``: it keeps the money and takes each top-up
+    only with its purchase count + 1) on an RTU bus this process simulates, so that its record of accepted writes
+    can be read; registered as a gateway of the demo's first property, with an open account over it.
+
+    The demo fleet's Acrel meters run in platform mode (issue 17): without this meter no chaos scenario would
+    write money to a meter. ``booked`` holds the amounts of the account's top-ups in the order they were booked.
+    """
+
+    CONFIG = {"variant": "dtsy1352", "prepaid_mode": "meter"}
+
+    def __init__(self, platform: Platform) -> None:
+        import asyncio
+
+        from meterhub.plugins import driver_registry
+        from meterhub.simulator.server import SimServer
+
+        self.sim = driver_registry()["acrel_dtsd1352"].simulator(1, self.CONFIG)
+        self.loop = asyncio.new_event_loop()
+        self.server = SimServer([self.sim], framing="rtu")
+        self.loop.run_until_complete(self.server.start())
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.booked: list[Decimal] = []
+        try:
+            self.meter_id, self.account_id = self._register(platform)
+        except BaseException:
+            self.close()
+            raise
+
+    def next_amount(self) -> Decimal:
+        """1.01, 1.02, …: no two top-ups of this account carry the same amount."""
+        return Decimal("1.00") + Decimal(len(self.booked) + 1) / 100
+
+    def accepted(self) -> list[tuple[int, Decimal]]:
+        """The meter's record of accepted writes: (purchase count, amount), in the order it took them."""
+        return list(self.sim.channel.accepted_topups)
+
+    def _register(self, platform: Platform) -> tuple[int, int]:
+        from flask import Flask
+
+        from meterhub.tenants import audit
+
+        assert platform.engine is not None
+        # the audit chain is signed with the platform's key (instance/audit_key): an app that knows only the instance
+        app, key_before = Flask("chaos-harness", instance_path=str(platform.instance)), audit._process_key
+        try:
+            with app.app_context():
+                return self._open_account(platform)
+        finally:
+            audit._process_key = key_before  # this process's other apps keep their own key
+
+    def _open_account(self, platform: Platform) -> tuple[int, int]:
+        from sqlalchemy.orm import Session
+
+        from meterhub.devices.models import Device, Gateway, Meter
+        from meterhub.modules.prepaid import accounts
+
+        assert platform.engine is not None
+        group_id, property_id = platform.sql(
+            "SELECT a.group_id, a.property_id FROM prepaid_accounts a WHERE a.status = 'open' ORDER BY a.id LIMIT 1")[0]
+        with Session(platform.engine) as s:
+            gateway = Gateway(group_id=group_id, property_id=property_id, name="chaos-meter-side", host="127.0.0.1",
+                              port=self.server.port, framing="modbus-rtu-over-tcp", bus={"baud": 9600, "parity": "N", "stop_bits": 1})
+            s.add(gateway)
+            s.flush()
+            device = Device(group_id=group_id, property_id=property_id, gateway_id=gateway.id,
+                            driver_key="acrel_dtsd1352", address="1", serial=f"chaos-meter-side-{secrets.token_hex(3)}",
+                            config=dict(self.CONFIG))
+            s.add(device)
+            s.flush()
+            meter = Meter(group_id=group_id, property_id=property_id, device_id=device.id, channel=1,
+                          utility="electricity")
+            s.add(meter)
+            s.flush()
+            account = accounts.create_account(s, group_id, property_id, [meter.id], customer_name="Chaos meter-side",
+                                              phone="13800000000", actor="chaos", evaluate=False)  # opened
+            s.commit()
+            return meter.id, account.id
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 class MqttReadings:

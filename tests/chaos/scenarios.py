@@ -21,6 +21,7 @@ READ_AGAIN_S = 20.0  # every polled meter has a new stored reading after a fault
 JOBS_AGAIN_S = 40.0  # periodic jobs (liveness every 15 s) run again
 COMMAND_S = 60.0  # a queued command is confirmed (dispatch every 15 s, then the bus)
 FIRST_COMMAND_S = 120.0  # the same right after start: the demo seed's relay commands (one per meter) go first
+METER_SIDE_S = 120.0  # every booked top-up is on the meter-side meter (dispatch every 15 s, re-sync after a fault)
 COLLECTOR_DOWN_S = 60.0  # a stuck collector's gateways read "collector down"
 MQTT_STORED_S = 30.0  # every reading acknowledged across a broker restart is stored (ingest reconnects 1-5 s)
 
@@ -36,6 +37,27 @@ def check_money(load: TopUps, platform: Platform) -> None:
         "(PARTITION BY meter_id ORDER BY interval_start) AS previous_end FROM prepaid_charges) c "
         "WHERE previous_end > interval_start LIMIT 5")
     assert not overlaps, f"overlapping charge intervals: {overlaps}"
+    check_meter_side_writes(platform)
+
+
+def check_meter_side_writes(platform: Platform, timeout: float = METER_SIDE_S) -> float:
+    """Every top-up booked for the meter-side meter's account is on the meter, each written once, in booking order:
+    its purchase count equals the number of top-ups booked, and its record of accepted writes reads purchase counts
+    1, 2, 3, … with the booked amounts in booking order."""
+    side = platform.meter_side
+    assert side is not None and side.booked, "no top-up was booked for the meter-side meter"
+    booked = platform.sql("SELECT purchase_count FROM prepaid_accounts WHERE id = :a", a=side.account_id)[0][0]
+    assert booked == len(side.booked), f"the account counts {booked} top-ups, the load booked {len(side.booked)}"
+    try:
+        took = wait_until(lambda: side.sim.channel.purchase_count >= len(side.booked), timeout,
+                          f"all {len(side.booked)} top-ups on the meter-side meter")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the meter's count is {side.sim.channel.purchase_count}, its accepted writes "
+                             f"{side.accepted()}") from None
+    expected = [(count, amount) for count, amount in enumerate(side.booked, start=1)]
+    assert side.sim.channel.purchase_count == len(side.booked), (side.sim.channel.purchase_count, len(side.booked))
+    assert side.accepted() == expected, f"writes on the meter {side.accepted()} != booked in order {expected}"
+    return took
 
 
 def check_no_orphans(platform: Platform, timeout: float = 60.0) -> float:
