@@ -133,6 +133,7 @@ def kill_each_process(platform: Platform) -> dict[str, Any]:
     for name in KILLED:
         assert (name, "exited") in events and (name, "restarted") in events, (name, events)
     out["topups"] = len(load.booked)
+    out["meter_side_writes"] = len(platform.meter_side.booked) if platform.meter_side else 0
     return out
 
 
@@ -153,6 +154,7 @@ def restart_postgres(platform: Platform, down_s: float = 6.0) -> dict[str, Any]:
     check_no_orphans(platform)
     assert {name: platform.restarts(name) for name in KILLED} == restarts, "a process died of the outage"
     out["topups"], out["topup_retries"] = len(load.booked), load.failures
+    out["meter_side_writes"] = len(platform.meter_side.booked) if platform.meter_side else 0
     return out
 
 
