@@ -41,8 +41,9 @@ def _empty_queues(app):
     with app.app_context():
         for queue in ("default", "commands", "periodic"):
             get_queue(queue).empty()
-        for path in (promptly.CHARGE_STORED, promptly.HAND_OVER_ACCOUNTS):
-            get_redis().delete(*soon._keys(path))
+        client, prefix = get_redis(), soon._keys("")[0]  # every path's mark (alarm events, notifications, ...)
+        for key in list(client.scan_iter(match=f"{prefix}*")):
+            client.delete(key)
     yield
 
 
