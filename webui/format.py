@@ -33,9 +33,11 @@ def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         return None
+    # NaN, infinities and numbers past what an amount can be (1e309) are shown as typed, never formatted
+    return number if number.is_finite() and abs(number) < Decimal("1e18") else None
 
 
 def money(value: Any, currency: str = "¥") -> str:
