@@ -102,7 +102,13 @@ def fast_app(app):
 
 @pytest.fixture()
 def workers(fast_app, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes (``workers(name)``); all stopped at the end."""
+    """Start worker processes (``workers(name)``); all stopped at the end. The queues start empty: no worker runs
+    in the suite, so earlier tests of a run leave command jobs behind that a worker here would work first."""
+    from meterhub.redis_conn import get_queue
+
+    with fast_app.app_context():
+        for queue in ("commands", "default", "reports", "periodic", "bulk"):
+            get_queue(queue).empty()
     started: list[WorkerProcess] = []
 
     def start(name: str = "worker", queues: tuple[str, ...] = ("commands",), **config: Any) -> WorkerProcess:
