@@ -31,10 +31,20 @@ def live_server(app):
 
     port = _free_port()
     server = create_server(app, listen=f"127.0.0.1:{port}", threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    closing = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except OSError:  # close() from this thread can pull a socket out from under the loop's select()
+            if not closing.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     app.config["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"  # where the sandbox posts its callbacks
     yield f"http://127.0.0.1:{port}"
+    closing.set()
     server.close()
     thread.join(5)
 
