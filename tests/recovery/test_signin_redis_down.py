@@ -16,30 +16,12 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from meterhub.app import create_app
 from meterhub.errors import RateLimited
 from meterhub.extensions import db
 from meterhub.tenants.auth import LoginThrottle
 from meterhub.tenants.login_failures import key_hash
-from tests.conftest import Tenant, _config, csrf_token
-from tests.recovery.test_redis_down import PrivateRedis
-
-
-@pytest.fixture()
-def redis_server(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def own_app(database_url, service_urls, redis_server):
-    app = create_app({**_config(database_url, {**service_urls, "redis": redis_server.url}),
-                      "REDIS_NAMESPACE": f"signin-{uuid.uuid4().hex[:8]}"})
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+from tests.conftest import Tenant, csrf_token
+from tests.recovery.test_redis_down import own_app, redis_server  # noqa: F401  (the app on a Redis of its own)
 
 
 def _login(client, username: str, password: str):
