@@ -104,7 +104,23 @@ def app(database_url: str, service_urls: dict[str, str]):
     app = create_app(_config(database_url, service_urls))
     yield app
     with app.app_context():
+        forget_test_address_failures(app)
         db.engine.dispose()
+
+
+def forget_test_address_failures(app) -> None:
+    """The sign-in throttles count per address for 15 minutes, and every test client is 127.0.0.1: what one test
+    counted (portal codes asked, wrong passwords) must not lock out a test after it (one test's own count holds)."""
+    import redis
+
+    from meterhub.redis_conn import get_redis
+
+    namespace = app.config["REDIS_NAMESPACE"]
+    try:
+        get_redis().delete(*(f"{ns}:login:ip:127.0.0.1" for ns in
+                             (namespace, f"{namespace}:portal", f"{namespace}:portal-send")))
+    except redis.RedisError:  # a test that stopped its Redis: nothing of it is left to count
+        pass
 
 
 @pytest.fixture()

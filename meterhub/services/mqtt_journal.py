@@ -3,9 +3,11 @@
 amqtt keeps sessions and the messages queued for them in memory only (its ``SessionDBPlugin`` stores no
 in-flight message and nothing of signed-in clients), so a restart lost messages it had acknowledged to the
 gateway. ``meterhub.services.mqtt_journal.JournalPlugin`` writes every QoS 1/2 reading it lets through to a
-SQLite file (committed before the next one) and, after a restart, delivers the journal of the last
-``keep_s`` seconds to each client that subscribes to a matching topic (once per client and broker run),
-within the topic rules. Delivery is at least once: the ingest drops repeats by (gateway, sequence).
+SQLite file (committed before the next one) and delivers the journal of the last ``keep_s`` seconds to each
+client the first time in a broker run that it subscribes to a matching topic, within the topic rules: the
+previous run's messages, and this run's that came before the client's subscription existed (after a kill -9
+the ingest's persistent session is gone, and a gateway usually reconnects first). Later messages reach the
+subscription itself. Delivery is at least once: the ingest drops repeats by (gateway, sequence).
 """
 
 from __future__ import annotations
@@ -56,13 +58,11 @@ class JournalPlugin(BasePlugin[BaseContext]):
                         "topic TEXT NOT NULL, data BLOB NOT NULL, qos INTEGER NOT NULL)")
         cutoff = time.time() - self.config.keep_s
         self.db.execute("DELETE FROM journal WHERE at < ?", (cutoff,))
-        self.replay: list[tuple[str, bytes, int]] = [
-            (topic, bytes(data), qos) for topic, data, qos in
-            self.db.execute("SELECT topic, data, qos FROM journal ORDER BY id")]
-        self.replayed_to: set[str] = set()
+        self.replayed_to: set[tuple[str, str]] = set()
         self._trimmed = time.monotonic()
-        if self.replay:
-            log.info("mqtt journal: %d message(s) of the previous run to deliver again", len(self.replay))
+        kept = self.db.execute("SELECT count(*) FROM journal").fetchone()[0]
+        if kept:
+            log.info("mqtt journal: %d message(s) of the previous run to deliver again", kept)
 
     async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
         """A message the broker lets through: journal it when QoS 1/2."""
@@ -75,22 +75,27 @@ class JournalPlugin(BasePlugin[BaseContext]):
             self.db.execute("DELETE FROM journal WHERE at < ?", (time.time() - self.config.keep_s,))
 
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
-        """Deliver the previous run's messages of ``topic`` to this client, once."""
-        if not self.replay or client_id in self.replayed_to:
+        """Deliver the journal's messages of ``topic`` to this client, once per topic and broker run.
+
+        The subscription exists when this runs, and a message is journaled before it is routed: every message
+        is either in the rows read here or routed to the subscription (or both: at least once)."""
+        if (client_id, topic) in self.replayed_to:
             return
         broker = self.context._broker_instance  # type: ignore[attr-defined]
         session = self.context.get_session(client_id)  # type: ignore[attr-defined]
         handler = broker._get_handler(session) if session is not None else None
         if handler is None:
             return
-        self.replayed_to.add(client_id)
+        self.replayed_to.add((client_id, topic))
+        rows = self.db.execute("SELECT topic, data, qos FROM journal WHERE at >= ? ORDER BY id",
+                               (time.time() - self.config.keep_s,)).fetchall()
         sent = 0
-        for message_topic, data, message_qos in self.replay:
+        for message_topic, data, message_qos in rows:
             if not topic_matches(message_topic, topic):
                 continue
             if not await broker._topic_filtering(session, topic=message_topic, action=Action.RECEIVE):
                 continue
-            await handler.mqtt_publish(message_topic, data, min(message_qos, qos), retain=False)
+            await handler.mqtt_publish(message_topic, bytes(data), min(message_qos, qos), retain=False)
             sent += 1
         if sent:
             log.info("mqtt journal: %d message(s) delivered again to %s", sent, client_id)

@@ -102,13 +102,20 @@ def fast_app(app):
 
 @pytest.fixture()
 def workers(fast_app, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes (``workers(name)``); all stopped at the end. The queues start empty: no worker runs
-    in the suite, so earlier tests of a run leave command jobs behind that a worker here would work first."""
+    """Start worker processes (``workers(name)``); all stopped at the end. The queues start empty and earlier
+    tests' open commands are cancelled: no worker runs in the suite, so earlier tests of a run leave command jobs
+    and queued commands behind, which ``dispatch`` here would hand to the workers first (70 commands to meters
+    that no longer answer: the test's own command waited behind them for over 30 s in a full run)."""
+    from sqlalchemy import text
+
     from meterhub.redis_conn import get_queue
 
     with fast_app.app_context():
         for queue in ("commands", "default", "reports", "periodic", "bulk"):
             get_queue(queue).empty()
+        with service_session() as s:
+            s.execute(text("UPDATE commands SET state = 'cancelled', error = 'left open by an earlier test' "
+                           "WHERE state IN ('queued', 'sent')"))
     started: list[WorkerProcess] = []
 
     def start(name: str = "worker", queues: tuple[str, ...] = ("commands",), **config: Any) -> WorkerProcess:

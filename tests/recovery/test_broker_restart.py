@@ -120,3 +120,43 @@ def test_readings_acknowledged_before_a_broker_kill_are_delivered_after_its_rest
 def _stored(app, meter_id: int) -> int:
     with app.app_context(), service_session() as s:
         return s.execute(text("SELECT count(*) FROM readings WHERE meter_id = :m"), {"m": meter_id}).scalar()
+
+
+@pytest.mark.embedded
+def test_readings_published_after_a_broker_restart_before_the_ingest_is_back_are_delivered(app, group, tmp_path,
+                                                                                          service_urls):
+    """After a kill -9 the ingest's persistent session is gone, and a gateway that reconnects sooner than the ingest
+    publishes into a broker where nobody is subscribed yet: those readings are acknowledged, journaled, and
+    delivered when the ingest subscribes (the chaos suite's broker restart lost them when the ingest's reconnect
+    backoff was longer than the gateway's)."""
+    instance = tmp_path / "instance"
+    auth_url = app.config["SERVICE_DATABASE_URL"]
+    broker = start_embedded_mqtt(instance, port=0, auth_database_url=auth_url)
+    port = int(broker.url.rsplit(":", 1)[1])
+    ingest_url = with_credentials(broker.url, service_credentials(instance))
+    fleet = make_fleet(app, group)
+    client_id = f"meterhub-ingest-{uuid.uuid4().hex[:6]}"
+    credentials = _issue(app, fleet.gateway_id)
+    restarted = None
+    try:
+        first = Ingest(app, ingest_url, service_urls["redis"], client_id)
+        first.stop()
+        os.kill(broker.pid, signal.SIGKILL)
+        os.waitpid(broker.pid, 0)
+        restarted = start_embedded_mqtt(instance, port=port, auth_database_url=auth_url)
+        gateway = Publisher(port, credentials)  # back first: the ingest has no session on this broker yet
+        for seq in range(1, MESSAGES + 1):
+            gateway.publish(f"meterhub/{fleet.client_id}/readings", _reading(seq))
+        second = Ingest(app, ingest_url, service_urls["redis"], client_id)
+        try:
+            gateway.publish(f"meterhub/{fleet.client_id}/readings", _reading(MESSAGES + 1))  # after: routed
+            wait_for(lambda: _stored(app, fleet.meter_ids[0]) >= MESSAGES + 1, 30, "the 13 readings are stored")
+            time.sleep(0.5)
+        finally:
+            second.stop()
+            gateway.close()
+        assert _stored(app, fleet.meter_ids[0]) == MESSAGES + 1  # each once
+    finally:
+        for service in (restarted, broker):
+            if service is not None:
+                service.stop()

@@ -24,7 +24,7 @@ from meterhub.app import create_app
 from meterhub.db import service_session
 from meterhub.tenants.models import Operator
 from tests.api.world import open_site
-from tests.conftest import _config, csrf_token
+from tests.conftest import _config, csrf_token, forget_test_address_failures
 from tests.portal.conftest import codes, deliver_queued_codes, token_of  # noqa: F401  (codes: fixture)
 
 REDIS_VERSIONS = ("6.2", "7")
@@ -35,11 +35,7 @@ def _forget_failures_of_the_test_address(app):
     """The failures these tests make from the test client's address must not lock out the tests after them."""
     yield
     with app.app_context():
-        from meterhub.redis_conn import get_redis
-
-        namespace = app.config["REDIS_NAMESPACE"]
-        get_redis().delete(*(f"{ns}:login:ip:127.0.0.1" for ns in
-                             (namespace, f"{namespace}:portal", f"{namespace}:portal-send")))
+        forget_test_address_failures(app)
 
 
 @pytest.fixture(scope="module")
