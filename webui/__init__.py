@@ -82,6 +82,9 @@ def register_web(app: Flask) -> None:
 
     app.add_template_filter(label, "label")
     app.add_template_filter(shown, "shown")  # stored messages (bill lines, reasons) in the reader's language
+    from meterhub.commands.messages import command_error
+
+    app.add_template_filter(command_error, "command_error")  # why a command failed, in the reader's language
     register_filters(app)
     from . import names
 

@@ -110,7 +110,8 @@ async def confirm_relay(driver: Any, transport: Any, unit: int, specs: Sequence[
     now_closed = relay_values(await driver.read_specs(transport, unit, state))["relay_closed"]
     if now_closed != closed:
         raise CommandNotApplied(f"relay {'restore' if closed else 'cut-off'} was acknowledged but the meter reads its "
-                                f"relay {'closed' if now_closed else 'open'}", where=f"unit {unit}")
+                                f"relay {'closed' if now_closed else 'open'}", where=f"unit {unit}",
+                                error_code="device.relay_not_applied")
 
 
 async def write_topup(transport: Any, unit: int, specs: Sequence[RegisterSpec], amount: Decimal,

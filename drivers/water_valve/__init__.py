@@ -139,7 +139,7 @@ class WaterValve(Driver):
                 raise UnsupportedCommand(
                     "this Modbus water meter has no valve profile, so no valve register is written; set "
                     "valve_profile to 'xintai' or to 'custom' with the register from the meter's manual",
-                    where=f"device {device.address}")
+                    where=f"device {device.address}", error_code="driver.no_valve_profile")
             unit = int(device.address)
             value = profile.open_value if open else profile.close_value
             if profile.function == 5:
@@ -152,7 +152,8 @@ class WaterValve(Driver):
         if state is not open:
             shown = {True: "open", False: "closed", None: "in fault or unknown"}[state]
             raise CommandNotApplied(f"valve {'open' if open else 'close'} was sent but the meter reads its valve "
-                                    f"{shown}", where=f"meter {device.address}")
+                                    f"{shown}", where=f"meter {device.address}",
+                                    error_code="device.valve_not_applied")
 
 
 driver = WaterValve(load_manifest(__file__))

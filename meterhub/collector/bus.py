@@ -215,7 +215,8 @@ class BusPoller:
                     await self._fenced(err)
         finally:
             while not self.jobs.empty():
-                _resolve(self.jobs.get_nowait(), {"ok": False, "error": "collector stopping"})
+                _resolve(self.jobs.get_nowait(), {"ok": False, "error": "collector stopping",
+                                                          "code": "collector.stopping"})
             if self.lease is not None:  # the bus is given up: no queued byte may reach it after the lease
                 await self.port.abort()
             else:
@@ -343,10 +344,10 @@ class BusPoller:
         try:
             result = await (self._read_now(job) if job.kind == "read" else self._command(job))
         except GatewayUnreachable as err:
-            _resolve(job, {"ok": False, "error": f"gateway unreachable: {err}"})
+            _resolve(job, {"ok": False, "error": f"gateway unreachable: {err}", "code": "gateway.unreachable"})
             raise
         except LeaseExpired as err:
-            _resolve(job, {"ok": False, "error": f"not sent: {err}", "retryable": True})
+            _resolve(job, {"ok": False, "error": f"not sent: {err}", "retryable": True, "code": "collector.not_sent"})
             raise
         if self.lease is not None:
             job.fence = self.lease.fence
@@ -365,18 +366,21 @@ class BusPoller:
                 reading = by_channel.get(channel)
                 meters[str(meter_id)] = (
                     {"ok": True, "ts": reading.timestamp.isoformat(), "values": _jsonable(reading.values)}
-                    if reading else {"ok": False, "error": outcome.error or f"no channel {channel} in the reply"})
+                    if reading else {"ok": False, "error": outcome.error or f"no channel {channel} in the reply",
+                                     "code": "collector.read_failed"})
         for meter_id in wanted - {int(m) for m in meters}:
-            meters[str(meter_id)] = {"ok": False, "error": f"meter is not on {self.name}"}
+            meters[str(meter_id)] = {"ok": False, "error": f"meter is not on {self.name}", "code": "collector.wrong_bus"}
         return {"ok": all(m["ok"] for m in meters.values()), "meters": meters}
 
     async def _command(self, job: BusJob) -> dict[str, Any]:
         found = self._device_of(job.meter_ids[0]) if job.meter_ids else None
         if found is None:
-            return {"ok": False, "error": f"meter is not on {self.name}", "retryable": False}
+            return {"ok": False, "error": f"meter is not on {self.name}", "retryable": False,
+                    "code": "collector.wrong_bus"}
         device, channel = found
         if job.method not in COMMANDS:
-            return {"ok": False, "error": f"unknown command {job.method!r}", "retryable": False}
+            return {"ok": False, "error": f"unknown command {job.method!r}", "retryable": False,
+                    "code": "collector.unknown_method", "params": {"method": job.method}}
         params = {k: _decimal(k, v) for k, v in job.params.items()}
         self.port.begin_device()
         try:
@@ -384,7 +388,8 @@ class BusPoller:
         except (GatewayUnreachable, LeaseExpired):
             raise
         except DeviceError as err:
-            return {"ok": False, "error": str(err), "retryable": bool(err.retryable)}
+            return {"ok": False, "error": str(err), "retryable": bool(err.retryable), "code": err.error_code,
+                    "params": err.params}
         return {"ok": True}
 
     # --- lease ran out ---------------------------------------------------------------------------
@@ -403,7 +408,7 @@ class BusPoller:
             job = await self._wait(0.2)
             if job is not None:
                 _resolve(job, {"ok": False, "error": f"{self.name}: bus lease not renewed; not sent",
-                               "retryable": True})
+                               "retryable": True, "code": "collector.lease_lost"})
 
     # --- gateway down ----------------------------------------------------------------------------
     async def _gateway_down(self, err: GatewayUnreachable) -> None:
@@ -419,7 +424,8 @@ class BusPoller:
                 self.alive_at = self.clock()
                 job = await self._wait(min(left, 5.0))
                 if job is not None:
-                    _resolve(job, {"ok": False, "error": f"{self.name} is unreachable; retrying the connection"})
+                    _resolve(job, {"ok": False, "error": f"{self.name} is unreachable; retrying the connection",
+                                   "code": "gateway.unreachable"})
             if self._stopping:
                 return
             try:

@@ -106,9 +106,11 @@ class PassThrough:
                 await self.session.writer.drain()
                 frame = await asyncio.wait_for(self.session.reply, self.timeout)
             except (TimeoutError, asyncio.TimeoutError) as err:
-                raise DeviceTimeout(f"no pass-through reply within {self.timeout:.1f} s", where) from err
+                raise DeviceTimeout(f"no pass-through reply within {self.timeout:.1f} s", where,
+                                    params={"seconds": self.timeout}) from err
             except (ConnectionError, OSError) as err:
-                raise DeviceTimeout(f"connection lost ({type(err).__name__})", where) from err
+                raise DeviceTimeout(f"connection lost ({type(err).__name__})", where,
+                                    error_code="gateway.connection_lost") from err
             finally:
                 self.session.reply = None
         r_unit, reply = mb.rtu_split(frame, where)
@@ -404,7 +406,8 @@ class DialinListener:
     async def _run_job(self, gateway_id: int, job: dict[str, Any]) -> None:
         session = self.sessions.get(gateway_id)
         if session is None or session.attached is None or time.time() - float(job.get("at", 0)) > jobkeys.JOB_TTL_S:
-            result: dict[str, Any] = {"ok": False, "error": "the 4G meter is not connected", "retryable": True}
+            result: dict[str, Any] = {"ok": False, "error": "the 4G meter is not connected", "retryable": True,
+                                      "code": "dialin.not_connected"}
         elif job["kind"] == "read":
             result = await self._read_now(session, job)
         else:
@@ -416,12 +419,14 @@ class DialinListener:
         device = session.attached.device
         channel = next((ch for ch, mid in device.meters.items() if mid in job.get("meter_ids", [])), None)
         if channel is None or job.get("method") not in COMMANDS:
-            return {"ok": False, "error": "not a command for this meter", "retryable": False}
+            return {"ok": False, "error": "not a command for this meter", "retryable": False,
+                    "code": "dialin.wrong_meter"}
         params = {k: _decimal(k, v) for k, v in (job.get("params") or {}).items()}
         try:
             await getattr(device.driver, job["method"])(PassThrough(session), device.ref, channel=channel, **params)
         except DeviceError as err:
-            return {"ok": False, "error": str(err), "retryable": bool(err.retryable)}
+            return {"ok": False, "error": str(err), "retryable": bool(err.retryable), "code": err.error_code,
+                    "params": err.params}
         return {"ok": True}
 
     async def _read_now(self, session: MeterSession, job: dict[str, Any]) -> dict[str, Any]:

@@ -178,7 +178,8 @@ def wait_read_now(request_id: str, timeout: float = 10.0, app: Flask | None = No
     stored = {int(k): json.loads(v) for k, v in client.hgetall(results).items()}
     for meter_id in meters:
         stored.setdefault(meter_id, {"ok": False, "error": f"no answer within {timeout:.0f} s; is a collector "
-                                                           "running for this meter's gateway?"})
+                                                           "running for this meter's gateway?",
+                                     "code": "collector.no_answer", "params": {"seconds": round(timeout)}})
     return ReadNowResult(request_id, answered >= parts, stored)
 
 

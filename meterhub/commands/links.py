@@ -18,7 +18,7 @@ from ..collector.jobs import request_read_now, submit_command, wait_command, wai
 from ..collector.leases import Fence
 from ..devices.models import Gateway
 from ..driver.base import DeviceRef
-from ..protocols.errors import DeviceError, UnsupportedCommand
+from ..protocols.errors import DeviceError, DeviceTimeout, UnsupportedCommand
 
 COLLECTOR_WAIT = 30  # seconds to wait for the owning collector's reply
 
@@ -70,7 +70,8 @@ class CollectorLink:
         answer = result.meters.get(meter_id) or {"ok": False, "error": "no reply"}
         self._fenced(answer)
         if not answer.get("ok"):
-            raise TimeoutError(f"read now of meter {meter_id}: {answer.get('error') or 'no reply'}")
+            raise DeviceTimeout(f"read now of meter {meter_id}: {answer.get('error') or 'no reply'}",
+                                error_code=answer.get("code") or "collector.read_failed", params=answer.get("params"))
         return {"ts": answer.get("ts"), **(answer.get("values") or {})}
 
     async def call(self, method: str, **kwargs: Any) -> None:
@@ -79,12 +80,14 @@ class CollectorLink:
         job = submit_command(gateway_id, self.target.meter_id, method, payload)
         reply = await asyncio.to_thread(wait_command, job, COLLECTOR_WAIT)
         if reply is None:
-            raise TimeoutError(f"the collector of gateway {gateway_id} did not answer within {COLLECTOR_WAIT}s")
+            raise DeviceTimeout(f"the collector of gateway {gateway_id} did not answer within {COLLECTOR_WAIT}s",
+                                error_code="collector.no_answer", params={"seconds": COLLECTOR_WAIT})
         self._fenced(reply)
         if not reply.get("ok"):
+            code = {"error_code": reply.get("code") or "collector.failed", "params": reply.get("params")}
             if reply.get("retryable", True):
-                raise TimeoutError(reply.get("error") or "collector reported a transient failure")
-            raise DeviceRefused(reply.get("error") or "the device refused the command")
+                raise DeviceTimeout(reply.get("error") or "collector reported a transient failure", **code)
+            raise DeviceRefused(reply.get("error") or "the device refused the command", **code)
 
 
 class DirectLink:
@@ -100,7 +103,8 @@ class DirectLink:
         for reading in readings:
             if reading.channel == self.target.channel:
                 return {"ts": reading.timestamp.isoformat(), **reading.values}
-        raise TimeoutError(f"no channel {self.target.channel} in the reply of device {self.target.ref.address}")
+        raise DeviceTimeout(f"no channel {self.target.channel} in the reply of device {self.target.ref.address}",
+                            error_code="device.no_channel", params={"channel": self.target.channel})
 
     async def call(self, method: str, **kwargs: Any) -> None:
         try:
@@ -110,7 +114,8 @@ class DirectLink:
         except DeviceError as err:
             if err.retryable:
                 raise
-            raise DeviceRefused(str(err), where=f"meter {self.target.meter_id}") from err
+            raise DeviceRefused(str(err), where=f"meter {self.target.meter_id}", error_code=err.error_code,
+                                params=err.params) from err
 
 
 def open_transport(gateway: Gateway) -> Any:
@@ -120,7 +125,8 @@ def open_transport(gateway: Gateway) -> Any:
 
     if gateway.framing not in TRANSPORT_FRAMING:
         raise UnsupportedCommand(f"gateway {gateway.name} ({gateway.framing}) cannot take polled commands yet",
-                                 where=f"gateway {gateway.id}")
+                                 where=f"gateway {gateway.id}", error_code="gateway.polled_only",
+                                 params={"framing": gateway.framing})
     return _open(gateway.host, gateway.port, TRANSPORT_FRAMING[gateway.framing])
 
 

@@ -40,7 +40,9 @@ class Command(TenantMixin, db.Model):
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="operator")  # operator|prepaid|batch
     actor: Mapped[str] = mapped_column(String(100), nullable=False, default="system")
     operator_id: Mapped[int | None] = mapped_column(BigInteger)
-    error: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    error: Mapped[str] = mapped_column(Text, nullable=False, default="")  # in English, for logs and the API
+    error_code: Mapped[str | None] = mapped_column(String(64))  # shown translated: meterhub.commands.messages
+    error_params: Mapped[dict | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

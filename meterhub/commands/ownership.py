@@ -29,6 +29,7 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from ..models import utcnow
+from .messages import failure
 from .models import Command
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict[str, list[int]]
     for command in dead:
         owner = command.owner or "an unknown worker"
         transition(session, command, "queued", actor="sweep",
-                   error=f"{owner} stopped while sending it; the meter is read before sending again",
+                   error=failure("command.orphaned", owner=owner),
                    detail={"owner": owner, "heartbeat_at": command.heartbeat_at.isoformat()
                            if command.heartbeat_at else None})
         command.verify_first, command.owner, command.job_id = True, None, None

@@ -20,18 +20,19 @@ from sqlalchemy.orm import Session
 
 from ..models import utcnow
 from ..tenants import audit
+from .messages import Failure, failure
 from .models import Command
 
 
 @dataclass
 class Plan:
     """``applied``: on the meter already; ``writes``: (count, amount, command id) to send in order;
-    ``problem``: why a person is needed (empty when the plan can run)."""
+    ``problem``: why a person is needed (None when the plan can run)."""
 
     meter_count: int
     applied: bool = False
     writes: list[tuple[int, Decimal, int]] = field(default_factory=list)
-    problem: str = ""
+    problem: Failure | None = None
 
 
 def plan(session: Session, command: Command, meter_count: int) -> Plan:
@@ -40,8 +41,7 @@ def plan(session: Session, command: Command, meter_count: int) -> Plan:
     if meter_count >= target:
         return Plan(meter_count, applied=True)
     if meter_count == target - 1:
-        return Plan(meter_count, problem=f"the meter refused purchase count {target} although its own count is "
-                                         f"{meter_count}; check the amount and the meter")
+        return Plan(meter_count, problem=failure("topup.refused_at_count", count=target, meter_count=meter_count))
     earlier = session.execute(
         select(Command).where(Command.meter_id == command.meter_id, Command.kind == "write_topup",
                               Command.id != command.id).order_by(Command.id)).scalars().all()
@@ -59,12 +59,11 @@ def plan(session: Session, command: Command, meter_count: int) -> Plan:
             writes.append((count, Decimal(carrier.params["amount"]), carrier.id))
     writes.append((target, Decimal(command.params["amount"]), command.id))
     if delivered:
-        return Plan(meter_count, writes=writes, problem=(
-            f"the meter's purchase count {meter_count} is below top-ups it confirmed before "
-            f"({', '.join(map(str, delivered))}): was it reset or replaced? Check it and enter the balance"))
+        return Plan(meter_count, writes=writes, problem=failure("topup.meter_reset", meter_count=meter_count,
+                                                                counts=", ".join(map(str, delivered))))
     if unknown:
-        return Plan(meter_count, writes=writes, problem=f"no top-up command carries purchase count(s) "
-                                                        f"{', '.join(map(str, unknown))}; enter them on the meter")
+        return Plan(meter_count, writes=writes, problem=failure("topup.counts_unknown",
+                                                                counts=", ".join(map(str, unknown))))
     return Plan(meter_count, writes=writes)
 
 
@@ -75,6 +74,7 @@ def mark_resynced(session: Session, command_id: int, by: int, actor: str = "work
         return
     previous = earlier.state
     earlier.state, earlier.done_at, earlier.error, earlier.owner = "confirmed", utcnow(), "", None
+    earlier.error_code, earlier.error_params = None, None
     session.flush()
     audit.record(session, earlier.group_id, "command.confirmed", actor=actor, object_type="command",
                  object_id=earlier.id, detail={"from": previous, "resync_by": by, "kind": earlier.kind})

@@ -21,6 +21,7 @@ from ..devices.models import Device, Meter
 from ..errors import ValidationError
 from ..models import utcnow
 from ..tenants import audit
+from .messages import Failure, failure
 from .models import FINAL_STATES, KINDS, OPEN_STATES, Command
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,11 @@ def create_command(
     family = FAMILIES[kind]
     if family:
         same = [k for k, f in FAMILIES.items() if f == family]
+        superseded = failure("command.superseded", "superseded")
         stale = session.execute(
             update(Command).where(Command.meter_id == meter.id, Command.kind.in_(same), Command.state == "queued")
-            .values(state="cancelled", done_at=utcnow(), error="superseded").returning(Command.id)
+            .values(state="cancelled", done_at=utcnow(), error=superseded.text, error_code=superseded.code,
+                    error_params=superseded.params).returning(Command.id)
         ).scalars().all()
         for command_id in stale:
             audit.record(session, meter.group_id, "command.cancelled", actor=actor, operator_id=operator_id,
@@ -71,9 +74,10 @@ def create_command(
     return command
 
 
-def transition(session: Session, command: Command, to: str, *, error: str = "", actor: str = "worker",
+def transition(session: Session, command: Command, to: str, *, error: Failure | None = None, actor: str = "worker",
                detail: dict[str, Any] | None = None) -> Command:
-    """Move ``command`` to state ``to`` (validated), stamp times, audit the step."""
+    """Move ``command`` to state ``to`` (validated), stamp times, audit the step; ``error``: why it did not
+    succeed (a code of ``messages.MESSAGES``, shown in the reader's language), none when it did."""
     allowed = TRANSITIONS.get(command.state, frozenset())
     if to not in allowed:
         raise InvalidTransition(f"command {command.id} cannot go from {command.state} to {to}")
@@ -86,11 +90,15 @@ def transition(session: Session, command: Command, to: str, *, error: str = "", 
         command.done_at = now
     if to == "queued":
         command.enqueued_at = None
-    command.error = error[:2000]
+    text = error.text if error is not None else ""
+    command.error = text[:2000]
+    command.error_code = error.code if error is not None else None
+    command.error_params = error.params if error is not None else None
     session.flush()
+    codes = {"error_code": error.code} if error is not None else {}
     audit.record(session, command.group_id, f"command.{to}", actor=actor, object_type="command",
-                 object_id=command.id, detail={"from": previous, "attempt": command.attempts, "error": error[:500],
-                                               "kind": command.kind, **(detail or {})})
+                 object_id=command.id, detail={"from": previous, "attempt": command.attempts, "error": text[:500],
+                                               **codes, "kind": command.kind, **(detail or {})})
     return command
 
 
@@ -101,7 +109,8 @@ def expire_overdue(session: Session, now: datetime | None = None) -> list[int]:
         select(Command).where(Command.state.in_(OPEN_STATES), Command.expires_at < now).with_for_update(skip_locked=True)
     ).scalars().all()
     for command in overdue:
-        transition(session, command, "expired", error="time-to-live passed", actor="scheduler")
+        transition(session, command, "expired", error=failure("command.expired", "time-to-live passed"),
+                   actor="scheduler")
         if command.kind == "write_topup":
             from .resync import raise_not_on_meter
 

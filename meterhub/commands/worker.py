@@ -40,6 +40,7 @@ from ..collector.leases import stale_gateways
 from ..redis_conn import get_queue
 from . import ownership, resync
 from .links import CollectorLink, DeviceRefused, Target, direct
+from .messages import Failure, failure, from_error
 from .models import OPEN_STATES, Command
 from .service import expire_overdue, transition
 from .verify import purchase_count, shown
@@ -201,7 +202,7 @@ async def call_driver(driver: Any, transport: Any, device: DeviceRef, channel: i
 class Outcome:
     """What one job achieved: an error (``permanent`` or transient), details, earlier writes re-synced."""
 
-    error: str = ""
+    error: Failure | None = None
     permanent: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
     resynced: list[int] = field(default_factory=list)
@@ -234,7 +235,8 @@ def execute(command_id: int, *, registry: dict[str, Any] | None = None,
         if command is None or command.state != "queued":
             return command.state if command else "missing"
         if command.expires_at < utcnow():
-            transition(session, command, "expired", error="time-to-live passed before sending")
+            transition(session, command, "expired",
+                       error=failure("command.expired_before_sending", "time-to-live passed before sending"))
             if command.kind == "write_topup":
                 resync.raise_not_on_meter(session, command, "its time-to-live passed before it reached the meter")
             meter_id = command.meter_id
@@ -265,7 +267,8 @@ def _carry_out(target: Target, verify: bool, registry: dict[str, Any] | None,
             registry = driver_registry()
         driver = registry.get(target.driver_key)
         if driver is None:
-            raise UnsupportedCommand(f"driver {target.driver_key!r} is not installed", where=f"device {target.ref.address}")
+            raise UnsupportedCommand(f"driver {target.driver_key!r} is not installed", where=f"device {target.ref.address}",
+                                     error_code="driver.not_installed", params={"driver": target.driver_key})
         if transport_factory is None and bus_owner(target.gateway.id):
             link = CollectorLink(target)
             outcome = asyncio.run(_steps(link, target, verify))
@@ -276,9 +279,9 @@ def _carry_out(target: Target, verify: bool, registry: dict[str, Any] | None,
             outcome.fences = [fence]
             return outcome
     except UnsupportedCommand as err:
-        return Outcome(str(err), permanent=True)
+        return Outcome(from_error(err), permanent=True)
     except Exception as err:  # transient: timeouts, CRC, busy bus — retried while attempts and TTL remain
-        return Outcome(f"{type(err).__name__}: {err}")
+        return Outcome(from_error(err))
 
 
 async def _direct_steps(target: Target, driver: Any, verify: bool,
@@ -312,8 +315,9 @@ async def _resync(link: Any, target: Target, refusal: str) -> Outcome:
     """The meter refused a top-up write: read its count, then write what it misses, in order."""
     count = purchase_count(await link.read())
     if count is None:
-        return Outcome(f"the meter refused the top-up ({refusal}) and reports no purchase count", permanent=True,
-                       needs_person=True)
+        return Outcome(failure("topup.refused_no_count",
+                               f"the meter refused the top-up ({refusal}) and reports no purchase count"),
+                       permanent=True, needs_person=True)
     with service_session() as session:
         plan = resync.plan(session, session.get(Command, target.command_id), count)
     if plan.applied:
@@ -326,11 +330,11 @@ async def _resync(link: Any, target: Target, refusal: str) -> Outcome:
         try:
             await link.call("write_topup", amount=amount, purchase_count=number)
         except DeviceRefused as err:
-            return Outcome(f"re-sync: the meter refused purchase count {number}: {err}", permanent=True,
-                           resynced=done, meter_count=count, needs_person=True)
+            return Outcome(failure("topup.resync_refused", f"re-sync: the meter refused purchase count {number}: {err}",
+                                   count=number), permanent=True, resynced=done, meter_count=count, needs_person=True)
         except Exception as err:
-            return Outcome(f"re-sync interrupted at purchase count {number}: {type(err).__name__}: {err}",
-                           resynced=done, meter_count=count)
+            return Outcome(failure("topup.resync_interrupted", f"re-sync interrupted at purchase count {number}: "
+                                   f"{type(err).__name__}: {err}", count=number), resynced=done, meter_count=count)
         if carrier != target.command_id:
             done.append(carrier)
     log.warning("meter %s re-synced from purchase count %s: wrote %s", target.meter_id, count,
@@ -348,20 +352,21 @@ def _record(target: Target, me: str, outcome: Outcome) -> str:
     retry_in = timedelta(0)
     with service_session() as session:
         command = session.execute(select(Command).where(Command.id == target.command_id).with_for_update()).scalar_one()
-        if not outcome.error and (stale := stale_gateways(session, outcome.fences)):
+        if outcome.error is None and (stale := stale_gateways(session, outcome.fences)):
             # the bus was granted to another owner since this result was produced: never confirm on it
             log.warning("command %s: result of a stale bus owner refused (gateways %s, fences %s)", command.id,
                         sorted(stale), outcome.fences)
-            outcome = Outcome("result refused: the bus lease moved to another owner (epoch) before it was "
-                              "recorded; the meter is read before the command is sent again")
+            outcome = Outcome(failure("command.stale_lease", "result refused: the bus lease moved to another owner "
+                                      "(epoch) before it was recorded; the meter is read before the command is "
+                                      "sent again"))
             command.verify_first = True
         for earlier in outcome.resynced:
             resync.mark_resynced(session, earlier, by=command.id)
         if command.state != "sent" or command.owner != me:
             log.warning("command %s was taken over while %s sent it (now %s); its outcome is not recorded: %s",
-                        command.id, me, command.state, outcome.error or "done")
+                        command.id, me, command.state, outcome.error.text if outcome.error else "done")
             return command.state
-        if not outcome.error:
+        if outcome.error is None:
             transition(session, command, "confirmed", detail=outcome.detail)
             _follow(session.get(Meter, command.meter_id), command.kind, target.params)
             if command.kind == "write_topup":
@@ -373,7 +378,7 @@ def _record(target: Target, me: str, outcome: Outcome) -> str:
         else:
             transition(session, command, "failed", error=outcome.error)
             if command.kind == "write_topup":
-                resync.raise_not_on_meter(session, command, outcome.error, outcome.meter_count)
+                resync.raise_not_on_meter(session, command, outcome.error.text, outcome.meter_count)
         state = command.state
     if state == "queued":
         enqueue([target.command_id], delay=retry_in)

@@ -261,7 +261,7 @@ class Driver:
     def _unsupported(self, command: str, device: DeviceLike) -> None:
         raise UnsupportedCommand(
             f"driver {self.key} cannot {command} with this configuration; check the device's variant/model",
-            where=f"device {device.address}",
+            where=f"device {device.address}", error_code="driver.cannot", params={"command": command},
         )
 
     # --- Modbus helpers for subclasses ---------------------------------------------------------

@@ -10,6 +10,8 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ..commands.messages import describe
+from ..i18n import shown
 from ..names import meter_name_sql, subject_name_sql
 from .filters import ReportFilter
 from .registry import Column, ReportDefinition
@@ -55,21 +57,25 @@ def command_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     where, params = f.place_sql("c.property_id", _meter_room("c.meter_id"), "c.meter_id = :meter_id")
     if f.extra.get("source"):
         where, params["source"] = where + " AND c.source = :source", f.extra["source"]
-    yield from _stream(session, (
+    for *row, done, code, values in _stream(session, (
         f"SELECT c.id, c.created_at, p.name, {meter_name_sql('c.meter_id')}, c.kind, c.source, c.state, c.attempts, c.actor, c.error, "
-        "c.done_at FROM commands c JOIN properties p ON p.id = c.property_id "
-        f"WHERE c.group_id = :g AND c.created_at >= :start AND c.created_at < :end{where} ORDER BY c.id"), f, params)
+        "c.done_at, c.error_code, c.error_params FROM commands c JOIN properties p ON p.id = c.property_id "
+        f"WHERE c.group_id = :g AND c.created_at >= :start AND c.created_at < :end{where} ORDER BY c.id"), f, params):
+        yield (*row[:-1], describe(code, values, row[-1] or ""), done)  # the error in the reader's language
 
 
 def batch_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:
     """Per-meter results of the batch operations created in the period."""
     where, params = f.place_sql("b.property_id", _meter_room("i.meter_id"), "i.meter_id = :meter_id")
-    yield from _stream(session, (
+    for *row, code, values, error in _stream(session, (
         f"SELECT b.id, b.created_at, b.action, b.status, b.actor, {meter_name_sql('i.meter_id')}, i.status, i.reason, c.state, "
-        "i.attempts, i.updated_at FROM batches b JOIN batch_items i ON i.batch_id = b.id "
-        "LEFT JOIN commands c ON c.id = i.command_id "
+        "i.attempts, i.updated_at, c.error_code, c.error_params, c.error FROM batches b "
+        "JOIN batch_items i ON i.batch_id = b.id LEFT JOIN commands c ON c.id = i.command_id "
         f"WHERE b.group_id = :g AND b.created_at >= :start AND b.created_at < :end{where} ORDER BY b.id, i.id"),
-        f, params)
+        f, params):
+        # the reason in the reader's language: a failed command's error by its code, else the stored message
+        reason = describe(code, values, error or "") if row[6] == "failed" and code else shown(row[7])
+        yield (*row[:7], reason, *row[8:])
 
 
 def audit_rows(session: Session, f: ReportFilter) -> Iterator[tuple]:

@@ -141,7 +141,7 @@ class ModbusClient:
         except (OSError, TimeoutError) as err:
             raise DeviceTimeout(
                 f"cannot connect ({err.__class__.__name__}: {err}); check the gateway's address, port and power",
-                self.name,
+                self.name, error_code="gateway.cannot_connect",
             ) from err
         self._link = link
         if self.abortive_close:
@@ -206,7 +206,7 @@ class ModbusClient:
                     await self.close()
                 raise DeviceTimeout(
                     f"no reply within {self.timeout:.3f} s; check slave address, baud rate, wiring and power",
-                    self._where(unit),
+                    self._where(unit), params={"seconds": self.timeout},
                 ) from err
             except (ConnectionError, OSError) as err:
                 await self.close()
@@ -214,7 +214,7 @@ class ModbusClient:
                     log.warning("%s: connection lost (%s)", self.name, err)
                     self._broken_logged = True
                 raise DeviceTimeout(f"connection lost ({err.__class__.__name__}); will reconnect",
-                                    self._where(unit)) from err
+                                    self._where(unit), error_code="gateway.connection_lost") from err
             except FrameError as err:
                 if self.framing == "tcp":
                     await self.close()  # an MBAP stream out of step cannot be resynchronised

@@ -49,7 +49,7 @@ class StreamBus:
         except (OSError, TimeoutError) as err:
             raise DeviceTimeout(
                 f"cannot connect ({err.__class__.__name__}: {err}); check the gateway's address, port and power",
-                self.name,
+                self.name, error_code="gateway.cannot_connect",
             ) from err
         if self.abortive_close:
             no_linger(self._writer.transport)
@@ -94,14 +94,15 @@ class StreamBus:
                 await self.close()
                 raise DeviceTimeout(
                     f"no reply within {self.timeout:.3f} s; check slave address, baud rate, wiring and power",
-                    where,
+                    where, params={"seconds": self.timeout},
                 ) from err
             except (asyncio.IncompleteReadError, ConnectionError, OSError) as err:
                 await self.close()
                 if not self._broken_logged:
                     log.warning("%s: connection lost (%s)", self.name, err)
                     self._broken_logged = True
-                raise DeviceTimeout(f"connection lost ({err.__class__.__name__}); will reconnect", where) from err
+                raise DeviceTimeout(f"connection lost ({err.__class__.__name__}); will reconnect", where,
+                                    error_code="gateway.connection_lost") from err
             except FrameError:
                 await self.close()
                 raise

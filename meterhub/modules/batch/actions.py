@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...i18n import _l
+from ...i18n import _l, is_message
 from ...commands.models import Command
 from ...commands.service import create_command
 from ...devices.models import Device, Meter
@@ -21,6 +21,7 @@ from ...errors import MeterhubError, ValidationError
 from ...ledger.money import parse_amount
 from ...tariffs import service as tariffs
 from ...tariffs.models import RATES, Tariff
+from ...labels import label
 from ...models import utcnow
 from ..prepaid import cashier
 from ..prepaid.control import keep_power, set_desired
@@ -36,11 +37,17 @@ NEEDS = {"push_price": "set_prices", "switch_off": "switch", "switch_on": "switc
 
 @dataclass
 class Outcome:
-    """``status`` running (follow ``command``), ok or skipped, with a reason."""
+    """``status`` running (follow ``command``), ok or skipped, with a reason (a message, stored with
+    ``meterhub.i18n.stored`` and shown in the reader's language)."""
 
     status: str
-    reason: str = ""
+    reason: Any = ""
     command: Command | None = None
+
+
+def _why(err: MeterhubError) -> Any:
+    """An error's message as raised (a lazy message stays translatable)."""
+    return err.args[0] if err.args and is_message(err.args[0]) else str(err)
 
 
 def validate_params(session: Session, group_id: int, action: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -80,26 +87,29 @@ def apply(session: Session, batch: Any, meter: Meter, registry: dict[str, Any] |
     device = session.get(Device, meter.device_id)
     needed = "valve" if meter.utility == "water" and action in ("switch_off", "switch_on") else NEEDS.get(action)
     if needed and not _driver_supports(registry, device, needed):
-        return Outcome("skipped", f"driver {device.driver_key} cannot {needed}")
+        return Outcome("skipped", _l("the driver %(driver)s cannot carry out “%(command)s”", driver=device.driver_key,
+                                     command=label(needed, "command_kind")))
     if action == "set_tariff":
         tariff = session.get(Tariff, params["tariff_id"])
         if tariff.utility != meter.utility:
-            return Outcome("skipped", f"plan {tariff.name} is for {tariff.utility}, meter is {meter.utility}")
+            return Outcome("skipped", _l("the plan %(plan)s is for %(plan_utility)s, the meter is for %(utility)s",
+                                         plan=tariff.name, plan_utility=label(tariff.utility, "utility"),
+                                         utility=label(meter.utility, "utility")))
         tariffs.assign(session, batch.group_id, "meter", meter.id, tariff)
-        return Outcome("ok", f"price plan {tariff.name}")
+        return Outcome("ok", _l("price plan %(plan)s", plan=tariff.name))
     if action == "push_price":
         tariff = tariffs.resolve_tariff(session, meter)
         if tariff is None:
-            return Outcome("skipped", "the meter has no price plan")
+            return Outcome("skipped", _l("the meter has no price plan"))
         try:
             version = tariffs.version_at(session, tariff.id, utcnow())
         except MeterhubError as err:
-            return Outcome("skipped", str(err))
+            return Outcome("skipped", _why(err))
         prices = [str(getattr(version, f"price_{r}")) for r in RATES]
         return _command(session, meter, "set_prices", {"prices": prices}, actor, operator_id)
     if action in ("switch_off", "switch_on"):
         if action == "switch_off" and meter.keep_power:
-            return Outcome("skipped", "keep-power is on; resume prepaid first")
+            return Outcome("skipped", _l("keep-power is on; resume prepaid first"))
         command = set_desired(session, meter, action == "switch_on", actor=actor, operator_id=operator_id,
                               source="batch", force=True)
         return Outcome("running", command=command)
@@ -128,14 +138,16 @@ def _topup(session: Session, batch: Any, meter: Meter, done_accounts: dict[int, 
                               .where(MeterState.meter_id == meter.id, MeterState.active,
                                      PrepaidAccount.status == "open")).scalar()
     if account is None:
-        return Outcome("skipped", "the meter is not on an open account")
+        return Outcome("skipped", _l("the meter is not on an open account"))
     if account.id in done_accounts:
-        return Outcome("skipped", f"account {account.number} already topped up through meter {done_accounts[account.id]}")
+        return Outcome("skipped", _l("account %(account)s is already topped up through another of its meters",
+                                     account=account.number))
     done_accounts[account.id] = meter.id
     try:
         with session.begin_nested():
             result = cashier.topup(session, batch.group_id, account.id, batch.params["amount"], batch.params["channel"],
                                    f"batch:{batch.id}:{account.id}", actor=batch.actor, operator_id=batch.operator_id)
     except MeterhubError as err:
-        return Outcome("failed", str(err))
-    return Outcome("ok", f"account {account.number} +{result.amount}, receipt {result.receipt_no}")
+        return Outcome("failed", _why(err))
+    return Outcome("ok", _l("account %(account)s +%(amount)s, receipt %(receipt)s", account=account.number,
+                            amount=result.amount, receipt=result.receipt_no))

@@ -6,6 +6,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...commands.messages import describe
 from ...commands.models import Command
 from ...devices.models import Device, Meter
 from ...tenants.models import Room
@@ -23,17 +24,26 @@ ABOUT = (("id", _l("Batch")), ("action", _l("Action")), ("status", _l("Status"))
 FAMILIES = {"action": "batch_action", "status": "batch_status"}
 
 
+def _reason(status: str, reason: str, state: str | None, code: str | None, params: dict | None, error: str) -> str:
+    """Why a meter failed, in the current language: its command's error by code (stored as text before)."""
+    if status == "failed" and code:
+        return f"{label(state, 'command_state')}: {describe(code, params, error)}"
+    return shown(reason)
+
+
 def results_rows(session: Session, batch_id: int) -> list[tuple]:
     """One row per meter, in meter order: the meter as people know it (serial or room), result and command
-    state as labels in the current language."""
+    state as labels, the reason of a failure, all in the current language."""
     rows = session.execute(
         select(BatchItem.meter_id, Device.serial, Meter.channel, Room.number, BatchItem.status, BatchItem.reason,
-               BatchItem.command_id, Command.state, BatchItem.attempts)
+               BatchItem.command_id, Command.state, BatchItem.attempts, Command.error_code, Command.error_params,
+               Command.error)
         .join(Meter, Meter.id == BatchItem.meter_id).join(Device, Device.id == Meter.device_id)
         .outerjoin(Room, Room.id == Meter.room_id).outerjoin(Command, Command.id == BatchItem.command_id)
         .where(BatchItem.batch_id == batch_id).order_by(BatchItem.meter_id)).all()
     keys = labels_of(session, session.get(Batch, batch_id).group_id, "meter", [row[0] for row in rows])
-    return [(keys.get(row[0], row[1]), row[1], row[2], row[3], str(label(row[4], "batch_result")), shown(row[5]),
+    return [(keys.get(row[0], row[1]), row[1], row[2], row[3], str(label(row[4], "batch_result")),
+             _reason(row[4], row[5], row[7], row[9], row[10], row[11] or ""),
              row[6], str(label(row[7], "command_state")) if row[7] else "", row[8]) for row in rows]
 
 

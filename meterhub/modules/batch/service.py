@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ...i18n import _l
+from ...i18n import _l, stored
 from ...commands.models import FINAL_STATES, Command
 from ...db import service_session
 from ...devices.models import Meter
@@ -83,8 +83,8 @@ def _run_items(session: Session, batch: Batch, items: list[BatchItem]) -> list[i
     command_ids = []
     for item in items:
         outcome = actions.apply(session, batch, meters[item.meter_id], registry, done_accounts)
-        item.status, item.reason, item.attempts, item.updated_at = outcome.status, outcome.reason, item.attempts + 1, \
-            utcnow()
+        item.status, item.reason, item.attempts, item.updated_at = outcome.status, stored(outcome.reason), \
+            item.attempts + 1, utcnow()
         if outcome.command is not None:
             item.command_id = outcome.command.id
             outcome.command.enqueued_at = utcnow()
@@ -157,7 +157,7 @@ def cancel_batch(session: Session, batch: Batch, *, actor: str, operator_id: int
                               {"status": "state"})
     batch.status, batch.finished_at = "cancelled", utcnow()
     session.execute(update(BatchItem).where(BatchItem.batch_id == batch.id)
-                    .values(status="skipped", reason="batch cancelled", updated_at=utcnow()))
+                    .values(status="skipped", reason=stored(_l("batch cancelled")), updated_at=utcnow()))
     audit.record(session, batch.group_id, "batch.cancel", actor=actor, operator_id=operator_id, object_type="batch",
                  object_id=batch.id, detail={})
 
