@@ -78,7 +78,10 @@ def _schemas() -> dict[str, Any]:
                                                                     "resume_prepaid", "read_now"]}}),
         "Command": _obj({"id": ID, "meter_id": ID, "kind": {"type": "string"}, "params": {"type": "object"},
                          "state": {"type": "string"}, "source": {"type": "string"}, "created_at": TS,
-                         "error": {"type": "string"}}),
+                         "error": {"type": "string", "description": "why it failed, in English"},
+                         "error_code": {"type": "string", "nullable": True,
+                                        "description": "why it failed, as a stable code (e.g. device.no_reply, "
+                                                       "modbus.illegal_data_address)"}}),
         "Alarm": _obj({"id": ID, "property_id": ID, "kind": {"type": "string"}, "state": {"type": "string"},
                        "subject": {"type": "string"}, "meter_id": {**ID, "nullable": True},
                        "account_id": {**ID, "nullable": True}, "occurrences": {"type": "integer"},

@@ -52,7 +52,8 @@ def transfer(t: Any) -> dict[str, Any]:
 
 def command(c: Any) -> dict[str, Any]:
     return {"id": c.id, "meter_id": c.meter_id, "kind": c.kind, "params": c.params, "state": c.state,
-            "source": c.source, "created_at": ts(getattr(c, "created_at", None)), "error": c.error or ""}
+            "source": c.source, "created_at": ts(getattr(c, "created_at", None)), "error": c.error or "",
+            "error_code": getattr(c, "error_code", None)}  # meterhub.commands.messages.MESSAGES
 
 
 def alarm(a: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ FAMILIES = {"action": "batch_action", "status": "batch_status"}
 def _reason(status: str, reason: str, state: str | None, code: str | None, params: dict | None, error: str) -> str:
     """Why a meter failed, in the current language: its command's error by code (stored as text before)."""
     if status == "failed" and code:
-        return f"{label(state, 'command_state')}: {describe(code, params, error)}"
+        return str(_l("%(state)s: %(error)s", state=label(state, "command_state"), error=describe(code, params, error)))
     return shown(reason)
 
 
