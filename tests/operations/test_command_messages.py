@@ -275,9 +275,27 @@ def test_batch_export_gives_the_reason_in_the_readers_language(site):
         reasons = {row[5] for row in results_rows(s, batch_id)}
     with site.app.app_context(), service_session() as s, force_locale("en"):
         english_reasons = {row[5] for row in results_rows(s, batch_id)}
-    assert len(reasons) == 1 and reasons.pop().startswith("失败：仪表拒绝：非法数据地址")
-    assert english_reasons == {"Failed: device refused: illegal data address (the register is not in this device's "
+    assert len(reasons) == 1 and reasons.pop().startswith("仪表拒绝：非法数据地址")
+    assert english_reasons == {"device refused: illegal data address (the register is not in this device's "
                                "map; check the model or variant)"}
+
+
+def test_an_expired_or_cancelled_command_says_so_before_why(site):
+    from meterhub.modules.batch.export import results_rows
+
+    _quiet(site)
+    with site.app.app_context(), service_session() as s:
+        batch = create_batch(s, site.group_id, site.property_id, "read_now", {}, {"meter_ids": site.meters[:1]},
+                             actor="amy")
+        start_batch(s, batch)
+        command = s.get(Command, s.execute(select(BatchItem.command_id).where(BatchItem.batch_id == batch.id))
+                        .scalar_one())
+        command.expires_at = utcnow() - timedelta(seconds=1)
+        expire_overdue(s)
+        sync_batch(s, batch)
+        batch_id = batch.id
+    with site.app.app_context(), service_session() as s, force_locale("zh_CN"):
+        assert [row[5] for row in results_rows(s, batch_id)] == ["已过期：表计确认之前已超过有效期"]
 
 
 def test_account_command_history_shows_every_error_in_chinese(site, client, operator):

@@ -25,8 +25,11 @@ FAMILIES = {"action": "batch_action", "status": "batch_status"}
 
 
 def _reason(status: str, reason: str, state: str | None, code: str | None, params: dict | None, error: str) -> str:
-    """Why a meter failed, in the current language: its command's error by code (stored as text before)."""
+    """Why a meter failed, in the current language: its command's error by code (stored as text before); an
+    expired or cancelled command says so first (the result column already says failed)."""
     if status == "failed" and code:
+        if state == "failed":
+            return describe(code, params, error)
         return str(_l("%(state)s: %(error)s", state=label(state, "command_state"), error=describe(code, params, error)))
     return shown(reason)
 
