@@ -20,11 +20,14 @@ class PermissionDenied(MeterhubError):
 
 
 class ValidationError(MeterhubError):
-    """Input from outside (form, API, file) is invalid; ``errors`` maps fields to messages."""
+    """Input from outside (form, API, file) is invalid; ``errors`` maps fields to codes (what the API answers),
+    ``messages`` maps fields to what to tell a person beside that field when one error names several fields."""
 
-    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+    def __init__(self, message: object, errors: dict[str, str] | None = None,
+                 messages: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or {}
+        self.messages = messages or {}
 
 
 class RateLimited(MeterhubError):

@@ -92,6 +92,9 @@ def register_web(app: Flask) -> None:
     from . import links
 
     links.register(app)  # may_open / page_url / link_to: links only to pages the viewer may open
+    from . import forms
+
+    forms.register(app)  # choices / options_of: a select's options for the ui.field macro
 
     @app.before_request
     def _reset_group() -> None:

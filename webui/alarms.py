@@ -21,6 +21,7 @@ from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
 
+from .forms import refused
 from .names import prefetch
 from .util import local_path, permission_required, record
 
@@ -125,19 +126,28 @@ def notifier_edit(notifier_id: int):
     notifier = notifiers().get(config.notifier)
     if notifier is None:
         abort(404)
+    errors = None
     if request.method == "POST":
         try:
             _apply_form(config, notifier)
         except ValidationError as err:
             db.session.rollback()
-            flash(str(err), "error")
+            fields = ("name", "enabled", "recipients", *NOTIFIER_RULES, *notifier.settings_fields,
+                      *notifier.secret_fields, *(f"template_{k}" for k in KINDS))
+            errors = refused(err, fields)  # the form again as typed, the problem beside its field
+        else:
+            record("notifier.update", config, {"notifier": config.notifier, "settings": config.settings})
+            db.session.commit()
+            flash(_("Saved."), "ok")
             return redirect(url_for("alarms.notifier_edit", notifier_id=notifier_id))
-        record("notifier.update", config, {"notifier": config.notifier, "settings": config.settings})
-        db.session.commit()
-        flash(_("Saved."), "ok")
-        return redirect(url_for("alarms.notifier_edit", notifier_id=notifier_id))
-    return render_template("alarms/notifier.html", config=config, notifier=notifier, kinds=KINDS,
-                           secrets=secret_store.masked(config.secrets, notifier.secret_fields))
+    page = render_template("alarms/notifier.html", config=config, notifier=notifier, kinds=KINDS,
+                           secrets=secret_store.masked(config.secrets, notifier.secret_fields), errors=errors or {},
+                           form=request.form if errors is not None else {})
+    return (page, 400) if errors is not None else page
+
+
+#: The notifier form's sending rules besides its channel's own settings.
+NOTIFIER_RULES = ("throttle_minutes", "max_per_hour", "quiet_start", "quiet_end")
 
 
 def _apply_form(config: NotifierConfig, notifier: Any) -> None:
@@ -155,12 +165,13 @@ def _apply_form(config: NotifierConfig, notifier: Any) -> None:
         value = form.get(name, "")
         if value:
             if not value.isdecimal() or not low <= int(value) <= high:
-                raise ValidationError(f"{name} must be a whole number from {low} to {high}", {name: "invalid"})
+                raise ValidationError(_("Enter a whole number from %(low)d to %(high)d.", low=low, high=high),
+                                      {name: "invalid"})
             setattr(config, name, int(value))
     for name in ("quiet_start", "quiet_end"):
         value = form.get(name, "").strip()
         if value and (len(value) != 5 or value[2] != ":" or not (value[:2] + value[3:]).isdecimal()):
-            raise ValidationError(f"{name} must look like 22:00", {name: "invalid"})
+            raise ValidationError(_("Enter a time of day such as 22:00."), {name: "invalid"})
         setattr(config, name, value or None)
     if config.id is None:
         db.session.add(config)

@@ -17,6 +17,7 @@ from meterhub.tenants.models import Building, Floor, Property, Room
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
 from meterhub.timeseries.policies import failing_policies
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("console", __name__)
@@ -202,7 +203,7 @@ def room_detail(room_id: int):
     if request.method == "POST":
         return _edit_room(room)
     meters = db.session.execute(select(Meter).where(Meter.room_id == room.id).order_by(Meter.id)).scalars().all()
-    return render_template("console/room.html", room=room, meters=meters)
+    return render_template("console/room.html", room=room, meters=meters, errors={}, form={})
 
 
 @permission_required("property.manage")
@@ -225,8 +226,9 @@ def _edit_room(room: Room):
         room.kind = form.get("kind") if form.get("kind") in ("shop", "residence", "dorm", "office", "public") else room.kind
     except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("console.room_detail", room_id=room.id))
+        errors = refused(err, ("name", "area_m2", "kind"))  # the form again as typed, the problem beside its field
+        meters = db.session.execute(select(Meter).where(Meter.room_id == room.id).order_by(Meter.id)).scalars().all()
+        return render_template("console/room.html", room=room, meters=meters, errors=errors, form=form), 400
     record("room.update", room, {"before": before, "after": {"name": room.name, "area_m2": str(room.area_m2), "kind": room.kind}})
     db.session.commit()
     flash(_("Saved."), "ok")

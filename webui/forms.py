@@ -1,11 +1,88 @@
-"""Form errors shown beside their fields (the ``ui.field`` macro's ``errors``)."""
+"""Form errors shown beside their fields (the ``ui.field`` and picker macros' ``errors``).
+
+A view that re-renders a refused form::
+
+    except MeterhubError as err:
+        errors = refused(err, FIELDS)   # {field: message} beside the fields; the rest is flashed at the top
+        return render_template(..., errors=errors, form=request.form), 400
+"""
 
 from __future__ import annotations
 
-from meterhub.errors import MeterhubError
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import Flask, flash
+from flask_babel import lazy_gettext as _l
+
+from meterhub.i18n import is_message
+from meterhub.labels import label
+
+#: What to say beside a field when the error's message is plain English text of a parser shared with the API
+#: (``parse_amount``, ``check_topup``): by the code in the error's field map. Other plain messages are shown as
+#: they are.
+CODE_MESSAGES = {
+    "not a number": _l("Enter a number, e.g. 12.50."),
+    "float": _l("Enter a number, e.g. 12.50."),
+    "not finite": _l("Enter a number, e.g. 12.50."),
+    "max 2 decimals": _l("At most 2 decimals (fen)."),
+    "must be > 0": _l("Enter an amount greater than 0."),
+    "too large": _l("This amount is too large."),
+    "above the group's maximum": _l("Above the group's largest single top-up: split it, or ask a group admin to "
+                                    "raise the limit in Settings."),
+}
 
 
-def field_errors(err: MeterhubError) -> dict[str, str]:
-    """``{field: message}`` for each form field a ``ValidationError`` names (its ``errors``); {} for other errors,
-    which the page shows as a flash instead."""
-    return {name: str(err) for name in (getattr(err, "errors", None) or {})}
+def _message(err: Exception, field: str, code: str) -> str:
+    own = (getattr(err, "messages", None) or {}).get(field)
+    if own is not None:
+        return str(own)
+    if err.args and is_message(err.args[0]):
+        return str(err)
+    return str(CODE_MESSAGES.get(code, err))
+
+
+def field_errors(err: Exception, fields: Iterable[str] | None = None,
+                 aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{field: message}`` for each form field a ``ValidationError`` names (its ``errors``), translated; only the
+    ``fields`` of the form when given. ``aliases`` maps a service's field name to the form's (``tariff`` →
+    ``tariff_id``). {} for other errors, which the page shows at the top instead."""
+    wanted = set(fields) if fields is not None else None
+    found: dict[str, str] = {}
+    for name, code in (getattr(err, "errors", None) or {}).items():
+        field = (aliases or {}).get(name, name)
+        if wanted is None or field in wanted:
+            found.setdefault(field, _message(err, name, str(code)))
+    return found
+
+
+def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The messages of ``err`` beside the form's ``fields``; what belongs to no field of the form is flashed (at
+    the top of the page)."""
+    errors = field_errors(err, fields, aliases)
+    named = getattr(err, "errors", None) or {}
+    own = getattr(err, "messages", None) or {}
+    left = [name for name in named if (aliases or {}).get(name, name) not in errors]
+    if not errors:
+        flash(str(err), "error")
+    elif left and own:
+        for name in left:
+            flash(str(own.get(name, err)), "error")
+    elif left:
+        flash(str(err), "error")
+    return errors
+
+
+def choices(values: Iterable[str], family: str | None = None) -> list[tuple[str, str]]:
+    """``(value, its label)`` pairs for a select of ``ui.field``: ``choices(modes, 'post_mode')``."""
+    return [(v, label(v, family) if family else v) for v in values]
+
+
+def options_of(objects: Iterable[Any], text: str = "name") -> list[tuple[Any, Any]]:
+    """``(id, name)`` pairs of ``objects`` for a select of ``ui.field``: ``options_of(properties)``."""
+    return [(o.id, getattr(o, text)) for o in objects]
+
+
+def register(app: Flask) -> None:
+    app.add_template_global(choices, "choices")
+    app.add_template_global(options_of, "options_of")

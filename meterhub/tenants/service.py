@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import ValidationError
+from ..i18n import _l
 from ..models import utcnow
 from .auth import hash_password
 from .models import Building, Floor, Group, Operator, OperatorProperty, Property, Room
@@ -35,11 +36,14 @@ def parse_area(value: str | Decimal | None) -> Decimal:
     try:
         area = Decimal(str(value).strip()).quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError) as err:
-        raise ValidationError(f"Area '{value}' is not a number of m².", {"area_m2": "not a number"}) from err
+        raise ValidationError(_l("Area “%(value)s” is not a number of m²; enter e.g. 35.5.", value=value),
+                              {"area_m2": "not a number"}) from err
     if not area.is_finite():  # NaN and Infinity parse, then refuse every comparison
-        raise ValidationError(f"Area '{value}' is not a number of m².", {"area_m2": "not a number"})
+        raise ValidationError(_l("Area “%(value)s” is not a number of m²; enter e.g. 35.5.", value=value),
+                              {"area_m2": "not a number"})
     if area < 0 or area > Decimal("99999999"):
-        raise ValidationError(f"Area {area} m² is out of range.", {"area_m2": "out of range"})
+        raise ValidationError(_l("Area %(area)s m² is out of range: enter 0 to 99999999.", area=area),
+                              {"area_m2": "out of range"})
     return area
 
 

@@ -167,3 +167,61 @@ def test_the_portal_on_a_phone_uses_the_same_design_system(browser, live_server,
             page.click("header button:has-text('English')")  # the language switch in the portal's header
             page.wait_for_selector("html[lang=en]")
     context.close()
+
+
+@pytest.mark.slow
+def test_the_apportioning_preview_scrolls_inside_its_card_on_a_phone(browser, live_server, app, group):
+    """The preview's table (account, customer, amount, why) is wider than a phone: it scrolls sideways inside its
+    card, the page itself does not."""
+    rule_id = group.operations["rule_id"]  # a rule with readings over January 2026
+    admin = group.operator("group_admin", all_properties=True)
+    for locale, code in (("zh-CN", "zh"), ("en-US", "en")):
+        context = _context(browser, PHONE, locale)
+        page = context.new_page()
+        sign_in(page, live_server, admin[0], admin[1])
+        page.goto(f"{live_server}/apportion/rules/{rule_id}?start=2026-01-01&end=2026-02-01")
+        table = page.locator("table", has=page.locator("td.text-end")).first
+        assert table.is_visible(), "the preview has its table of shares"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        _shot(page, f"phone-{code}-apportion-preview")
+        assert width <= PHONE["width"], f"the preview page scrolls sideways on a phone ({width} px)"
+        box = table.evaluate("t => { const w = t.closest('.table-responsive'); "
+                             "return w ? [w.clientWidth, w.scrollWidth, getComputedStyle(w).overflowX] : null; }")
+        assert box and box[2] == "auto", f"the table is not in a scrolling box: {box}"
+        assert box[1] > box[0], f"the table fits the phone, so this test shows nothing: {box}"
+        assert box[0] <= PHONE["width"], f"the table's box is wider than the phone: {box}"
+        context.close()
+
+
+@pytest.mark.slow
+def test_a_refused_form_says_what_to_fix_beside_the_field_and_puts_the_cursor_there(browser, live_server, app,
+                                                                                        group):
+    """Billing item and room, desktop, Chinese: the message stands under the bad field, what was typed stays, and
+    the cursor is in that field (screenshots for a person to look at)."""
+    site = open_site(app, group)
+    admin = group.operator("group_admin", all_properties=True)
+    context = _context(browser, DESKTOP, "zh-CN")
+    page = context.new_page()
+    sign_in(page, live_server, admin[0], admin[1])
+    page.goto(f"{live_server}/billing-items/")
+    form = page.locator("form[action$='/billing-items/new']")
+    form.locator("input[name=name]").fill("物业费")
+    form.locator("select[name=property_id]").select_option(str(group.property_id))
+    form.locator("input[name=rate]").fill("十二元")
+    form.locator("input[name=start_date]").fill("2026-01-01")
+    form.locator("textarea[name=accounts]").fill(site.account_number)
+    form.locator("button.btn-primary").click()
+    page.wait_for_selector("#f-rate-error")
+    assert page.evaluate("document.activeElement.name") == "rate"
+    assert page.locator("#f-rate-error").is_visible() and "单价" in page.locator("#f-rate-error").inner_text()
+    assert page.locator("input[name=rate]").input_value() == "十二元"
+    assert page.locator("textarea[name=accounts]").input_value() == site.account_number
+    _shot(page, "desktop-zh-billing-item-refused")
+    page.goto(f"{live_server}/rooms/{group.room_id}")
+    page.locator("input[name=area_m2]").fill("很大")
+    page.locator("input[name=area_m2]").press("Enter")
+    page.wait_for_selector("#f-area_m2-error")
+    assert page.evaluate("document.activeElement.name") == "area_m2"
+    assert "面积" in page.locator("#f-area_m2-error").inner_text()
+    _shot(page, "desktop-zh-room-refused")
+    context.close()

@@ -1,5 +1,6 @@
-/* meterhub console: the confirmation dialog of dangerous actions (forms with data-confirm, see _ui.html) and
-   toasts. Works without this file: the server then answers such a POST with its confirmation page. */
+/* meterhub console: the confirmation dialog of dangerous actions (forms with data-confirm, see _ui.html),
+   toasts, and the cursor in a refused form's first bad field. Works without this file: the server then answers
+   such a POST with its confirmation page. */
 (function () {
   "use strict";
 
@@ -87,6 +88,12 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    // a form the server refused: the cursor goes to its first field marked invalid (its message is beside it)
+    const bad = document.querySelector("form [aria-invalid=true]");
+    if (bad) {
+      bad.focus({ preventScroll: true });
+      bad.scrollIntoView({ block: "center" });
+    }
     if (!window.bootstrap) return;
     document.querySelectorAll(".toast").forEach(function (t) {
       window.bootstrap.Toast.getOrCreateInstance(t, { autohide: !t.classList.contains("text-bg-danger"), delay: 8000 });

@@ -33,10 +33,12 @@ def create_rule(session: Session, group_id: int, property_id: int, *, name: str,
                 post_mode: str = "deduct", actor: str, operator_id: int | None = None) -> ApportionRule:
     """A new rule; every meter and account must belong to ``property_id`` of the group."""
     errors: dict[str, str] = {}
-    problems = joined()  # what to fix, in the reader's language
+    messages: dict[str, object] = {}  # what to fix beside each field, in the reader's language
+    problems = joined()  # the same, all in one message
 
     def refuse(field: str, code: str, message: object) -> None:
         errors[field] = code
+        messages.setdefault(field, message)
         problems.append(message)
 
     if not name.strip():
@@ -64,7 +66,7 @@ def create_rule(session: Session, group_id: int, property_id: int, *, name: str,
         refuse("remainder_account", "invalid", _l("The remainder account must be one of the member accounts."))
     if errors:
         raise ValidationError(joined(_l("The apportioning rule cannot be saved:"), problems, sep=" "),
-                              errors)
+                              errors, messages)
     rule = ApportionRule(group_id=group_id, property_id=property_id, name=name.strip(), parent_meter_id=parent_meter_id,
                          subtract_sub_meters=subtract_sub_meters, method=method, tariff_id=tariff_id,
                          post_mode=post_mode, remainder_account_id=remainder_account_id)

@@ -17,6 +17,7 @@ from meterhub.tenants.models import Property
 from meterhub.i18n import _l
 from meterhub.tenants import lookup
 from meterhub.tenants.scoping import get_or_404, property_ids, requested, restrict
+from webui.forms import refused
 from webui.util import permission_required, record
 
 from ..prepaid.models import PrepaidAccount
@@ -26,8 +27,10 @@ from .rules import create_rule
 from .statement import compute, month_bounds, period_bounds
 
 bp = Blueprint("apportion", __name__, url_prefix="/apportion")
-
-
+#: The new-rule form's fields (an error naming one is shown beside it); the service's names → the form's.
+FIELDS = ("name", "property_id", "parent_meter", "sub_meters", "method", "tariff_id", "members", "remainder_account",
+          "post_mode")
+ALIASES = {"meters": "parent_meter", "tariff": "tariff_id", "ratio": "members"}
 
 
 def _period(rule: ApportionRule) -> tuple:
@@ -45,13 +48,13 @@ def _period(rule: ApportionRule) -> tuple:
 
 @bp.route("/")
 @permission_required("money.view")
-def rules():
+def rules(errors: dict[str, str] | None = None):
     rows = db.session.execute(restrict(select(ApportionRule).order_by(ApportionRule.id), ApportionRule)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
     tariffs = db.session.execute(restrict(select(Tariff).order_by(Tariff.name), Tariff)).scalars().all()
     parents = lookup.labels_of(db.session, current_user.group_id, "meter", [r.parent_meter_id for r in rows])
     return render_template("apportion/rules.html", rules=rows, properties=props, tariffs=tariffs, methods=METHODS,
-                           parents=parents, form=request.form)
+                           parents=parents, form=request.form, errors=errors or {})
 
 
 def _member_key(raw: str) -> tuple[str, str]:
@@ -85,35 +88,41 @@ def _account(key: str, prop: Property) -> lookup.Found:
 
 def rule_form(prop: Property) -> dict:
     """The rule the form describes, every meter and account resolved from the keys people typed or picked, in the
-    operator's scope and the rule's property; every key that names nothing is listed in one message."""
+    operator's scope and the rule's property; every key that names nothing is refused beside its field."""
     scope = property_ids(current_user)
-    problems: list[str] = []
+    errors: dict[str, str] = {}
+    messages: dict[str, list[str]] = {}
 
-    def meter(key: str) -> int | None:
+    def refuse(field: str, err: ValidationError | str) -> None:
+        errors.setdefault(field, "unknown")
+        messages.setdefault(field, []).append(str(err))
+
+    def meter(field: str, key: str) -> int | None:
         try:
             return lookup.resolve(db.session, current_user.group_id, "meter", key, property_ids=scope,
                                   property_id=prop.id).id
         except ValidationError as err:
-            problems.append(str(err))
+            refuse(field, err)
             return None
 
-    def account(key: str) -> int | None:
+    def account(field: str, key: str) -> int | None:
         try:
             return _account(key, prop).id
         except ValidationError as err:
-            problems.append(str(err))
+            refuse(field, err)
             return None
 
-    parent = meter(request.form.get("parent_meter", ""))
-    subs = [meter(k) for k in lookup.split_keys(request.form.get("sub_meters", ""))]
-    members = [(account(k), r) for k, r in (_member_key(line) for line in request.form.get("members", "").splitlines()
-                                            if line.strip())]
-    remainder = account(request.form["remainder_account"]) if request.form.get("remainder_account", "").strip() \
-        else None
-    if not members and not problems:
-        problems.append(_("Add at least one member account."))
-    if problems:
-        raise ValidationError(" ".join(problems), {"keys": "unknown"})
+    parent = meter("parent_meter", request.form.get("parent_meter", ""))
+    subs = [meter("sub_meters", k) for k in lookup.split_keys(request.form.get("sub_meters", ""))]
+    members = [(account("members", k), r) for k, r in (_member_key(line) for line in
+                                                       request.form.get("members", "").splitlines() if line.strip())]
+    remainder = account("remainder_account", request.form["remainder_account"]) \
+        if request.form.get("remainder_account", "").strip() else None
+    if not members and "members" not in errors:
+        refuse("members", _("Add at least one member account."))
+    if errors:
+        text = {field: " ".join(found) for field, found in messages.items()}
+        raise ValidationError(" ".join(text.values()), errors, text)
     return {"parent_meter_id": parent, "sub_meter_ids": subs, "members": members, "remainder_account_id": remainder}
 
 
@@ -124,7 +133,8 @@ def create():
     tariff = requested(Tariff, "tariff_id", "tariff.manage")
     try:
         if tariff.property_id not in (None, prop.id):
-            raise ValidationError(_("The price plan %(plan)s belongs to another property.", plan=tariff.name))
+            raise ValidationError(_("The price plan %(plan)s belongs to another property.", plan=tariff.name),
+                                  {"tariff_id": "property"})
         rule = create_rule(db.session, current_user.group_id, prop.id, name=request.form.get("name", ""),
                            method=request.form.get("method", ""), tariff_id=tariff.id,
                            subtract_sub_meters=request.form.get("subtract") == "1",
@@ -132,8 +142,7 @@ def create():
                            operator_id=current_user.id, **rule_form(prop))
     except (MeterhubError, ValueError) as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return rules(), 400  # the form again, with what was typed
+        return rules(refused(err, FIELDS, ALIASES)), 400  # the form again as typed, each problem beside its field
     db.session.commit()
     return redirect(url_for("apportion.rule", rule_id=rule.id))
 

@@ -18,10 +18,11 @@ from meterhub.tenants import lookup
 from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, requested, restrict
 from webui.confirm import confirmation_page, confirmed
 from webui.format import when
+from webui.forms import refused
 from webui.labels import label
 from webui.util import permission_required
 
-from .actions import ACTIONS
+from .actions import ACTIONS, validate_params
 from .export import results_rows, results_xlsx
 from .models import Batch
 from .selection import keys_from_excel, select_meters
@@ -30,8 +31,10 @@ from .service import cancel_batch, create_batch, progress, retry_failed, start_b
 bp = Blueprint("batch", __name__, url_prefix="/batch")
 #: Actions that also need a money or tariff permission on top of ``batch.run``.
 EXTRA_PERMISSION = {"topup": "money.topup", "set_tariff": "tariff.manage", "push_price": "tariff.manage"}
-
-
+#: The new-batch form's fields: an error naming one is shown beside it (an empty selection, which several fields
+#: make, stays at the top).
+FIELDS = ("property_id", "building", "floor", "status", "meters", "action", "tariff_id", "alarm1", "alarm2",
+          "overdraft", "limit_kw", "amount", "at")
 
 
 def _enqueue(command_ids: list[int]) -> None:
@@ -84,11 +87,12 @@ def _confirm_run(prop: Property, action: str, criteria: dict, at: datetime | Non
 
 @bp.route("/")
 @permission_required("batch.run")
-def index():
+def index(errors: dict[str, str] | None = None):
     batches = db.session.execute(restrict(select(Batch).order_by(Batch.id.desc()).limit(200), Batch)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
     tariffs = db.session.execute(restrict(select(Tariff).order_by(Tariff.name), Tariff)).scalars().all()
-    return render_template("batch/index.html", batches=batches, properties=props, actions=ACTIONS, tariffs=tariffs)
+    return render_template("batch/index.html", batches=batches, properties=props, actions=ACTIONS, tariffs=tariffs,
+                           errors=errors or {}, form=request.form if errors is not None else {})
 
 
 @bp.route("/new", methods=["POST"])
@@ -109,7 +113,8 @@ def create():
             try:
                 at = datetime.fromisoformat(request.form["at"]).replace(tzinfo=ZoneInfo(prop.timezone))
             except ValueError as err:
-                raise ValidationError("the time must be YYYY-MM-DDTHH:MM", {"at": "time"}) from err
+                raise ValidationError(_("Enter a date and time as YYYY-MM-DD HH:MM."), {"at": "time"}) from err
+        validate_params(db.session, current_user.group_id, action, params)  # a bad value is refused before asking
         criteria = _criteria(request.form, prop)
         page = _confirm_run(prop, action, criteria, at)
         if page is not None:
@@ -119,8 +124,7 @@ def create():
         command_ids = start_batch(db.session, batch) if at is None else []
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return index(), 400  # the form again (an unknown or out-of-scope building, floor, plan ...)
+        return index(refused(err, FIELDS)), 400  # the form again as typed, each problem beside its field
     db.session.commit()
     _enqueue(command_ids)
     what = label(batch.action, "batch_action")

@@ -44,10 +44,12 @@ def create_item(session: Session, group_id: int, property_id: int, *, name: str,
                 account_ids: Sequence[int], actor: str, operator_id: int | None = None) -> BillingItem:
     """A new billing item for accounts of one property."""
     errors: dict[str, str] = {}
-    problems = joined()  # what to fix, in the reader's language
+    messages: dict[str, object] = {}  # what to fix beside each field, in the reader's language
+    problems = joined()  # the same, all in one message
 
     def refuse(field: str, code: str, message: object) -> None:
         errors[field] = code
+        messages.setdefault(field, message)
         problems.append(message)
 
     try:
@@ -73,7 +75,7 @@ def create_item(session: Session, group_id: int, property_id: int, *, name: str,
     if not account_ids or found != set(account_ids):
         refuse("accounts", "invalid", _l("Add one or more accounts of this property."))
     if errors:
-        raise ValidationError(joined(_l("The billing item cannot be saved:"), problems, sep=" "), errors)
+        raise ValidationError(joined(_l("The billing item cannot be saved:"), problems, sep=" "), errors, messages)
     item = BillingItem(group_id=group_id, property_id=property_id, name=name.strip(), category=category, basis=basis,
                        rate=value, recurrence=recurrence, day=int(day), anchor_month=int(anchor_month),
                        start_date=start_date, end_date=end_date, mode=mode, may_trip=may_trip)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -12,6 +13,7 @@ from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.models import Property
 from meterhub.tenants.scoping import get_or_404, requested, restrict
+from webui.forms import refused
 from webui.lookup import picked_all
 from webui.util import permission_required
 
@@ -20,8 +22,10 @@ from .models import BASES, CATEGORIES, MODES, RECURRENCES, BillingCharge, Billin
 from .service import charge_now, create_item
 
 bp = Blueprint("billing_items", __name__, url_prefix="/billing-items")
-
-
+#: The new-item form's fields (an error naming one is shown beside it); the service's names → the form's.
+FIELDS = ("name", "property_id", "category", "rate", "basis", "recurrence", "day", "anchor_month", "start_date",
+          "end_date", "mode", "accounts")
+ALIASES = {"account": "accounts"}
 
 
 def _date(name: str, required: bool = True) -> date | None:
@@ -31,16 +35,17 @@ def _date(name: str, required: bool = True) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError as err:
-        raise ValidationError(f"{name} must be a date YYYY-MM-DD", {name: "date"}) from err
+        raise ValidationError(_("Enter a date as YYYY-MM-DD."), {name: "date"}) from err
 
 
 @bp.route("/")
 @permission_required("money.view")
-def index():
+def index(errors: dict[str, str] | None = None):
     items = db.session.execute(restrict(select(BillingItem).order_by(BillingItem.id), BillingItem)).scalars().all()
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
     return render_template("billing_items/index.html", items=items, properties=props, categories=CATEGORIES,
-                           bases=BASES, recurrences=RECURRENCES, modes=MODES)
+                           bases=BASES, recurrences=RECURRENCES, modes=MODES, errors=errors or {},
+                           form=request.form if errors is not None else {})
 
 
 @bp.route("/new", methods=["POST"])
@@ -61,8 +66,7 @@ def create():
                            operator_id=current_user.id)
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return index(), 400  # the form again, saying what to fix (an unknown or out-of-scope account ...)
+        return index(refused(err, FIELDS, ALIASES)), 400  # the form again as typed, each problem beside its field
     db.session.commit()
     return redirect(url_for("billing_items.item", item_id=item.id))
 
@@ -81,8 +85,6 @@ def item(item_id: int):
 @permission_required("account.manage")
 def charge(item_id: int):
     """Charge what fell due up to today now, and say what was done."""
-    from flask_babel import gettext as _
-
     from meterhub.ledger import run_money_transaction
     from meterhub.modules.prepaid.promptly import request_hand_over
 

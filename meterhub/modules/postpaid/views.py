@@ -14,6 +14,7 @@ from sqlalchemy import select
 from meterhub.errors import MeterhubError, ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, requested, restrict
+from webui.forms import refused
 from webui.lookup import picked
 from webui.util import permission_required
 
@@ -23,8 +24,9 @@ from .documents import bill_pdf, unpaid_xlsx
 from .models import BILL_STATUSES, Bill, BillLine, BillPayment
 
 bp = Blueprint("postpaid", __name__, url_prefix="/bills")
-
-
+#: The bill run form's fields (an error naming one is shown beside it); the service's names → the form's.
+RUN_FIELDS = ("property_id", "building_id", "month")
+RUN_ALIASES = {"property": "property_id", "building": "building_id"}
 
 
 def _done(bill_id: int | None, err: MeterhubError | None = None):  # noqa: ANN202
@@ -38,7 +40,7 @@ def _done(bill_id: int | None, err: MeterhubError | None = None):  # noqa: ANN20
 
 @bp.route("/")
 @permission_required("money.view")
-def bills():
+def bills(errors: dict[str, str] | None = None):
     stmt = select(Bill).order_by(Bill.id.desc()).limit(500)
     if request.args.get("status") in BILL_STATUSES:
         stmt = stmt.where(Bill.status == request.args["status"])
@@ -48,7 +50,7 @@ def bills():
     props = db.session.execute(restrict(select(Property).order_by(Property.name), Property)).scalars().all()
     buildings = db.session.execute(restrict(select(Building).order_by(Building.name), Building)).scalars().all()
     return render_template("postpaid/bills.html", bills=rows, statuses=BILL_STATUSES, properties=props,
-                           buildings=buildings)
+                           buildings=buildings, errors=errors or {}, form=request.form if errors is not None else {})
 
 
 @bp.route("/unpaid.xlsx")
@@ -163,7 +165,8 @@ def run():
                          confirm=request.form.get("confirm") == "1", actor=current_user.username,
                          operator_id=current_user.id)
     except MeterhubError as err:
-        return _done(None, err)
+        db.session.rollback()
+        return bills(refused(err, RUN_FIELDS, RUN_ALIASES)), 400  # the form again as typed, the problem beside it
     if preview:
         db.session.rollback()
         return render_template("postpaid/run_preview.html", lines=lines, prop=prop, building=building,
