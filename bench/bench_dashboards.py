@@ -241,6 +241,9 @@ def main() -> None:
             ids = seed(admin_url, args.rooms, args.meters_per_room, args.history_days)
             jobs = time_jobs()
         settle(admin_url)
+        from meterhub.web_cli import freeze_startup_objects
+
+        freeze_startup_objects()  # as ``meterhub web`` does once started
         client = app.test_client()
         floor = time_page(app.test_client(), "/login", 'name="csrf_token"', args.runs)
         _login(client, ids["username"], "bench password 42")

@@ -102,7 +102,7 @@ def load(sessions: list[requests.Session], url: str, must: str, seconds: float,
             "req_s": round(len(times) / took, 1)}
 
 
-def prepare(admin_url: str, rooms: int) -> dict[str, Any]:
+def prepare(admin_url: str, rooms: int, meters_per_room: int = 2) -> dict[str, Any]:
     """Seed (as bench_dashboards), then a portal user for the first account and an API token for the admin."""
     from sqlalchemy import select
 
@@ -113,7 +113,7 @@ def prepare(admin_url: str, rooms: int) -> dict[str, Any]:
     from meterhub.portal import service as portal
     from meterhub.tenants.models import Operator
 
-    ids = seed(admin_url, rooms, 2, 7)
+    ids = seed(admin_url, rooms, meters_per_room, 7)
     ids["jobs"] = time_jobs()  # what the periodic jobs keep: per-property usage, days-left forecasts
     with service_session() as s:
         account = s.execute(select(PrepaidAccount).where(PrepaidAccount.group_id == ids["group_id"],

@@ -8,15 +8,18 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import BadRequest
 
 from meterhub.db import use_group
 from meterhub.extensions import db, login_manager
 from meterhub.request_input import data_error_message
-from meterhub.tenants.models import Operator
+from meterhub.tenants.models import Group, Operator
 from meterhub.tenants.permissions import ROLE_LABELS
-from meterhub.tenants.scoping import has_permission, visible_properties
+from meterhub.tenants.scoping import has_permission
+
+from . import layout_memo
 
 
 def _load_operator(user_id: str) -> Operator | None:
@@ -26,7 +29,11 @@ def _load_operator(user_id: str) -> Operator | None:
     except ValueError:
         return None
     use_group(group_id)
-    operator = db.session.get(Operator, operator_id)
+    # the group comes in the same statement: every console request reads it (modules, time zone), and it stays
+    # in the session once loaded (tenants.models._pin)
+    row = db.session.execute(select(Operator, Group).join(Group, Group.id == Operator.group_id)
+                             .where(Operator.id == operator_id)).first()
+    operator = row[0] if row else None
     if operator is None or not operator.active or operator.session_version != version:
         use_group(None)
         return None
@@ -65,6 +72,7 @@ def register_web(app: Flask) -> None:
 
     babel.init_app(app, locale_selector=i18n.select_locale, timezone_selector=i18n.select_timezone,
                    default_translation_directories=str(Path(__file__).resolve().parent / "translations"))
+    i18n.install_template_gettext(app)
     login_manager.user_loader(_load_operator)
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
@@ -92,6 +100,7 @@ def register_web(app: Flask) -> None:
     from . import links
 
     links.register(app)  # may_open / page_url / link_to: links only to pages the viewer may open
+    layout_memo.register(app)  # the menu and the property switcher, kept a short while per operator
     from . import forms
 
     forms.register(app)  # choices / options_of: a select's options for the ui.field macro
@@ -120,14 +129,15 @@ def register_web(app: Flask) -> None:
 
         def properties() -> list:
             if "visible_properties" not in g:
-                g.visible_properties = visible_properties() if current_user.is_authenticated else []
+                g.visible_properties = layout_memo.properties(current_user) if current_user.is_authenticated else []
             return g.visible_properties
 
         def nav_menu() -> list:
             if not current_user.is_authenticated:
                 return []
             if "nav_menu" not in g:
-                g.nav_menu = menu_items(current_user)
+                g.nav_menu = layout_memo.menu(current_user, _disabled(current_user), str(get_locale()),
+                                              lambda: menu_items(current_user))
             return g.nav_menu
 
         def nav_sections() -> list:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app, has_request_context, request, session
+from typing import Any
+
+from flask import Flask, current_app, g, has_app_context, has_request_context, request, session
+from flask_babel import get_locale, get_translations
 from flask_login import current_user
 
 
@@ -27,3 +30,29 @@ def select_timezone() -> str:
     from .format import display_zone
 
     return display_zone()
+
+
+def _translations() -> Any:  # noqa: ANN401
+    """The catalogue of the current locale, looked up once per request (and again only when ``force_locale``
+    changes the locale): flask_babel looks it up for every string, a page's template asks a few hundred times."""
+    if not has_app_context():
+        return get_translations()
+    # the locale flask_babel chose for this context (``force_locale`` replaces it), read without its lookups
+    locale = getattr(g.get("_flask_babel"), "babel_locale", None)
+    kept = g.get("_translations")
+    if locale is not None and kept is not None and kept[0] is locale:
+        return kept[1]
+    translations = get_translations()
+    g._translations = (get_locale(), translations)
+    return translations
+
+
+def install_template_gettext(app: Flask) -> None:
+    """Templates' ``_()``/``ngettext``/``pgettext`` through :func:`_translations` (after ``babel.init_app``)."""
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _translations().ugettext(s),
+        ngettext=lambda s, p, n: _translations().ungettext(s, p, n),
+        pgettext=lambda c, s: _translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )

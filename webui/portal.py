@@ -167,10 +167,10 @@ def home():
 @bp.route("/a/<number>")
 @access.portal_login_required
 def account(number: str):
-    acc, role = access.account_for(number)
+    acc, role, figures = access.account_page_for(number)
     from meterhub.portal.history import history
 
-    return render_template("portal/account.html", s=dashboard.summary(db.session, acc), role=role,
+    return render_template("portal/account.html", s=dashboard.summary(db.session, acc, figures=figures), role=role,
                            amounts=AMOUNTS, channels=orders.enabled_channels(db.session),
                            history=history(db.session, acc))
 

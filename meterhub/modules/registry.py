@@ -27,15 +27,21 @@ def available_modules() -> dict[str, ModuleInfo]:
     return modules
 
 
-def module_enabled(group: Group, key: str) -> bool:
+def _defaults() -> dict[str, bool]:
+    """Each installed module's key and whether it is on by default (names left untranslated: every request asks)."""
+    return {item["key"]: bool(item.get("default_enabled", True))
+            for batch in get_plugin_manager().hook.register_modules() for item in batch or []}
+
+
+def module_enabled(group: Group, key: str, defaults: dict[str, bool] | None = None) -> bool:
     """Whether ``group`` uses module ``key`` (its own choice, else the module's default)."""
     choice = (group.modules or {}).get(key)
     if choice is not None:
         return bool(choice)
-    info = available_modules().get(key)
-    return bool(info and info.default_enabled)
+    return (_defaults() if defaults is None else defaults).get(key, False)
 
 
 def disabled_modules(group: Group) -> set[str]:
     """Keys of the installed modules this group has switched off."""
-    return {key for key in available_modules() if not module_enabled(group, key)}
+    defaults = _defaults()
+    return {key for key in defaults if not module_enabled(group, key, defaults)}

@@ -50,13 +50,14 @@ def account_meters(session: Session, account: PrepaidAccount) -> list[Meter]:
                                 .order_by(Meter.id)).scalars())
 
 
-def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Summary:
-    """The account page's data (``full`` False: balance, status and meters only, for the room pay page)."""
+def summary(session: Session, account: PrepaidAccount, full: bool = True, figures: Any = None) -> Summary:
+    """The account page's data (``full`` False: balance, status and meters only, for the room pay page).
+    ``figures``: the balance and stored forecast when read with the account (prepaid ``account_page.Figures``)."""
     meters = account_meters(session, account)
     room = session.get(Room, account.room_id, options=[joinedload(Room.floor).joinedload(Floor.building)]) \
         if account.room_id else None  # the page names it by building and number: one query, not three
-    result = Summary(account, room,
-                     balance_of(session, account.wallet_account_id), status_of(account), meters)
+    balance = figures.balance if figures is not None else balance_of(session, account.wallet_account_id)
+    result = Summary(account, room, balance, status_of(account), meters)
     if not full:
         return result
     meter_ids = [m.id for m in meters] or [-1]
@@ -79,7 +80,8 @@ def summary(session: Session, account: PrepaidAccount, full: bool = True) -> Sum
     if account.status == "open":
         from ..modules.prepaid.forecast_store import current
 
-        result.days_left = current(session, account.id, result.balance, account.overdraft_limit)
+        result.days_left = current(session, account.id, result.balance, account.overdraft_limit) if figures is None \
+            else current(session, account.id, result.balance, account.overdraft_limit, stored=figures.forecast)
     return result
 
 
@@ -124,13 +126,17 @@ def usage_totals(session: Session, account: PrepaidAccount, meters: list[Meter] 
     now = (now or datetime.now(tz)).astimezone(tz)
     meters = account_meters(session, account) if meters is None else meters
     unit = "m³" if meters and all(m.utility == "water" for m in meters) else "kWh"
+    column = "water_m3" if unit == "m³" else "energy_kwh"
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     today, month = Decimal(0), Decimal(0)
-    for row in ts_query.usage(session, [m.id for m in meters], month_start, now + timedelta(days=1), "day"):
-        value = (row.water_m3 if unit == "m³" else row.energy_kwh) or Decimal(0)
-        month += value
-        if row.bucket.astimezone(tz).date() == now.date():
-            today += value
+    # the series' bucket starts are Unix seconds: their local day is known here, without asking the database
+    for series in ts_query.usage_series(session, [m.id for m in meters], month_start, now + timedelta(days=1), "day",
+                                        columns=(column,)):
+        for epoch, value in zip(series.buckets, series.values[column]):
+            value = value or Decimal(0)
+            month += value
+            if datetime.fromtimestamp(epoch, tz).date() == now.date():
+                today += value
     return {"today": today, "month": month, "unit": unit}
 
 

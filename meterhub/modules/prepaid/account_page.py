@@ -7,15 +7,42 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from ...devices.models import Device, Meter
+from ...ledger.models import LedgerBalance
+from ...ledger.post import ZERO
 from ...names import SubjectName, subject_names
-from .models import PrepaidAccount
+from ...tenants.models import Property
+from .models import PrepaidAccount, PrepaidForecast
 
 #: capabilities that mean the platform can switch the meter (electricity relay, water valve)
 SWITCHES = ("relay", "valve")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """An account's balance and stored days-left forecast, read with the account (:func:`with_figures`)."""
+
+    balance: Decimal
+    forecast: PrepaidForecast | None
+
+
+def with_figures(stmt: Select) -> Select:
+    """``stmt``, a select of a :class:`PrepaidAccount` (and whatever else), plus the account's property (it stays in
+    the session: the page's time zone), balance and stored forecast: lookups the account and portal pages made one
+    statement each. Read a row's last two columns with :func:`figures_of`."""
+    return (stmt.add_columns(Property, LedgerBalance.balance, PrepaidForecast)
+            .join(Property, Property.id == PrepaidAccount.property_id)
+            .outerjoin(LedgerBalance, LedgerBalance.account_id == PrepaidAccount.wallet_account_id)
+            .outerjoin(PrepaidForecast, PrepaidForecast.account_id == PrepaidAccount.id))
+
+
+def figures_of(row: Any) -> Figures:  # noqa: ANN401
+    """The figures of a row of :func:`with_figures` (a balance of an account without entries is 0, as
+    ``ledger.post.balance_of`` says)."""
+    return Figures(row[-2] if row[-2] is not None else ZERO, row[-1])
 
 
 @dataclass(frozen=True)
@@ -26,12 +53,15 @@ class MeterSwitch:
     state: str  # on | off | unknown | none
 
 
-def meter_switches(session: Session, meters: list[Meter]) -> dict[int, MeterSwitch]:
-    """Per meter: whether its device has a relay (or valve) the platform can switch, and where it stands."""
+def meter_switches(session: Session, meters: list[Meter],
+                   devices: dict[int, Device] | None = None) -> dict[int, MeterSwitch]:
+    """Per meter: whether its device has a relay (or valve) the platform can switch, and where it stands
+    (``devices`` by id when the caller read them with the meters)."""
     from ...plugins import driver_registry
 
-    devices = {d.id: d for d in session.execute(select(Device).where(
-        Device.id.in_([m.device_id for m in meters] or [-1]))).scalars()}
+    if devices is None:
+        devices = {d.id: d for d in session.execute(select(Device).where(
+            Device.id.in_([m.device_id for m in meters] or [-1]))).scalars()}
     try:
         drivers = driver_registry()
     except Exception:  # noqa: BLE001 - no plugins in this process: nothing is known to switch
@@ -58,14 +88,16 @@ def open_alarms(session: Session, acc: PrepaidAccount, meter_ids: list[int]) -> 
         .order_by(Alarm.raised_at.desc()).limit(20)).scalars())
 
 
-def context(session: Session, acc: PrepaidAccount, meters: list[Meter], balance: Decimal) -> dict[str, Any]:
+def context(session: Session, acc: PrepaidAccount, meters: list[Meter], figures: Figures,
+            devices: dict[int, Device] | None = None) -> dict[str, Any]:
     """Template values of the account page (``name``, ``switches``, ``alarms``, ``usage``, ``days``,
     ``meter_names``)."""
     from ...portal.dashboard import usage_totals
     from .forecast_store import current
 
     name: SubjectName | None = subject_names(session, acc.group_id, [("account", acc.id)]).get(("account", acc.id))
-    days = current(session, acc.id, balance, acc.overdraft_limit) if acc.status == "open" else None
-    return {"name": name, "switches": meter_switches(session, meters), "alarms": open_alarms(session, acc,
+    days = current(session, acc.id, figures.balance, acc.overdraft_limit, stored=figures.forecast) \
+        if acc.status == "open" else None
+    return {"name": name, "switches": meter_switches(session, meters, devices), "alarms": open_alarms(session, acc,
             [m.id for m in meters]), "usage": usage_totals(session, acc, meters), "days": days,
             "meter_names": {m.id: m.name or f"#{m.channel}" for m in meters}}

@@ -216,11 +216,17 @@ class DaysLeft:
         return None if self.days is None else int(self.days)
 
 
+_READ = object()  # ``current``'s ``stored`` not given: read it
+
+
 def current(session: Session, account_id: int, balance: Decimal, overdraft_limit: Decimal,
-            now: datetime | None = None) -> DaysLeft:
-    """Days left of one account now: from its stored forecast when fresh, else projected on the spot."""
+            now: datetime | None = None, *, stored: PrepaidForecast | None | object = _READ) -> DaysLeft:
+    """Days left of one account now: from its stored forecast when fresh, else projected on the spot. ``stored``:
+    the account's stored forecast (None: it has none) when the caller read it already."""
     now = now or utcnow()
-    stored = session.get(PrepaidForecast, account_id)
+    if stored is _READ:
+        stored = session.get(PrepaidForecast, account_id)
+    assert stored is None or isinstance(stored, PrepaidForecast)
     if stored is None or now - stored.computed_at > STALE:
         result = compute(session, [account_id], now).get(account_id)
         if result is None:

@@ -46,9 +46,23 @@ def _account(account_id: int) -> PrepaidAccount:
 @bp.route("/accounts/<int:account_id>")
 @permission_required("money.view")
 def account(account_id: int):
-    acc = _account(account_id)
-    meters = db.session.execute(select(Meter, MeterState).join(MeterState, MeterState.meter_id == Meter.id)
-                                .where(MeterState.account_id == acc.id)).all()
+    from ...commands.outlook import outlook
+    from ...devices.models import Device
+    from ...tenants.scoping import ID_MAX
+    from .account_page import context, figures_of, with_figures
+
+    if not 0 < account_id <= ID_MAX:
+        abort(404)
+    row = db.session.execute(restrict(with_figures(select(PrepaidAccount).where(PrepaidAccount.id == account_id)),
+                                      PrepaidAccount, None, "money.view")).first()
+    if row is None:
+        abort(404)
+    acc, figures = row[0], figures_of(row)
+    rows = db.session.execute(select(Meter, MeterState, Device).join(MeterState, MeterState.meter_id == Meter.id)
+                              .outerjoin(Device, Device.id == Meter.device_id)
+                              .where(MeterState.account_id == acc.id)).all()
+    meters = [(m, st) for m, st, _ in rows]
+    devices = {d.id: d for _, _, d in rows if d is not None}
     charges = db.session.execute(select(Charge).where(Charge.account_id == acc.id,  # intervals that used something
                                                       or_(Charge.usage != 0, Charge.amount != 0))
                                  .order_by(Charge.interval_end.desc()).limit(50)).scalars().all()
@@ -56,14 +70,9 @@ def account(account_id: int):
                                    .order_by(Transfer.id.desc()).limit(50)).scalars().all()
     commands = db.session.execute(select(Command).where(Command.meter_id.in_([m.id for m, _ in meters] or [-1]))
                                   .order_by(Command.id.desc()).limit(30)).scalars().all()
-    from ...commands.outlook import outlook
-
-    from .account_page import context
-
-    balance = balance_of(db.session, acc.wallet_account_id)
     return render_template("prepaid/account.html", acc=acc, meters=meters, charges=charges, transfers=transfers,
-                           commands=commands, balance=balance, levels=LEVELS,
-                           **context(db.session, acc, [m for m, _ in meters], balance),
+                           commands=commands, balance=figures.balance, levels=LEVELS,
+                           **context(db.session, acc, [m for m, _ in meters], figures, devices),
                            key=uuid.uuid4().hex, notes=outlook(db.session, commands))
 
 
