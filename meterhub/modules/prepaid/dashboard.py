@@ -152,15 +152,11 @@ WITH x AS MATERIALIZED (  -- each candidate's exact days left, computed once (a 
   LEFT JOIN ledger_balances b ON b.account_id = a.wallet_account_id
   WHERE f.status = 'ok' AND f.computed_at > now() - interval '2 days' AND f.days_left <= CAST(:within AS numeric) + 3
     AND {ESTIMATE_SQL} <= CAST(:within AS numeric) + 1 AND {_scoped('f.property_id')}
-), soon AS (
-  SELECT x.*, count(*) OVER (PARTITION BY x.property_id) AS in_property,
-         row_number() OVER (ORDER BY x.days, x.account_id) AS place,
-         row_number() OVER (PARTITION BY x.property_id ORDER BY x.days, x.account_id) AS place_in_property
-  FROM x WHERE x.days <= :within
-)
-SELECT s.*, r.number AS room_number FROM soon s LEFT JOIN rooms r ON r.id = s.room_id
-WHERE s.place <= :listed OR s.place_in_property = 1
-ORDER BY s.place
+), soon AS MATERIALIZED (SELECT * FROM x WHERE x.days <= :within)
+SELECT s.*, r.number AS room_number, NULL::bigint AS in_property  -- the soonest, with their rooms
+FROM (SELECT * FROM soon ORDER BY soon.days, soon.account_id LIMIT :listed) s LEFT JOIN rooms r ON r.id = s.room_id
+UNION ALL
+SELECT NULL, property_id, NULL, NULL, NULL, NULL, NULL, count(*) FROM soon GROUP BY property_id  -- how many each
 """
 
 
@@ -171,7 +167,8 @@ def running_out(session: Session, property_ids: list[int] | None, within_days: i
     estimate is within a day of it (index on the estimate); one statement, which names only the rooms it lists."""
     rows = session.execute(text(RUNNING_OUT_SQL), {"props": _ids(property_ids), "within": within_days,
                                                    "listed": listed}).all()
-    return {row.property_id: row.in_property for row in rows}, [row for row in rows if row.place <= listed]
+    listed_rows = sorted((row for row in rows if row.account_id is not None), key=lambda r: (r.days, r.account_id))
+    return {row.property_id: row.in_property for row in rows if row.account_id is None}, listed_rows
 
 
 def _lists(session: Session, params: dict) -> tuple[list, list, list]:
