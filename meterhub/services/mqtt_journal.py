@@ -3,11 +3,12 @@
 amqtt keeps sessions and the messages queued for them in memory only (its ``SessionDBPlugin`` stores no
 in-flight message and nothing of signed-in clients), so a restart lost messages it had acknowledged to the
 gateway. ``meterhub.services.mqtt_journal.JournalPlugin`` writes every QoS 1/2 reading it lets through to a
-SQLite file (committed before the next one) and delivers the journal of the last ``keep_s`` seconds to each
-client the first time in a broker run that it subscribes to a matching topic, within the topic rules: the
-previous run's messages, and this run's that came before the client's subscription existed (after a kill -9
-the ingest's persistent session is gone, and a gateway usually reconnects first). Later messages reach the
-subscription itself. Delivery is at least once: the ingest drops repeats by (gateway, sequence).
+SQLite file (committed before the next one), with the persistent sessions' subscriptions. After a restart the
+broker has forgotten those sessions; when a client that held one subscribes again to the same topic, it gets
+the journal of the last ``keep_s`` seconds, within the topic rules: the previous run's messages, and this run's
+that came before its subscription existed (after a kill -9 a gateway usually reconnects before the ingest).
+Later messages reach the subscription itself. A new subscriber gets no history, as MQTT has it. Delivery is at
+least once: the ingest drops repeats by (gateway, sequence).
 """
 
 from __future__ import annotations
@@ -58,11 +59,15 @@ class JournalPlugin(BasePlugin[BaseContext]):
                         "topic TEXT NOT NULL, data BLOB NOT NULL, qos INTEGER NOT NULL)")
         cutoff = time.time() - self.config.keep_s
         self.db.execute("DELETE FROM journal WHERE at < ?", (cutoff,))
-        self.replayed_to: set[tuple[str, str]] = set()
+        self.db.execute("CREATE TABLE IF NOT EXISTS subscribers (client_id TEXT NOT NULL, topic TEXT NOT NULL, "
+                        "PRIMARY KEY (client_id, topic))")
+        # the persistent sessions' subscriptions of the previous runs: the ones owed the journal this run
+        self.owed: set[tuple[str, str]] = set(self.db.execute("SELECT client_id, topic FROM subscribers"))
         self._trimmed = time.monotonic()
         kept = self.db.execute("SELECT count(*) FROM journal").fetchone()[0]
-        if kept:
-            log.info("mqtt journal: %d message(s) of the previous run to deliver again", kept)
+        if kept and self.owed:
+            log.info("mqtt journal: %d message(s) of the previous run to deliver again to %d subscription(s)",
+                     kept, len(self.owed))
 
     async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
         """A message the broker lets through: journal it when QoS 1/2."""
@@ -75,18 +80,24 @@ class JournalPlugin(BasePlugin[BaseContext]):
             self.db.execute("DELETE FROM journal WHERE at < ?", (time.time() - self.config.keep_s,))
 
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
-        """Deliver the journal's messages of ``topic`` to this client, once per topic and broker run.
+        """Remember a persistent session's subscription; deliver the journal to one the previous run held.
 
-        The subscription exists when this runs, and a message is journaled before it is routed: every message
-        is either in the rows read here or routed to the subscription (or both: at least once)."""
-        if (client_id, topic) in self.replayed_to:
+        The subscription exists when this runs, and a message's journal write is scheduled before it is routed:
+        every message is either in the rows read here or routed to the subscription (or both: at least once)."""
+        session = self.context.get_session(client_id)  # type: ignore[attr-defined]
+        if session is None:
+            return
+        if session.clean_session:  # a clean session is owed nothing after a restart
+            self.db.execute("DELETE FROM subscribers WHERE client_id = ?", (client_id,))
+            return
+        self.db.execute("INSERT OR IGNORE INTO subscribers (client_id, topic) VALUES (?, ?)", (client_id, topic))
+        if (client_id, topic) not in self.owed:
             return
         broker = self.context._broker_instance  # type: ignore[attr-defined]
-        session = self.context.get_session(client_id)  # type: ignore[attr-defined]
-        handler = broker._get_handler(session) if session is not None else None
+        handler = broker._get_handler(session)
         if handler is None:
             return
-        self.replayed_to.add((client_id, topic))
+        self.owed.discard((client_id, topic))
         rows = self.db.execute("SELECT topic, data, qos FROM journal WHERE at >= ? ORDER BY id",
                                (time.time() - self.config.keep_s,)).fetchall()
         sent = 0
@@ -99,6 +110,10 @@ class JournalPlugin(BasePlugin[BaseContext]):
             sent += 1
         if sent:
             log.info("mqtt journal: %d message(s) delivered again to %s", sent, client_id)
+
+    async def on_broker_client_unsubscribed(self, *, client_id: str, topic: str) -> None:
+        """An unsubscribed topic is owed nothing after a restart."""
+        self.db.execute("DELETE FROM subscribers WHERE client_id = ? AND topic = ?", (client_id, topic))
 
     async def on_broker_post_shutdown(self) -> None:
         self.db.close()
