@@ -205,6 +205,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "night": lazy_pgettext("value", "Night of"),
         "command_id": lazy_pgettext("value", "Command"),
         "reason": lazy_pgettext("value", "Reason"),
+        "amount": lazy_pgettext("value", "Amount not on the meter"),
     },
     "alarm_action": {
         "raised": lazy_pgettext("value", "Raised"),
@@ -217,6 +218,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "retrying": lazy_pgettext("value", "Retrying"),
         "sent": lazy_pgettext("value", "Sent"),
         "failed": lazy_pgettext("value", "Failed"),
+        "throttled": lazy_pgettext("value", "Throttled"),
     },
     # money
     "utility": {

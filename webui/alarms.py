@@ -17,6 +17,7 @@ from meterhub.alarms.kinds import KINDS, STATES
 from meterhub.alarms.models import Alarm, AlarmEvent, NotificationLog, NotifierConfig
 from meterhub.alarms.notes import level_name
 from meterhub.alarms.registry import notifiers
+from meterhub.alarms.texts import details, value_text
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.tenants.scoping import get_or_404, has_permission, restrict
@@ -27,6 +28,22 @@ from .util import local_path, permission_required, record
 
 bp = Blueprint("alarms", __name__, url_prefix="/alarms")
 bp.add_app_template_global(level_name, "alarm_level_name")  # a balance level as "Alarm level 1" (一级报警)
+bp.add_app_template_global(value_text, "alarm_value")  # a detail value in words of the reader's language
+
+
+@bp.app_template_global("alarm_detail_rows")
+def detail_rows(alarm: Alarm) -> list[tuple[str, Any]]:
+    """The rows of an alarm's detail (key, value), without the codes kept for machines."""
+    return list(details(alarm.kind, alarm.detail).items())
+
+
+@bp.app_template_global("notifier_label")
+def notifier_label(key: str) -> Any:
+    """A notifier's name in the reader's language (an uninstalled one by its key)."""
+    notifier = notifiers().get(key)
+    return notifier.label if notifier is not None else key
+
+
 VIEW_PERMISSIONS = ("device.view", "money.view")
 
 

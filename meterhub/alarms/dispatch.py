@@ -28,6 +28,8 @@ from ..tenants.models import Group
 from . import secrets as secret_store
 from .kinds import KINDS
 from .models import Alarm, NotificationLog, NotifierConfig
+from .notes import MONEY_KEYS, money_text
+from .texts import details, reason_message, value_text
 from .notifiers import Message
 from ..names import name_of, parse_subject_key, subject_names
 from .registry import notifiers
@@ -48,30 +50,48 @@ class _Blank(dict):
 def render(session: Session, config: NotifierConfig, alarm: Alarm, group: Group) -> Message:
     """Title and text of the message for ``alarm`` (template per kind from the config, else the default)."""
     kind = KINDS[alarm.kind]
-    values = _Blank({k: v for k, v in (alarm.detail or {}).items()})
+    # each detail value as a message or text (words made in the reader's language: texts.value_text)
+    words = {k: _word(k, v, alarm.detail, group) for k, v in details(alarm.kind, alarm.detail).items()}
     meter, account = ("meter", alarm.meter_id), ("account", alarm.account_id)
     subject = parse_subject_key(alarm.subject_key)
     names = subject_names(session, alarm.group_id, [meter, account, subject])  # property · building · room · ...
-    values.update(group=group.name, kind=str(kind.label), subject=name_of(names, subject),
-                  meter=name_of(names, meter) if alarm.meter_id else "?",
-                  account=name_of(names, account) if alarm.account_id else "?")
+    words.update(group=group.name, kind=kind.label, subject=name_of(names, subject),
+                 meter=name_of(names, meter) if alarm.meter_id else "?",
+                 account=name_of(names, account) if alarm.account_id else "?")
+    values = _Blank({k: str(v) for k, v in words.items()})
     custom = (config.settings.get("templates") or {}).get(alarm.kind)
     template = custom or str(kind.sms_template)
     try:
         body = Formatter().vformat(template, (), values)
     except (ValueError, IndexError, AttributeError):
-        body = kind.sms_template.format_map(values)
-    title = f"[{group.name}] {kind.label}: {values['account'] if kind.subject == 'account' else values['meter']}"
+        body = str(kind.sms_template).format_map(values)
+    who = {"account": values["account"], "meter": values["meter"]}.get(kind.subject, values["subject"])
+    title = f"[{group.name}] {kind.label}: {who}"
     payload = {"id": alarm.id, "group_id": alarm.group_id, "property_id": alarm.property_id, "kind": alarm.kind,
                "state": alarm.state, "subject": alarm.subject_key, "subject_name": values["subject"],
                "meter_id": alarm.meter_id,
                "account_id": alarm.account_id, "detail": alarm.detail, "raised_at": alarm.raised_at.isoformat()}
-    who = values["account"] if kind.subject == "account" else values["meter"]
-    plain = {**values, "kind": kind.label}
     # kept as messages too, so that the portal shows them in the tenant's language (a custom template stays as typed)
     stored_title = stored(filled(_l("[{group}] {kind}: {who}"), group=group.name, kind=kind.label, who=who), 200)
-    stored_body = "" if custom else stored(filled(kind.sms_template, **plain))
+    stored_body = "" if custom else stored(filled(kind.sms_template, **words))
     return Message(title, body, payload, alarm.account_id, alarm.id, stored_title, stored_body)
+
+
+def _word(key: str, value: Any, detail: dict[str, Any] | None, group: Group) -> Any:
+    """A detail value for a message: money as ¥, times in the group's zone to the minute, words as messages."""
+    if value is not None and key in MONEY_KEYS:
+        return money_text(value)
+    if value is not None and (key == "since" or key.endswith("_at")):
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+        if moment.utcoffset() is not None:
+            moment = moment.astimezone(ZoneInfo(group.timezone or "Asia/Shanghai"))
+        return f"{moment:%Y-%m-%d %H:%M}"
+    if key == "reason":
+        return reason_message(detail)
+    return value_text(key, value, detail)
 
 
 def in_quiet_hours(config: NotifierConfig, now: datetime, tz: ZoneInfo) -> datetime | None:
@@ -88,8 +108,9 @@ def in_quiet_hours(config: NotifierConfig, now: datetime, tz: ZoneInfo) -> datet
     return datetime.combine(end_day, end, tz).astimezone(ZoneInfo("UTC"))
 
 
-def throttled(session: Session, config: NotifierConfig, recipient: str, alarm: Alarm, now: datetime) -> str:
-    """Why this message must not go (empty when it may): same alarm subject too soon, or too many per hour."""
+def throttled(session: Session, config: NotifierConfig, recipient: str, alarm: Alarm, now: datetime) -> Any:
+    """Why this message must not go, as a message (empty when it may): same alarm subject too soon, or too many
+    per hour."""
     base = select(func.count()).select_from(NotificationLog).where(
         NotificationLog.config_id == config.id, NotificationLog.recipient == recipient,
         NotificationLog.status.in_(LIVE))
@@ -97,10 +118,10 @@ def throttled(session: Session, config: NotifierConfig, recipient: str, alarm: A
         NotificationLog.kind == alarm.kind, NotificationLog.subject_key == alarm.subject_key,
         NotificationLog.created_at > now - timedelta(minutes=config.throttle_minutes))).scalar()
     if recent:
-        return f"same alarm sent less than {config.throttle_minutes} min ago"
+        return _l("same alarm sent less than %(minutes)s min ago", minutes=config.throttle_minutes)
     hourly = session.execute(base.where(NotificationLog.created_at > now - timedelta(hours=1))).scalar()
     if hourly >= config.max_per_hour:
-        return f"{config.max_per_hour} messages in the last hour"
+        return _l("%(count)s messages in the last hour", count=config.max_per_hour)
     return ""
 
 
@@ -131,7 +152,7 @@ def plan(session: Session, alarm: Alarm, now: datetime) -> list[int]:
             reason = throttled(session, config, recipient, alarm, now)
             quiet_end = None if reason else in_quiet_hours(config, now, tz)
             if reason:
-                row.status, row.error = "throttled", reason
+                row.status, row.error = "throttled", stored(reason)
             elif quiet_end is not None:
                 row.status, row.send_after = "held", quiet_end
             elif notifier.local:
@@ -257,16 +278,16 @@ def _attempt(log_id: int, last: Any) -> tuple[str, Exception | None]:
             return (row.status if row else "missing"), None
         config = session.get(NotifierConfig, row.config_id) if row.config_id else None
         if config is None:
-            row.status, row.error = "failed", "notifier configuration was deleted"
+            row.status, row.error = "failed", stored(_l("its notifier configuration was deleted"))
             return row.status, None
         row.attempts += 1
         message = Message(row.title, row.body, _payload(session, row), None, row.alarm_id)
-        settings, stored, owner = dict(config.settings), dict(config.secrets), f"{config.group_id}:{config.id}"
+        settings, sealed, owner = dict(config.settings), dict(config.secrets), f"{config.group_id}:{config.id}"
         notifier, recipient = notifiers().get(row.notifier), row.recipient
     try:
         if notifier is None:
             raise LookupError(f"notifier {row.notifier!r} is not installed")
-        notifier.send(message, recipient, settings, secret_store.reveal(stored, owner))
+        notifier.send(message, recipient, settings, secret_store.reveal(sealed, owner))
     except Exception as err:  # noqa: BLE001 - returned to the caller, which raises it or queues a retry
         status = "failed" if last() else "retrying"
         _finish(log_id, status, str(err)[:2000])

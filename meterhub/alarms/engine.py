@@ -26,6 +26,7 @@ from .models import Alarm, AlarmEvent
 
 log = logging.getLogger(__name__)
 _PENDING = "meterhub_alarms_raised"
+NOTE_LIMIT = 4000  # a raised alarm's note: its detail as messages (alarm_events.note is text)
 _SUBJECT_SQL = {
     "meter": "SELECT m.property_id, s.account_id, m.device_id, d.gateway_id FROM meters m "
              "JOIN devices d ON d.id = m.device_id "
@@ -228,4 +229,4 @@ def _note(detail: dict[str, Any] | None) -> str:
     from ..i18n import stored
     from .notes import detail_note
 
-    return stored(detail_note(detail), 500)
+    return stored(detail_note(detail), NOTE_LIMIT)

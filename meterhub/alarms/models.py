@@ -51,7 +51,7 @@ class AlarmEvent(TenantMixin, db.Model):
     action: Mapped[str] = mapped_column(String(16), nullable=False)
     actor: Mapped[str] = mapped_column(String(100), nullable=False, default="system")
     operator_id: Mapped[int | None] = mapped_column(BigInteger)
-    note: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    note: Mapped[str] = mapped_column(Text, nullable=False, default="")  # typed notes are cut to 500 characters
 
 
 class NotifierConfig(TenantMixin, db.Model):

@@ -21,7 +21,7 @@ LEVELS = {
     2: lazy_pgettext("alarm level", "Alarm level 2"),
     3: lazy_pgettext("alarm level", "In arrears"),
 }
-MONEY_KEYS = {"balance"}
+MONEY_KEYS = {"balance", "amount"}
 
 
 def level_name(level: Any) -> Any:
@@ -32,7 +32,8 @@ def level_name(level: Any) -> Any:
         return str(level)
 
 
-def _money(value: Any) -> str:
+def money_text(value: Any) -> str:
+    """An amount as ¥1,234.50 (a value that is not a number as it is)."""
     try:
         amount = Decimal(str(value)).quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
@@ -51,27 +52,35 @@ def _time(value: Any) -> str:
 
 
 def _value(key: str, value: Any) -> Any:
+    from .texts import value_text
+
     if value is None:
         return "—"
+    if isinstance(value, bool) or key == "reason":
+        return value_text(key, value)
     if key == "level":
         return level_name(value)
     if key in MONEY_KEYS:
-        return _money(value)
+        return money_text(value)
     if key == "since" or key.endswith("_at"):
         return _time(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
-    return str(value)
+    return value_text(key, value)
 
 
 def detail_note(detail: dict[str, Any] | None) -> Any:
     """A raised alarm's detail as a message: each key's label and its formatted value, `` · `` between."""
     from ..labels import LABELS
 
+    from .texts import CODE_KEYS, reason_message
+
     labels = LABELS.get("alarm_detail", {})
     parts = []
     for key, value in (detail or {}).items():
-        shown = _value(key, value)
+        if key in CODE_KEYS:
+            continue
+        shown = reason_message(detail) if key == "reason" else _value(key, value)
         if key == "level":
             parts.append(shown)  # "Alarm level 1" labels itself
         else:

@@ -24,6 +24,7 @@ from ..models import utcnow
 from ..timeseries import query
 from .engine import clear_alarm, raise_alarm
 from .notes import level_name
+from .texts import details
 
 log = logging.getLogger(__name__)
 LEVEL_KINDS = {1: "low_balance_1", 2: "low_balance_2", 3: "arrears"}
@@ -121,7 +122,7 @@ def from_prepaid_events(session: Session) -> int:
     for row in rows:
         if row.kind == "mismatch" and row.meter_id is not None:
             _safe(raise_alarm, session, row.group_id, "purchase_mismatch", meter_id=row.meter_id,
-                  detail=dict(row.detail or {}), at=row.at)
+                  detail=details("purchase_mismatch", row.detail), at=row.at)
         elif row.level is not None and row.account_id is not None:
             apply_level(session, row.group_id, row.account_id, int(row.level), row.balance, row.at)
     return len(rows)

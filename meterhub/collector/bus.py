@@ -77,6 +77,9 @@ class DeviceOutcome:
     faults: int
     source: str = "poll"
     fence: Any = None  # the leases.Fence of the bus lease it was read under (None: no lease, e.g. benchmarks)
+    # why it failed as a code of meterhub.commands.messages and its parameters (shown in the reader's language)
+    error_code: str | None = None
+    error_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -306,15 +309,18 @@ class BusPoller:
         at = datetime.now(UTC)
         readings: list[ChannelReading] = []
         error: str | None = None
+        code: str | None = None
+        params: dict[str, Any] = {}
         try:
             readings = await device.driver.read(self.port, device.ref)
         except (GatewayUnreachable, LeaseExpired):
             raise
         except DeviceError as err:
-            error = str(err)
+            error, code, params = str(err), err.error_code, dict(err.params or {})
         except Exception as err:  # a driver bug must not kill the bus task
             log.exception("%s: driver %s failed on device %s", self.name, device.driver.key, device.ref.address)
             error = f"driver error: {type(err).__name__}: {err}"
+            code, params = "command.unexpected", {"detail": f"{type(err).__name__}: {err}"[:200]}
         self.alive_at = self.clock()
         if error is None:
             if self.quarantine.succeeded(device.device_id):
@@ -326,7 +332,7 @@ class BusPoller:
             (log.warning if first else log.debug)(
                 "%s: device %s failed (%s); skipped for %.0f s", self.name, device.ref.address, error, span)
         outcome = DeviceOutcome(self.spec.gateway_id, device, at, readings, error, self.port.device_faults, source,
-                                self.lease.fence if self.lease is not None else None)
+                                self.lease.fence if self.lease is not None else None, code, params)
         self.sink.device_done(outcome)
         return outcome
 
@@ -366,8 +372,7 @@ class BusPoller:
                 reading = by_channel.get(channel)
                 meters[str(meter_id)] = (
                     {"ok": True, "ts": reading.timestamp.isoformat(), "values": _jsonable(reading.values)}
-                    if reading else {"ok": False, "error": outcome.error or f"no channel {channel} in the reply",
-                                     "code": "collector.read_failed"})
+                    if reading else _read_failure(outcome, channel))
         for meter_id in wanted - {int(m) for m in meters}:
             meters[str(meter_id)] = {"ok": False, "error": f"meter is not on {self.name}", "code": "collector.wrong_bus"}
         return {"ok": all(m["ok"] for m in meters.values()), "meters": meters}
@@ -443,6 +448,16 @@ class BusPoller:
 def _resolve(job: BusJob, result: dict[str, Any]) -> None:
     if job.future is not None and not job.future.done():
         job.future.set_result(result)
+
+
+def _read_failure(outcome: DeviceOutcome, channel: int) -> dict[str, Any]:
+    """A read-now reply for a meter the read did not give: the device's error with its code and parameters, or the
+    missing channel."""
+    if outcome.error is None:
+        return {"ok": False, "error": f"no channel {channel} in the reply", "code": "device.no_channel",
+                "params": {"channel": channel}}
+    return {"ok": False, "error": outcome.error, "code": outcome.error_code or "collector.read_failed",
+            "params": outcome.error_params}
 
 
 def _decimal(key: str, value: Any) -> Any:

@@ -436,7 +436,9 @@ class DialinListener:
             words = await PassThrough(session).read_holding_registers(int(a.device.ref.address), 0x0200, 48)
             readings = a.device.driver.decode_summary(a.device.ref, words)
         except (DeviceError, ValueError) as err:
-            return {"ok": False, "meters": {str(m): {"ok": False, "error": str(err)} for m in job["meter_ids"]}}
+            code = ({"code": err.error_code, "params": err.params} if isinstance(err, DeviceError)
+                    else {"code": "device.bad_frame", "params": {}})
+            return {"ok": False, "meters": {str(m): {"ok": False, "error": str(err), **code} for m in job["meter_ids"]}}
         self.sink.device_done(DeviceOutcome(a.gateway_id, a.device, readings[0].timestamp, readings, None, 0,
                                             "readnow"))
         meters = {str(mid): {"ok": True, "ts": readings[0].timestamp.isoformat(),

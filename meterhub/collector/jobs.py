@@ -209,8 +209,9 @@ async def send_reply(client: Any, ns: str, job: dict[str, Any], gateway_id: int,
     _, results, done = reply_keys(ns, job["id"])
     pipe = client.pipeline()
     if job["kind"] == "read":
-        meters = result.get("meters") or {str(m): {"ok": False, "error": result.get("error", "failed")}
-                                          for m in job.get("meter_ids", [])}
+        failed = {"ok": False, "error": result.get("error", "failed"), "code": result.get("code") or "collector.failed",
+                  "params": result.get("params") or {}}
+        meters = result.get("meters") or {str(m): failed for m in job.get("meter_ids", [])}
         if result.get("fence"):
             meters = {k: {**v, "fence": result["fence"]} for k, v in meters.items()}
         pipe.hset(results, mapping={k: json.dumps(v) for k, v in meters.items()})

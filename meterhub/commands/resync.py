@@ -97,14 +97,15 @@ def missing_amount(session: Session, command: Command, meter_count: int | None) 
     return total + sum(seen.values(), Decimal(0))
 
 
-def raise_not_on_meter(session: Session, command: Command, reason: str, meter_count: int | None = None) -> None:
-    """Alarm: a top-up write needs a person; names the meter and the amount not yet on it."""
+def raise_not_on_meter(session: Session, command: Command, reason: Failure, meter_count: int | None = None) -> None:
+    """Alarm: a top-up write needs a person; names the meter, the amount not yet on it and why (a code of
+    :mod:`meterhub.commands.messages`, shown in the reader's language)."""
     from ..alarms.engine import raise_alarm
+    from ..alarms.texts import reason_fields
 
     detail: dict[str, Any] = {"amount": str(missing_amount(session, command, meter_count)),
-                              "meter_count": meter_count if meter_count is not None else "unknown",
-                              "our_count": int(command.params["purchase_count"]), "command_id": command.id,
-                              "reason": reason[:300]}
+                              "meter_count": meter_count, "our_count": int(command.params["purchase_count"]),
+                              "command_id": command.id, **reason_fields(reason)}
     raise_alarm(session, command.group_id, "topup_not_on_meter", meter_id=command.meter_id, detail=detail,
                 actor="worker")
 

@@ -109,12 +109,12 @@ def expire_overdue(session: Session, now: datetime | None = None) -> list[int]:
         select(Command).where(Command.state.in_(OPEN_STATES), Command.expires_at < now).with_for_update(skip_locked=True)
     ).scalars().all()
     for command in overdue:
-        transition(session, command, "expired", error=failure("command.expired", "time-to-live passed"),
-                   actor="scheduler")
+        expired = failure("command.expired", "time-to-live passed")
+        transition(session, command, "expired", error=expired, actor="scheduler")
         if command.kind == "write_topup":
             from .resync import raise_not_on_meter
 
-            raise_not_on_meter(session, command, "its time-to-live passed before it reached the meter")
+            raise_not_on_meter(session, command, expired)
     return [c.id for c in overdue]
 
 

@@ -235,10 +235,10 @@ def execute(command_id: int, *, registry: dict[str, Any] | None = None,
         if command is None or command.state != "queued":
             return command.state if command else "missing"
         if command.expires_at < utcnow():
-            transition(session, command, "expired",
-                       error=failure("command.expired_before_sending", "time-to-live passed before sending"))
+            expired = failure("command.expired_before_sending", "time-to-live passed before sending")
+            transition(session, command, "expired", error=expired)
             if command.kind == "write_topup":
-                resync.raise_not_on_meter(session, command, "its time-to-live passed before it reached the meter")
+                resync.raise_not_on_meter(session, command, expired)
             meter_id = command.meter_id
         elif _waits_for_older(session, command):
             command.enqueued_at, command.job_id = None, None  # handed over when the older one ends
@@ -378,7 +378,7 @@ def _record(target: Target, me: str, outcome: Outcome) -> str:
         else:
             transition(session, command, "failed", error=outcome.error)
             if command.kind == "write_topup":
-                resync.raise_not_on_meter(session, command, outcome.error.text, outcome.meter_count)
+                resync.raise_not_on_meter(session, command, outcome.error, outcome.meter_count)
         state = command.state
     if state == "queued":
         enqueue([target.command_id], delay=retry_in)
