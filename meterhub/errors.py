@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class MeterhubError(Exception):
     """Base of every error the platform raises on purpose."""
@@ -28,6 +31,17 @@ class ValidationError(MeterhubError):
         super().__init__(message)
         self.errors = errors or {}
         self.messages = messages or {}
+
+
+@contextmanager
+def about(field: str) -> Iterator[None]:
+    """A ``ValidationError`` raised inside that names no field is about ``field`` (a form shows it beside it)."""
+    try:
+        yield
+    except ValidationError as err:
+        if not err.errors:
+            err.errors = {field: "invalid"}
+        raise
 
 
 class RateLimited(MeterhubError):

@@ -41,7 +41,7 @@ def test_bulk_room_creation_floors_1_to_6_rooms_01_to_20(app, client, operator, 
 def test_bulk_creation_rejects_bad_ranges(app, client, operator, group):
     operator("property_manager")
     token = csrf_token(client, f"/buildings/{group.building_id}")
-    for floor_to, room_to, message in (("0", "20", "lower to a higher"), ("6", "x", "whole numbers"),
+    for floor_to, room_to, message in (("0", "20", "lower to a higher"), ("6", "x", "Enter a whole number"),
                                        ("99", "999", "too many")):
         response = client.post(f"/buildings/{group.building_id}", follow_redirects=True, data={
             "csrf_token": token, "action": "bulk_rooms", "floor_from": "1", "floor_to": floor_to,

@@ -18,6 +18,7 @@ from meterhub.tenants.permissions import ROLES
 from meterhub.tenants.models import Property
 from meterhub.tenants.scoping import get_or_404, requested_all, visible_properties
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("admin", __name__, url_prefix="/operators")
@@ -26,6 +27,10 @@ bp = Blueprint("admin", __name__, url_prefix="/operators")
 def _property_ids() -> list[int]:
     """The properties the form puts in scope, each resolved in the admin's own scope (404 otherwise)."""
     return [p.id for p in requested_all(Property, "property_ids", "operator.manage")]
+
+
+#: The new-operator form's fields whose problems are shown beside them (the password is never sent back).
+NEW_FIELDS = ("username", "name", "role")
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -39,13 +44,17 @@ def operators():
                 form.get("role", ""), form.get("name", ""), form.get("all_properties") == "1", _property_ids())
         except ValidationError as err:
             db.session.rollback()
-            flash(str(err), "error")
-        else:
-            record("operator.create", operator, {"username": operator.username, "role": operator.role,
-                                                 "properties": sorted(operator.property_ids)})
-            db.session.commit()
-            flash(_("Operator created."), "ok")
+            refused(err, NEW_FIELDS)  # the form again as typed (not the password), the problem beside its field
+            return _operators_page(), 400
+        record("operator.create", operator, {"username": operator.username, "role": operator.role,
+                                             "properties": sorted(operator.property_ids)})
+        db.session.commit()
+        flash(_("Operator created."), "ok")
         return redirect(url_for("admin.operators"))
+    return _operators_page()
+
+
+def _operators_page() -> str:
     rows = db.session.execute(select(Operator).order_by(Operator.username)).scalars().all()
     return render_template("admin/operators.html", operators=rows, roles=ROLES, properties=visible_properties())
 

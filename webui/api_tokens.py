@@ -11,17 +11,19 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from meterhub.api import tokens
-from meterhub.errors import MeterhubError
+from meterhub.errors import MeterhubError, ValidationError
+from meterhub.i18n import _l
 from meterhub.extensions import db
 from meterhub.models import utcnow
 from meterhub.tenants.models import Operator
 from meterhub.tenants.scoping import requested
 
 from .confirm import confirmation_page
-from .forms import field_errors
+from .forms import refused
 from .util import client_ip, permission_required
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
+FIELDS = ("name", "operator_id", "scopes", "expires_days")  # the new-token form's
 
 
 def _operators() -> list[Operator]:
@@ -31,27 +33,35 @@ def _operators() -> list[Operator]:
 @bp.route("/", methods=["GET", "POST"])
 @permission_required("group.manage")
 def index():
-    created, errors = None, {}
+    created, failed = None, False
     if request.method == "POST":
         form = request.form
         operator = requested(Operator, "operator_id", "group.manage", required=False) or current_user._get_current_object()
-        days = form.get("expires_days", type=int)
         try:
+            days = _expires_days(form.get("expires_days", ""))
             new = tokens.create_token(db.session, operator, form.get("name", ""), form.getlist("scopes"),
-                                      utcnow() + timedelta(days=days) if days and days > 0 else None,
+                                      utcnow() + timedelta(days=days) if days else None,
                                       actor=current_user.username, ip=client_ip())
             db.session.commit()
             created = new.secret
         except MeterhubError as err:
             db.session.rollback()
-            errors = field_errors(err)
-            if not errors:
-                flash(str(err), "error")
+            refused(err, FIELDS)  # the form again as typed, the problem beside its field
+            failed = True
     page = render_template("api_tokens/index.html", tokens=tokens.group_tokens(db.session, current_user.group_id),
                            operators=_operators(), scopes=tokens.SCOPES, created=created,
-                           names={o.id: o.username for o in _operators()}, errors=errors,
-                           form=request.form if errors else {})
-    return (page, 400) if errors else page
+                           names={o.id: o.username for o in _operators()}, form=request.form if failed else {})
+    return (page, 400) if failed else page
+
+
+def _expires_days(raw: str) -> int | None:
+    """The form's days until the token expires: empty is never; else a whole number from 1 to 3650."""
+    if not raw.strip():
+        return None
+    if not raw.strip().isdecimal() or not 1 <= int(raw) <= 3650:
+        raise ValidationError(_l("Enter a whole number from %(low)d to %(high)d.", low=1, high=3650),
+                              {"expires_days": "range"})
+    return int(raw)
 
 
 @bp.route("/<prefix>/revoke", methods=["POST"])

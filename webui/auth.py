@@ -9,11 +9,13 @@ from flask_login import current_user, login_required, login_user, logout_user
 from meterhub.db import use_group
 from meterhub.errors import RateLimited, ValidationError
 from meterhub.extensions import db
+from meterhub.i18n import _l
 from meterhub.models import utcnow
 from meterhub.redis_conn import get_redis
 from meterhub.tenants.auth import LoginThrottle, burn_time, end_sessions, hash_password, lookup, verify_password
 from meterhub.tenants.models import Operator
 
+from .forms import refused
 from .util import client_ip, local_path, record
 
 bp = Blueprint("auth", __name__)
@@ -90,29 +92,34 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+PASSWORD_FIELDS = ("current_password", "new_password", "confirm_password")
+
+
 @bp.route("/password", methods=["GET", "POST"])
 @login_required
 def change_password():
     if request.method == "POST":
         operator = current_user._get_current_object()
         new = request.form.get("new_password", "")
-        if not verify_password(operator.password_hash, request.form.get("current_password", "")):
-            flash(_("The current password is wrong."), "error")
-        elif new != request.form.get("confirm_password", ""):
-            flash(_("The new passwords do not match."), "error")
-        else:
+        try:
+            if not verify_password(operator.password_hash, request.form.get("current_password", "")):
+                raise ValidationError(_l("The current password is wrong."), {"current_password": "wrong"})
+            if new != request.form.get("confirm_password", ""):
+                raise ValidationError(_l("The new passwords do not match."), {"confirm_password": "mismatch"})
             try:
                 operator.password_hash = hash_password(new)
-            except ValidationError:
-                flash(_("Use at least 8 characters."), "error")
-            else:
-                operator.password_changed_at = utcnow()
-                end_sessions(operator)  # every other session ends; this one goes on under the new version
-                record("password.change", operator)
-                db.session.commit()
-                login_user(operator)
-                flash(_("Password changed."), "ok")
-                return redirect(url_for("console.dashboard"))
+            except ValidationError as err:
+                raise ValidationError(_l("Use at least 8 characters."), {"new_password": "short"}) from err
+        except ValidationError as err:
+            refused(err, PASSWORD_FIELDS)  # beside its field; passwords are never sent back
+            return render_template("auth/password.html"), 400
+        operator.password_changed_at = utcnow()
+        end_sessions(operator)  # every other session ends; this one goes on under the new version
+        record("password.change", operator)
+        db.session.commit()
+        login_user(operator)
+        flash(_("Password changed."), "ok")
+        return redirect(url_for("console.dashboard"))
     return render_template("auth/password.html")
 
 

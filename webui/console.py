@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from meterhub.devices.models import Device, Gateway, Meter
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.i18n import _l
 from meterhub.replica import reads
 from meterhub.request_input import page_number
 from meterhub.tenants import service
@@ -70,6 +71,10 @@ def switch_property():
 def properties():
     if request.method == "POST":
         return _create_property()
+    return _properties_page()
+
+
+def _properties_page() -> str:
     rows = db.session.execute(
         restrict(select(Property).order_by(Property.name), Property, None, "property.view")
     ).scalars().all()
@@ -87,11 +92,11 @@ def _create_property():
     try:
         prop = service.create_property(db.session, current_user.group_id, form.get("name"), form.get("code"),
                                        form.get("address", ""), form.get("timezone") or "Asia/Shanghai",
-                                       int(form.get("reading_interval_min") or 30))
-    except (ValidationError, ValueError) as err:
+                                       _interval(form.get("reading_interval_min"), 30))
+    except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("console.properties"))
+        refused(err, ("name", "code", "address", "reading_interval_min"))  # the form again, the problem beside it
+        return _properties_page(), 400
     record("property.create", prop, {"name": prop.name, "code": prop.code})
     db.session.commit()
     flash(_("Property created."), "ok")
@@ -104,6 +109,21 @@ def property_detail(property_id: int):
     prop = get_or_404(Property, property_id, "property.view")
     if request.method == "POST":
         return _edit_property(prop)
+    return _property_page(prop)
+
+
+def _interval(raw: str | None, default: int) -> int:
+    """The form's reading interval in minutes (blank: ``default``); refused beside the field unless 1 to 1440."""
+    raw = (raw or "").strip()
+    if not raw:
+        return default
+    if not raw.isdecimal() or not 1 <= int(raw) <= 1440:
+        raise ValidationError(_l("Enter a whole number from %(low)d to %(high)d.", low=1, high=1440),
+                              {"reading_interval_min": "range"})
+    return int(raw)
+
+
+def _property_page(prop: Property) -> str:
     stats = dict(db.session.execute(
         select(Room.building_id, func.count()).where(Room.property_id == prop.id).group_by(Room.building_id)
     ).all())
@@ -118,29 +138,31 @@ def _edit_property(prop: Property):
             building = service.create_building(db.session, prop, form.get("name"))
         except ValidationError as err:
             db.session.rollback()
-            flash(str(err), "error")
-        else:
-            record("building.create", building, {"name": building.name, "property_id": prop.id})
-            db.session.commit()
-            flash(_("Building created."), "ok")
+            refused(err, ("name",))  # the form again as typed, the problem beside its field
+            return _property_page(prop), 400
+        record("building.create", building, {"name": building.name, "property_id": prop.id})
+        db.session.commit()
+        flash(_("Building created."), "ok")
         return redirect(url_for("console.property_detail", property_id=prop.id))
     before = {"name": prop.name, "address": prop.address, "reading_interval_min": prop.reading_interval_min}
     try:
-        prop.name = service._required(form.get("name"), "name", "Property name")
-        prop.address = (form.get("address") or "").strip()
-        interval = int(form.get("reading_interval_min") or prop.reading_interval_min)
-        if not 1 <= interval <= 1440:
-            raise ValidationError("Reading interval must be 1 to 1440 minutes.")
-        prop.reading_interval_min = interval
-    except (ValidationError, ValueError) as err:
+        name = service._required(form.get("name"), "name", _l("Property name"))
+        interval = _interval(form.get("reading_interval_min"), prop.reading_interval_min)
+    except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("console.property_detail", property_id=prop.id))
+        refused(err, ("name", "address", "reading_interval_min"))  # the form again as typed, the problem beside it
+        return _property_page(prop), 400
+    prop.name, prop.address, prop.reading_interval_min = name, (form.get("address") or "").strip(), interval
     record("property.update", prop, {"before": before, "after": {"name": prop.name, "address": prop.address,
                                                                   "reading_interval_min": interval}})
     db.session.commit()
     flash(_("Saved."), "ok")
     return redirect(url_for("console.property_detail", property_id=prop.id))
+
+
+#: The building page's two forms (by their posted ``action``) and their fields.
+BUILDING_FIELDS = {"bulk_rooms": ("floor_from", "floor_to", "room_from", "room_to", "area_m2", "kind"),
+                   "add_room": ("level", "number", "name", "area_m2")}
 
 
 @bp.route("/buildings/<int:building_id>", methods=["GET", "POST"])
@@ -150,6 +172,14 @@ def building_detail(building_id: int):
     if request.method == "POST":
         return _building_action(building)
     return render_template("console/building.html", building=building)
+
+
+def _level(raw: str | None) -> int:
+    """The new room's floor level, refused beside its field unless a whole number."""
+    try:
+        return int((raw or "1").strip())
+    except ValueError as err:
+        raise ValidationError(_l("Enter a whole number, e.g. 3."), {"level": "number"}) from err
 
 
 @permission_required("property.manage")
@@ -164,17 +194,17 @@ def _building_action(building: Building):
             message = _("%(created)d rooms created, %(skipped)d existed already.",
                         created=len(result.created), skipped=len(result.skipped))
         elif form.get("action") == "add_room":
-            floor = service.ensure_floor(db.session, building, int(form.get("level") or 1))
+            floor = service.ensure_floor(db.session, building, _level(form.get("level")))
             room = service.create_room(db.session, floor, form.get("number"), form.get("name", ""),
                                        form.get("area_m2") or "0", form.get("kind") or "shop")
             record("room.create", room, {"number": room.number, "building_id": building.id})
             message = _("Room created.")
         else:
             return redirect(url_for("console.building_detail", building_id=building.id))
-    except (ValidationError, ValueError) as err:
+    except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("console.building_detail", building_id=building.id))
+        refused(err, BUILDING_FIELDS[form.get("action")])  # the form again as typed, the problem beside its field
+        return render_template("console/building.html", building=building), 400
     db.session.commit()
     flash(message, "ok")
     return redirect(url_for("console.building_detail", building_id=building.id))

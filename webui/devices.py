@@ -24,6 +24,7 @@ from meterhub.devices.onboarding import (
 from meterhub.errors import ValidationError
 from meterhub.mqtt_auth.credentials import Credentials, issue_gateway_password
 from meterhub.extensions import db
+from meterhub.i18n import _l
 from meterhub.plugins import driver_registry
 from meterhub.process_events import recent as recent_process_events
 from meterhub.timeseries import query
@@ -31,9 +32,11 @@ from meterhub.protocols.errors import QRCodeError
 from meterhub.tenants.models import Building, Floor, Property, Room
 from meterhub.tenants.scoping import get_or_404, objects_or_404, property_ids, requested, restrict, visible_properties
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("devices", __name__)
+GATEWAY_FIELDS = ("property_id", "name", "host", "port", "framing", "baud", "parity", "mqtt_client_id")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -42,6 +45,10 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def gateways():
     if request.method == "POST":
         return _create_gateway()
+    return _gateways_page()
+
+
+def _gateways_page() -> str:
     stmt = restrict(select(Gateway).order_by(Gateway.name), Gateway)
     if request.args.get("status") in ("online", "offline", "unknown"):  # a dashboard's "offline gateways"
         stmt = stmt.where(Gateway.status == request.args["status"])
@@ -56,14 +63,17 @@ def gateways():
 def _create_gateway():
     form = request.form
     prop = requested(Property, "property_id", "device.manage")
-    bus = {"baud": int(form.get("baud") or 9600), "parity": form.get("parity") or "N"}
     try:
+        baud = (form.get("baud") or "9600").strip()
+        if not baud.isdecimal():
+            raise ValidationError(_l("Enter a whole number, e.g. 9600."), {"baud": "number"})
+        bus = {"baud": int(baud), "parity": form.get("parity") or "N"}
         gateway = create_gateway(db.session, prop, form.get("name", ""), form.get("host", ""), form.get("port") or 502,
                                  form.get("framing", ""), bus, form.get("mqtt_client_id"))
     except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("devices.gateways"))
+        refused(err, GATEWAY_FIELDS)  # the form again as typed, the problem beside its field
+        return _gateways_page(), 400
     credentials = issue_gateway_password(gateway) if gateway.framing == "mqtt" else None
     record("gateway.create", gateway, {"name": gateway.name, "host": gateway.host, "port": gateway.port})
     db.session.commit()
@@ -127,6 +137,17 @@ def _rooms_for(prop_id: int) -> list[Room]:
         .order_by(Building.name, Floor.level, Room.number)).scalars())
 
 
+ONBOARD_FIELDS = ("gateway_id", "driver_key", "photo", "qr_payload", "address")
+
+
+def _as_field(read, field: str):  # noqa: ANN001, ANN202
+    """``read()``, a QR code that cannot be read refused beside ``field`` (the photo or the typed text)."""
+    try:
+        return read()
+    except QRCodeError as err:
+        raise ValidationError(str(err), {field: "unreadable"}) from err
+
+
 @bp.route("/onboard", methods=["GET", "POST"])
 @permission_required("device.manage")
 def onboard():
@@ -147,24 +168,29 @@ def onboard():
     driver = drivers.get(form.get("driver_key", ""))
     try:
         if driver is None:
-            raise ValidationError(_("Choose the device's driver."))
+            raise ValidationError(_l("Choose the device's driver."), {"driver_key": "required"})
         payload = form.get("qr_payload", "").strip()
         photo = request.files.get("photo")
+        source = "qr_payload"
         if photo and photo.filename:
-            payload = decode_qr_image(photo.read())
+            source = "photo"
+            payload = _as_field(lambda: decode_qr_image(photo.read()), source)
         if not payload:
-            raise ValidationError(_("Scan the QR code, upload a photo of it, or type its text."))
-        info = driver.parse_qr(payload)
+            raise ValidationError(_l("Scan the QR code, upload a photo of it, or type its text."),
+                                  {"qr_payload": "required"})
+        info = _as_field(lambda: driver.parse_qr(payload), source)
         address = form.get("address", "").strip() or info.address
         if not address:
-            raise ValidationError(_("The QR code has no bus address; type the address set on the device."))
+            raise ValidationError(_l("The QR code has no bus address; type the address set on the device."),
+                                  {"address": "required"})
         config = config_from_qr(driver, info.model)
         spec = DeviceSpec(driver.key, address, info.serial, config, room_ids,
                           installed_at=datetime.now(timezone.utc))  # installed as it is scanned: no older readings
         device = onboard_device(db.session, gateway, spec, verify=True)
     except (ValidationError, QRCodeError) as err:
         db.session.rollback()
-        return render_template("devices/onboard.html", error=str(err), **context), 422
+        refused(err, ONBOARD_FIELDS)  # beside the QR text, photo, address or driver; a device that did not answer
+        return render_template("devices/onboard.html", **context), 422  # is said at the top
     record("device.onboard", device, {"serial": device.serial, "driver": device.driver_key,
                                       "gateway": gateway.name, "address": device.address})
     db.session.commit()
@@ -179,9 +205,9 @@ def import_devices():
     report = None
     if request.method == "POST":
         upload = request.files.get("file")
-        if not upload or not upload.filename:
-            flash(_("Choose an xlsx file."), "error")
-            return redirect(url_for("devices.import_devices"))
+        if not upload or not upload.filename:  # beside the file field; the rows' problems are listed by row
+            refused(ValidationError(_l("Choose an xlsx file."), {"file": "required"}), ("file", "verify"))
+            return render_template("devices/import.html", report=None), 400
         report = excel.import_workbook(db.session, current_user.group_id, upload.read(),
                                        verify=request.form.get("verify") == "1",
                                        allowed_property_ids=property_ids(current_user))

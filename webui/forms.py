@@ -3,8 +3,13 @@
 A view that re-renders a refused form::
 
     except MeterhubError as err:
-        errors = refused(err, FIELDS)   # {field: message} beside the fields; the rest is flashed at the top
-        return render_template(..., errors=errors, form=request.form), 400
+        refused(err, FIELDS)   # {field: message} beside the fields; the rest is flashed at the top
+        return the_page(), 400
+
+``refused`` also keeps the messages and the form's fields for the rest of the request: ``ui.field`` and the pickers
+then show each message beside its field and the value as typed without being handed ``errors`` or ``form``
+(``form_errors()`` / ``typed(name, default)`` are the template globals they read). Every POST form of
+``webui/templates`` is listed in ``tests/test_form_errors.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flask import Flask, flash
+from flask import Flask, flash, g, request
 from flask_babel import lazy_gettext as _l
 
 from meterhub.i18n import is_message
@@ -56,13 +61,18 @@ def field_errors(err: Exception, fields: Iterable[str] | None = None,
     return found
 
 
-def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | None = None,
+            form: str | None = None) -> dict[str, str]:
     """The messages of ``err`` beside the form's ``fields``; what belongs to no field of the form is flashed (at
-    the top of the page)."""
+    the top of the page). ``form`` names the refused form when a page has several with the same field names
+    (default: the posted ``action``); a macro given another ``form`` shows neither message nor typed value."""
     errors = field_errors(err, fields, aliases)
     named = getattr(err, "errors", None) or {}
     own = getattr(err, "messages", None) or {}
     left = [name for name in named if (aliases or {}).get(name, name) not in errors]
+    g.form_errors = {**getattr(g, "form_errors", {}), **errors}
+    g.refused_form = form if form is not None else request.form.get("action")
+    g.form_fields = set(fields) | set(getattr(g, "form_fields", ()))
     if not errors:
         flash(str(err), "error")
     elif left and own:
@@ -71,6 +81,31 @@ def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | 
     elif left:
         flash(str(err), "error")
     return errors
+
+
+def _this_form(form: str | None) -> bool:
+    return bool(g) and (form is None or form == getattr(g, "refused_form", None))
+
+
+def form_errors(form: str | None = None) -> dict[str, str]:
+    """The messages of the form this request refused (``refused``), by field; {} otherwise or for another
+    ``form`` of the page."""
+    return getattr(g, "form_errors", {}) if _this_form(form) else {}
+
+
+def typed(name: str, default: Any = "", form: str | None = None) -> Any:
+    """What was typed into field ``name`` of the form this request refused; ``default`` otherwise (a fresh form, or
+    a field of another ``form`` on the page)."""
+    if _this_form(form) and name in getattr(g, "form_fields", ()) and name in request.form:
+        return request.form.get(name)
+    return default
+
+
+def ticked(name: str, default: bool = False, form: str | None = None) -> bool:
+    """Whether checkbox ``name`` is ticked: as sent in the form this request refused, else ``default``."""
+    if _this_form(form) and name in getattr(g, "form_fields", ()):
+        return name in request.form
+    return default
 
 
 def choices(values: Iterable[str], family: str | None = None) -> list[tuple[str, str]]:
@@ -86,3 +121,6 @@ def options_of(objects: Iterable[Any], text: str = "name") -> list[tuple[Any, An
 def register(app: Flask) -> None:
     app.add_template_global(choices, "choices")
     app.add_template_global(options_of, "options_of")
+    app.add_template_global(form_errors, "form_errors")
+    app.add_template_global(typed, "typed")
+    app.add_template_global(ticked, "ticked")

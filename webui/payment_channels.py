@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 
 from meterhub.driver.base import SECRET_MASK
+from meterhub.errors import ValidationError
 from meterhub.extensions import db
 from meterhub.payments.models import PaymentChannel
 from meterhub.payments.orders import channel_view, check_can_enable, create_channel
@@ -16,6 +17,7 @@ from meterhub.payments.providers import PaymentError, providers
 from meterhub.public_url import public_base_url
 from meterhub.tenants.scoping import get_or_404
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("payment_channels", __name__, url_prefix="/payment-channels")
@@ -52,8 +54,7 @@ def _create():
     form = request.form
     provider = form.get("provider", "")
     if provider not in providers():
-        flash(_("Choose an installed payment provider."), "error")
-        return redirect(url_for("payment_channels.index"))
+        abort(404)  # the form names its provider: only a crafted post names another
     settings, secrets = {}, {}
     for name, _label, secret, _multi in FIELDS.get(provider, ()):
         value = form.get(name, "").strip()
@@ -66,9 +67,10 @@ def _create():
     try:
         channel = create_channel(db.session, current_user.group_id, provider, form.get("name", "").strip() or provider,
                                  settings, secrets, actor=current_user.username)
-    except PaymentError as err:
+    except (PaymentError, ValidationError) as err:
         db.session.rollback()
-        return _page(str(err), 409)
+        refused(err, ("name", *(f[0] for f in FIELDS.get(provider, ()))), form=provider)  # beside its field
+        return _page(status=400 if isinstance(err, ValidationError) else 409)
     db.session.commit()
     flash(_("Payment channel created."), "ok")
     return redirect(url_for("payment_channels.index", _anchor=f"channel-{channel.id}"))

@@ -4,6 +4,7 @@ payment provider, staff invitations, and the room QR label's pay page (``portal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, session,
@@ -27,6 +28,7 @@ from meterhub.tenants.auth import burn_time, verify_password
 from meterhub.tenants.models import Room
 
 from .auth import too_many_attempts
+from .forms import refused
 from meterhub.tenants.scoping import requested_id
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
@@ -206,8 +208,10 @@ def bill_pdf(number: str, bill_no: str):
                                       headers={"Content-Disposition": f'inline; filename="{bill.number}.pdf"'})
 
 
-def _pay(acc: PrepaidAccount, back: str, user_id: int | None) -> tuple[object, PaymentOrder | None]:
-    """Create an order for the posted amount and send the payer to the provider (or to the order's QR)."""
+def _pay(acc: PrepaidAccount, back: str, user_id: int | None,
+         page: Callable[[], str]) -> tuple[object, PaymentOrder | None]:
+    """Create an order for the posted amount and send the payer to the provider (or to the order's QR); a bad
+    amount: ``page()`` again with the problem beside the amount."""
     channels = orders.enabled_channels(db.session)
     channel_id = requested_id("channel_id")
     channel = channels[0] if channels and channel_id is None else None
@@ -222,8 +226,9 @@ def _pay(acc: PrepaidAccount, back: str, user_id: int | None) -> tuple[object, P
         db.session.commit()
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(back), None
+        if refused(err, ("amount", "channel_id")):
+            return (page(), 400), None
+        return redirect(back), None  # a problem of the account or the channel: said at the top
     return redirect(order.pay_url or url_for("portal.order", out_trade_no=order.out_trade_no)), order
 
 
@@ -231,7 +236,7 @@ def _pay(acc: PrepaidAccount, back: str, user_id: int | None) -> tuple[object, P
 @access.portal_login_required
 def pay(number: str):
     acc, _role = access.account_for(number)
-    return _pay(acc, url_for("portal.account", number=acc.number), access.current().id)[0]
+    return _pay(acc, url_for("portal.account", number=acc.number), access.current().id, lambda: account(number))[0]
 
 
 @bp.route("/orders/<out_trade_no>")
@@ -270,8 +275,13 @@ def members(number: str):
             flash(_("Saved."), "ok")
         except MeterhubError as err:
             db.session.rollback()
-            flash(str(err), "error")
+            if refused(err, ("phone", "role")):  # the invitation again as typed, the problem beside its field
+                return _members_page(acc), 400
         return redirect(url_for("portal.members", number=acc.number))
+    return _members_page(acc)
+
+
+def _members_page(acc: PrepaidAccount) -> str:
     return render_template("portal/members.html", acc=acc, members=service.members(db.session, acc),
                            invitations=service.pending_invitations(db.session, acc))
 
@@ -289,7 +299,8 @@ def password():
             return redirect(url_for("portal.home"))
         except MeterhubError as err:
             db.session.rollback()
-            flash(str(err), "error")
+            refused(err, ("password",))  # beside the field (a password is never sent back)
+            return render_template("portal/password.html"), 400
     return render_template("portal/password.html")
 
 
@@ -307,9 +318,14 @@ def room_pay(token: str):
     if room is None:
         abort(404)
     if request.method == "POST" and acc is not None:
-        response, placed = _pay(acc, url_for("portal.room_pay", token=token), None)
+        response, placed = _pay(acc, url_for("portal.room_pay", token=token), None,
+                                lambda: _room_page(room, acc))
         if placed is not None:  # this browser may follow its anonymous order
             session["portal_orders"] = {**session.get("portal_orders", {}), placed.out_trade_no: target[0]}
         return response
+    return _room_page(room, acc)
+
+
+def _room_page(room: Room, acc: PrepaidAccount | None) -> str:
     return render_template("portal/room_pay.html", room=room, s=dashboard.summary(db.session, acc, full=False)
                            if acc else None, amounts=AMOUNTS, channels=orders.enabled_channels(db.session))

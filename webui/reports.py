@@ -16,6 +16,7 @@ from sqlalchemy import select
 from meterhub.devices.models import Meter
 from meterhub.errors import ValidationError
 from meterhub.extensions import db
+from meterhub.i18n import _l
 from meterhub.files import StoredFile, iter_chunks
 from meterhub.replica import reads
 from meterhub.reports import filters as report_filters
@@ -27,6 +28,7 @@ from meterhub.tenants.scoping import get_or_404, has_permission, property_ids, r
 
 from .console import policy_banner
 from .labels import label
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
@@ -205,6 +207,9 @@ def download(export_id: int):
     return response
 
 
+SCHEDULE_FIELDS = ("report", "frequency", "hour", "property_id", "recipients")
+
+
 @bp.route("/schedules", methods=["POST"])
 @permission_required("group.manage")
 def schedule_create():
@@ -212,21 +217,22 @@ def schedule_create():
     definition = get_report(form.get("report", ""))
     if definition is None or form.get("frequency") not in ("daily", "monthly"):
         abort(404)
-    hour = form.get("hour", "7")
+    hour = form.get("hour", "7").strip()
     recipients = [r.strip() for r in form.get("recipients", "").replace(",", "\n").splitlines() if "@" in r]
-    if not hour.isdecimal() or int(hour) > 23 or not recipients:
-        flash(_("Give an hour from 0 to 23 and at least one email address."), "error")
-        return redirect(url_for("reports.index"))
     params = {k: form.get(k) for k in ("level", "granularity", "utility") if form.get(k)}
     if form.get("property_id", "").isdecimal():
         params["property_id"] = get_or_404(Property, int(form["property_id"]), "property.view").id
     try:
+        if not hour.isdecimal() or int(hour) > 23:
+            raise ValidationError(_l("Enter a whole number from %(low)d to %(high)d.", low=0, high=23), {"hour": "range"})
+        if not recipients:
+            raise ValidationError(_l("Give at least one email address."), {"recipients": "required"})
         today = date.today()
         definition.check(report_filters.ReportFilter(current_user.group_id, today, today, property_id=params.get(
             "property_id"), utility=params.get("utility")))
     except ValidationError as err:
-        flash(str(err), "error")
-        return redirect(url_for("reports.index"))
+        refused(err, SCHEDULE_FIELDS)  # the form again as typed, the problem beside its field
+        return index(), 400
     schedule = ScheduledReport(group_id=current_user.group_id, report=form["report"], params=params,
                                frequency=form["frequency"], hour=int(hour), recipients=recipients,
                                created_by=current_user.id, last_error="")

@@ -12,6 +12,7 @@ from meterhub.modules.prepaid.limits import set_limits
 from meterhub.modules.registry import available_modules, module_enabled
 from meterhub.tenants.models import Group
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -43,7 +44,7 @@ def _save_topup_limits(group: Group):
                    actor=current_user.username, operator_id=current_user.id)
     except ValidationError as err:
         db.session.rollback()
-        flash(str(err), "error")
+        refused(err, ("topup_max", "topup_confirm_above"), form="topup_limits")  # beside its field
         rows = [(info, module_enabled(group, key)) for key, info in sorted(available_modules().items())]
         return render_template("settings/index.html", group=group, modules=rows), 422
     db.session.commit()

@@ -35,6 +35,7 @@ from meterhub.tariffs.pricing import MAX_PERIODS, TIER_KINDS, TOU_KINDS
 from meterhub.tenants.models import Building, Property, Room
 from meterhub.tenants.scoping import find_in_scope, get_or_404, has_permission, requested, restrict, visible_properties, whole_group
 
+from .forms import refused
 from .util import permission_required, record
 
 bp = Blueprint("tariffs", __name__, url_prefix="/tariffs")
@@ -187,17 +188,18 @@ def create():
                                    properties=visible_properties(), chosen=chosen, group_wide=False), 403
         try:
             if not name or len(name) > 100:
-                raise ValidationError(_("Enter a name of 1 to 100 characters."))
+                raise ValidationError(_("Enter a name of 1 to 100 characters."), {"name": "required"})
             if utility not in UTILITIES:
-                raise ValidationError(_("Choose electricity or water."))
+                raise ValidationError(_("Choose electricity or water."), {"utility": "unknown"})
             if db.session.execute(select(Tariff.id).where(Tariff.name == name)).first():
-                raise ValidationError(_("A price plan named %(name)s exists already.", name=repr(name)))
+                raise ValidationError(_("A price plan named %(name)s exists already.", name=repr(name)), {"name": "taken"})
             tariff = tariffs.create_tariff(db.session, current_user.group_id, name, utility, chosen)
             record("tariff.created", tariff, {"name": name, "utility": utility, "property_id": chosen})
             db.session.commit()
         except ValidationError as err:
             db.session.rollback()
-            error = str(err)
+            refused(err, ("name", "property_id", "utility"))  # beside its field (a message naming none: at the top)
+            error = True
         else:
             flash(_("Price plan created. Add its first version."), "ok")
             return redirect(url_for("tariffs.add_version", tariff_id=tariff.id))
@@ -221,6 +223,10 @@ def detail(tariff_id: int):
                            tier_kinds=TIER_KINDS, tou_kinds=TOU_KINDS, writable=writable, owner=owner)
 
 
+VERSION_FIELDS = ("kind", "effective_date", "effective_time", "timezone", *(f"price_{r}" for r in RATES), "periods",
+                  "tiers", "tier_period")
+
+
 @bp.route("/<int:tariff_id>/versions/new", methods=["GET", "POST"])
 @permission_required("tariff.manage")
 def add_version(tariff_id: int):
@@ -236,12 +242,12 @@ def add_version(tariff_id: int):
                 shown = newest.effective_from.astimezone(ZoneInfo(form.timezone)).strftime("%Y-%m-%d %H:%M")
                 raise ValidationError(_("The effective date must be after the newest version's (%(at)s %(tz)s): "
                                         "versions are never edited and the past is never repriced.",
-                                        at=shown, tz=form.timezone))
+                                        at=shown, tz=form.timezone), {"effective_date": "before newest"})
             assigned = db.session.execute(select(TariffAssignment.id).where(
                 TariffAssignment.tariff_id == tariff.id)).first()
             if assigned and effective < datetime.now(timezone.utc):
                 raise ValidationError(_("This plan is in use: a new version must take effect now or later, "
-                                        "the past is never repriced."))
+                                        "the past is never repriced."), {"effective_date": "past"})
             version = tariffs.add_version(db.session, tariff, effective, plan)
             record("tariff.version_added", tariff, {
                 "version_id": version.id, "effective_from": effective.isoformat(), "timezone": form.timezone,
@@ -252,7 +258,8 @@ def add_version(tariff_id: int):
             db.session.commit()
         except ValidationError as err:
             db.session.rollback()
-            error = str(err)
+            refused(err, VERSION_FIELDS)  # beside its field (a message naming none: at the top)
+            error = True
         else:
             flash(_("Version added."), "ok")
             return redirect(url_for("tariffs.detail", tariff_id=tariff.id))

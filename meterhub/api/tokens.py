@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationError
+from ..i18n import _l
 from ..models import utcnow
 from ..tenants import audit
 from ..tenants.models import Operator
@@ -49,11 +50,12 @@ def create_token(session: Session, operator: Operator, name: str, scopes: list[s
     """Create a token acting with ``operator``'s role and property scope, limited to ``scopes``."""
     name = name.strip()
     if not name or len(name) > 100:
-        raise ValidationError("Give the token a name of 1 to 100 characters.", {"name": "required"})
+        raise ValidationError(_l("Give the token a name of 1 to 100 characters."), {"name": "required"})
     unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown or not scopes:
-        raise ValidationError(f"Choose scopes among {', '.join(SCOPES)} (unknown: {', '.join(unknown) or 'none'}).",
-                              {"scopes": "invalid"})
+    if unknown:
+        raise ValidationError(_l("Unknown scopes: %(unknown)s.", unknown=", ".join(unknown)), {"scopes": "invalid"})
+    if not scopes:
+        raise ValidationError(_l("Choose at least one scope."), {"scopes": "invalid"})
     prefix = secrets.token_hex(4)
     secret = f"{PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     token = ApiToken(group_id=operator.group_id, operator_id=operator.id, name=name, prefix=prefix,

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 import jsonschema
 
 from meterhub.driver.qr import QRInfo, parse_qr_payload
+from meterhub.i18n import _l
 from meterhub.driver.registers import Block, RegisterSpec, encode_value, plan_blocks
 from meterhub.protocols.errors import QRCodeError, UnsupportedCommand
 
@@ -199,10 +200,8 @@ class Driver:
         """Parse a label QR code (formats: meterhub.driver.qr); rejects other models' labels."""
         info = parse_qr_payload(payload)
         if info.model and not any(info.model.upper().startswith(m.upper()) for m in self.models):
-            raise QRCodeError(
-                f"QR code is for model {info.model!r}, but driver {self.key} handles {', '.join(self.models)}; "
-                "pick the matching driver"
-            )
+            raise QRCodeError(_l("QR code is for model %(model)s, but driver %(driver)s handles %(models)s; pick the "
+                                 "matching driver", model=repr(info.model), driver=self.key, models=", ".join(self.models)))
         if info.address is not None:
             self.check_address(info.address)
         return info
@@ -214,7 +213,7 @@ class Driver:
         except ValueError:
             value = -1
         if not 1 <= value <= 247:
-            raise QRCodeError(f"Modbus slave address {address!r} must be an integer 1–247")
+            raise QRCodeError(_l("Modbus slave address %(address)s must be an integer 1–247", address=repr(address)))
 
     def simulator(self, address: Any, config: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """A simulated device (meterhub.simulator.SimDevice) at ``address``."""

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from meterhub.i18n import _l
 from meterhub.protocols.errors import QRCodeError
 
 MAX_PAYLOAD = 1024
@@ -48,10 +49,9 @@ def _pairs(text: str) -> list[tuple[str, str]]:
             continue
         match = re.match(r"^\s*([^=:：]+?)\s*[=:：]\s*(.*?)\s*$", chunk)
         if not match:
-            raise QRCodeError(
-                f"QR segment {chunk.strip()[:40]!r} is not 'key=value'; expected a serial, key=value pairs, "
-                "a URL with ?sn=…, or label text 'key: value'"
-            )
+            raise QRCodeError(_l(
+                "QR segment %(segment)s is not “key=value”; expected a serial, key=value pairs, a URL with ?sn=…, "
+                "or label text “key: value”", segment=repr(chunk.strip()[:40])))
         pairs.append((match.group(1), match.group(2)))
     return pairs
 
@@ -59,14 +59,15 @@ def _pairs(text: str) -> list[tuple[str, str]]:
 def parse_qr_payload(payload: str) -> QRInfo:
     """Parse any supported QR payload into a QRInfo; raises QRCodeError saying what was expected."""
     if not isinstance(payload, str):
-        raise QRCodeError(f"QR payload must be text, got {type(payload).__name__}")
+        raise QRCodeError(_l("QR payload must be text, got %(type)s", type=type(payload).__name__))
     text = payload.strip().lstrip("\ufeff")
     if not text:
-        raise QRCodeError("QR payload is empty; scan again or type the serial number")
+        raise QRCodeError(_l("QR payload is empty; scan again or type the serial number"))
     if len(text) > MAX_PAYLOAD:
-        raise QRCodeError(f"QR payload is {len(text)} characters, more than {MAX_PAYLOAD}; not a meter label")
+        raise QRCodeError(_l("QR payload is %(length)d characters, more than %(max)d; not a meter label",
+                              length=len(text), max=MAX_PAYLOAD))
     if any(ord(c) < 32 and c not in "\r\n\t" for c in text):
-        raise QRCodeError("QR payload contains control characters; not a meter label")
+        raise QRCodeError(_l("QR payload contains control characters; not a meter label"))
     if _SERIAL_RE.match(text):
         return QRInfo(serial=text)
     found: dict[str, str] = {}
@@ -81,9 +82,9 @@ def parse_qr_payload(payload: str) -> QRInfo:
             extra[norm] = value.strip()
     serial = found.get("serial", "")
     if not serial:
-        raise QRCodeError("QR payload has no serial number (expected a key such as SN=, serial=, 编号)")
+        raise QRCodeError(_l("QR payload has no serial number (expected a key such as SN=, serial=, 编号)"))
     if not _SERIAL_RE.match(serial):
-        raise QRCodeError(f"serial {serial[:40]!r} must be 4–32 letters, digits, '-' or '_'")
+        raise QRCodeError(_l("serial %(serial)s must be 4–32 letters, digits, “-” or “_”", serial=repr(serial[:40])))
     return QRInfo(serial, found.get("model") or None, found.get("address") or None, extra)
 
 

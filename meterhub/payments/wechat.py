@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from ..errors import ValidationError
+from ..i18n import _l
 from . import signing
 from .providers import (Channel, ForgedNotification, InvalidNotification, Notification, OrderRequest, PaymentError,
                         ProviderOrder, ProviderRecord)
@@ -67,7 +69,7 @@ class WechatPayV3Provider:
     def setup(self, settings: dict[str, Any], secrets_: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         key = secrets_.get("apiv3_key", "")
         if key and len(key.encode()) != 32:
-            raise PaymentError("the WeChat Pay APIv3 key must be exactly 32 characters")
+            raise ValidationError(_l("The WeChat Pay APIv3 key must be exactly 32 characters."), {"apiv3_key": "length"})
         return {"api_base": API_BASE, "platform_certificates": {}, **settings}, secrets_
 
     def create_order(self, channel: Channel, order: OrderRequest) -> ProviderOrder:

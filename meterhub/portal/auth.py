@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..db import use_group
 from ..errors import RateLimited, ValidationError
+from ..i18n import _l
 from ..extensions import db
 from ..models import utcnow
 from ..redis_conn import get_redis, redis_key
@@ -35,7 +36,7 @@ def normalize_phone(raw: str) -> str:
     """A phone number without spaces or dashes; ValidationError when it is not one."""
     phone = re.sub(r"[\s\-()]", "", raw or "")
     if not PHONE.match(phone):
-        raise ValidationError("Enter a phone number of 6 to 20 digits.", {"phone": "invalid"})
+        raise ValidationError(_l("Enter a phone number of 6 to 20 digits."), {"phone": "invalid"})
     return phone
 
 

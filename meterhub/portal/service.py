@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound, ValidationError
+from ..i18n import _l
 from ..models import utcnow
 from ..modules.prepaid.models import PrepaidAccount
 from ..tenants import audit
@@ -70,7 +71,7 @@ def memberships(session: Session, user: PortalUser) -> list[tuple[PrepaidAccount
 def invite(session: Session, account: PrepaidAccount, phone: str, role: str, *, invited_by: str) -> PortalInvitation:
     """Invite ``phone`` to ``account`` (accepted when that phone signs in with a code)."""
     if role not in PORTAL_ROLES:
-        raise ValidationError(f"role must be one of {', '.join(PORTAL_ROLES)}", {"role": "invalid"})
+        raise ValidationError(_l("The role must be one of %(roles)s.", roles=", ".join(PORTAL_ROLES)), {"role": "invalid"})
     invitation = PortalInvitation(group_id=account.group_id, account_id=account.id, phone=normalize_phone(phone),
                                   role=role, invited_by=invited_by, expires_at=utcnow() + INVITATION_TTL)
     session.add(invitation)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from flask_babel import gettext as _
 
-from ..errors import ValidationError
+from ..errors import ValidationError, about
 from .models import PLAN_KINDS, RATES
 from .service import flat_prices
 from .pricing import DAY_MINUTES, MAX_PERIODS, TIER_KINDS, TOU_KINDS, PlanVersion
@@ -135,15 +135,16 @@ def parse_tiers(text: str) -> tuple[tuple[Decimal, Decimal], ...]:
 def parse_effective(day: str, at: str, tz: str) -> datetime:
     """The effective moment: a local date (and time, default 00:00) in ``tz``, returned in UTC."""
     if tz not in _timezones():
-        raise ValidationError(_("Unknown time zone %(tz)s.", tz=repr(tz)))
+        raise ValidationError(_("Unknown time zone %(tz)s.", tz=repr(tz)), {"timezone": "unknown"})
     try:
         local_day = date.fromisoformat((day or "").strip())
     except ValueError:
-        raise ValidationError(_("The effective date must be a date like 2025-07-01.")) from None
+        raise ValidationError(_("The effective date must be a date like 2025-07-01."),
+                              {"effective_date": "date"}) from None
     at = (at or "").strip() or "00:00"
     match = _TIME_RE.match(at)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValidationError(_("The effective time must look like 00:00."))
+        raise ValidationError(_("The effective time must look like 00:00."), {"effective_time": "time"})
     local = datetime.combine(local_day, time(int(match.group(1)), int(match.group(2))), ZoneInfo(tz))
     return local.astimezone(timezone.utc)
 
@@ -173,31 +174,37 @@ class VersionForm:
 
 
 def build_version(form: VersionForm, utility: str) -> PlanVersion:
-    """The PlanVersion a form describes (ValidationError with a clear message otherwise)."""
+    """The PlanVersion a form describes (ValidationError with a clear message, naming the form's field, otherwise)."""
     if form.kind not in PLAN_KINDS:
-        raise ValidationError(_("Choose a plan kind: flat, time of use, tiered or tiered + time of use."))
+        raise ValidationError(_("Choose a plan kind: flat, time of use, tiered or tiered + time of use."),
+                              {"kind": "unknown"})
     if utility == "water" and form.kind not in ("flat", "tiered"):
-        raise ValidationError(_("A water plan is flat or tiered per m³."))
+        raise ValidationError(_("A water plan is flat or tiered per m³."), {"kind": "water"})
     if form.kind in TOU_KINDS:
-        periods = parse_periods(form.periods)
+        with about("periods"):
+            periods = parse_periods(form.periods)
         used = {rate for _s, _e, rate in periods}
         prices = {}
         for rate in RATES:
             text = form.prices.get(rate, "").strip()
-            if rate in used:
-                prices[rate] = parse_decimal(text, _("The %(rate)s price", rate=rate_label(rate)), 6)
-            elif text:
-                raise ValidationError(_("The %(rate)s price is set but no period uses that rate.", rate=rate_label(rate)))
-            else:
-                prices[rate] = Decimal("0.000000")
+            with about(f"price_{rate}"):
+                if rate in used:
+                    prices[rate] = parse_decimal(text, _("The %(rate)s price", rate=rate_label(rate)), 6)
+                elif text:
+                    raise ValidationError(_("The %(rate)s price is set but no period uses that rate.",
+                                            rate=rate_label(rate)))
+                else:
+                    prices[rate] = Decimal("0.000000")
     else:
         periods = ((0, DAY_MINUTES, "flat"),)
-        prices = flat_prices(parse_decimal(form.prices.get("flat", ""), _("The price"), 6))
+        with about("price_flat"):
+            prices = flat_prices(parse_decimal(form.prices.get("flat", ""), _("The price"), 6))
     tiers: tuple = ()
     if form.kind in TIER_KINDS:
-        tiers = parse_tiers(form.tiers)
+        with about("tiers"):
+            tiers = parse_tiers(form.tiers)
         if form.tier_period not in ("month", "year"):
-            raise ValidationError(_("Tiers count usage per month or per year."))
+            raise ValidationError(_("Tiers count usage per month or per year."), {"tier_period": "unknown"})
     return PlanVersion(form.kind, prices, periods, tiers, form.tier_period if form.kind in TIER_KINDS else "month")
 
 

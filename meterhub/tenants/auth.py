@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ..errors import RateLimited, ValidationError
+from ..i18n import _l
 from . import login_failures
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,8 @@ MIN_PASSWORD_LENGTH = 8
 def hash_password(password: str) -> str:
     """An argon2id hash of ``password`` after checking it is long enough."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(
-            f"Password too short: use at least {MIN_PASSWORD_LENGTH} characters.",
-            {"password": "too short"},
-        )
+        raise ValidationError(_l("Password too short: use at least %(n)d characters.", n=MIN_PASSWORD_LENGTH),
+                              {"password": "too short"})
     return _hasher.hash(password)
 
 

@@ -20,12 +20,13 @@ CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 USERNAME_RE = re.compile(r"^[a-z0-9_.@-]{3,64}$")
 
 
-def _required(value: str | None, field_name: str, label: str, max_len: int = 200) -> str:
+def _required(value: str | None, field_name: str, label: object, max_len: int = 200) -> str:
     value = (value or "").strip()
     if not value:
-        raise ValidationError(f"{label} is required.", {field_name: "required"})
+        raise ValidationError(_l("%(label)s is required.", label=label), {field_name: "required"})
     if len(value) > max_len:
-        raise ValidationError(f"{label} is longer than {max_len} characters.", {field_name: "too long"})
+        raise ValidationError(_l("%(label)s is longer than %(max)d characters.", label=label, max=max_len),
+                              {field_name: "too long"})
     return value
 
 
@@ -48,10 +49,10 @@ def parse_area(value: str | Decimal | None) -> Decimal:
 
 
 def create_group(session: Session, name: str, code: str, timezone: str = "Asia/Shanghai") -> Group:
-    code = _required(code, "code", "Group code", 64)
+    code = _required(code, "code", _l("Group code"), 64)
     if not CODE_RE.match(code):
-        raise ValidationError("Group code may use letters, digits, '_', '-' and '.' only.", {"code": "invalid"})
-    group = Group(name=_required(name, "name", "Group name"), code=code, timezone=timezone, modules={})
+        raise ValidationError(_l("Group code may use letters, digits, '_', '-' and '.' only."), {"code": "invalid"})
+    group = Group(name=_required(name, "name", _l("Group name")), code=code, timezone=timezone, modules={})
     session.add(group)
     session.flush()
     return group
@@ -59,14 +60,14 @@ def create_group(session: Session, name: str, code: str, timezone: str = "Asia/S
 
 def create_property(session: Session, group_id: int, name: str, code: str, address: str = "",
                     timezone: str = "Asia/Shanghai", reading_interval_min: int = 30) -> Property:
-    code = _required(code, "code", "Property code", 64)
+    code = _required(code, "code", _l("Property code"), 64)
     if not CODE_RE.match(code):
-        raise ValidationError("Property code may use letters, digits, '_', '-' and '.' only.", {"code": "invalid"})
+        raise ValidationError(_l("Property code may use letters, digits, '_', '-' and '.' only."), {"code": "invalid"})
     if session.execute(select(Property.id).where(Property.group_id == group_id, Property.code == code)).first():
-        raise ValidationError(f"A property with code '{code}' exists already.", {"code": "taken"})
+        raise ValidationError(_l("A property with code %(code)s exists already.", code=code), {"code": "taken"})
     if not 1 <= int(reading_interval_min) <= 1440:
-        raise ValidationError("Reading interval must be 1 to 1440 minutes.", {"reading_interval_min": "range"})
-    prop = Property(group_id=group_id, name=_required(name, "name", "Property name"), code=code,
+        raise ValidationError(_l("Reading interval must be 1 to 1440 minutes."), {"reading_interval_min": "range"})
+    prop = Property(group_id=group_id, name=_required(name, "name", _l("Property name")), code=code,
                     address=(address or "").strip(), timezone=timezone,
                     reading_interval_min=int(reading_interval_min))
     session.add(prop)
@@ -75,9 +76,9 @@ def create_property(session: Session, group_id: int, name: str, code: str, addre
 
 
 def create_building(session: Session, prop: Property, name: str) -> Building:
-    name = _required(name, "name", "Building name", 100)
+    name = _required(name, "name", _l("Building name"), 100)
     if session.execute(select(Building.id).where(Building.property_id == prop.id, Building.name == name)).first():
-        raise ValidationError(f"Building '{name}' exists already in {prop.name}.", {"name": "taken"})
+        raise ValidationError(_l("Building %(name)s exists already in this property.", name=name), {"name": "taken"})
     building = Building(group_id=prop.group_id, property_id=prop.id, name=name)
     session.add(building)
     session.flush()
@@ -98,9 +99,10 @@ def ensure_floor(session: Session, building: Building, level: int, name: str | N
 
 def create_room(session: Session, floor: Floor, number: str, name: str = "", area_m2: str | Decimal = "0",
                 kind: str = "shop") -> Room:
-    number = _required(number, "number", "Room number", 32)
+    number = _required(number, "number", _l("Room number"), 32)
     if session.execute(select(Room.id).where(Room.floor_id == floor.id, Room.number == number)).first():
-        raise ValidationError(f"Room {number} exists already on floor {floor.name}.", {"number": "taken"})
+        raise ValidationError(_l("Room %(number)s exists already on floor %(floor)s.", number=number, floor=floor.name),
+                              {"number": "taken"})
     room = Room(group_id=floor.group_id, property_id=floor.property_id, building_id=floor.building_id,
                 floor_id=floor.id, number=number, name=(name or "").strip(), area_m2=parse_area(area_m2),
                 kind=kind)
@@ -118,6 +120,13 @@ class BulkResult:
 MAX_BULK_ROOMS = 5000
 
 
+def _whole(value: object, field_name: str) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError) as err:
+        raise ValidationError(_l("Enter a whole number, e.g. 3."), {field_name: "not a number"}) from err
+
+
 def bulk_create_rooms(session: Session, building: Building, floor_from: int, floor_to: int,
                       room_from: str, room_to: str, area_m2: str | Decimal = "0", kind: str = "shop") -> BulkResult:
     """Create rooms ``{floor}{room}`` for every floor and room number in the ranges ("1–6", "01–20").
@@ -125,17 +134,16 @@ def bulk_create_rooms(session: Session, building: Building, floor_from: int, flo
     The room part keeps the width of ``room_from`` (``01`` gives 101, 102 ... 620); existing rooms are
     skipped and reported, so running it twice is harmless.
     """
-    try:
-        first_room, last_room = int(room_from), int(room_to)
-        floor_from, floor_to = int(floor_from), int(floor_to)
-    except (TypeError, ValueError) as err:
-        raise ValidationError("Floors and room numbers must be whole numbers.", {"range": "not a number"}) from err
-    if floor_from > floor_to or first_room > last_room or first_room < 0:
-        raise ValidationError("Each range must go from a lower to a higher number.", {"range": "reversed"})
+    floor_from, floor_to = _whole(floor_from, "floor_from"), _whole(floor_to, "floor_to")
+    first_room, last_room = _whole(room_from, "room_from"), _whole(room_to, "room_to")
+    if floor_from > floor_to:
+        raise ValidationError(_l("Each range must go from a lower to a higher number."), {"floor_to": "reversed"})
+    if first_room > last_room or first_room < 0:
+        raise ValidationError(_l("Each range must go from a lower to a higher number."), {"room_to": "reversed"})
     count = (floor_to - floor_from + 1) * (last_room - first_room + 1)
     if count > MAX_BULK_ROOMS:
-        raise ValidationError(f"{count} rooms at once is too many; create at most {MAX_BULK_ROOMS}.",
-                              {"range": "too many"})
+        raise ValidationError(_l("%(count)d rooms at once is too many; create at most %(max)d.", count=count,
+                                 max=MAX_BULK_ROOMS), {"floor_to": "too many"})
     area = parse_area(area_m2)
     width = len(str(room_from).strip())
     result = BulkResult()
@@ -157,15 +165,16 @@ def bulk_create_rooms(session: Session, building: Building, floor_from: int, flo
 
 def create_operator(session: Session, group_id: int, username: str, password: str, role: str,
                     name: str = "", all_properties: bool = False, property_ids: list[int] | None = None) -> Operator:
-    username = _required(username, "username", "Username", 64).lower()
+    username = _required(username, "username", _l("Username"), 64).lower()
     if not USERNAME_RE.match(username):
-        raise ValidationError("Username: 3–64 of a–z, 0–9, '_', '.', '@', '-'.", {"username": "invalid"})
+        raise ValidationError(_l("Username: 3–64 of a–z, 0–9, '_', '.', '@', '-'."), {"username": "invalid"})
     if role not in ROLES:
-        raise ValidationError(f"Unknown role '{role}'. Choose one of: {', '.join(ROLES)}.", {"role": "unknown"})
+        raise ValidationError(_l("Unknown role %(role)s. Choose one of: %(roles)s.", role=role, roles=", ".join(ROLES)),
+                              {"role": "unknown"})
     from .auth import lookup
 
     if lookup(session, username) is not None:
-        raise ValidationError(f"Username '{username}' is taken.", {"username": "taken"})
+        raise ValidationError(_l("Username %(username)s is taken.", username=username), {"username": "taken"})
     operator = Operator(group_id=group_id, username=username, name=(name or "").strip(),
                         password_hash=hash_password(password), role=role, all_properties=all_properties,
                         password_changed_at=utcnow())
@@ -182,7 +191,7 @@ def set_scopes(session: Session, operator: Operator, property_ids: list[int]) ->
         select(Property.id).where(Property.group_id == operator.group_id, Property.id.in_(wanted or {-1}))
     ).scalars())
     if wanted - valid:
-        raise ValidationError("Unknown property in the scope.", {"property_ids": "unknown"})
+        raise ValidationError(_l("Unknown property in the scope."), {"property_ids": "unknown"})
     operator.scopes = [OperatorProperty(group_id=operator.group_id, operator_id=operator.id, property_id=p)
                        for p in sorted(valid)]
     session.flush()

@@ -72,7 +72,7 @@ def test_due_days_zero_is_kept_and_a_bad_value_is_refused(app, client, operator,
     form = {"csrf_token": token, "account_id": account_id, "start": "2026-03-01", "end": "2026-04-01",
             "make_postpaid": "1"}
     response = client.post("/bills/generate", data={**form, "due_days": "soon"}, follow_redirects=True)
-    assert "due days must be a whole number" in response.get_data(as_text=True)
+    assert "Due days must be a whole number" in response.get_data(as_text=True)
     with app.app_context(), service_session() as s:
         assert s.query(PostpaidAccount).filter_by(account_id=account_id).first() is None
     client.post("/bills/generate", data={**form, "due_days": "0"})

@@ -3,7 +3,7 @@
 (function () {
   const start = document.getElementById("scan-start");
   const video = document.getElementById("scan-video");
-  const field = document.getElementById("qr_payload");
+  const field = document.querySelector("[name=qr_payload]");
   if (!start) return;
   if (!("BarcodeDetector" in window) || !navigator.mediaDevices) { start.hidden = true; return; }
   start.addEventListener("click", async function () {

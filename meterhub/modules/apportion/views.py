@@ -197,15 +197,15 @@ def run(run_id: int):
 @bp.route("/runs/<int:run_id>/reverse", methods=["POST"])
 @permission_required("money.reverse")
 def reverse(run_id: int):
-    run = get_or_404(ApportionRun, run_id)
+    posted = get_or_404(ApportionRun, run_id)
     try:
-        reverse_run(db.session, current_user.group_id, run.id, request.form.get("reason", ""),
+        reverse_run(db.session, current_user.group_id, posted.id, request.form.get("reason", ""),
                     actor=current_user.username, operator_id=current_user.id)
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("apportion.run", run_id=run.id))
-    record("apportion.reverse.console", run)
+        refused(err, ("reason",))  # the form again as typed, the problem beside its field
+        return run(posted.id), 400
+    record("apportion.reverse.console", posted)
     db.session.commit()
     flash(_("Reversed."), "ok")
-    return redirect(url_for("apportion.run", run_id=run.id))
+    return redirect(url_for("apportion.run", run_id=posted.id))

@@ -68,7 +68,8 @@ def save_policy(session: Session, group_id: int, property_id: int, *, bill_day: 
               "cutoff_days": whole("cutoff_days", cutoff_days, 1, 365, True), "confirm_on_run": bool(confirm_on_run)}
     if errors:
         raise ValidationError(_l("The post-paid policy is invalid: %(errors)s",
-                                 errors="; ".join(f"{k}: {v}" for k, v in errors.items())), errors)
+                                 errors="; ".join(f"{k}: {v}" for k, v in errors.items())),
+                              dict.fromkeys(errors, "invalid"), messages=dict(errors))
     policy = session.get(PostpaidPolicy, property_id)
     if policy is None:
         policy = PostpaidPolicy(group_id=group_id, property_id=property_id)

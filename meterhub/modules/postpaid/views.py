@@ -8,6 +8,7 @@ import click
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -27,6 +28,12 @@ bp = Blueprint("postpaid", __name__, url_prefix="/bills")
 #: The bill run form's fields (an error naming one is shown beside it); the service's names → the form's.
 RUN_FIELDS = ("property_id", "building_id", "month")
 RUN_ALIASES = {"property": "property_id", "building": "building_id"}
+#: The "Generate a bill" form's fields; an account that is not open or is prepaid, or a period already billed, is
+#: said beside the account or the first day.
+GENERATE_FIELDS = ("account", "start", "end", "make_postpaid", "due_days")
+GENERATE_ALIASES = {"status": "account", "period": "start"}
+POLICY_FIELDS = ("bill_day", "confirm_on_run", "remind_every_days", "late_fee_daily_rate", "late_fee_cap_rate",
+                 "cutoff_days")
 
 
 def _done(bill_id: int | None, err: MeterhubError | None = None):  # noqa: ANN202
@@ -69,7 +76,16 @@ def _due_days() -> int:
     try:
         return int(raw)
     except ValueError as err:
-        raise ValidationError("due days must be a whole number from 0 to 120", {"due_days": "number"}) from err
+        raise ValidationError(_l("Due days must be a whole number from 0 to 120 (0: due on the day the bill is "
+                                 "confirmed); %(value)s is not.", value=raw), {"due_days": "number"}) from err
+
+
+def _day(field: str) -> date:
+    """The form's date ``field`` (YYYY-MM-DD), refused beside it when missing or not a date."""
+    try:
+        return date.fromisoformat(request.form.get(field, ""))
+    except ValueError as err:
+        raise ValidationError(_l("Enter a date as YYYY-MM-DD."), {field: "date"}) from err
 
 
 @bp.route("/generate", methods=["POST"])
@@ -77,21 +93,16 @@ def _due_days() -> int:
 def generate():
     try:
         account = picked(PrepaidAccount, "account", "account", "account_id", "account.manage")
-    except ValidationError as err:  # an unknown or out-of-scope account: named, nothing made
-        flash(str(err), "error")
-        return bills(), 400
-    try:
-        try:
-            first, end = date.fromisoformat(request.form["start"]), date.fromisoformat(request.form["end"])
-        except (KeyError, ValueError) as err:
-            raise ValidationError("dates must be YYYY-MM-DD", {"period": "date"}) from err
+        first, end = _day("start"), _day("end")
         if request.form.get("make_postpaid") == "1":
             service.make_postpaid(db.session, current_user.group_id, account.id, due_days=_due_days(),
                                   actor=current_user.username, operator_id=current_user.id)
         bill = service.generate_bill(db.session, current_user.group_id, account.id, first, end,
                                      actor=current_user.username, operator_id=current_user.id)
-    except MeterhubError as err:
-        return _done(None, err)
+    except MeterhubError as err:  # an unknown account, a bad date or due days: beside its field, nothing made
+        db.session.rollback()
+        refused(err, GENERATE_FIELDS, GENERATE_ALIASES)
+        return bills(), 400
     return _done(bill.id)
 
 
@@ -120,14 +131,16 @@ def confirm(bill_id: int):
 @bp.route("/<int:bill_id>/pay", methods=["POST"])
 @permission_required("money.topup")
 def pay(bill_id: int):
-    bill = get_or_404(Bill, bill_id)
+    owed = get_or_404(Bill, bill_id)
     try:
-        service.record_payment(db.session, current_user.group_id, bill.id, request.form.get("amount", ""),
+        service.record_payment(db.session, current_user.group_id, owed.id, request.form.get("amount", ""),
                                request.form.get("channel", "cash"), request.form.get("key", "") or "",
                                actor=current_user.username, operator_id=current_user.id)
     except MeterhubError as err:
-        return _done(bill.id, err)
-    return _done(bill.id)
+        db.session.rollback()
+        refused(err, ("amount", "channel"))  # the form again as typed, the problem beside its field
+        return bill(owed.id), 400
+    return _done(owed.id)
 
 
 @bp.route("/<int:bill_id>/bill.pdf")
@@ -207,10 +220,10 @@ def policy(property_id: int):
                         actor=current_user.username, operator_id=current_user.id)
         except MeterhubError as err:
             db.session.rollback()
-            flash(str(err), "error")
-        else:
-            db.session.commit()
-            flash(_("Saved."), "ok")
+            refused(err, POLICY_FIELDS)  # the form again as typed, each problem beside its field
+            return render_template("postpaid/policy.html", prop=prop, policy=policy_of(db.session, prop.id)), 400
+        db.session.commit()
+        flash(_("Saved."), "ok")
         return redirect(url_for("postpaid.policy", property_id=prop.id))
     return render_template("postpaid/policy.html", prop=prop, policy=policy_of(db.session, prop.id))
 

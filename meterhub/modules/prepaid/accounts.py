@@ -32,7 +32,9 @@ READING_COLUMN = {"electricity": "energy_kwh", "water": "water_m3"}
 def _meters(session: Session, group_id: int, property_id: int, meter_ids: list[int]) -> list[Meter]:
     meters = list(session.execute(select(Meter).where(Meter.id.in_(meter_ids), Meter.group_id == group_id))
                   .scalars())
-    if not meter_ids or len(meters) != len(set(meter_ids)):
+    if not meter_ids:
+        raise ValidationError(_l("Choose at least one meter."), {"meters": "required"})
+    if len(meters) != len(set(meter_ids)):
         raise NotFound(_l("meters %(value)s not found",
                           value=sorted(set(meter_ids) - {m.id for m in meters})))
     for meter in meters:

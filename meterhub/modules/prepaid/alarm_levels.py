@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from sqlalchemy.orm import Session
 
 from ...errors import ValidationError
+from ...i18n import _l
 from ...ledger.money import parse_amount
 from ...tenants import audit
 from .control import evaluate_accounts
@@ -28,9 +29,9 @@ def parse_days(raw: object, field: str) -> Decimal | None:
     try:
         days = Decimal(text)
     except InvalidOperation as err:
-        raise ValidationError(f"{field}: {text!r} is not a number of days", {field: "not a number"}) from err
+        raise ValidationError(_l("%(value)s is not a number of days.", value=repr(text)), {field: "not a number"}) from err
     if not days.is_finite() or days <= 0 or days > MAX_DAYS or days != days.quantize(Decimal("0.1")):
-        raise ValidationError(f"{field}: days must be above 0 and at most {MAX_DAYS}, with one decimal at most",
+        raise ValidationError(_l("Days must be above 0 and at most %(max)s, with one decimal at most.", max=MAX_DAYS),
                               {field: "out of range"})
     return days
 
@@ -42,9 +43,10 @@ def set_alarm_levels(session: Session, account: PrepaidAccount, *, alarm1: objec
     a1, a2 = parse_amount(alarm1, "alarm1", positive=False), parse_amount(alarm2, "alarm2", positive=False)
     d1, d2 = parse_days(alarm1_days, "alarm1_days"), parse_days(alarm2_days, "alarm2_days")
     if a1 < 0 or a2 < 0 or a2 > a1:
-        raise ValidationError("Alarm level 2 must be at most alarm level 1, both 0 or more.", {"alarm2": "order"})
+        raise ValidationError(_l("Alarm level 2 must be at most alarm level 1, both 0 or more."), {"alarm2": "order"})
     if d1 is not None and d2 is not None and d2 > d1:
-        raise ValidationError("Alarm level 2 in days must be at most alarm level 1 in days.", {"alarm2_days": "order"})
+        raise ValidationError(_l("Alarm level 2 in days must be at most alarm level 1 in days."),
+                              {"alarm2_days": "order"})
     before = {k: str(getattr(account, k)) for k in ("alarm1", "alarm2", "alarm1_days", "alarm2_days")}
     account.alarm1, account.alarm2, account.alarm1_days, account.alarm2_days = a1, a2, d1, d2
     audit.record(session, account.group_id, "prepaid.account.alarm_levels", actor=actor, operator_id=operator_id,

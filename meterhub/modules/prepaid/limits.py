@@ -45,7 +45,8 @@ def check_topup(session: Session, group_id: int, amount: Decimal, *, confirmed: 
     if amount > limits.maximum:
         raise TopupTooLarge(f"A single top-up is at most {limits.maximum} CNY in this group; {amount} CNY{what} "
                             "was refused. Split it, or ask a group admin to raise the limit in Settings.",
-                            {"amount": "above the group's maximum"})
+                            {"amount": "above the group's maximum"},
+                            messages={"amount": _l("A single top-up is at most %(maximum)s CNY.", maximum=limits.maximum)})
     if amount > limits.confirm_above and not confirmed:
         raise ConfirmationRequired(f"{amount} CNY{what} is above {limits.confirm_above} CNY: confirm the amount "
                                    "to top up (API: send \"confirm\": true).", {"confirm": "required"})

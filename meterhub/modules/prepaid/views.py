@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
@@ -14,6 +15,7 @@ from ...commands.service import create_command
 from ...devices.models import Meter
 from ...errors import MeterhubError, ValidationError
 from ...extensions import db
+from ...i18n import _l
 from ...ledger import run_money_transaction
 from ...ledger.models import Transfer
 from ...ledger.post import balance_of
@@ -22,6 +24,7 @@ from ...tenants import lookup
 from ...tenants.scoping import get_or_404, property_ids, requested, requested_all, restrict
 from webui.confirm import confirmation_page
 from webui.format import money, room_path
+from webui.forms import refused
 from webui.util import permission_required
 from . import accounts, cashier, control
 from .events import notify_balance
@@ -29,6 +32,8 @@ from .models import LEVELS, Charge, MeterState, PrepaidAccount
 from .topup_confirm import answer_outside_limits
 
 bp = Blueprint("prepaid", __name__, url_prefix="/prepaid")
+OPEN_FIELDS = ("customer_name", "phone", "meter_id", "alarm1", "alarm2", "overdraft_limit", "preset")
+SWAP_FIELDS = ("final_reading", "new_meter", "new_initial_reading")
 def _scope_props() -> list[int] | None:
     from ...tenants.scoping import property_ids
 
@@ -109,7 +114,7 @@ def counter():
                            takings=counter_page.takings_today(db.session, display_zone(), scope, current_user.id))
 
 
-def _money(action, permission: str, account_id: int):
+def _money(action, permission: str, account_id: int, form_name: str):
     acc = _account(account_id)
     from ...tenants.scoping import has_permission
 
@@ -120,8 +125,8 @@ def _money(action, permission: str, account_id: int):
         result = run_money_transaction(db.session, lambda s: action(s, acc, form))
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
-        return redirect(url_for("prepaid.account", account_id=acc.id))
+        refused(err, ("amount", "channel", "reason"), form=form_name)  # the account page again, beside the field
+        return account(acc.id), 400
     notify_balance(acc.group_id, acc.id, result.balance)
     flash(_("Done. Balance: %(balance)s", balance=result.balance), "ok")
     return redirect(url_for("prepaid.receipt", transfer_id=result.transfer_id))
@@ -148,7 +153,7 @@ def topup(account_id: int):
     confirmed = request.form.get("confirm") == "1"
     return _money(lambda s, acc, f: cashier.topup(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
                                                   f.get("key", ""), confirmed=confirmed, **_who()),
-                  "money.topup", account_id)
+                  "money.topup", account_id, "topup")
 
 
 @bp.route("/accounts/<int:account_id>/refund", methods=["POST"])
@@ -160,7 +165,7 @@ def refund(account_id: int):
         return page
     return _money(lambda s, acc, f: cashier.refund(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
                                                    f.get("key", ""), reason=f.get("reason", ""), **_who()),
-                  "money.refund", account_id)
+                  "money.refund", account_id, "refund")
 
 
 @bp.route("/accounts/<int:account_id>/reverse", methods=["POST"])
@@ -176,7 +181,7 @@ def reverse(account_id: int):
         return page
     return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, original.id, f.get("reason", ""),
                                                     f.get("key", ""), **_who()),
-                  "money.reverse", account_id)
+                  "money.reverse", account_id, f"reverse-{original.id}")
 
 
 @bp.route("/receipts/<int:transfer_id>")
@@ -207,10 +212,13 @@ def open_account():
             db.session.commit()
         except MeterhubError as err:
             db.session.rollback()
-            flash(str(err), "error")
-            return redirect(url_for("prepaid.open_account", room_id=room.id))
+            refused(err, OPEN_FIELDS, {"meters": "meter_id"})  # the form again as typed, the problem beside it
+            return _open_page(room), 400
         return redirect(url_for("prepaid.account", account_id=acc.id))
-    room = get_or_404(Room, request.args.get("room_id", 0, type=int), "property.view")
+    return _open_page(get_or_404(Room, request.args.get("room_id", 0, type=int), "property.view"))
+
+
+def _open_page(room: Room) -> str:
     meters = db.session.execute(select(Meter).where(Meter.room_id == room.id)).scalars().all()
     return render_template("prepaid/open.html", room=room, meters=meters)
 
@@ -220,7 +228,8 @@ def open_account():
 def activate(account_id: int):
     acc = _account(account_id)
     return _manage(lambda: accounts.open_account(db.session, acc.group_id, acc.id, customer_name=request.form.get(
-        "customer_name", ""), phone=request.form.get("phone", ""), **_who()), acc)
+        "customer_name", ""), phone=request.form.get("phone", ""), **_who()), acc, ("customer_name", "phone"),
+        "activate")
 
 
 @bp.route("/accounts/<int:account_id>/close", methods=["POST"])
@@ -249,21 +258,25 @@ def swap(account_id: int):
             found = lookup.resolve(db.session, acc.group_id, "meter", f.get("new_meter", ""),
                                    property_ids=property_ids(current_user), property_id=acc.property_id)
         except ValidationError as err:
-            flash(str(err), "error")
+            refused(err, SWAP_FIELDS, {"meter": "new_meter"}, form=f"swap-{old.id}")  # beside the new meter
             return account(acc.id), 400
         new = get_or_404(Meter, found.id, "account.manage")
     else:  # a client that names it by id: resolved in scope like every id
         new = requested(Meter, "new_meter_id", "account.manage")
         if new.property_id != acc.property_id:
             abort(404)
+    try:  # the readings are checked before the confirmation, and refused beside their fields
+        final, initial = (_reading(f.get(name, "0") or "0", name) for name in ("final_reading", "new_initial_reading"))
+    except ValidationError as err:
+        refused(err, SWAP_FIELDS, form=f"swap-{old.id}")
+        return account(acc.id), 400
     page = _confirm(_("Swap meter"), acc, (_("Old meter"), old.name or f"#{old.id}"), (_("Final reading"), f.get("final_reading")),
                     (_("New meter"), new.name or f"#{new.id}"), (_("New meter reading"), f.get("new_initial_reading")))
     if page is not None:
         return page
     return _manage(lambda: accounts.swap_meter(
         db.session, acc.group_id, old.id, new.id,
-        final_reading=f.get("final_reading", "0") or "0", new_initial_reading=f.get("new_initial_reading", "0") or "0",
-        **_who()), acc)
+        final_reading=final, new_initial_reading=initial, **_who()), acc, SWAP_FIELDS, f"swap-{old.id}")
 
 
 @bp.route("/meters/<int:meter_id>/command", methods=["POST"])
@@ -324,15 +337,31 @@ def action_message(meter: Meter, kind: str, command: Command | None) -> str:
              "meter gets it when it comes back).", what=what, where=where)
 
 
-def _manage(action, acc: PrepaidAccount):
+def _manage(action, acc: PrepaidAccount, fields: tuple[str, ...] = (), form: str | None = None):
+    """Run ``action`` on ``acc``; refused: the account page again with the problem beside the field of ``form``."""
     try:
         action()
         db.session.commit()
         flash(_("Saved."), "ok")
     except (MeterhubError, ValueError) as err:
         db.session.rollback()
-        flash(str(err), "error")
+        if not fields:
+            flash(str(err), "error")
+            return redirect(url_for("prepaid.account", account_id=acc.id))
+        refused(err, fields, form=form)
+        return account(acc.id), 400
     return redirect(url_for("prepaid.account", account_id=acc.id))
+
+
+def _reading(raw: str, field: str) -> str:
+    """A meter reading typed into ``field``: a number ≥ 0 (kept as typed), else refused beside the field."""
+    try:
+        value = Decimal(raw.strip())
+    except ArithmeticError as err:
+        raise ValidationError(_l("Enter a reading as a number, e.g. 1234.5."), {field: "number"}) from err
+    if not value.is_finite() or value < 0:
+        raise ValidationError(_l("Enter a reading as a number, e.g. 1234.5."), {field: "range"})
+    return raw.strip()
 
 
 

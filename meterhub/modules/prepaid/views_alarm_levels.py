@@ -9,9 +9,10 @@ from flask_login import current_user
 
 from ...errors import MeterhubError
 from ...extensions import db
+from webui.forms import refused
 from webui.util import permission_required
 from .alarm_levels import set_alarm_levels
-from .views import _account, bp
+from .views import _account, account, bp
 
 
 @bp.route("/accounts/<int:account_id>/alarm-levels", methods=["POST"])
@@ -27,5 +28,6 @@ def alarm_levels(account_id: int):
         flash(_("Alarm levels saved."), "ok")
     except MeterhubError as err:
         db.session.rollback()
-        flash(str(err), "error")
+        refused(err, ("alarm1", "alarm1_days", "alarm2", "alarm2_days"), form="alarm-levels")  # beside the field
+        return account(acc.id), 400
     return redirect(url_for("prepaid.account", account_id=acc.id))
