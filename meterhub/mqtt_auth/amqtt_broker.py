@@ -8,9 +8,16 @@ amqtt also publishes a client's will message without asking the topic plugins, s
 "reading" on another gateway's topic as its will: a will the topic rules would not let the client publish is
 refused at CONNECT, as Mosquitto does.
 The rest of ``_initialize_client_session`` is amqtt's own (amqtt is pinned; re-check on upgrade).
+
+amqtt acknowledges an incoming QoS 1/2 message (PUBACK/PUBREC) before it routes it, and plugins hear of it only
+when routed: a kill -9 in between lost a message the gateway had been told was safe. Each client's handler here
+journals the message first (:class:`JournalFirstHandler`, the journal plugin's ``journal_incoming``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
@@ -18,8 +25,24 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import Session
+from amqtt.session import INCOMING, ApplicationMessage, Session
 from amqtt.utils import format_client_message, gen_client_id
+
+
+class JournalFirstHandler(BrokerProtocolHandler):
+    """amqtt's handler, but an incoming QoS 1/2 message goes through ``before_ack`` before it is acknowledged."""
+
+    before_ack: Callable[[Session | None, ApplicationMessage], Awaitable[None]] | None = None
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        if app_message.direction == INCOMING and self.before_ack is not None:
+            await self.before_ack(self.session, app_message)
+        await super()._handle_qos1_message_flow(app_message)
+
+    async def _handle_qos2_message_flow(self, app_message: Any) -> None:
+        if app_message.direction == INCOMING and self.before_ack is not None and app_message.pubrec_packet is None:
+            await self.before_ack(self.session, app_message)
+        await super()._handle_qos2_message_flow(app_message)
 
 
 class AuthFirstBroker(Broker):
@@ -42,6 +65,8 @@ class AuthFirstBroker(Broker):
             self.logger.error(f"No data from {where} : {exc}")  # noqa: G004
             raise AMQTTError(exc) from exc
 
+        handler.__class__ = JournalFirstHandler
+        handler.before_ack = self._journal_before_ack  # type: ignore[attr-defined]
         if not await self._authenticate(client_session, None):  # type: ignore[arg-type]
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
@@ -78,3 +103,12 @@ class AuthFirstBroker(Broker):
         if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
             client_session.keep_alive += timeout_disconnect_delay
         return handler, client_session
+
+    async def _journal_before_ack(self, session: Session | None, message: ApplicationMessage) -> None:
+        """Journal a message the client may publish (the topic rules asked first), before amqtt acknowledges it."""
+        journal = next((p for p in self.plugins_manager.plugins if hasattr(p, "journal_incoming")), None)
+        topic = message.topic or ""
+        if journal is None or session is None or not topic or "+" in topic or "#" in topic or topic.startswith("$"):
+            return  # amqtt refuses such a topic when it routes the message
+        if await self._topic_filtering(session, topic=topic, action=Action.PUBLISH):
+            journal.journal_incoming(topic, bytes(message.data or b""), int(message.qos or 0))

@@ -2,9 +2,9 @@
 
 amqtt keeps sessions and the messages queued for them in memory only (its ``SessionDBPlugin`` stores no
 in-flight message and nothing of signed-in clients), so a restart lost messages it had acknowledged to the
-gateway. ``meterhub.services.mqtt_journal.JournalPlugin`` writes every QoS 1/2 reading it lets through to a
-SQLite file (committed before the next one), with the persistent sessions' subscriptions. After a restart the
-broker has forgotten those sessions; when a client that held one subscribes again to the same topic, it gets
+gateway. ``meterhub.services.mqtt_journal.JournalPlugin`` commits every QoS 1/2 reading a client may publish to
+a SQLite file before the broker acknowledges it (``meterhub.mqtt_auth.amqtt_broker``), and the persistent
+sessions' subscriptions. After a restart the broker has forgotten those sessions; when a client that held one subscribes again to the same topic, it gets
 the journal of the last ``keep_s`` seconds, within the topic rules: the previous run's messages, and this run's
 that came before its subscription existed (after a kill -9 a gateway usually reconnects before the ingest).
 Later messages reach the subscription itself. A new subscriber gets no history, as MQTT has it. Delivery is at
@@ -17,7 +17,6 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BasePlugin
@@ -69,12 +68,11 @@ class JournalPlugin(BasePlugin[BaseContext]):
             log.info("mqtt journal: %d message(s) of the previous run to deliver again to %d subscription(s)",
                      kept, len(self.owed))
 
-    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
-        """A message the broker lets through: journal it when QoS 1/2."""
-        if (message.qos or 0) < 1 or not any(topic_matches(message.topic, t) for t in self.config.topics):
+    def journal_incoming(self, topic: str, data: bytes, qos: int) -> None:
+        """A QoS 1/2 message a client may publish, before the broker acknowledges it (``AuthFirstBroker``)."""
+        if qos < 1 or not any(topic_matches(topic, t) for t in self.config.topics):
             return
-        self.db.execute("INSERT INTO journal (at, topic, data, qos) VALUES (?, ?, ?, ?)",
-                        (time.time(), message.topic, bytes(message.data), int(message.qos)))
+        self.db.execute("INSERT INTO journal (at, topic, data, qos) VALUES (?, ?, ?, ?)", (time.time(), topic, data, qos))
         if time.monotonic() - self._trimmed > 60:
             self._trimmed = time.monotonic()
             self.db.execute("DELETE FROM journal WHERE at < ?", (time.time() - self.config.keep_s,))
@@ -82,8 +80,8 @@ class JournalPlugin(BasePlugin[BaseContext]):
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
         """Remember a persistent session's subscription; deliver the journal to one the previous run held.
 
-        The subscription exists when this runs, and a message's journal write is scheduled before it is routed:
-        every message is either in the rows read here or routed to the subscription (or both: at least once)."""
+        The subscription exists when this runs, and a message is journaled before it is acknowledged, so before
+        it is routed: every message is either in the rows read here or routed to the subscription (or both)."""
         session = self.context.get_session(client_id)  # type: ignore[attr-defined]
         if session is None:
             return
