@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=2000)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--web-processes", type=int, default=1,
+                        help="meterhub web processes sharing the port (meterhub run --web-processes)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with throwaway_database() as admin_url:
@@ -146,8 +148,10 @@ def main() -> None:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["METERHUB_API_RATE_LIMIT_PER_MINUTE"] = "1000000"  # the page's time is measured, not the token's limit
-        web = subprocess.Popen([sys.executable, "-m", "meterhub", "web", "--port", str(port)], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        shared = ["--reuse-port"] if args.web_processes > 1 else []
+        webs = [subprocess.Popen([sys.executable, "-m", "meterhub", "web", "--port", str(port), *shared], env=env,
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+                for _ in range(args.web_processes)]
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -157,9 +161,10 @@ def main() -> None:
                         break
                 except requests.RequestException:
                     pass
-                if time.monotonic() > deadline or web.poll() is not None:
+                if time.monotonic() > deadline or any(web.poll() is not None for web in webs):
                     raise RuntimeError("meterhub web did not answer within 120 s")
                 time.sleep(0.5)
+            time.sleep(5 if args.web_processes > 1 else 0)  # the others bind too (they start side by side)
             console = [console_session(base, ids["username"]) for _ in range(args.users)]
             tenants = [portal_session(base, ids["phone"]) for _ in range(args.users)]
             api = [requests.Session() for _ in range(args.users)]
@@ -175,11 +180,13 @@ def main() -> None:
             pages["floor_again"] = load([requests.Session() for _ in range(args.users)], f"{base}/login",
                                         'name="csrf_token"', args.seconds)
         finally:
-            web.send_signal(signal.SIGTERM)
-            try:
-                web.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(web.pid, signal.SIGKILL)
+            for web in webs:
+                web.send_signal(signal.SIGTERM)
+            for web in webs:
+                try:
+                    web.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(web.pid, signal.SIGKILL)
         from meterhub.db import dispose_service_engines
 
         dispose_service_engines()
@@ -198,10 +205,11 @@ def main() -> None:
                      "goal_p95_ms": goal or "", "met": "" if goal is None else ("met" if m["p95_ms"] <= goal
                                                                                 else "NOT MET")})
     print_table(f"Pages under load: {args.users} concurrent users, {args.seconds:g} s each, meterhub web "
-                f"(waitress, 8 threads), {ids['rooms']} rooms", rows)
+                f"({args.web_processes} process(es), waitress, 8 threads each), {ids['rooms']} rooms", rows)
     write_results("web", part="pages", entries={
         "account_page_p95_ms": pages["account_page"]["p95_ms"], "portal_home_p95_ms": pages["portal_home"]["p95_ms"],
         "api_accounts_p95_ms": pages["api_accounts"]["p95_ms"], "floor_p95_ms": floor, "users": args.users,
+        "web_processes": args.web_processes,
         "rooms": ids["rooms"], "detail": pages, "goals_p95_ms": GOALS_MS})
 
 

@@ -78,7 +78,11 @@ def _optional_commands() -> list[tuple[str, list[str]]]:
 @click.option("--collector-interval", type=float, default=None,
               help="Poll every meter this often (seconds) instead of the properties' intervals (tests, demos).")
 @click.option("--no-history", is_flag=True, help="Skip storing the simulated meters' past year (a faster start).")
-def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float | None, no_history: bool) -> None:
+@click.option("--web-processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              envvar="METERHUB_WEB_PROCESSES",
+              help="Web processes sharing the port (SO_REUSEPORT); one process serves pages on one core.")
+def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float | None, no_history: bool,
+                 web_processes: int) -> None:
     """Start the whole platform with simulated devices (Ctrl-C stops everything)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     instance = Path(os.environ.get("METERHUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
@@ -109,7 +113,9 @@ def demo_command(host: str, port: int, no_fleet: bool, collector_interval: float
         service_url = app.config["SERVICE_DATABASE_URL"]
         children.on_event = lambda name, event, detail: process_events.record(service_url, name, event, detail)
         # the web and the collector first: on a small machine the processes that start together share the CPU
-        children.start("web", "web", "--host", host, "--port", str(port))  # a child too: restarted if it dies
+        shared = ["--reuse-port"] if web_processes > 1 else []
+        for n in range(1, web_processes + 1):  # children too: each restarted if it dies
+            children.start("web" if n == 1 else f"web-{n}", "web", "--host", host, "--port", str(port), *shared)
         for name, args in _optional_commands():
             if name == "collector" and collector_interval:
                 args = [*args, "--interval", str(collector_interval), "--stagger", str(min(collector_interval, 60))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 
 import click
 
@@ -19,7 +20,10 @@ def freeze_startup_objects() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
-def web_command(host: str, port: int, threads: int) -> None:
+@click.option("--reuse-port", is_flag=True,
+              help="Share the port with other `meterhub web` processes (SO_REUSEPORT): the kernel spreads "
+                   "connections over them, so a host's cores all serve pages (one process runs Python on one).")
+def web_command(host: str, port: int, threads: int, reuse_port: bool) -> None:
     """Serve the web app (console, tenant portal, REST API) until SIGTERM."""
     from waitress import serve
 
@@ -31,5 +35,16 @@ def web_command(host: str, port: int, threads: int) -> None:
     check_shared_keys(app)  # logs an error when another host of the deployment signs with other keys
     freeze_startup_objects()
     # With TRUSTED_PROXIES the app's ProxyFix reads X-Forwarded-For/-Proto: waitress must hand them over.
-    serve(app, host=host, port=port, threads=threads, _quiet=True,
-          clear_untrusted_proxy_headers=not app.config.get("TRUSTED_PROXIES"))
+    where = {"sockets": [shared_socket(host, port)]} if reuse_port else {"host": host, "port": port}
+    serve(app, threads=threads, _quiet=True, clear_untrusted_proxy_headers=not app.config.get("TRUSTED_PROXIES"),
+          **where)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other processes may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
