@@ -23,7 +23,7 @@ from .forms import refused
 from .util import client_ip, permission_required
 
 bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
-FIELDS = ("name", "operator_id", "scopes", "expires_days")  # the new-token form's
+FIELDS = ("name", "scopes", "expires_days")  # the new-token form's fields that show a message beside them
 
 
 def _operators() -> list[Operator]:

@@ -71,7 +71,7 @@ def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | 
     own = getattr(err, "messages", None) or {}
     left = [name for name in named if (aliases or {}).get(name, name) not in errors]
     g.form_errors = {**getattr(g, "form_errors", {}), **errors}
-    g.refused_form = form if form is not None else request.form.get("action")
+    g.refused_form = form if form is not None else _sent().get("action")
     g.form_fields = set(fields) | set(getattr(g, "form_fields", ()))
     if not errors:
         flash(str(err), "error")
@@ -81,6 +81,11 @@ def refused(err: Exception, fields: Iterable[str], aliases: Mapping[str, str] | 
     elif left:
         flash(str(err), "error")
     return errors
+
+
+def _sent() -> Any:
+    """What the refused form sent: its body, or its query string for a GET form (a report's filters)."""
+    return request.form if request.method == "POST" else request.args
 
 
 def _this_form(form: str | None) -> bool:
@@ -96,15 +101,16 @@ def form_errors(form: str | None = None) -> dict[str, str]:
 def typed(name: str, default: Any = "", form: str | None = None) -> Any:
     """What was typed into field ``name`` of the form this request refused; ``default`` otherwise (a fresh form, or
     a field of another ``form`` on the page)."""
-    if _this_form(form) and name in getattr(g, "form_fields", ()) and name in request.form:
-        return request.form.get(name)
+    sent = _sent()
+    if _this_form(form) and name in getattr(g, "form_fields", ()) and name in sent:
+        return sent.get(name)
     return default
 
 
 def ticked(name: str, default: bool = False, form: str | None = None) -> bool:
     """Whether checkbox ``name`` is ticked: as sent in the form this request refused, else ``default``."""
     if _this_form(form) and name in getattr(g, "form_fields", ()):
-        return name in request.form
+        return name in _sent()
     return default
 
 

@@ -226,7 +226,7 @@ def _pay(acc: PrepaidAccount, back: str, user_id: int | None,
         db.session.commit()
     except MeterhubError as err:
         db.session.rollback()
-        if refused(err, ("amount", "channel_id")):
+        if refused(err, ("amount",)):
             return (page(), 400), None
         return redirect(back), None  # a problem of the account or the channel: said at the top
     return redirect(order.pay_url or url_for("portal.order", out_trade_no=order.out_trade_no)), order

@@ -138,8 +138,8 @@ def view(key: str):
     definition = _definition(key)
     try:
         f = _filter(request.args, definition)
-    except ValidationError as err:
-        flash(str(err), "error")
+    except ValidationError as err:  # the filters as typed, the problem beside its field; the default selection shown
+        refused(err, FILTER_FIELDS)
         f = _filter({}, definition)
     chart = _Chart(definition) if definition.chart else None
     rows: list[tuple] = []
@@ -166,9 +166,9 @@ def export(key: str):
     definition = _definition(key)
     try:
         f = _filter(request.form, definition)
-    except ValidationError as err:
-        flash(str(err), "error")
-        return redirect(url_for("reports.view", key=key))
+    except ValidationError:  # the report's page with the filters as typed, the problem beside its field
+        typed = {k: v for k, v in request.form.items() if k != "csrf_token" and not k.startswith("_")}
+        return redirect(url_for("reports.view", key=key, **typed))
     job = create_export(db.session, current_user.group_id, current_user.id, definition.key, f)
     record("report.export", job, {"report": definition.key, "params": f.to_params()})
     db.session.commit()
@@ -207,6 +207,9 @@ def download(export_id: int):
     return response
 
 
+#: A report's typed filters (its page's GET form, whose Export button posts them); a chosen place the report cannot
+#: apply is said at the top.
+FILTER_FIELDS = ("start", "end")
 SCHEDULE_FIELDS = ("report", "frequency", "hour", "property_id", "recipients")
 
 

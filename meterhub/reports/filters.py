@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..errors import ValidationError
+from ..i18n import _l
 
 LEVELS = ("meter", "room", "building", "property")
 GRANULARITIES = ("day", "month", "year")
@@ -117,14 +118,15 @@ def _int(value: Any) -> int | None:
 EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
 
 
-def _date(value: Any, default: date) -> date:
+def _date(value: Any, default: date, field_name: str) -> date:
     try:
         day = date.fromisoformat(str(value)) if value else default
     except ValueError as err:
-        raise ValidationError(f"{str(value)[:20]!r} is not a date; use YYYY-MM-DD", {"date": "invalid"}) from err
+        raise ValidationError(_l("%(value)s is not a date; use YYYY-MM-DD.", value=repr(str(value)[:20])),
+                              {field_name: "invalid"}) from err
     if not EARLIEST <= day <= LATEST:
-        raise ValidationError(f"{day.isoformat()} is out of range; use a date from {EARLIEST} to {LATEST}",
-                              {"date": "out of range"})
+        raise ValidationError(_l("%(day)s is out of range; use a date from %(earliest)s to %(latest)s.",
+                                 day=day.isoformat(), earliest=EARLIEST, latest=LATEST), {field_name: "out of range"})
     return day
 
 
@@ -132,17 +134,17 @@ def parse(args: Mapping[str, Any], group_id: int, scope: set[int] | None, timezo
           today: date | None = None) -> ReportFilter:
     """A filter from query-string values; the default period is the last 30 days (end inclusive in forms)."""
     today = today or datetime.now(ZoneInfo(timezone)).date()
-    start = _date(args.get("start"), today - timedelta(days=30))
-    end = _date(args.get("end"), today) + timedelta(days=1)
+    start = _date(args.get("start"), today - timedelta(days=30), "start")
+    end = _date(args.get("end"), today, "end") + timedelta(days=1)
     if end <= start:
-        raise ValidationError("the end of the period must not be before its start", {"end": "before start"})
+        raise ValidationError(_l("The end of the period must not be before its start."), {"end": "before start"})
     if (end - start).days > 3700:
-        raise ValidationError("a report covers at most ten years", {"start": "too early"})
+        raise ValidationError(_l("A report covers at most ten years."), {"start": "too early"})
     level = args.get("level") or "meter"
     granularity = args.get("granularity") or "day"
     utility = args.get("utility") or None
     if level not in LEVELS or granularity not in GRANULARITIES or (utility and utility not in UTILITIES):
-        raise ValidationError("unknown level, granularity or utility", {"level": "invalid"})
+        raise ValidationError(_l("Unknown level, granularity or utility."), {"level": "invalid"})
     return ReportFilter(group_id, start, end, sorted(scope) if scope is not None else None,
                         _int(args.get("property_id")), _int(args.get("building_id")), _int(args.get("room_id")),
                         _int(args.get("meter_id")), utility, level, granularity, timezone)

@@ -102,6 +102,7 @@ FORMS: dict[str, str] = {
     "prepaid/open.html .": CASE,
     "reports/index.html reports.schedule_create": CASE,
     "reports/index.html reports.schedule_delete": BUTTON,
+    "reports/view.html reports.export": CASE + " (the filters' Export button; a bad filter: the report page again)",
     "settings/index.html .": CHOICE + " (feature modules)",
     "settings/index.html . topup_limits": CASE,
     "tariffs/detail.html tariffs.assign": CHOICE + " (the place is chosen)",
@@ -123,6 +124,9 @@ def post_forms() -> set[str]:
             which = re.search(r'name="(?:action|section)" value="(\w+)"', body)
             found.add(" ".join(p for p in (str(path.relative_to(TEMPLATES)), target.group(1) if target else ".",
                                            which.group(1) if which else "") if p))
+        for button in re.finditer(r'<button\b[^>]*formmethod="post"[^>]*>', text, re.I):  # a GET form's POST button
+            target = re.search(r"formaction=\"\{\{ url_for\('([\w.]+)'", button.group(0))
+            found.add(f"{path.relative_to(TEMPLATES)} {target.group(1) if target else '.'}")
     return found
 
 
@@ -185,7 +189,8 @@ def check_refused(response, case) -> str:
 
 def english_and_chinese(client, case, token: str) -> None:
     for headers in (EN, ZH):
-        message = check_refused(client.post(case.url, data={**case.form, "csrf_token": token}, headers=headers), case)
+        message = check_refused(client.post(case.url, data={**case.form, "csrf_token": token}, headers=headers,
+                                            follow_redirects=case.follow), case)
         if headers is EN:
             assert case.english in message, message
         else:
@@ -204,6 +209,7 @@ class Case:
     english: str  # a part of the English message
     saved: Callable[[], object]  # what the post would have changed
     status: int = 400
+    follow: bool = False  # the answer is a redirect to the page that says it
 
 
 @pytest.fixture()
@@ -215,7 +221,7 @@ def cases(app, site, group) -> dict[str, Case]:  # noqa: C901, PLR0915 (one case
     from meterhub.modules.postpaid.models import Bill, BillPayment, PostpaidPolicy
     from meterhub.modules.prepaid import accounts
     from meterhub.modules.prepaid.models import PrepaidAccount
-    from meterhub.reports.models import ScheduledReport
+    from meterhub.reports.models import ReportExport, ScheduledReport
     from meterhub.tariffs.models import Tariff, TariffVersion
     from meterhub.tenants.models import Building, Group, Operator, Property, Room
     from tests.prepaid.conftest import add_meters
@@ -342,6 +348,10 @@ def cases(app, site, group) -> dict[str, Case]:  # noqa: C901, PLR0915 (one case
             {"report": "usage", "frequency": "daily", "hour": "25", "property_id": "", "recipients": "a@example.com"},
             "hour", "25", "Enter a whole number from 0 to 23",
             lambda: count(app, ScheduledReport, ScheduledReport.group_id == gid)),
+        "reports/view.html reports.export": Case(
+            "/reports/usage", "/reports/usage/export", {"start": "2026-13-01", "end": "2026-02-01", "level": "meter"},
+            "start", "2026-13-01", "is not a date; use YYYY-MM-DD",
+            lambda: count(app, ReportExport, ReportExport.group_id == gid), status=200, follow=True),
         "settings/index.html . topup_limits": Case(
             "/settings/", "/settings/", {"section": "topup_limits", "topup_max": "lots", "topup_confirm_above": "100"},
             "topup_max", "lots", "Enter a number", lambda: stored(app, Group, gid, "topup_max"), status=422),
@@ -369,10 +379,10 @@ def payment_channels(app, group_id: int) -> int:
 
 
 def test_the_table_has_a_case_for_each_form_it_says_has_one(cases):
-    assert {k for k, v in FORMS.items() if v == CASE} == set(cases)
+    assert {k for k, v in FORMS.items() if v.startswith(CASE)} == set(cases)
 
 
-@pytest.mark.parametrize("which", sorted(k for k, v in FORMS.items() if v == CASE))
+@pytest.mark.parametrize("which", sorted(k for k, v in FORMS.items() if v.startswith(CASE)))
 def test_a_bad_value_comes_back_beside_its_field(which, app, cases, client, operator):
     case = cases[which]
     app.config["PUBLIC_BASE_URL"] = "https://meterhub.example.com"  # a real payment channel needs its callback address

@@ -114,7 +114,7 @@ def counter():
                            takings=counter_page.takings_today(db.session, display_zone(), scope, current_user.id))
 
 
-def _money(action, permission: str, account_id: int, form_name: str):
+def _money(action, permission: str, account_id: int, form_name: str, fields: tuple[str, ...]):
     acc = _account(account_id)
     from ...tenants.scoping import has_permission
 
@@ -125,7 +125,7 @@ def _money(action, permission: str, account_id: int, form_name: str):
         result = run_money_transaction(db.session, lambda s: action(s, acc, form))
     except MeterhubError as err:
         db.session.rollback()
-        refused(err, ("amount", "channel", "reason"), form=form_name)  # the account page again, beside the field
+        refused(err, fields, form=form_name)  # the account page again, the problem beside its field
         return account(acc.id), 400
     notify_balance(acc.group_id, acc.id, result.balance)
     flash(_("Done. Balance: %(balance)s", balance=result.balance), "ok")
@@ -153,7 +153,7 @@ def topup(account_id: int):
     confirmed = request.form.get("confirm") == "1"
     return _money(lambda s, acc, f: cashier.topup(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
                                                   f.get("key", ""), confirmed=confirmed, **_who()),
-                  "money.topup", account_id, "topup")
+                  "money.topup", account_id, "topup", ("amount", "channel"))
 
 
 @bp.route("/accounts/<int:account_id>/refund", methods=["POST"])
@@ -165,7 +165,7 @@ def refund(account_id: int):
         return page
     return _money(lambda s, acc, f: cashier.refund(s, acc.group_id, acc.id, f.get("amount", ""), f.get("channel", "cash"),
                                                    f.get("key", ""), reason=f.get("reason", ""), **_who()),
-                  "money.refund", account_id, "refund")
+                  "money.refund", account_id, "refund", ("amount", "reason"))
 
 
 @bp.route("/accounts/<int:account_id>/reverse", methods=["POST"])
@@ -181,7 +181,7 @@ def reverse(account_id: int):
         return page
     return _money(lambda s, acc, f: cashier.reverse(s, acc.group_id, original.id, f.get("reason", ""),
                                                     f.get("key", ""), **_who()),
-                  "money.reverse", account_id, f"reverse-{original.id}")
+                  "money.reverse", account_id, f"reverse-{original.id}", ("reason",))
 
 
 @bp.route("/receipts/<int:transfer_id>")
