@@ -247,7 +247,7 @@ def cases(app, site, group) -> dict[str, Case]:  # noqa: C901, PLR0915 (one case
     return {
         "admin/operators.html .": Case(
             "/operators/", "/operators/",
-            {"username": "Bad User!", "name": "Typed name", "password": "long enough 42", "role": "operator"},
+            {"username": "Bad User!", "name": "Typed name", "password": "long enough 42", "role": "cashier"},
             "username", "Bad User!", "Username: 3–64 of a–z",
             lambda: count(app, Operator, Operator.group_id == gid)),
         "api_tokens/index.html .": Case(
@@ -391,3 +391,23 @@ def test_a_bad_value_comes_back_beside_its_field(which, app, cases, client, oper
     token = csrf_token(client, case.page)
     english_and_chinese(client, case, token)
     assert case.saved() == before, f"{which}: the refused form saved something"
+
+
+def test_a_sign_in_answers_one_generic_message_in_the_readers_language(client, group):
+    """Sign-in forms say neither which field was wrong nor whether the account exists: one message at the top."""
+    username, _password, _ = group.operator("cashier")
+    for headers in (EN, ZH):
+        token = csrf_token(client, "/login")
+        page = client.post("/login", data={"username": username, "password": "not it", "csrf_token": token},
+                           headers=headers)
+        html = unescape(page.get_data(as_text=True))
+        assert page.status_code == 401 and "is-invalid" not in html
+        assert ("Wrong username or password." in html) if headers is EN else ("用户名或密码错误。" in html)
+    for headers in (EN, ZH):
+        token = csrf_token(client, "/portal/login")
+        page = client.post("/portal/login", data={"phone": "12-ab", "password": "x", "csrf_token": token},
+                           headers=headers)
+        html = unescape(page.get_data(as_text=True))
+        assert page.status_code == 400 and "is-invalid" not in html
+        assert ("Enter a phone number of 6 to 20 digits." in html) if headers is EN else \
+            ("请填写 6 到 20 位数字的手机号码。" in html)
