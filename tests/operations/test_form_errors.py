@@ -411,3 +411,17 @@ def test_a_sign_in_answers_one_generic_message_in_the_readers_language(client, g
         assert page.status_code == 400 and "is-invalid" not in html
         assert ("Enter a phone number of 6 to 20 digits." in html) if headers is EN else \
             ("请填写 6 到 20 位数字的手机号码。" in html)
+
+
+@pytest.mark.parametrize("url, field", [("/apportion/rules/{rule}?start=2026-02-30&end=2026-03-01", "start"),
+                                        ("/reports/usage?start=2026-01-01&end=2026-13-01", "end")])
+def test_a_filter_form_refuses_a_bad_date_beside_it(url, field, client, operator, group):
+    """GET forms with typed dates (an apportioning preview, a report's filters) say it beside the date too."""
+    operator("group_admin", all_properties=True)
+    url = url.format(rule=group.operations["rule_id"])
+    typed = url.split(f"{field}=")[1].split("&")[0]
+    for headers in (EN, ZH):
+        html = client.get(url, headers=headers).get_data(as_text=True)
+        message = message_beside(html, field, typed)
+        assert ("Enter a date" in message or "is not a date" in message) if headers is EN else CJK.search(message)
+        assert html.count("is-invalid") == 1

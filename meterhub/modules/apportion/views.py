@@ -17,7 +17,7 @@ from meterhub.tenants.models import Property
 from meterhub.i18n import _l
 from meterhub.tenants import lookup
 from meterhub.tenants.scoping import get_or_404, property_ids, requested, restrict
-from webui.forms import refused
+from webui.forms import field_errors, refused
 from webui.util import permission_required, record
 
 from ..prepaid.models import PrepaidAccount
@@ -33,14 +33,19 @@ FIELDS = ("name", "property_id", "parent_meter", "sub_meters", "method", "tariff
 ALIASES = {"meters": "parent_meter", "tariff": "tariff_id", "ratio": "members"}
 
 
+def _day(value: str, field: str) -> date:
+    """A date of the preview's period, refused beside its field when it is not one."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError as err:
+        raise ValidationError(_l("Enter a date as YYYY-MM-DD."), {field: "date"}) from err
+
+
 def _period(rule: ApportionRule) -> tuple:
     tz = db.session.get(Property, rule.property_id).timezone
     start, end = request.values.get("start"), request.values.get("end")
-    try:
-        if start and end:
-            return period_bounds(tz, date.fromisoformat(start), date.fromisoformat(end))
-    except ValueError as err:
-        raise ValidationError("dates must be YYYY-MM-DD", {"period": "date"}) from err
+    if start and end:
+        return period_bounds(tz, _day(start, "start"), _day(end, "end"))
     today = date.today()
     year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
     return month_bounds(tz, year, month)
@@ -156,7 +161,10 @@ def rule(rule_id: int):
         start, end = _period(rule)
         statement = compute(db.session, current_user.group_id, rule.id, start, end)
     except MeterhubError as err:
-        error = str(err)
+        if field_errors(err, ("start", "end")):
+            refused(err, ("start", "end"))  # a bad date of the preview form: beside its field
+        else:
+            error = str(err)  # the period cannot be apportioned (e.g. no parent reading): said in the preview
     runs = db.session.execute(select(ApportionRun).where(ApportionRun.rule_id == rule.id)
                               .order_by(ApportionRun.id.desc())).scalars().all()
     parent = db.session.get(Meter, rule.parent_meter_id)
