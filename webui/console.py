@@ -138,7 +138,7 @@ def _edit_property(prop: Property):
             building = service.create_building(db.session, prop, form.get("name"))
         except ValidationError as err:
             db.session.rollback()
-            refused(err, ("name",))  # the form again as typed, the problem beside its field
+            refused(err, ("name",), form="add_building")  # the form again as typed, the problem beside its field
             return _property_page(prop), 400
         record("building.create", building, {"name": building.name, "property_id": prop.id})
         db.session.commit()
@@ -150,7 +150,7 @@ def _edit_property(prop: Property):
         interval = _interval(form.get("reading_interval_min"), prop.reading_interval_min)
     except ValidationError as err:
         db.session.rollback()
-        refused(err, ("name", "address", "reading_interval_min"))  # the form again as typed, the problem beside it
+        refused(err, ("name", "address", "reading_interval_min"), form="edit")  # the form again, the problem beside it
         return _property_page(prop), 400
     prop.name, prop.address, prop.reading_interval_min = name, (form.get("address") or "").strip(), interval
     record("property.update", prop, {"before": before, "after": {"name": prop.name, "address": prop.address,

@@ -17,11 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flask import Flask, flash, g, request
+import logging
+
+from flask import Flask, Response, current_app, flash, g, request
 from flask_babel import lazy_gettext as _l
 
 from meterhub.i18n import is_message
 from meterhub.labels import label
+
+log = logging.getLogger(__name__)
 
 #: What to say beside a field when the error's message is plain English text of a parser shared with the API
 #: (``parse_amount``, ``check_topup``): by the code in the error's field map. Other plain messages are shown as
@@ -107,6 +111,24 @@ def typed(name: str, default: Any = "", form: str | None = None) -> Any:
     return default
 
 
+def showing(name: str) -> str:
+    """Record that the page shows the message of field ``name`` (ui.field, the pickers and hand-made feedback call
+    it); a refused field whose message no control showed is an error (see ``_unshown``). Renders nothing."""
+    g.fields_shown = {*getattr(g, "fields_shown", ()), name}
+    return ""
+
+
+def _unshown(response: Response) -> Response:
+    """A refused form whose page shows no message for one of the fields ``refused`` named: the message would be
+    lost, so it is logged (and raised in tests): list only the fields the form shows with ``ui.field``."""
+    lost = set(getattr(g, "form_errors", {})) - set(getattr(g, "fields_shown", ()))
+    if lost and not 300 <= response.status_code < 400 and response.mimetype == "text/html":
+        log.error("%s %s: no control shows the message of %s", request.method, request.path, sorted(lost))
+        if current_app.testing:
+            raise RuntimeError(f"{request.path}: the refused form shows no message for {sorted(lost)}")
+    return response
+
+
 def ticked(name: str, default: bool = False, form: str | None = None) -> bool:
     """Whether checkbox ``name`` is ticked: as sent in the form this request refused, else ``default``."""
     if _this_form(form) and name in getattr(g, "form_fields", ()):
@@ -130,3 +152,5 @@ def register(app: Flask) -> None:
     app.add_template_global(form_errors, "form_errors")
     app.add_template_global(typed, "typed")
     app.add_template_global(ticked, "ticked")
+    app.add_template_global(showing, "showing")
+    app.after_request(_unshown)

@@ -211,7 +211,8 @@ def reverse(run_id: int):
                     actor=current_user.username, operator_id=current_user.id)
     except MeterhubError as err:
         db.session.rollback()
-        refused(err, ("reason",))  # the form again as typed, the problem beside its field
+        # the form again as typed, the problem beside its field (a run that is no longer posted shows no form)
+        refused(err, ("reason",) if posted.status == "posted" else ())
         return run(posted.id), 400
     record("apportion.reverse.console", posted)
     db.session.commit()
