@@ -343,8 +343,9 @@ def test_console_shows_a_new_gateway_password_once_and_stores_its_hash(app, clie
     for bad in ("a/b", "#", "x+y", "has space", "meterhub-ingest", taken):
         answer = client.post("/gateways", data={**form, "name": f"DTU {bad}", "mqtt_client_id": bad},
                              follow_redirects=True)
-        assert answer.status_code == 200, bad
-        assert "MQTT client id" in answer.get_data(as_text=True), bad
+        assert answer.status_code == 400, bad  # the form again, the message beside the client id field
+        feedback = re.search(r'id="[^"]*mqtt_client_id[^"]*-error"[^>]*>([^<]*)<', answer.get_data(as_text=True))
+        assert feedback and "MQTT client id" in feedback.group(1), bad
     with app.app_context(), service_session() as s:
         assert s.execute(text("SELECT count(*) FROM gateways WHERE group_id = :g AND framing = 'mqtt'"),
                          {"g": group.group_id}).scalar() == 1
