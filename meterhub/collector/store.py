@@ -36,6 +36,8 @@ from meterhub.timeseries.ingest import Reading, ingest
 
 log = logging.getLogger(__name__)
 
+HELD_ROWS_TIMEOUT = "15s"  # see StorageSink.write
+
 _SEEN_SQL = """
 WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)),
 seen AS (
@@ -191,6 +193,9 @@ class StorageSink:
             batch.readings, batch.fences = [], []  # stored: a retry of the health part must not re-send them
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
+            # these rows are the ones the liveness check marks: a collector frozen (SIGSTOP, swapped out, a
+            # debugger) inside this transaction must not keep them locked; PostgreSQL ends it after this long
+            conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = '{HELD_ROWS_TIMEOUT}'"))
             for table, kind, seen in (("devices", "device", batch.device_seen),
                                       ("gateways", "gateway", batch.gateway_seen)):
                 if seen:
