@@ -269,7 +269,10 @@ def _carry_out(target: Target, verify: bool, registry: dict[str, Any] | None,
         if driver is None:
             raise UnsupportedCommand(f"driver {target.driver_key!r} is not installed", where=f"device {target.ref.address}",
                                      error_code="driver.not_installed", params={"driver": target.driver_key})
-        if transport_factory is None and bus_owner(target.gateway.id):
+        owner = bus_owner(target.gateway.id) if transport_factory is None else None
+        if owner:
+            log.info("command %s: the bus of gateway %s is held by %s; asking it", target.command_id,
+                     target.gateway.id, owner)
             link = CollectorLink(target)
             outcome = asyncio.run(_steps(link, target, verify))
             outcome.fences = link.fences
